@@ -1,0 +1,100 @@
+# mavref: a portable C99 reference implementation of Make-A-Video SD.
+#
+#   make                  build bin/mavref and the library (gcc, -O2, float32, pthreads)
+#   make test             build and run every test and the golden corpus of this precision
+#   make PRECISION=64     float64 build (runs the float64 corpus)
+#   make THREADS=0        build without pthreads
+#   make CC=clang         another compiler (any C99 compiler; warnings are errors)
+#   make sanitize test    ASan + UBSan build, then the tests
+#   make NATIVE=1         machine-specific code generation (-march=native); never the default
+#   make tools-env        create the exporter's Python environment in tools/.venv (pinned)
+#   make vectors          regenerate vectors/ and vectors/manifest.txt from the FLAX model
+#   make demo             the main job on the embedded default
+#   make clean
+#
+# Never add -Ofast, -ffast-math or any of their parts: this is a numerical reference.
+
+PRECISION ?= 32
+THREADS   ?= 1
+NATIVE    ?= 0
+OPT       ?= -O2
+CC        ?= cc
+
+SAN := $(if $(filter sanitize,$(MAKECMDGOALS)),1,0)
+
+CFLAGS_BASE := -std=c99 -pedantic -Wall -Wextra -Werror $(OPT) -DMAVREF_PRECISION=$(PRECISION)
+LDLIBS := -lm
+ifeq ($(THREADS),1)
+  CFLAGS_BASE += -DMAVREF_THREADS=1 -pthread
+  LDLIBS += -pthread
+endif
+ifeq ($(NATIVE),1)
+  CFLAGS_BASE += -march=native
+endif
+ifeq ($(SAN),1)
+  CFLAGS_BASE += -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+  LDLIBS += -fsanitize=address,undefined
+endif
+CFLAGS_ALL := $(CFLAGS_BASE) $(CFLAGS)
+
+CCNAME := $(notdir $(firstword $(CC)))
+BUILD  := build/$(CCNAME)-f$(PRECISION)-t$(THREADS)-n$(NATIVE)-s$(SAN)
+
+LIB_SRC  := $(filter-out ref/cli.c,$(wildcard ref/*.c))
+LIB_OBJ  := $(patsubst ref/%.c,$(BUILD)/ref/%.o,$(LIB_SRC))
+TEST_SRC := $(wildcard tests/*.c)
+TEST_OBJ := $(patsubst tests/%.c,$(BUILD)/tests/%.o,$(TEST_SRC))
+HEADERS  := $(wildcard ref/*.h tests/*.h)
+
+PY := tools/.venv/bin/python
+
+.PHONY: all test sanitize clean tools-env vectors demo bench FORCE
+
+all: bin/mavref
+
+$(BUILD)/ref/%.o: ref/%.c $(HEADERS) Makefile
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(BUILD)/tests/%.o: tests/%.c $(HEADERS) Makefile
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(BUILD)/libmavref.a: $(LIB_OBJ)
+	rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/mavref: $(BUILD)/ref/cli.o $(BUILD)/libmavref.a
+	$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/run_tests: $(TEST_OBJ) $(BUILD)/libmavref.a
+	$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS)
+
+# bin/ always holds the binaries of the configuration built last.
+bin/mavref: $(BUILD)/mavref FORCE
+	@mkdir -p bin
+	cp $< $@
+
+bin/run_tests: $(BUILD)/run_tests FORCE
+	@mkdir -p bin
+	cp $< $@
+
+test: bin/mavref bin/run_tests
+	./bin/run_tests --vectors vectors $(TESTARGS)
+
+sanitize: bin/mavref bin/run_tests
+	@echo "sanitized build in $(BUILD)"
+
+tools-env:
+	python3 -m venv tools/.venv
+	$(PY) -m pip install --quiet --no-deps -r tools/requirements.lock
+	$(PY) -m pip check
+
+vectors:
+	@test -x $(PY) || { echo "run 'make tools-env' first"; exit 1; }
+	JAX_PLATFORMS=cpu HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) tools/export_vectors.py --out vectors
+
+clean:
+	rm -rf build bin
+
+FORCE:

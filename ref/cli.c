@@ -1,0 +1,121 @@
+// cli.c: the `mavref` command.
+//
+//   mavref --help
+//   mavref info FILE                        tensors, dtypes, shapes and metadata of a safetensors file
+//   mavref compare A B [--rtol R] [--atol A] per-tensor metrics; exit 1 on any mismatch
+//
+// Every error prints one line naming the file and what is wrong, and exits non-zero.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compare.h"
+#include "safetensors.h"
+
+static const char *usage =
+    "mavref: portable C99 reference implementation of Make-A-Video SD (" REAL_NAME " build)\n"
+    "\n"
+    "usage:\n"
+    "  mavref info FILE\n"
+    "      list the tensors of a safetensors file: name, dtype, shape, and its metadata\n"
+    "  mavref compare A B [--rtol R] [--atol T]\n"
+    "      compare every tensor of A with the tensor of the same name in B (B is the expected\n"
+    "      side). Prints max abs error, max relative error, NMSE, rel = max_abs/max|B| and the\n"
+    "      worst element. A tensor fails if max_abs > atol + rtol * max|B| (defaults: rtol 1e-5,\n"
+    "      atol 0), if shapes differ, or if it is present in one file only. Tensors are listed\n"
+    "      in B's order, so the first FAIL line is the first place the two diverge.\n"
+    "      Exit status: 0 all match, 1 a mismatch, 2 bad usage or unreadable input.\n"
+    "  mavref --help\n";
+
+static int cmd_info(int argc, char **argv) {
+    StFile f;
+    size_t i, total = 0;
+    char shp[160];
+    if (argc != 1) { fprintf(stderr, "mavref info: expected one FILE\n%s", usage); return 2; }
+    if (st_open(&f, argv[0])) { fprintf(stderr, "mavref info: %s\n", mv_error()); return 2; }
+    printf("%s: %lu tensors\n", argv[0], (unsigned long)f.count);
+    for (i = 0; i < f.nmeta; i++) printf("  meta %s = %s\n", f.meta_keys[i], f.meta_values[i]);
+    for (i = 0; i < f.count; i++) {
+        const StEntry *e = &f.entries[i];
+        printf("  %-60s %-5s %s\n", e->name, st_dtype_name(e->dtype), shape_str(shp, sizeof shp, e->ndim, e->shape));
+        total += e->numel;
+    }
+    printf("  total elements: %lu\n", (unsigned long)total);
+    st_close(&f);
+    return 0;
+}
+
+static int parse_num(const char *opt, const char *s, double *out) {
+    char *end;
+    *out = strtod(s, &end);
+    if (end == s || *end || !(*out >= 0)) { fprintf(stderr, "mavref compare: %s needs a non-negative number, got '%s'\n", opt, s); return 2; }
+    return 0;
+}
+
+static int cmd_compare(int argc, char **argv) {
+    const char *pa = NULL, *pb = NULL;
+    double rtol = 1e-5, atol = 0.0;
+    StFile a, b;
+    size_t i, n;
+    int bad = 0, io = 0, k;
+    for (k = 0; k < argc; k++) {
+        if (!strcmp(argv[k], "--rtol") && k + 1 < argc) { if (parse_num("--rtol", argv[++k], &rtol)) return 2; }
+        else if (!strcmp(argv[k], "--atol") && k + 1 < argc) { if (parse_num("--atol", argv[++k], &atol)) return 2; }
+        else if (argv[k][0] == '-' && argv[k][1]) { fprintf(stderr, "mavref compare: unknown option '%s'\n%s", argv[k], usage); return 2; }
+        else if (!pa) pa = argv[k];
+        else if (!pb) pb = argv[k];
+        else { fprintf(stderr, "mavref compare: too many files\n%s", usage); return 2; }
+    }
+    if (!pa || !pb) { fprintf(stderr, "mavref compare: expected two files A and B\n%s", usage); return 2; }
+    if (st_open(&a, pa)) { fprintf(stderr, "mavref compare: %s\n", mv_error()); return 2; }
+    if (st_open(&b, pb)) { fprintf(stderr, "mavref compare: %s\n", mv_error()); st_close(&a); return 2; }
+    printf("comparing %s (got) with %s (expected): rtol %.1e atol %.1e\n", pa, pb, rtol, atol);
+    for (i = 0; i < b.count && !io; i++) {
+        const StEntry *eb = &b.entries[i], *ea = st_find(&a, eb->name);
+        double *ga = NULL, *gb = NULL;
+        char line[512], idx[128], s1[128], s2[128];
+        Metrics m;
+        int same = 1, d;
+        if (!ea) { printf("FAIL %s: only in %s\n", eb->name, pb); bad++; continue; }
+        same = ea->ndim == eb->ndim;
+        for (d = 0; same && d < ea->ndim; d++) same = ea->shape[d] == eb->shape[d];
+        if (!same) {
+            printf("FAIL %s: shape %s in %s, %s in %s\n", eb->name, shape_str(s1, sizeof s1, ea->ndim, ea->shape), pa,
+                   shape_str(s2, sizeof s2, eb->ndim, eb->shape), pb);
+            bad++;
+            continue;
+        }
+        ga = (double *)mv_calloc(ea->numel ? ea->numel : 1, sizeof(double), ea->name);
+        gb = (double *)mv_calloc(eb->numel ? eb->numel : 1, sizeof(double), eb->name);
+        if (!ga || !gb || st_read_f64(&a, ea, ga) || st_read_f64(&b, eb, gb)) {
+            fprintf(stderr, "mavref compare: %s\n", mv_error());
+            io = 1;
+        } else {
+            metrics_compute(&m, ga, gb, eb->numel);
+            metrics_format(line, sizeof line, &m, index_str(idx, sizeof idx, m.worst, eb->ndim, eb->shape));
+            if (m.nonfinite || m.max_abs > atol + rtol * m.max_exp) { printf("FAIL %s: %s\n", eb->name, line); bad++; }
+            else printf("  ok %s: %s\n", eb->name, line);
+        }
+        free(ga);
+        free(gb);
+    }
+    for (i = 0; i < a.count && !io; i++)
+        if (!st_find(&b, a.entries[i].name)) { printf("FAIL %s: only in %s\n", a.entries[i].name, pa); bad++; }
+    n = b.count;
+    st_close(&a);
+    st_close(&b);
+    if (io) return 2;
+    printf("%s: %d problems over %lu tensors of %s\n", bad ? "MISMATCH" : "MATCH", bad, (unsigned long)n, pb);
+    return bad ? 1 : 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        fputs(usage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "info")) return cmd_info(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "compare")) return cmd_compare(argc - 2, argv + 2);
+    fprintf(stderr, "mavref: unknown command '%s'\n%s", argv[1], usage);
+    return 2;
+}

@@ -1,0 +1,44 @@
+// conv.c: convolutions, written as plain loops (the readable path).
+#include "conv.h"
+
+#include <string.h>
+
+int conv2d_out_size(size_t *Ho, size_t *Wo, size_t H, size_t W, const Conv2dGeom *g) {
+    size_t hp = H + g->pad_top + g->pad_bottom, wp = W + g->pad_left + g->pad_right;
+    if (g->stride == 0) return mv_fail("conv2d: stride must be positive");
+    if (g->KH == 0 || g->KW == 0 || hp < g->KH || wp < g->KW)
+        return mv_fail("conv2d: kernel %lux%lu does not fit the padded input %lux%lu",
+                       (unsigned long)g->KH, (unsigned long)g->KW, (unsigned long)hp, (unsigned long)wp);
+    *Ho = (hp - g->KH) / g->stride + 1;
+    *Wo = (wp - g->KW) / g->stride + 1;
+    return MV_OK;
+}
+
+void conv2d_forward(real *out, const real *in, const real *kernel, const real *bias,
+                    size_t N, size_t H, size_t W, size_t Ci, size_t Co, const Conv2dGeom *g) {
+    size_t Ho, Wo, n, i, j, kh, kw, c, o;
+    if (conv2d_out_size(&Ho, &Wo, H, W, g)) return; // callers validate first
+    for (n = 0; n < N; n++)
+        for (i = 0; i < Ho; i++)
+            for (j = 0; j < Wo; j++) {
+                real *y = out + ((n * Ho + i) * Wo + j) * Co; // (Co)
+                if (bias) memcpy(y, bias, Co * sizeof(real));
+                else memset(y, 0, Co * sizeof(real));
+                for (kh = 0; kh < g->KH; kh++) {
+                    size_t hi = i * g->stride + kh; // row in the padded input
+                    if (hi < g->pad_top || hi - g->pad_top >= H) continue;
+                    for (kw = 0; kw < g->KW; kw++) {
+                        size_t wi = j * g->stride + kw;
+                        const real *x, *k;
+                        if (wi < g->pad_left || wi - g->pad_left >= W) continue;
+                        x = in + ((n * H + (hi - g->pad_top)) * W + (wi - g->pad_left)) * Ci; // (Ci)
+                        k = kernel + (kh * g->KW + kw) * Ci * Co;                             // (Ci,Co)
+                        for (c = 0; c < Ci; c++) {
+                            real xc = x[c];
+                            const real *kc = k + c * Co; // (Co)
+                            for (o = 0; o < Co; o++) y[o] += xc * kc[o];
+                        }
+                    }
+                }
+            }
+}

@@ -1,0 +1,70 @@
+// error.c: one message buffer for the last error, and checked allocation.
+//
+// The message is per process, not per thread: worker threads never report errors (they run
+// only arithmetic whose inputs were validated before the threads started).
+#include "mavref.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static char g_msg[2048];
+
+int mv_fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g_msg, sizeof g_msg, fmt, ap);
+    va_end(ap);
+    return MV_ERR;
+}
+
+int mv_fail_prefix(const char *fmt, ...) {
+    char prefix[1024], old[sizeof g_msg];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    va_end(ap);
+    memcpy(old, g_msg, sizeof old);
+    // "<prefix>: <old>", cut to fit the buffer.
+    g_msg[0] = '\0';
+    strncat(g_msg, prefix, sizeof g_msg - 1);
+    strncat(g_msg, ": ", sizeof g_msg - 1 - strlen(g_msg));
+    strncat(g_msg, old, sizeof g_msg - 1 - strlen(g_msg));
+    return MV_ERR;
+}
+
+const char *mv_error(void) { return g_msg; }
+
+void mv_clear_error(void) { g_msg[0] = '\0'; }
+
+int mv_mul_size(size_t *out, size_t a, size_t b) {
+    if (a != 0 && b > (size_t)-1 / a)
+        return mv_fail("size overflow: %lu x %lu does not fit in size_t (%u bits)",
+                       (unsigned long)a, (unsigned long)b, (unsigned)(sizeof(size_t) * 8));
+    *out = a * b;
+    return MV_OK;
+}
+
+int mv_add_size(size_t *out, size_t a, size_t b) {
+    if (b > (size_t)-1 - a)
+        return mv_fail("size overflow: %lu + %lu does not fit in size_t",
+                       (unsigned long)a, (unsigned long)b);
+    *out = a + b;
+    return MV_OK;
+}
+
+void *mv_malloc(size_t bytes, const char *what) {
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) mv_fail("out of memory allocating %lu bytes for %s", (unsigned long)bytes, what);
+    return p;
+}
+
+void *mv_calloc(size_t count, size_t size, const char *what) {
+    size_t bytes = 0;
+    void *p;
+    if (mv_mul_size(&bytes, count, size)) { mv_fail_prefix("allocating %s", what); return NULL; }
+    p = calloc(bytes ? count : 1, bytes ? size : 1);
+    if (!p) mv_fail("out of memory allocating %lu bytes for %s", (unsigned long)bytes, what);
+    return p;
+}

@@ -1,0 +1,17 @@
+// groupnorm.h: group normalization, as flax.linen.GroupNorm computes it.
+#ifndef MAVREF_GROUPNORM_H
+#define MAVREF_GROUPNORM_H
+
+#include "mavref.h"
+
+// x is viewed as (N, S, C): N independent samples, S positions, C channels split into G
+// groups of C/G. Statistics of each (n, g) run over all S positions and the C/G channels.
+//   resnet / conv_norm_out (B,F,H,W,C): N = B,   S = F*H*W  (statistics over all frames)
+//   transformer            (B,F,H,W,C): N = B*F, S = H*W    (statistics per frame)
+// mean and rstd (N, G) are kept for the backward pass; either may be NULL.
+void groupnorm_forward(real *out, real *mean, real *rstd,          // (N,S,C) (N,G) (N,G)
+                       const real *x,                              // (N,S,C)
+                       const real *scale, const real *bias,        // (C) (C)
+                       size_t N, size_t S, size_t C, size_t G, double eps);
+
+#endif

@@ -1,0 +1,80 @@
+// safetensors.h: reading and writing the safetensors format in plain C.
+//
+// File layout: 8-byte little-endian header length N, N bytes of JSON
+//   {"NAME": {"dtype": "F32", "shape": [..], "data_offsets": [BEGIN, END]}, ...,
+//    "__metadata__": {"key": "value", ...}}
+// then the data region; offsets are relative to its start. Everything is little-endian;
+// this code decodes bytes explicitly, so it is correct on big-endian hosts too.
+#ifndef MAVREF_SAFETENSORS_H
+#define MAVREF_SAFETENSORS_H
+
+#include <stdio.h>
+
+#include "tensor.h"
+
+typedef enum { ST_F32, ST_F64, ST_F16, ST_BF16, ST_I32, ST_I64, ST_U8, ST_NDTYPES } StDtype;
+
+typedef struct {
+    char *name;
+    StDtype dtype;
+    int ndim;
+    size_t shape[MV_MAXDIM];
+    size_t numel;
+    uint64_t begin, end; // byte offsets within the data region
+} StEntry;
+
+typedef struct {
+    char *path;
+    FILE *fp;
+    uint64_t data_start; // 8 + N
+    size_t count;
+    StEntry *entries;    // (count) in header order
+    size_t nmeta;
+    char **meta_keys;    // (nmeta)
+    char **meta_values;  // (nmeta)
+} StFile;
+
+// Open and validate a file: header JSON, dtypes, shapes, offsets against the file's size.
+// Every error names the file.
+int st_open(StFile *f, const char *path);
+void st_close(StFile *f);
+const StEntry *st_find(const StFile *f, const char *name);
+const char *st_meta(const StFile *f, const char *key); // NULL if absent
+const char *st_dtype_name(StDtype d);
+size_t st_dtype_size(StDtype d);
+
+// Read a tensor, converting its dtype to `real`. Errors name the file and the tensor.
+int st_read(const StFile *f, const char *name, Tensor *out);
+// Read into existing memory of exactly the expected shape (an arena view).
+int st_read_into(const StFile *f, const char *name, const Tensor *dst);
+// Read a tensor as doubles (exact for every dtype but I64 beyond 2^53), for tools.
+int st_read_f64(const StFile *f, const StEntry *e, double *out);
+// Read an integer tensor (I32, I64, U8) exactly.
+int st_read_i64(const StFile *f, const char *name, int64_t **out, size_t *numel);
+
+// Writer: collects tensors (copied) and metadata, then writes to PATH.tmp and renames it
+// to PATH, so a failure never leaves a partial file under the final name.
+typedef struct StWriterItem StWriterItem;
+typedef struct {
+    size_t count, cap;
+    StWriterItem *items;
+    size_t nmeta;
+    char **meta_keys, **meta_values;
+} StWriter;
+
+void st_writer_init(StWriter *w);
+// Adds a tensor stored as `dtype` (ST_F32 or ST_F64 for reals).
+int st_writer_add(StWriter *w, const char *name, const Tensor *t, StDtype dtype);
+int st_writer_add_i64(StWriter *w, const char *name, const int64_t *v, int ndim, const size_t *shape);
+int st_writer_meta(StWriter *w, const char *key, const char *value);
+int st_writer_save(const StWriter *w, const char *path);
+void st_writer_free(StWriter *w);
+
+// The build's natural storage dtype (F32 or F64).
+#if MAVREF_PRECISION == 64
+#define ST_REAL ST_F64
+#else
+#define ST_REAL ST_F32
+#endif
+
+#endif
