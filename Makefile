@@ -37,8 +37,9 @@ ifeq ($(SAN),1)
 endif
 CFLAGS_ALL := $(CFLAGS_BASE) $(CFLAGS)
 
-CCNAME := $(notdir $(firstword $(CC)))
-BUILD  := build/$(CCNAME)-f$(PRECISION)-t$(THREADS)-n$(NATIVE)-s$(SAN)
+CCNAME    := $(notdir $(firstword $(CC)))
+BUILDROOT ?= build
+BUILD     := $(BUILDROOT)/$(CCNAME)-f$(PRECISION)-t$(THREADS)-n$(NATIVE)-s$(SAN)
 
 LIB_SRC  := $(filter-out ref/cli.c,$(wildcard ref/*.c))
 LIB_OBJ  := $(patsubst ref/%.c,$(BUILD)/ref/%.o,$(LIB_SRC))
@@ -79,10 +80,10 @@ bin/run_tests: $(BUILD)/run_tests FORCE
 	@mkdir -p bin
 	cp $< $@
 
-test: bin/mavref bin/run_tests
-	./bin/run_tests --vectors vectors $(TESTARGS)
+test: $(BUILD)/mavref $(BUILD)/run_tests
+	$(BUILD)/run_tests --vectors vectors $(TESTARGS)
 
-sanitize: bin/mavref bin/run_tests
+sanitize: $(BUILD)/mavref $(BUILD)/run_tests
 	@echo "sanitized build in $(BUILD)"
 
 tools-env:
