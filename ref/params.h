@@ -1,0 +1,38 @@
+// params.h: one parameter arena with named views.
+//
+// A model first declares every parameter it has (name and shape) with params_add; then
+// params_alloc makes one allocation holding all of them, and each parameter is a Tensor view
+// into it. Loading checks that a file has exactly these tensors with exactly these shapes.
+#ifndef MAVREF_PARAMS_H
+#define MAVREF_PARAMS_H
+
+#include "safetensors.h"
+#include "tensor.h"
+
+typedef struct {
+    char *name;   // Flax path joined with '.', e.g. "conv_in.spatial_conv.kernel"
+    Tensor t;     // a view into the arena once allocated
+    size_t offset;// element offset of the view in the arena
+} Param;
+
+typedef struct {
+    size_t count, cap;
+    Param *p;       // (count)
+    size_t numel;   // total elements
+    real *arena;    // (numel), one allocation
+} ParamTable;
+
+void params_init(ParamTable *pt);
+// Declare a parameter; the name is printf-formatted. MV_ERR on overflow or duplicate.
+int params_add(ParamTable *pt, int ndim, const size_t *shape, const char *fmt, ...) MV_PRINTF(4, 5);
+int params_alloc(ParamTable *pt);
+void free_params(ParamTable *pt);
+// The view of a parameter by name, or NULL with a message naming it.
+Tensor *params_get(ParamTable *pt, const char *name);
+// Like params_get with a printf-formatted name.
+Tensor *params_getf(ParamTable *pt, const char *fmt, ...) MV_PRINTF(2, 3);
+// Load every parameter from a safetensors file. Fails, naming the tensor, on a missing
+// tensor, a shape mismatch, or (unless allow_extra) a tensor the model does not have.
+int params_load(ParamTable *pt, const char *path, int allow_extra);
+
+#endif
