@@ -49,7 +49,7 @@ HEADERS  := $(wildcard ref/*.h tests/*.h)
 
 PY := tools/.venv/bin/python
 
-.PHONY: all test sanitize clean tools-env vectors demo bench FORCE
+.PHONY: all test cross-test sanitize clean tools-env vectors demo bench FORCE
 
 all: bin/mavref
 
@@ -66,10 +66,10 @@ $(BUILD)/libmavref.a: $(LIB_OBJ)
 	ar rcs $@ $^
 
 $(BUILD)/mavref: $(BUILD)/ref/cli.o $(BUILD)/libmavref.a
-	$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS_ALL) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/run_tests: $(TEST_OBJ) $(BUILD)/libmavref.a
-	$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS_ALL) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # bin/ always holds the binaries of the configuration built last.
 bin/mavref: $(BUILD)/mavref FORCE
@@ -81,7 +81,25 @@ bin/run_tests: $(BUILD)/run_tests FORCE
 	cp $< $@
 
 test: $(BUILD)/mavref $(BUILD)/run_tests
-	$(BUILD)/run_tests --vectors vectors $(TESTARGS)
+	$(TEST_RUNNER) $(BUILD)/run_tests --vectors vectors $(TESTARGS)
+
+# Cross-architecture tests under qemu-user, with Debian's cross compilers (static binaries):
+#   make cross-test ARCH=s390x      (big-endian)     ARCH=i386 (32-bit size_t)
+#   make cross-test ARCH=aarch64    ARCH=riscv64
+# Needs: apt-get install gcc-$(triplet) qemu-user. LEVEL=full runs the whole corpus.
+CROSS_aarch64 := aarch64-linux-gnu
+CROSS_s390x   := s390x-linux-gnu
+CROSS_riscv64 := riscv64-linux-gnu
+CROSS_i386    := i686-linux-gnu
+QEMU_aarch64  := qemu-aarch64
+QEMU_s390x    := qemu-s390x
+QEMU_riscv64  := qemu-riscv64
+QEMU_i386     := qemu-i386
+LEVEL ?= quick
+cross-test:
+	@test -n "$(CROSS_$(ARCH))" || { echo "ARCH must be one of: aarch64 s390x riscv64 i386"; exit 2; }
+	$(MAKE) test CC=$(CROSS_$(ARCH))-gcc BUILDROOT=build/cross-$(ARCH) LDFLAGS="-static" \
+	  TEST_RUNNER=$(QEMU_$(ARCH)) TESTARGS="--level $(LEVEL) $(TESTARGS)"
 
 sanitize: $(BUILD)/mavref $(BUILD)/run_tests
 	@echo "sanitized build in $(BUILD)"

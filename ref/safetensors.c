@@ -120,6 +120,8 @@ static int parse_entry(StFile *f, StEntry *e, const char *name, const JsonValue 
     e->numel = (size_t)numel;
     if (numel > UINT64_MAX / dtype_sizes[k]) return mv_fail("%s: tensor '%s': byte size overflows", f->path, name);
     nbytes = numel * dtype_sizes[k];
+    if (nbytes > (uint64_t)(size_t)-1)
+        return mv_fail("%s: tensor '%s': %llu bytes do not fit this machine's size_t", f->path, name, (unsigned long long)nbytes);
     if (json_as_u64(&off->items[0], &b) || json_as_u64(&off->items[1], &en))
         return mv_fail_prefix("%s: tensor '%s': data_offsets", f->path, name);
     if (en < b) return mv_fail("%s: tensor '%s': data_offsets [%llu, %llu] end before they begin", f->path, name, (unsigned long long)b, (unsigned long long)en);

@@ -210,9 +210,12 @@ int test_st_bad_files(void) {
     // unknown dtype
     write_raw(p, ~(uint64_t)0, "{\"x\":{\"dtype\":\"F8\",\"shape\":[2],\"data_offsets\":[0,2]}}", d, 2);
     fails += expect_open_fails(p, "unsupported dtype");
-    // absurd shape: the element count overflows
+    // absurd shape: the element count overflows 64 bits (a 32-bit size_t refuses it earlier)
     write_raw(p, ~(uint64_t)0, "{\"x\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,16],\"data_offsets\":[0,8]}}", d, 8);
-    fails += expect_open_fails(p, "overflow");
+    fails += expect_open_fails(p, sizeof(size_t) < 8 ? "size_t" : "overflow");
+    // 2^31 elements: fine on 64 bits (then refused for its offsets), never wrapped on 32 bits
+    write_raw(p, ~(uint64_t)0, "{\"x\":{\"dtype\":\"F32\",\"shape\":[65536,32768],\"data_offsets\":[0,8]}}", d, 8);
+    fails += expect_open_fails(p, sizeof(size_t) < 8 ? "size_t" : "need 8589934592");
     // malformed JSON
     write_raw(p, ~(uint64_t)0, "{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}", d, 8);
     fails += expect_open_fails(p, "invalid JSON");
