@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static int finite(double x) { return x == x && x - x == 0.0; }
+static int is_finite(double x) { return x == x && x - x == 0.0; }
 
 void metrics_compute(Metrics *m, const double *got, const double *exp, size_t n) {
     double se = 0.0, sx = 0.0;
@@ -15,12 +15,12 @@ void metrics_compute(Metrics *m, const double *got, const double *exp, size_t n)
     m->n = n;
     for (i = 0; i < n; i++) {
         double g = got[i], e = exp[i], d;
-        if (finite(g) != finite(e) || (!finite(e) && !(g == e))) {
+        if (is_finite(g) != is_finite(e) || (!is_finite(e) && !(g == e))) {
             if (!m->nonfinite) { m->first_nonfinite = i; m->worst = i; m->worst_got = g; m->worst_exp = e; }
             m->nonfinite++;
             continue;
         }
-        if (!finite(e)) continue; // equal infinities
+        if (!is_finite(e)) continue; // equal infinities
         d = fabs(g - e);
         if (!have || d > m->max_abs) {
             have = 1;
@@ -59,7 +59,7 @@ void metrics_compute_real(Metrics *m, const real *got, const real *exp, size_t n
         if (part.max_rel > acc.max_rel) acc.max_rel = part.max_rel;
         if (part.max_exp > acc.max_exp) acc.max_exp = part.max_exp;
         for (j = 0; j < k; j++)
-            if (finite(g[j]) && finite(e[j])) { se += (g[j] - e[j]) * (g[j] - e[j]); sx += e[j] * e[j]; }
+            if (is_finite(g[j]) && is_finite(e[j])) { se += (g[j] - e[j]) * (g[j] - e[j]); sx += e[j] * e[j]; }
         i += k;
     }
     acc.nmse = sx > 0.0 ? se / sx : (se > 0.0 ? INFINITY : 0.0);
