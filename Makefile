@@ -6,7 +6,8 @@
 #   make THREADS=0        build without pthreads
 #   make CC=clang         another compiler (any C99 compiler; warnings are errors)
 #   make sanitize test    ASan + UBSan build, then the tests
-#   make NATIVE=1         machine-specific code generation (-march=native); never the default
+#   make NATIVE=1         machine-specific code generation (-march=native, -O3); never the default
+#   make bench            GEMM GFLOP/s (NATIVE=1 build) against the FMA peak and OpenBLAS
 #   make tools-env        create the exporter's Python environment in tools/.venv (pinned)
 #   make vectors          regenerate vectors/ and vectors/manifest.txt from the FLAX model
 #   make demo             the main job on the embedded default
@@ -17,7 +18,8 @@
 PRECISION ?= 32
 THREADS   ?= 1
 NATIVE    ?= 0
-OPT       ?= -O2
+OPT_DEFAULT := $(if $(filter 1,$(NATIVE)),-O3,-O2)
+OPT       ?= $(OPT_DEFAULT)
 CC        ?= cc
 
 SAN := $(if $(filter sanitize,$(MAKECMDGOALS)),1,0)
@@ -39,7 +41,9 @@ CFLAGS_ALL := $(CFLAGS_BASE) $(CFLAGS)
 
 CCNAME    := $(notdir $(firstword $(CC)))
 BUILDROOT ?= build
-BUILD     := $(BUILDROOT)/$(CCNAME)-f$(PRECISION)-t$(THREADS)-n$(NATIVE)-s$(SAN)
+# A non-default OPT gets its own build directory (e.g. -n1-oO2-s0), so objects never mix.
+OPTTAG    := $(if $(filter-out $(OPT_DEFAULT),$(OPT)),-o$(subst $(eval) ,,$(subst -,,$(subst =,,$(OPT)))))
+BUILD     := $(BUILDROOT)/$(CCNAME)-f$(PRECISION)-t$(THREADS)-n$(NATIVE)$(OPTTAG)-s$(SAN)
 
 LIB_SRC  := $(filter-out ref/cli.c,$(wildcard ref/*.c))
 LIB_OBJ  := $(patsubst ref/%.c,$(BUILD)/ref/%.o,$(LIB_SRC))
@@ -49,7 +53,7 @@ HEADERS  := $(wildcard ref/*.h tests/*.h)
 
 PY := tools/.venv/bin/python
 
-.PHONY: all test cross-test sanitize clean tools-env vectors demo bench FORCE
+.PHONY: all test cross-test sanitize clean tools-env vectors demo bench bench-run FORCE
 
 all: bin/mavref
 
@@ -103,6 +107,32 @@ cross-test:
 
 sanitize: $(BUILD)/mavref $(BUILD)/run_tests
 	@echo "sanitized build in $(BUILD)"
+
+# make bench: GEMM speed of a float32 NATIVE=1 -O3 threaded build (tools/bench.c), and OpenBLAS
+# sgemm from a separate program when libopenblas-dev is installed (only for comparison: mavref
+# never depends on it). The last lines are `NAME = NUMBER`.
+BENCH_VARS := NATIVE=1 OPT=-O3 PRECISION=32 THREADS=1
+
+bench:
+	@$(MAKE) --no-print-directory $(BENCH_VARS) bench-run
+
+bench-run: $(BUILD)/bench
+	@if $(CC) -std=c99 -O2 -I/usr/include/openblas -o $(BUILD)/bench_openblas tools/bench_openblas.c -lopenblas 2>/dev/null; then \
+	  echo "OpenBLAS sgemm for comparison (tools/bench_openblas.c) ..."; \
+	  $(BUILD)/bench_openblas > $(BUILD)/openblas.txt && $(BUILD)/bench $(BUILD)/openblas.txt; \
+	else \
+	  echo "OpenBLAS not installed: no comparison (apt-get install libopenblas-dev)"; \
+	  $(BUILD)/bench; \
+	fi
+
+$(BUILD)/tools/%.o: tools/%.c $(HEADERS) Makefile
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+# Only the objects it needs, so that the bench builds whatever state other operators are in.
+BENCH_OBJ := $(addprefix $(BUILD)/ref/,gemm.o threads.o error.o)
+$(BUILD)/bench: $(BUILD)/tools/bench.o $(BENCH_OBJ)
+	$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS)
 
 tools-env:
 	python3 -m venv tools/.venv

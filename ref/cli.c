@@ -11,6 +11,7 @@
 
 #include "compare.h"
 #include "safetensors.h"
+#include "unet.h"
 
 static const char *usage =
     "mavref: portable C99 reference implementation of Make-A-Video SD (" REAL_NAME " build)\n"
@@ -25,7 +26,88 @@ static const char *usage =
     "      atol 0), if shapes differ, or if it is present in one file only. Tensors are listed\n"
     "      in B's order, so the first FAIL line is the first place the two diverge.\n"
     "      Exit status: 0 all match, 1 a mismatch, 2 bad usage or unreadable input.\n"
+    "  mavref unet --inputs IN --out OUT [--weights W | --procedural SEED] [--config JSON]\n"
+    "              [--2d] [--taps]\n"
+    "      run the UNet: IN holds sample (B,Cin,F,H,W) (or (B,Cin,H,W) with --2d), timesteps (B)\n"
+    "      and context (B,T,768); OUT gets \"out\" (B,Cout,F,H,W) and, with --taps, the\n"
+    "      activations tap.time_proj, tap.time_embedding, tap.conv_in, tap.down_blocks_<i>,\n"
+    "      tap.mid_block, tap.up_blocks_<i>, tap.conv_out in (B,F,H,W,C) layout. Weights come\n"
+    "      from a safetensors file named by Flax paths, or from the procedural generator.\n"
+    "      --config reads a diffusers config.json (default: makeavid, in_channels 9); --2d\n"
+    "      runs SD 1.5's 2-D UNet (no temporal layers). `mavref compare` on two such files\n"
+    "      names the first block where a backend diverges.\n"
     "  mavref --help\n";
+
+// ---------------------------------------------------------------------------------------
+
+typedef struct { StWriter *w; } TapSink;
+
+static int write_tap(void *user, const char *name, const Tensor *t) {
+    TapSink *s = (TapSink *)user;
+    return st_writer_add(s->w, name, t, ST_REAL);
+}
+
+static int cmd_unet(int argc, char **argv) {
+    const char *in = NULL, *outp = NULL, *weights = NULL, *config = NULL;
+    unsigned long long seed = 0;
+    int have_seed = 0, taps = 0, twod = 0, k, rc = 2;
+    UNetConfig cfg;
+    ParamTable pt;
+    StFile f;
+    StWriter w;
+    TapSink sink;
+    Tensor sample, t, ctx, out;
+    char *end;
+    for (k = 0; k < argc; k++) {
+        if (!strcmp(argv[k], "--inputs") && k + 1 < argc) in = argv[++k];
+        else if (!strcmp(argv[k], "--out") && k + 1 < argc) outp = argv[++k];
+        else if (!strcmp(argv[k], "--weights") && k + 1 < argc) weights = argv[++k];
+        else if (!strcmp(argv[k], "--config") && k + 1 < argc) config = argv[++k];
+        else if (!strcmp(argv[k], "--procedural") && k + 1 < argc) {
+            seed = strtoull(argv[++k], &end, 10);
+            if (*end || end == argv[k]) { fprintf(stderr, "mavref unet: --procedural needs an integer seed\n"); return 2; }
+            have_seed = 1;
+        } else if (!strcmp(argv[k], "--taps")) taps = 1;
+        else if (!strcmp(argv[k], "--2d")) twod = 1;
+        else { fprintf(stderr, "mavref unet: unknown or incomplete option '%s'\n%s", argv[k], usage); return 2; }
+    }
+    if (!in || !outp || (!weights) == (!have_seed)) {
+        fprintf(stderr, "mavref unet: needs --inputs, --out and exactly one of --weights / --procedural\n%s", usage);
+        return 2;
+    }
+    unet_config_default(&cfg);
+    if (twod) { cfg.temporal = 0; cfg.in_channels = 4; }
+    if (config && unet_config_load(&cfg, config)) { fprintf(stderr, "mavref unet: %s\n", mv_error()); return 2; }
+    params_init(&pt);
+    st_writer_init(&w);
+    memset(&sample, 0, sizeof sample); memset(&t, 0, sizeof t); memset(&ctx, 0, sizeof ctx); memset(&out, 0, sizeof out);
+    if (st_open(&f, in)) { fprintf(stderr, "mavref unet: %s\n", mv_error()); return 2; }
+    if (st_read(&f, "sample", &sample) || st_read(&f, "timesteps", &t) || st_read(&f, "context", &ctx)) {
+        fprintf(stderr, "mavref unet: %s\n", mv_error());
+        goto done;
+    }
+    if (unet_declare_params(&pt, &cfg) || params_alloc(&pt) ||
+        (weights ? params_load(&pt, weights, 0) : params_procedural(&pt, (uint64_t)seed))) {
+        fprintf(stderr, "mavref unet: %s\n", mv_error());
+        goto done;
+    }
+    sink.w = &w;
+    if (unet_forward(&out, &sample, &t, &ctx, &pt, &cfg, taps ? write_tap : NULL, &sink) ||
+        st_writer_add(&w, "out", &out, ST_REAL) || st_writer_meta(&w, "producer", "mavref " REAL_NAME) ||
+        st_writer_save(&w, outp)) {
+        fprintf(stderr, "mavref unet: %s\n", mv_error());
+        rc = 1;
+        goto done;
+    }
+    printf("wrote %s: out %s%s\n", outp, taps ? "and taps" : "", "");
+    rc = 0;
+done:
+    st_close(&f);
+    free_params(&pt);
+    st_writer_free(&w);
+    tensor_free(&sample); tensor_free(&t); tensor_free(&ctx); tensor_free(&out);
+    return rc;
+}
 
 static int cmd_info(int argc, char **argv) {
     StFile f;
@@ -116,6 +198,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(argv[1], "info")) return cmd_info(argc - 2, argv + 2);
     if (!strcmp(argv[1], "compare")) return cmd_compare(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "unet")) return cmd_unet(argc - 2, argv + 2);
     fprintf(stderr, "mavref: unknown command '%s'\n%s", argv[1], usage);
     return 2;
 }

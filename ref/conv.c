@@ -42,3 +42,37 @@ void conv2d_forward(real *out, const real *in, const real *kernel, const real *b
                 }
             }
 }
+
+void temporal_conv_forward(real *out, const real *in, const real *kernel, const real *bias,
+                           size_t B, size_t F, size_t S, size_t Ci, size_t Co) {
+    size_t b, f, s, k, c, o;
+    for (b = 0; b < B; b++)
+        for (f = 0; f < F; f++)
+            for (s = 0; s < S; s++) {
+                real *y = out + ((b * F + f) * S + s) * Co; // (Co)
+                if (bias) memcpy(y, bias, Co * sizeof(real));
+                else memset(y, 0, Co * sizeof(real));
+                for (k = 0; k < 3; k++) {
+                    const real *x, *w;
+                    if (f + k < 1 || f + k - 1 >= F) continue; // frame f+k-1 is zero padding
+                    x = in + ((b * F + (f + k - 1)) * S + s) * Ci; // (Ci)
+                    w = kernel + k * Ci * Co;                      // (Ci,Co)
+                    for (c = 0; c < Ci; c++) {
+                        real xc = x[c];
+                        const real *wc = w + c * Co; // (Co)
+                        for (o = 0; o < Co; o++) y[o] += xc * wc[o];
+                    }
+                }
+            }
+}
+
+int conv_pseudo3d_forward(real *out, real *work, const real *in,
+                          const real *spatial_kernel, const real *spatial_bias,
+                          const real *temporal_kernel, const real *temporal_bias,
+                          size_t B, size_t F, size_t H, size_t W, size_t Ci, size_t Co, const Conv2dGeom *g) {
+    size_t Ho, Wo;
+    if (conv2d_out_size(&Ho, &Wo, H, W, g)) return mv_fail_prefix("conv_pseudo3d");
+    conv2d_forward(work, in, spatial_kernel, spatial_bias, B * F, H, W, Ci, Co, g);
+    temporal_conv_forward(out, work, temporal_kernel, temporal_bias, B, F, Ho * Wo, Co, Co);
+    return MV_OK;
+}

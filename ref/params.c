@@ -99,3 +99,37 @@ int params_load(ParamTable *pt, const char *path, int allow_extra) {
     st_close(&f);
     return MV_OK;
 }
+
+#include <math.h>
+
+#include "procedural.h"
+
+int params_proc_rule(const Param *p, double *scale, double *offset) {
+    const char *leaf = strrchr(p->name, '.');
+    leaf = leaf ? leaf + 1 : p->name;
+    if (strcmp(leaf, "kernel") == 0) {
+        size_t fan_in = p->t.ndim ? p->t.numel / p->t.shape[p->t.ndim - 1] : 1;
+        if (fan_in == 0) return mv_fail("parameter '%s' has an empty fan-in", p->name);
+        *scale = sqrt(3.0 / (double)fan_in);
+        *offset = 0.0;
+    } else if (strcmp(leaf, "bias") == 0) {
+        *scale = 0.1;
+        *offset = 0.0;
+    } else if (strcmp(leaf, "scale") == 0) {
+        *scale = 0.1;
+        *offset = 1.0;
+    } else {
+        return mv_fail("no procedural rule for parameter '%s'", p->name);
+    }
+    return MV_OK;
+}
+
+int params_procedural(ParamTable *pt, uint64_t seed) {
+    size_t i;
+    for (i = 0; i < pt->count; i++) {
+        double scale, offset;
+        if (params_proc_rule(&pt->p[i], &scale, &offset)) return MV_ERR;
+        proc_fill(pt->p[i].t.data, pt->p[i].t.numel, seed, pt->p[i].name, scale, offset);
+    }
+    return MV_OK;
+}

@@ -36,3 +36,13 @@ Tensor *params_getf(ParamTable *pt, const char *fmt, ...) MV_PRINTF(2, 3);
 int params_load(ParamTable *pt, const char *path, int allow_extra);
 
 #endif
+
+// The corpus' procedural weights (SPEC.md "Procedural weights"): every parameter is
+// proc_fill(name, seed, scale, offset) with, by the last component of its name,
+//   kernel: scale sqrt(3 / fan_in), fan_in = product of all but the last axis, offset 0
+//   bias:   scale 0.1, offset 0
+//   scale:  scale 0.1, offset 1          (GroupNorm / LayerNorm gains)
+// Other names are an error. The rule and ref/procedural.c together give the exporter's values.
+int params_procedural(ParamTable *pt, uint64_t seed);
+// The (scale, offset) the rule gives a parameter.
+int params_proc_rule(const Param *p, double *scale, double *offset);

@@ -264,3 +264,208 @@ int unet_declare_params(ParamTable *pt, const UNetConfig *c) {
     if (declare_norm(pt, "conv_norm_out", c0)) return MV_ERR;
     return declare_conv(pt, T, "conv_out", 3, c0, (size_t)c->out_channels);
 }
+
+// ---------------------------------------------------------------------------------------
+// The forward pass (upstream flax_unet_pseudo3d_condition.py __call__).
+
+#include "blocks.h"
+#include "embeddings.h"
+#include "groupnorm.h"
+#include "activations.h"
+#include "upsample.h"
+
+#define MAX_SKIPS 64
+
+// (B,C,F,H,W) -> (B,F,H,W,C), or the reverse when to_channels_last == 0.
+static void transpose_bc(real *dst, const real *src, size_t B, size_t C, size_t S, int to_channels_last) {
+    size_t b, c, s;
+    for (b = 0; b < B; b++)
+        for (c = 0; c < C; c++)
+            for (s = 0; s < S; s++) {
+                size_t cf = (b * C + c) * S + s, cl = (b * S + s) * C + c; // channels-first / -last index
+                if (to_channels_last) dst[cl] = src[cf];
+                else dst[cf] = src[cl];
+            }
+}
+
+// Concatenate along channels: out[..., :Ca] = a, out[..., Ca:] = b (upstream: [hidden, skip]).
+static int concat_channels(Tensor *out, const Tensor *a, const Tensor *b) {
+    size_t n = a->numel / a->shape[4], Ca = a->shape[4], Cb = b->shape[4], i;
+    if (b->numel / Cb != n) return mv_fail("skip connection of shape mismatching the hidden state");
+    if (tensor_alloc_v(out, 5, a->shape[0], a->shape[1], a->shape[2], a->shape[3], Ca + Cb)) return MV_ERR;
+    for (i = 0; i < n; i++) {
+        memcpy(out->data + i * (Ca + Cb), a->data + i * Ca, Ca * sizeof(real));
+        memcpy(out->data + i * (Ca + Cb) + Ca, b->data + i * Cb, Cb * sizeof(real));
+    }
+    return MV_OK;
+}
+
+typedef struct {
+    Tensor h;              // the current hidden state (B,F,H,W,C)
+    int h_is_skip;         // h is also the newest skip: do not free it when replaced
+    Tensor skips[MAX_SKIPS];
+    int nskips;
+} FwdState;
+
+// Replace the hidden state with `next`, freeing the old one unless a skip owns it.
+static void set_h(FwdState *s, Tensor *next) {
+    if (!s->h_is_skip) tensor_free(&s->h);
+    s->h = *next;
+    s->h_is_skip = 0;
+    memset(next, 0, sizeof *next);
+}
+
+static int push_skip(FwdState *s) {
+    if (s->nskips == MAX_SKIPS) return mv_fail("too many skip connections");
+    s->skips[s->nskips++] = s->h;
+    s->h_is_skip = 1;
+    return MV_OK;
+}
+
+static int emit(UNetTapFn tap, void *user, const char *name, const Tensor *t) {
+    return tap ? tap(user, name, t) : MV_OK;
+}
+
+int unet_forward(Tensor *out, const Tensor *sample, const Tensor *timesteps, const Tensor *context,
+                 ParamTable *pt, const UNetConfig *c, UNetTapFn tap, void *user) {
+    static const Conv2dGeom conv3 = {3, 3, 1, 1, 1, 1, 1}, down3 = {3, 3, 2, 1, 1, 1, 1};
+    FwdState s;
+    BlockDims d;
+    Tensor x, sinus, temb, next, tmp;
+    size_t B, F, H, W, Cin = (size_t)c->in_channels, c0 = (size_t)c->block_out_channels[0], mult, i;
+    int nb = c->n_blocks, L = c->layers_per_block, bi, j, rc = MV_ERR;
+    char name[128];
+    const real *gs, *gb;
+    memset(&s, 0, sizeof s); memset(&x, 0, sizeof x); memset(&sinus, 0, sizeof sinus);
+    memset(&temb, 0, sizeof temb); memset(&next, 0, sizeof next); memset(&tmp, 0, sizeof tmp);
+    memset(out, 0, sizeof *out);
+    // ---- validate the inputs
+    if (unet_config_check(c)) return MV_ERR;
+    if (sample->ndim != (c->temporal ? 5 : 4))
+        return mv_fail("sample must be (B, C, %sH, W), got rank %d", c->temporal ? "F, " : "", sample->ndim);
+    B = sample->shape[0];
+    F = c->temporal ? sample->shape[2] : 1;
+    H = sample->shape[sample->ndim - 2];
+    W = sample->shape[sample->ndim - 1];
+    if (sample->shape[1] != Cin) return mv_fail("sample has %lu channels, the model takes %lu", (unsigned long)sample->shape[1], (unsigned long)Cin);
+    mult = (size_t)1 << (nb - 1);
+    if (B == 0 || F == 0 || H == 0 || W == 0 || H % mult || W % mult)
+        return mv_fail("sample size %lux%lu must be non-empty and divisible by %lu (one halving per down block)",
+                       (unsigned long)H, (unsigned long)W, (unsigned long)mult);
+    if (tensor_expect_shape(timesteps, "timesteps", 1, B)) return MV_ERR;
+    if (context->ndim != 3 || context->shape[0] != B || context->shape[2] != (size_t)c->cross_attention_dim)
+        return mv_fail("context must be (B=%lu, T, %d)", (unsigned long)B, c->cross_attention_dim);
+    d.B = B; d.F = F; d.temporal = c->temporal; d.Tctx = context->shape[1]; d.Cctx = context->shape[2]; d.Ct = 4 * c0;
+    d.gn_eps = 1e-5; d.plain_names = 0;
+    // ---- time embedding: (B) -> (B, 4*c0)
+    if (tensor_alloc_v(&sinus, 2, B, c0) || tensor_alloc_v(&temb, 2, B, 4 * c0)) goto done;
+    timestep_sinusoid_forward(sinus.data, timesteps->data, B, c0, c->flip_sin_to_cos, (double)c->freq_shift);
+    {
+        Tensor *w1 = params_get(pt, "time_embedding.linear_1.kernel"), *b1 = params_get(pt, "time_embedding.linear_1.bias");
+        Tensor *w2 = params_get(pt, "time_embedding.linear_2.kernel"), *b2 = params_get(pt, "time_embedding.linear_2.bias");
+        if (!w1 || !b1 || !w2 || !b2) goto done;
+        if (tensor_expect_shape(w1, "time_embedding.linear_1.kernel", 2, c0, 4 * c0) ||
+            tensor_expect_shape(b1, "time_embedding.linear_1.bias", 1, 4 * c0) ||
+            tensor_expect_shape(w2, "time_embedding.linear_2.kernel", 2, 4 * c0, 4 * c0) ||
+            tensor_expect_shape(b2, "time_embedding.linear_2.bias", 1, 4 * c0))
+            goto done;
+        if (timestep_embedding_forward(temb.data, sinus.data, w1->data, b1->data, w2->data, b2->data, B, c0, 4 * c0)) goto done;
+    }
+    if (emit(tap, user, "tap.time_proj", &sinus) || emit(tap, user, "tap.time_embedding", &temb)) goto done;
+    // ---- (B,C,F,H,W) -> (B,F,H,W,C), then conv_in
+    if (tensor_alloc_v(&x, 5, B, F, H, W, Cin)) goto done;
+    transpose_bc(x.data, sample->data, B, Cin, F * H * W, 1);
+    if (conv_block_forward(&s.h, &x, pt, "conv_in", &d, &conv3)) goto done;
+    tensor_free(&x);
+    if (push_skip(&s) || emit(tap, user, "tap.conv_in", &s.h)) goto done;
+    // ---- down blocks
+    for (bi = 0; bi < nb; bi++) {
+        for (j = 0; j < L; j++) {
+            snprintf(name, sizeof name, "down_blocks_%d.resnets_%d", bi, j);
+            if (resnet_forward(&next, &s.h, temb.data, pt, name, &d)) goto done;
+            set_h(&s, &next);
+            if (c->down_cross[bi]) {
+                snprintf(name, sizeof name, "down_blocks_%d.attentions_%d", bi, j);
+                if (transformer_forward(&next, &s.h, context->data, pt, name, (size_t)c->heads[bi], &d)) goto done;
+                set_h(&s, &next);
+            }
+            if (push_skip(&s)) goto done;
+        }
+        if (bi < nb - 1) {
+            snprintf(name, sizeof name, "down_blocks_%d.downsamplers_0.conv", bi);
+            if (conv_block_forward(&next, &s.h, pt, name, &d, &down3)) goto done;
+            set_h(&s, &next);
+            if (push_skip(&s)) goto done;
+        }
+        snprintf(name, sizeof name, "tap.down_blocks_%d", bi);
+        if (emit(tap, user, name, &s.h)) goto done;
+    }
+    // ---- mid block: resnet, transformer, resnet
+    if (resnet_forward(&next, &s.h, temb.data, pt, "mid_block.resnets_0", &d)) goto done;
+    set_h(&s, &next);
+    if (transformer_forward(&next, &s.h, context->data, pt, "mid_block.attentions_0", (size_t)c->heads[nb - 1], &d)) goto done;
+    set_h(&s, &next);
+    if (resnet_forward(&next, &s.h, temb.data, pt, "mid_block.resnets_1", &d)) goto done;
+    set_h(&s, &next);
+    if (emit(tap, user, "tap.mid_block", &s.h)) goto done;
+    // ---- up blocks: each resnet takes [hidden, skip] (hidden first), skips popped last-first
+    for (bi = 0; bi < nb; bi++) {
+        for (j = 0; j < L + 1; j++) {
+            Tensor skip;
+            if (s.nskips == 0) { mv_fail("internal: skip stack empty"); goto done; }
+            skip = s.skips[--s.nskips];
+            rc = concat_channels(&tmp, &s.h, &skip);
+            tensor_free(&skip);
+            s.h_is_skip = 0; // the newest skip (if it was h) is gone; h is now owned by nobody else
+            if (rc) { rc = MV_ERR; goto done; }
+            rc = MV_ERR;
+            snprintf(name, sizeof name, "up_blocks_%d.resnets_%d", bi, j);
+            if (resnet_forward(&next, &tmp, temb.data, pt, name, &d)) goto done;
+            tensor_free(&tmp);
+            set_h(&s, &next);
+            if (c->up_cross[bi]) {
+                snprintf(name, sizeof name, "up_blocks_%d.attentions_%d", bi, j);
+                if (transformer_forward(&next, &s.h, context->data, pt, name, (size_t)c->heads[nb - 1 - bi], &d)) goto done;
+                set_h(&s, &next);
+            }
+        }
+        if (bi < nb - 1) {
+            size_t hh = s.h.shape[2], ww = s.h.shape[3], cc = s.h.shape[4];
+            if (tensor_alloc_v(&tmp, 5, B, F, 2 * hh, 2 * ww, cc)) goto done;
+            upsample_nearest2x_forward(tmp.data, s.h.data, B * F, hh, ww, cc);
+            snprintf(name, sizeof name, "up_blocks_%d.upsamplers_0.conv", bi);
+            if (conv_block_forward(&next, &tmp, pt, name, &d, &conv3)) goto done;
+            tensor_free(&tmp);
+            set_h(&s, &next);
+        }
+        snprintf(name, sizeof name, "tap.up_blocks_%d", bi);
+        if (emit(tap, user, name, &s.h)) goto done;
+    }
+    // ---- out = conv_out(silu(GroupNorm(h))), statistics over all frames
+    {
+        Tensor *ts = params_get(pt, "conv_norm_out.scale"), *tb = ts ? params_get(pt, "conv_norm_out.bias") : NULL;
+        if (!ts || !tb) goto done;
+        if (tensor_expect_shape(ts, "conv_norm_out.scale", 1, c0) || tensor_expect_shape(tb, "conv_norm_out.bias", 1, c0)) goto done;
+        gs = ts->data;
+        gb = tb->data;
+    }
+    if (tensor_alloc(&tmp, 5, s.h.shape)) goto done;
+    groupnorm_forward(tmp.data, NULL, NULL, s.h.data, gs, gb, B, F * H * W, c0, 32, 1e-5);
+    silu_forward(tmp.data, tmp.data, tmp.numel);
+    if (conv_block_forward(&next, &tmp, pt, "conv_out", &d, &conv3)) goto done;
+    tensor_free(&tmp);
+    if (emit(tap, user, "tap.conv_out", &next)) goto done;
+    {
+        size_t Co = next.shape[4];
+        int r = c->temporal ? tensor_alloc_v(out, 5, B, Co, F, H, W) : tensor_alloc_v(out, 4, B, Co, H, W);
+        if (r) goto done;
+        transpose_bc(out->data, next.data, B, Co, F * H * W, 0);
+    }
+    rc = MV_OK;
+done:
+    if (!s.h_is_skip) tensor_free(&s.h);
+    for (i = 0; i < (size_t)s.nskips; i++) tensor_free(&s.skips[i]);
+    tensor_free(&x); tensor_free(&sinus); tensor_free(&temb); tensor_free(&next); tensor_free(&tmp);
+    if (rc) tensor_free(out);
+    return rc;
+}

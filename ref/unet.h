@@ -33,3 +33,15 @@ int unet_config_check(const UNetConfig *c);
 int unet_declare_params(ParamTable *pt, const UNetConfig *c);
 
 #endif
+
+// Called with each activation tap during unet_forward (layout (B,F,H,W,C)); return MV_ERR to
+// stop the forward. Names: "tap.time_proj" (B,c0) and "tap.time_embedding" (B,4*c0), "tap.conv_in", "tap.down_blocks_<i>", "tap.mid_block",
+// "tap.up_blocks_<i>" (each block's output), "tap.conv_out" (before the final transpose).
+typedef int (*UNetTapFn)(void *user, const char *name, const Tensor *t);
+
+// The forward with upstream's signature:
+//   sample (B, Cin, F, H, W) (or (B, Cin, H, W) when c->temporal == 0), timesteps (B),
+//   context (B, T, cross_attention_dim)  ->  out (B, Cout, F, H, W) (or (B, Cout, H, W)).
+// H and W must be divisible by 2^(n_blocks-1). out is allocated here. tap may be NULL.
+int unet_forward(Tensor *out, const Tensor *sample, const Tensor *timesteps, const Tensor *context,
+                 ParamTable *pt, const UNetConfig *c, UNetTapFn tap, void *user);

@@ -23,6 +23,11 @@ sys.path.insert(0, HERE)
 
 CASE_MODULES = [
     'cases_basic',
+    'cases_ops',
+    'cases_vae',
+    'cases_tokenizer',
+    'cases_blocks',
+    'cases_unet',
 ]
 
 PRECS = ('f32', 'f64')

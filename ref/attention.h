@@ -1,0 +1,59 @@
+// attention.h: multi-head attention as diffusers' FlaxAttention computes it, in the three ways
+// the pseudo-3D transformer block uses it (spatial self-attention, cross-attention to the text,
+// temporal self-attention across frames).
+#ifndef MAVREF_ATTENTION_H
+#define MAVREF_ATTENTION_H
+
+#include "mavref.h"
+
+// One attention layer's weights (Flax names attn*/to_q, to_k, to_v, to_out_0). D = heads*dim_head.
+// Head h uses channels [h*dim_head, (h+1)*dim_head) of the projections. Zero the struct before
+// filling it (memset): a bias left NULL means "no bias", causal left 0 means no mask.
+typedef struct {
+    const real *wq;  // (Cq,D)   to_q/kernel, no bias
+    const real *wk;  // (Ckv,D)  to_k/kernel, no bias
+    const real *wv;  // (Ckv,D)  to_v/kernel, no bias
+    const real *wo;  // (D,Cq)   to_out_0/kernel
+    const real *bo;  // (Cq)     to_out_0/bias, or NULL
+    const real *bq;  // (D)      query bias, or NULL (NULL in the UNet; the VAE's attention has one)
+    const real *bk;  // (D)      key bias, or NULL
+    const real *bv;  // (D)      value bias, or NULL
+    size_t Cq;       // query (and output) width
+    size_t Ckv;      // key/value source width (= Cq for self-attention, 768 for the text context)
+    size_t heads, dim_head;
+    int causal;      // 1: query i sees only keys j <= i (CLIP's text encoder); 0 in the UNet
+} AttnWeights;
+
+// Queries are processed in blocks of this many: the only score storage is one
+// (ATTN_QUERY_BLOCK x keys) tile, whatever the number of sequences, heads or frames.
+#define ATTN_QUERY_BLOCK 64
+
+// For every sequence, with q = x Wq, k = c Wk, v = c Wv (c = x for self-attention) and per head:
+//   (q, k, v plus their optional biases)
+//   s[i,j] = (q_i / sqrt(d)) . k_j,   m_i = max_j s[i,j]      (j <= i only when causal)
+//   o_i = (sum_j exp(s[i,j] - m_i) v_j) / (sum_j exp(s[i,j] - m_i))      (= softmax(s) v)
+//   out = concat_h(o) Wo + bo
+// No padding mask, no positional term; the causal flag is the only mask. Each function returns
+// MV_ERR (with a message) only on bad sizes or a failed allocation. out may equal x (each
+// sequence is fully read before it is written); otherwise they must not overlap.
+
+// (1) Spatial self-attention: N = B*F sequences (one per frame) of T = H*W tokens.
+int attention_self_forward(real *out,       // (N,T,Cq)
+                           const real *x,   // (N,T,Cq)
+                           const AttnWeights *w, size_t N, size_t T);
+
+// (2) Cross-attention: frame row n = b*F + f attends to the Tk tokens of prompt b (the context
+// repeated per frame, batch-major, as jnp.repeat(ctx, F, axis=0); the repeat is not materialized:
+// keys and values of a prompt are projected once and shared by its F frames).
+int attention_cross_forward(real *out,         // (B*F,T,Cq)
+                            const real *x,     // (B*F,T,Cq)
+                            const real *ctx,   // (B,Tk,Ckv)
+                            const AttnWeights *w, size_t B, size_t F, size_t T, size_t Tk);
+
+// (3) Temporal self-attention: at each of the S = H*W pixels of each clip, the F frames attend
+// to each other ((B,F,S,C) viewed as (B*S, F, C) without copying).
+int attention_temporal_forward(real *out,       // (B,F,S,Cq)
+                               const real *x,   // (B,F,S,Cq)
+                               const AttnWeights *w, size_t B, size_t F, size_t S);
+
+#endif

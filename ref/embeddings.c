@@ -1,0 +1,59 @@
+// embeddings.c: timestep sinusoid and timestep MLP.
+#include "embeddings.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+#include "activations.h"
+#include "linear.h"
+
+void timestep_sinusoid_forward(real *out, const real *t, size_t N, size_t dim, int flip_sin_to_cos,
+                               double freq_shift) {
+    size_t half = dim / 2, n, k;
+#if MAVREF_PRECISION == 64
+    // The float64 build computes the sinusoid in double, as the exporter's float64 model does:
+    // the float64 vectors prove the math, and float32 rounding here would cap their agreement
+    // at ~1e-7 (see SPEC, timestep embedding).
+    double neg_inc = -(log(1.0e4) / ((double)half - freq_shift));
+    for (n = 0; n < N; n++) {
+        double tn = (double)t[n];
+        real *first = out + n * dim, *second = first + half; // cos|sin (flipped) or sin|cos
+        for (k = 0; k < half; k++) {
+            double e = tn * exp((double)k * neg_inc);
+            first[k] = flip_sin_to_cos ? cos(e) : sin(e);
+            second[k] = flip_sin_to_cos ? sin(e) : cos(e);
+        }
+    }
+#else
+    // float32, step by step as diffusers' FlaxTimesteps (the casts round to float32 even where
+    // the compiler keeps wider intermediates, C99 6.3.1.8)
+    float neg_inc = (float)(-log(1.0e4) / ((double)half - freq_shift));
+    for (n = 0; n < N; n++) {
+        float tn = (float)t[n];
+        real *o = out + n * dim;                         // (dim)
+        real *first = o, *second = o + half;             // cos|sin (flipped) or sin|cos
+        for (k = 0; k < half; k++) {
+            float a = (float)((float)k * neg_inc);
+            float inv = (float)exp((double)a);
+            float e = (float)(tn * inv);
+            float c = (float)cos((double)e), s = (float)sin((double)e);
+            first[k] = (real)(flip_sin_to_cos ? c : s);
+            second[k] = (real)(flip_sin_to_cos ? s : c);
+        }
+    }
+#endif
+}
+
+int timestep_embedding_forward(real *out, const real *s,
+                               const real *w1, const real *b1, const real *w2, const real *b2,
+                               size_t N, size_t Cs, size_t Ct) {
+    size_t bytes;
+    real *h; // (N,Ct)
+    if (mv_mul_size(&bytes, N, Ct) || mv_mul_size(&bytes, bytes, sizeof(real))) return mv_fail_prefix("timestep embedding");
+    if (!(h = (real *)mv_malloc(bytes, "timestep embedding hidden"))) return MV_ERR;
+    linear_forward(h, s, w1, b1, N, Cs, Ct);
+    silu_forward(h, h, N * Ct);
+    linear_forward(out, h, w2, b2, N, Ct, Ct);
+    free(h);
+    return MV_OK;
+}

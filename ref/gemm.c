@@ -1,0 +1,263 @@
+// gemm.c: matrix products. gemm_ref is the textbook loop; gemm is the same sum, computed in
+// cache-sized blocks by a register-tile kernel the compiler vectorizes (see spec/gemm.md).
+#include "gemm.h"
+#include "threads.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+// op(A)[i,k] and op(B)[k,j] for the storage orders the flags describe.
+#define A_AT(A, lda, ta, i, k) ((ta) ? (A)[(size_t)(k) * (lda) + (i)] : (A)[(size_t)(i) * (lda) + (k)])
+#define B_AT(B, ldb, tb, k, j) ((tb) ? (B)[(size_t)(j) * (ldb) + (k)] : (B)[(size_t)(k) * (ldb) + (j)])
+
+// ---------------------------------------------------------------------------------------
+// The reference: one dot product per element, products added one at a time in increasing k.
+
+void gemm_ref(real *C, const real *A, const real *B,
+              size_t M, size_t N, size_t K, size_t ldc, size_t lda, size_t ldb, int flags) {
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF // the oracle rounds every product (gcc -std=c99 does so anyway)
+#endif
+    int ta = (flags & GEMM_TA) != 0, tb = (flags & GEMM_TB) != 0;
+    size_t i, j, k;
+    for (i = 0; i < M; i++)
+        for (j = 0; j < N; j++) {
+            real s = (flags & GEMM_ACC) ? C[i * ldc + j] : (real)0;
+            for (k = 0; k < K; k++) s += A_AT(A, lda, ta, i, k) * B_AT(B, ldb, tb, k, j);
+            C[i * ldc + j] = s;
+        }
+}
+
+// ---------------------------------------------------------------------------------------
+// The register tile: MR rows by NR columns of C stay in vector registers while the kernel
+// runs over a block of k. NR is a few vector widths of the target, MR*NR/lanes accumulators
+// plus the NR/lanes loaded B vectors and one broadcast must fit in the register file
+// (32 vectors with AVX-512, 16 with AVX/SSE/most others).
+#if defined(__AVX512F__)
+#define GEMM_VEC_BYTES 64
+#define GEMM_NVEC 3 // 6 x 3 = 18 accumulators of 32 registers
+#elif defined(__AVX__)
+#define GEMM_VEC_BYTES 32
+#define GEMM_NVEC 2 // 6 x 2 = 12 of 16
+#else
+#define GEMM_VEC_BYTES 16
+#define GEMM_NVEC 2
+#endif
+#define MR 6
+#define NR (GEMM_NVEC * GEMM_VEC_BYTES / (MAVREF_PRECISION / 8))
+
+// Cache blocks (in elements): a KC x NR sliver of packed B stays in L1 while the kernel
+// sweeps the MC x KC packed block of A (L2); the KC x NC packed block of B fits L2 as well.
+// KC decides how the K products are grouped, so it is a constant of the build (gemm.h),
+// never a function of the thread count. MC and NC do not change any result.
+#define KC GEMM_KC
+#define MC (MR * 48)
+#define NC (NR * 8)
+
+// Below this many multiply-adds one thread does the whole product (waking threads costs more).
+#define GEMM_MIN_PARALLEL ((size_t)1 << 18)
+
+size_t gemm_tile_m(void) { return MR; }
+size_t gemm_tile_n(void) { return NR; }
+
+// Where FMA contraction is allowed: in the kernel only (spec/gemm.md). gcc -std=c99 turns
+// contraction off for the whole file, so the kernel asks for it by attribute; on x86 it also
+// asks for 512-bit vectors, which -march=native does not use by default. clang contracts
+// within a statement by default (-ffp-contract=on); the pragma says so explicitly.
+#if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__))
+#define GEMM_KERNEL_ATTR __attribute__((optimize("fp-contract=fast"), target("prefer-vector-width=512")))
+#elif defined(__GNUC__) && !defined(__clang__)
+#define GEMM_KERNEL_ATTR __attribute__((optimize("fp-contract=fast")))
+#else
+#define GEMM_KERNEL_ATTR
+#endif
+
+// c (MR,NR) at row stride ldc = (add_c ? c : 0) + s, where s = sum over kc of a[p] (x) b[p],
+// a: packed (kc,MR), b: packed (kc,NR). Every element of s is one chain of multiply-adds in
+// increasing p starting from 0, so its value does not depend on its place in the tile.
+// (Starting the chain from 0 and adding c afterwards, rather than loading c into the
+// accumulators, is what lets clang keep the tile in registers: 2.3x faster with clang 14.)
+GEMM_KERNEL_ATTR
+static void kernel(real *restrict c, const real *restrict a, const real *restrict b,
+                   size_t kc, size_t ldc, int add_c) {
+#ifdef __clang__
+#pragma STDC FP_CONTRACT ON
+#endif
+    real s[MR][NR];
+    size_t i, j, p;
+    for (i = 0; i < MR; i++)
+        for (j = 0; j < NR; j++) s[i][j] = 0;
+    for (p = 0; p < kc; p++) {
+        const real *ap = a + p * MR, *bp = b + p * NR; // (MR), (NR)
+        for (i = 0; i < MR; i++)
+            for (j = 0; j < NR; j++) s[i][j] += ap[i] * bp[j];
+    }
+    if (add_c)
+        for (i = 0; i < MR; i++)
+            for (j = 0; j < NR; j++) c[i * ldc + j] += s[i][j];
+    else
+        for (i = 0; i < MR; i++)
+            for (j = 0; j < NR; j++) c[i * ldc + j] = s[i][j];
+}
+
+// ---------------------------------------------------------------------------------------
+// Packing: copy a block of op(A) / op(B) into the order the kernel reads, zero-padded to
+// whole tiles so that edge tiles run the same kernel.
+
+// pa: mc rows of op(A) from row i0, k from p0, as ceil(mc/MR) panels of (kc,MR).
+static void pack_a(real *restrict pa, const real *A, size_t lda, int ta,
+                   size_t i0, size_t p0, size_t mc, size_t kc) {
+    size_t ir, i, p;
+    for (ir = 0; ir < mc; ir += MR) {
+        size_t m = mc - ir < MR ? mc - ir : MR;
+        real *dst = pa + ir * kc; // (kc,MR)
+        if (ta)
+            for (p = 0; p < kc; p++) {
+                const real *src = A + (p0 + p) * lda + i0 + ir; // (m) contiguous
+                for (i = 0; i < m; i++) dst[p * MR + i] = src[i];
+                for (; i < MR; i++) dst[p * MR + i] = 0;
+            }
+        else {
+            for (i = 0; i < m; i++) {
+                const real *src = A + (i0 + ir + i) * lda + p0; // (kc) contiguous
+                for (p = 0; p < kc; p++) dst[p * MR + i] = src[p];
+            }
+            for (; i < MR; i++)
+                for (p = 0; p < kc; p++) dst[p * MR + i] = 0;
+        }
+    }
+}
+
+// pb: nc columns of op(B) from column j0, k from p0, as ceil(nc/NR) panels of (kc,NR).
+static void pack_b(real *restrict pb, const real *B, size_t ldb, int tb,
+                   size_t p0, size_t j0, size_t kc, size_t nc) {
+    size_t jr, j, p;
+    for (jr = 0; jr < nc; jr += NR) {
+        size_t n = nc - jr < NR ? nc - jr : NR;
+        real *dst = pb + jr * kc; // (kc,NR)
+        if (!tb)
+            for (p = 0; p < kc; p++) {
+                const real *src = B + (p0 + p) * ldb + j0 + jr; // (n) contiguous
+                for (j = 0; j < n; j++) dst[p * NR + j] = src[j];
+                for (; j < NR; j++) dst[p * NR + j] = 0;
+            }
+        else {
+            for (j = 0; j < n; j++) {
+                const real *src = B + (j0 + jr + j) * ldb + p0; // (kc) contiguous
+                for (p = 0; p < kc; p++) dst[p * NR + j] = src[p];
+            }
+            for (; j < NR; j++)
+                for (p = 0; p < kc; p++) dst[p * NR + j] = 0;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The blocked product. One task = one block of C (at most MC x NC), computed completely (all
+// of K) by the thread that takes it, with that thread's packing buffers.
+
+typedef struct {
+    real *C;
+    const real *A, *B;
+    size_t M, N, K, ldc, lda, ldb;
+    int ta, tb, acc;
+    size_t mb, nb;      // block size (mb <= MC, a multiple of MR unless it is M; same for nb)
+    size_t nt;          // blocks along N
+    real *work;         // per-worker scratch, `per_worker` reals each
+    size_t per_worker;
+} GemmJob;
+
+#define WORK_A ((size_t)MC * KC)
+#define WORK_B ((size_t)KC * NC)
+#define WORK_T ((size_t)MR * NR)
+#define ALIGN_REALS (64 / sizeof(real)) // scratch pieces start on 64-byte boundaries
+
+static void gemm_block(void *ctx, size_t task, int worker) {
+    const GemmJob *g = (const GemmJob *)ctx;
+    size_t ic = (task / g->nt) * g->mb, jc = (task % g->nt) * g->nb;
+    size_t mc = g->M - ic < g->mb ? g->M - ic : g->mb, nc = g->N - jc < g->nb ? g->N - jc : g->nb;
+    real *pa = g->work + (size_t)worker * g->per_worker; // (MC,KC) packed
+    real *pb = pa + WORK_A;                              // (KC,NC) packed
+    real *tmp = pb + WORK_B;                             // (MR,NR) an edge tile
+    size_t pc, ir, jr, i, j;
+    for (pc = 0; pc < g->K; pc += KC) {
+        size_t kc = g->K - pc < KC ? g->K - pc : KC;
+        int add_c = pc > 0 || g->acc; // the first k block overwrites C unless accumulating
+        pack_b(pb, g->B, g->ldb, g->tb, pc, jc, kc, nc);
+        pack_a(pa, g->A, g->lda, g->ta, ic, pc, mc, kc);
+        for (jr = 0; jr < nc; jr += NR) {
+            size_t n = nc - jr < NR ? nc - jr : NR;
+            for (ir = 0; ir < mc; ir += MR) {
+                size_t m = mc - ir < MR ? mc - ir : MR;
+                real *c = g->C + (ic + ir) * g->ldc + jc + jr; // (m,n) at stride ldc
+                if (m == MR && n == NR) {
+                    kernel(c, pa + ir * kc, pb + jr * kc, kc, g->ldc, add_c);
+                    continue;
+                }
+                // Edge tile: the same kernel on a full-size copy, then the valid part back.
+                if (add_c)
+                    for (i = 0; i < m; i++)
+                        for (j = 0; j < n; j++) tmp[i * NR + j] = c[i * g->ldc + j];
+                kernel(tmp, pa + ir * kc, pb + jr * kc, kc, NR, add_c);
+                for (i = 0; i < m; i++)
+                    for (j = 0; j < n; j++) c[i * g->ldc + j] = tmp[i * NR + j];
+            }
+        }
+    }
+}
+
+int gemm(real *C, const real *A, const real *B,
+         size_t M, size_t N, size_t K, size_t ldc, size_t lda, size_t ldb, int flags) {
+    GemmJob g;
+    size_t mt, n_tasks, i, bytes;
+    int workers;
+    void *raw;
+    if (M == 0 || N == 0) return MV_OK;
+    if (ldc < N) return mv_fail("gemm: ldc %lu < N %lu", (unsigned long)ldc, (unsigned long)N);
+    if (K == 0) {
+        if (!(flags & GEMM_ACC))
+            for (i = 0; i < M; i++) memset(C + i * ldc, 0, N * sizeof(real));
+        return MV_OK;
+    }
+    if (lda < ((flags & GEMM_TA) ? M : K))
+        return mv_fail("gemm: lda %lu too small for op(A) (%lu,%lu)%s", (unsigned long)lda,
+                       (unsigned long)M, (unsigned long)K, (flags & GEMM_TA) ? " stored transposed" : "");
+    if (ldb < ((flags & GEMM_TB) ? K : N))
+        return mv_fail("gemm: ldb %lu too small for op(B) (%lu,%lu)%s", (unsigned long)ldb,
+                       (unsigned long)K, (unsigned long)N, (flags & GEMM_TB) ? " stored transposed" : "");
+
+    g.C = C; g.A = A; g.B = B;
+    g.M = M; g.N = N; g.K = K; g.ldc = ldc; g.lda = lda; g.ldb = ldb;
+    g.ta = (flags & GEMM_TA) != 0;
+    g.tb = (flags & GEMM_TB) != 0;
+    g.acc = (flags & GEMM_ACC) != 0;
+    workers = threads_count();
+    if (M * N < GEMM_MIN_PARALLEL / K + 1) workers = 1; // M*N*K small (no overflow)
+
+    // The task grid: mt x nt blocks of equal size in whole tiles, at most MC x NC, and with
+    // several threads at least 3 blocks per thread where the tiles allow it, splitting the
+    // dimension whose blocks are longer. (The results do not depend on this grid.)
+    mt = (M + MC - 1) / MC;
+    g.nt = (N + NC - 1) / NC;
+    while (workers > 1 && mt * g.nt < 3 * (size_t)workers) {
+        size_t mtiles = (M + MR - 1) / MR, ntiles = (N + NR - 1) / NR;
+        if (mt < mtiles && (M / mt >= N / g.nt || g.nt >= ntiles)) mt++;
+        else if (g.nt < ntiles) g.nt++;
+        else break;
+    }
+    g.mb = ((M + mt - 1) / mt + MR - 1) / MR * MR;
+    g.nb = ((N + g.nt - 1) / g.nt + NR - 1) / NR * NR;
+    mt = (M + g.mb - 1) / g.mb;
+    g.nt = (N + g.nb - 1) / g.nb;
+    n_tasks = mt * g.nt;
+    if ((size_t)workers > n_tasks) workers = (int)n_tasks;
+    g.per_worker = (WORK_A + WORK_B + WORK_T + ALIGN_REALS - 1) / ALIGN_REALS * ALIGN_REALS;
+    bytes = ((size_t)workers * g.per_worker + ALIGN_REALS) * sizeof(real);
+    raw = mv_malloc(bytes, "gemm packing buffers");
+    if (!raw) return MV_ERR;
+    g.work = (real *)raw + (ALIGN_REALS - ((uintptr_t)raw / sizeof(real)) % ALIGN_REALS) % ALIGN_REALS;
+    parallel_for_max(n_tasks, workers, gemm_block, &g);
+    free(raw);
+    return MV_OK;
+}

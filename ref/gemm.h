@@ -1,0 +1,45 @@
+// gemm.h: matrix products C = op(A) * op(B) (or C += ...), row-major with leading dimensions.
+//
+//   C (M,N), row i at C + i*ldc, ldc >= N
+//   op(A) (M,K):  A stored (M,K) with lda >= K,  or with GEMM_TA  A stored (K,M), lda >= M
+//   op(B) (K,N):  B stored (K,N) with ldb >= N,  or with GEMM_TB  B stored (N,K), ldb >= K
+//
+//   C[i,j] = (GEMM_ACC ? C[i,j] : 0) + sum_k op(A)[i,k] * op(B)[k,j]
+//
+// gemm_ref adds the K products to the start value one at a time in increasing k. gemm()
+// also goes in increasing k, but in blocks of GEMM_KC terms: each block's sum is a chain
+// from 0, which is then added to C. gemm() may fuse each multiply-add of a chain into one
+// FMA (one rounding instead of two) where the build has FMA instructions. The two differ
+// only in rounding, by at most about 2(K+1) eps sum_k |a||b| per element. gemm() gives
+// bit-identical results for any thread count (see spec/gemm.md).
+//
+// C must not overlap A or B. With K == 0, C is zeroed (or left alone with GEMM_ACC).
+// The element type is `real` (float or double, see mavref.h).
+#ifndef MAVREF_GEMM_H
+#define MAVREF_GEMM_H
+
+#include "mavref.h"
+
+#define GEMM_TA 1  // use A transposed: A is stored (K,M)
+#define GEMM_TB 2  // use B transposed: B is stored (N,K)
+#define GEMM_ACC 4 // add to C instead of overwriting it
+
+#define GEMM_KC 256 // the block of k summed as one chain (fixed: it defines the rounding)
+
+// The fast path: packed panels, cache blocking, a register-tile kernel, threads
+// (threads.h). Returns MV_OK, or MV_ERR when its packing buffers cannot be allocated
+// (C is then unchanged) or a leading dimension is too small.
+int gemm(real *C,       // (M,N), leading dimension ldc
+         const real *A, // (M,K), or (K,M) with GEMM_TA; leading dimension lda
+         const real *B, // (K,N), or (N,K) with GEMM_TB; leading dimension ldb
+         size_t M, size_t N, size_t K, size_t ldc, size_t lda, size_t ldb, int flags);
+
+// The readable triple loop, the oracle for gemm(). Same arguments; no checks, no threads.
+void gemm_ref(real *C, const real *A, const real *B,
+              size_t M, size_t N, size_t K, size_t ldc, size_t lda, size_t ldb, int flags);
+
+// The register tile of the build (for tests and the benchmark).
+size_t gemm_tile_m(void);
+size_t gemm_tile_n(void);
+
+#endif

@@ -1,0 +1,17 @@
+// layernorm.h: layer normalization over the last axis, as flax.linen.LayerNorm computes it.
+#ifndef MAVREF_LAYERNORM_H
+#define MAVREF_LAYERNORM_H
+
+#include "mavref.h"
+
+// For each of the N rows of C values:
+//   mean = E[x], var = max(E[x^2] - mean^2, 0)          (Flax's fast variance)
+//   out  = (x - mean) * (rsqrt(var + eps) * scale) + bias
+// eps is 1e-5 in the UNet transformer (and in CLIP). mean and rstd (N) are kept for a
+// backward pass; either may be NULL. out may equal x.
+void layernorm_forward(real *out, real *mean, real *rstd,    // (N,C) (N) (N)
+                       const real *x,                        // (N,C)
+                       const real *scale, const real *bias,  // (C) (C)
+                       size_t N, size_t C, double eps);
+
+#endif

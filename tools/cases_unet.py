@@ -1,0 +1,103 @@
+"""The whole UNetPseudo3DConditionModel (tools/mavflax.py, = upstream's Flax model) with
+procedural weights: small configurations with every activation tap, the small configuration
+in 2-D mode (checked here against diffusers' FlaxUNet2DConditionModel), and the real makeavid
+configuration (1.1e9 parameters) at 8x8 latents.
+
+File contents (op 'unet'):
+  sample (B,Cin,F,H,W) or (B,Cin,H,W)    stored
+  timesteps (B,)                         stored, case precision
+  context (B,T,Cctx)                     procedural (gen.context)
+  tap.NAME                               activations, channels-last (see TAPS below)
+  out (B,Cout,F,H,W) or (B,Cout,H,W)
+  meta: config (JSON of mavflax.UNetConfig), weights_seed, params (comma-separated dotted
+        names), gen.NAME for every parameter (mavflax.proc_rule), taps (comma-separated tap
+        names present, without the 'tap.' prefix), video ('1' 5-D input, '0' 2-D mode)
+"""
+import dataclasses
+import gc
+
+import jax.numpy as jnp
+import numpy as np
+
+import mavflax
+from mavflax import UNetConfig
+from vecspec import Case, normal, rng, tol, out, np_dtype, proc
+
+# Whole-UNet tolerances. float64: 1e-9 (about 60 sequential GEMM/norm stages). float32:
+# JAX float32 against JAX float64 on these cases measures 1.2e-6..2.6e-6 (small configs,
+# 2-D mode) and 2.6e-6 (real config); a float32 C implementation errs by the same order with
+# other rounding, and the sinusoid (cos/sin of float32 arguments up to 999 rad) adds up to
+# ~1e-6; 2e-5 is ~5x the worst of these.
+TOL_UNET_F64 = 1e-9
+TOL_UNET_F32 = 2e-5
+
+SMALL = mavflax.SMALL   # (32,64,64,64), 2 layers, 8 heads, cross-attention dim 32, in 9
+MIXED = UNetConfig(in_channels=9, out_channels=4, block_out_channels=(32, 64, 96), layers_per_block=1,
+                   attention_head_dim=(1, 2, 4), cross_attention_dim=48,
+                   down_block_types=('CrossAttnDownBlock2D', 'DownBlock2D', 'CrossAttnDownBlockPseudo3D'),
+                   up_block_types=('CrossAttnUpBlock2D', 'UpBlockPseudo3D', 'CrossAttnUpBlock2D'))
+REAL = mavflax.MAKEAVID
+# taps kept for the real configuration (the others would exceed ~1 MB in float64)
+REAL_TAPS = ['time_proj', 'time_embedding', 'down_blocks_0', 'down_blocks_1', 'down_blocks_2',
+             'down_blocks_3', 'mid_block', 'up_blocks_0']
+
+
+def unet_case(prec, name, config, seed, B, F, H, W, T, timesteps, taps=None, level='quick', video=True,
+              check_2d=False):
+    dt = np_dtype(prec)
+    r = rng(seed)
+    meta = {'config': config.to_json(), 'weights_seed': str(seed), 'video': '1' if video else '0'}
+    shape = (B, config.in_channels, F, H, W) if video else (B, config.in_channels, H, W)
+    sample = normal(r, shape, prec)
+    t = np.array(timesteps, dtype=dt)
+    context = proc(meta, 'context', (B, T, config.cross_attention_dim), prec, seed, 1.0)
+    shapes = mavflax.unet_param_shapes(config, video)
+    meta['params'] = ','.join(shapes)
+    params = mavflax.procedural_tree(shapes, seed, dt, meta)
+    y, inter = mavflax.apply_unet(config, params, jnp.asarray(sample), jnp.asarray(t), jnp.asarray(context), dt)
+    if check_2d:
+        check_against_diffusers(prec, config, params, sample, t, context, y)
+    del params
+    gc.collect()
+    taps = mavflax.tap_names(config) if taps is None else taps
+    meta['taps'] = ','.join(taps)
+    tensors = [('sample', sample), ('timesteps', t)]
+    tensors += [('tap.' + k, out(inter[k], prec)) for k in taps]
+    tensors.append(('out', out(y, prec)))
+    for k, a in tensors:
+        assert np.all(np.isfinite(a)), k
+    tl = TOL_UNET_F64 if prec == 'f64' else TOL_UNET_F32
+    return Case(name=name, op='unet', seed=seed, tol=tl, tensors=tensors, meta=meta, level=level)
+
+
+def check_against_diffusers(prec, config, params, sample, t, context, y):
+    """2-D mode equals diffusers' FlaxUNet2DConditionModel on the same weights (names without
+    the spatial_conv level). diffusers computes the sinusoid in float32, so the float64 check
+    runs our model with the same float32 sinusoid; in float32 the two are the same program."""
+    from diffusers import FlaxUNet2DConditionModel
+    dt = np_dtype(prec)
+    dparams = mavflax.unflatten({mavflax.to_diffusers_2d_name(k): v for k, v in mavflax.flatten(params).items()})
+    dm = FlaxUNet2DConditionModel(**mavflax.diffusers_2d_config(config), dtype=dt, use_memory_efficient_attention=True)
+    t32 = jnp.asarray(t, jnp.float32)
+    ref = np.asarray(dm.apply({'params': dparams}, jnp.asarray(sample), t32, jnp.asarray(context)).sample)
+    ours = y
+    if prec == 'f64':
+        ours, _ = mavflax.apply_unet(config, params, jnp.asarray(sample), t32, jnp.asarray(context), dt,
+                                     taps=False, f32_sinusoid=True)
+    err = np.max(np.abs(np.asarray(ours) - ref)) / np.max(np.abs(ref))
+    limit = 1e-12 if prec == 'f64' else 0.0
+    assert err <= limit, f'2-D mode differs from diffusers FlaxUNet2DConditionModel: {err:.3e}'
+
+
+def cases(prec):
+    ts2 = [999.0, 17.0]
+    yield unet_case(prec, 'unet_small_b2f3h8w8', SMALL, 4000, 2, 3, 8, 8, 77, ts2)
+    yield unet_case(prec, 'unet_mixed_b1f2h4w12', MIXED, 4001, 1, 2, 4, 12, 7, [250.0], level='quick')
+    yield unet_case(prec, 'unet_small_b1f1h8w8', SMALL, 4002, 1, 1, 8, 8, 77, [500.0], level='full')
+    small2d = dataclasses.replace(SMALL, in_channels=4)
+    yield unet_case(prec, 'unet_small_2d_b2h8w8', small2d, 4003, 2, 1, 8, 8, 77, [1.0, 981.0], video=False,
+                    check_2d=True)
+    gc.collect()
+    yield unet_case(prec, 'unet_real_b2f2h8w8', REAL, 4004, 2, 2, 8, 8, 77, [999.0, 250.0], taps=REAL_TAPS,
+                    level='full')
+    gc.collect()
