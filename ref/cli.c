@@ -11,6 +11,8 @@
 
 #include "compare.h"
 #include "safetensors.h"
+#include "clip.h"
+#include "tokenizer.h"
 #include "unet.h"
 
 static const char *usage =
@@ -36,7 +38,94 @@ static const char *usage =
     "      --config reads a diffusers config.json (default: makeavid, in_channels 9); --2d\n"
     "      runs SD 1.5's 2-D UNet (no temporal layers). `mavref compare` on two such files\n"
     "      names the first block where a backend diverges.\n"
-    "  mavref --help\n";
+    "  mavref tokenize TEXT [--merges FILE]\n"
+    "      print the 77 CLIP token ids of TEXT (UTF-8), as SD 1.5's CLIPTokenizer gives them\n"
+    "  mavref encode-text PROMPT --out OUT (--weights W | --procedural SEED) [--merges FILE]\n"
+    "      tokenize and run the CLIP ViT-L/14 text encoder; OUT gets ids (1,77) and\n"
+    "      hidden (1,77,768), the last hidden state SD conditions on\n"
+    "  mavref --help\n"
+    "\n"
+    "The CLIP merges file defaults to $MAVREF_MERGES, else vectors/clip/clip_merges.txt.\n";
+
+static const char *merges_path(const char *given) {
+    const char *env = getenv("MAVREF_MERGES");
+    return given ? given : env && *env ? env : "vectors/clip/clip_merges.txt";
+}
+
+static int cmd_tokenize(int argc, char **argv) {
+    const char *text = NULL, *merges = NULL;
+    Tokenizer tok;
+    int32_t ids[CLIP_CONTEXT];
+    int k, n;
+    for (k = 0; k < argc; k++) {
+        if (!strcmp(argv[k], "--merges") && k + 1 < argc) merges = argv[++k];
+        else if (!text && (argv[k][0] != '-' || !argv[k][1] || !strcmp(argv[k], "--"))) {
+            if (!strcmp(argv[k], "--") && k + 1 < argc) k++;
+            text = argv[k];
+        } else { fprintf(stderr, "mavref tokenize: unexpected argument '%s'\n%s", argv[k], usage); return 2; }
+    }
+    if (!text) { fprintf(stderr, "mavref tokenize: expected TEXT\n%s", usage); return 2; }
+    if (build_tokenizer(&tok, merges_path(merges))) { fprintf(stderr, "mavref tokenize: %s\n", mv_error()); return 2; }
+    n = tokenize(&tok, text, strlen(text), ids);
+    free_tokenizer(&tok);
+    if (n < 0) { fprintf(stderr, "mavref tokenize: %s\n", mv_error()); return 1; }
+    for (k = 0; k < CLIP_CONTEXT; k++) printf(k ? " %d" : "%d", (int)ids[k]);
+    printf("\n");
+    return 0;
+}
+
+static int cmd_encode_text(int argc, char **argv) {
+    const char *text = NULL, *merges = NULL, *outp = NULL, *weights = NULL;
+    unsigned long long seed = 0;
+    int have_seed = 0, k, n, rc = 2;
+    char *end;
+    Tokenizer tok;
+    int32_t ids32[CLIP_CONTEXT];
+    int64_t ids[CLIP_CONTEXT];
+    size_t shp[2] = {1, CLIP_CONTEXT};
+    ClipConfig cfg;
+    ParamTable pt;
+    Tensor y;
+    StWriter w;
+    for (k = 0; k < argc; k++) {
+        if (!strcmp(argv[k], "--merges") && k + 1 < argc) merges = argv[++k];
+        else if (!strcmp(argv[k], "--out") && k + 1 < argc) outp = argv[++k];
+        else if (!strcmp(argv[k], "--weights") && k + 1 < argc) weights = argv[++k];
+        else if (!strcmp(argv[k], "--procedural") && k + 1 < argc) {
+            seed = strtoull(argv[++k], &end, 10);
+            if (*end || end == argv[k]) { fprintf(stderr, "mavref encode-text: --procedural needs an integer seed\n"); return 2; }
+            have_seed = 1;
+        } else if (!text && argv[k][0] != '-') text = argv[k];
+        else { fprintf(stderr, "mavref encode-text: unexpected argument '%s'\n%s", argv[k], usage); return 2; }
+    }
+    if (!text || !outp || (!weights) == (!have_seed)) {
+        fprintf(stderr, "mavref encode-text: needs PROMPT, --out and one of --weights / --procedural\n%s", usage);
+        return 2;
+    }
+    if (build_tokenizer(&tok, merges_path(merges))) { fprintf(stderr, "mavref encode-text: %s\n", mv_error()); return 2; }
+    n = tokenize(&tok, text, strlen(text), ids32);
+    free_tokenizer(&tok);
+    if (n < 0) { fprintf(stderr, "mavref encode-text: %s\n", mv_error()); return 1; }
+    for (k = 0; k < CLIP_CONTEXT; k++) ids[k] = ids32[k];
+    clip_config_default(&cfg);
+    params_init(&pt);
+    st_writer_init(&w);
+    memset(&y, 0, sizeof y);
+    if (clip_declare_params(&pt, &cfg) || params_alloc(&pt) ||
+        (weights ? params_load(&pt, weights, 0) : params_procedural(&pt, (uint64_t)seed)) ||
+        clip_text_forward(&y, ids, 1, CLIP_CONTEXT, &pt, &cfg) || st_writer_add_i64(&w, "ids", ids, 2, shp) ||
+        st_writer_add(&w, "hidden", &y, ST_REAL) || st_writer_save(&w, outp)) {
+        fprintf(stderr, "mavref encode-text: %s\n", mv_error());
+        rc = 1;
+    } else {
+        printf("wrote %s: ids (1, 77), hidden (1, 77, %d)\n", outp, cfg.width);
+        rc = 0;
+    }
+    free_params(&pt);
+    st_writer_free(&w);
+    tensor_free(&y);
+    return rc;
+}
 
 // ---------------------------------------------------------------------------------------
 
@@ -199,6 +288,8 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "info")) return cmd_info(argc - 2, argv + 2);
     if (!strcmp(argv[1], "compare")) return cmd_compare(argc - 2, argv + 2);
     if (!strcmp(argv[1], "unet")) return cmd_unet(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "tokenize")) return cmd_tokenize(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "encode-text")) return cmd_encode_text(argc - 2, argv + 2);
     fprintf(stderr, "mavref: unknown command '%s'\n%s", argv[1], usage);
     return 2;
 }

@@ -118,6 +118,9 @@ int params_proc_rule(const Param *p, double *scale, double *offset) {
     } else if (strcmp(leaf, "scale") == 0) {
         *scale = 0.1;
         *offset = 1.0;
+    } else if (strcmp(leaf, "embedding") == 0) { // CLIP's token and position tables
+        *scale = 1.0;
+        *offset = 0.0;
     } else {
         return mv_fail("no procedural rule for parameter '%s'", p->name);
     }

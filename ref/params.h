@@ -42,6 +42,7 @@ int params_load(ParamTable *pt, const char *path, int allow_extra);
 //   kernel: scale sqrt(3 / fan_in), fan_in = product of all but the last axis, offset 0
 //   bias:   scale 0.1, offset 0
 //   scale:  scale 0.1, offset 1          (GroupNorm / LayerNorm gains)
+//   embedding: scale 1, offset 0         (CLIP's token and position tables)
 // Other names are an error. The rule and ref/procedural.c together give the exporter's values.
 int params_procedural(ParamTable *pt, uint64_t seed);
 // The (scale, offset) the rule gives a parameter.

@@ -23,6 +23,7 @@ const CaseRunner case_runners[] = {
     {"groupnorm", run_groupnorm, 8},
     {"conv2d", run_conv2d, 9},
     {"vae", run_vae, 2},
+    {"clip_text", run_clip_text, 2},
     {"temporal_conv", run_temporal_conv, 6},
     {"conv_pseudo3d", run_conv_pseudo3d, 7},
     {"layernorm", run_layernorm, 7},
@@ -35,6 +36,6 @@ const CaseRunner case_runners[] = {
     {"attention_clip", run_attention_clip, 5},
     {"upsample_nearest", run_upsample_nearest, 5},
     {"timestep_embedding", run_timestep_embedding, 5},
-    {"tokenize", run_tokenize, 8},
+    {"tokenize", run_tokenize, 12},
 };
 const size_t n_case_runners = sizeof case_runners / sizeof case_runners[0];

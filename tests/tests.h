@@ -27,6 +27,9 @@ int run_tokenize(Case *c);
 int test_tokenizer_utf8(void);
 int test_tokenizer_limits(void);
 
+// ops_clip.c
+int run_clip_text(Case *c);
+
 // ops_vae.c
 int run_vae(Case *c);
 

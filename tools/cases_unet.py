@@ -31,7 +31,7 @@ from vecspec import Case, normal, rng, tol, out, np_dtype, proc
 TOL_UNET_F64 = 1e-9
 TOL_UNET_F32 = 2e-5
 
-SMALL = mavflax.SMALL   # (32,64,64,64), 2 layers, 8 heads, cross-attention dim 32, in 9
+SMALL = mavflax.SMALL   # (32,64,128,128), 2 layers, 8 heads, cross-attention dim 32, in 9
 MIXED = UNetConfig(in_channels=9, out_channels=4, block_out_channels=(32, 64, 96), layers_per_block=1,
                    attention_head_dim=(1, 2, 4), cross_attention_dim=48,
                    down_block_types=('CrossAttnDownBlock2D', 'DownBlock2D', 'CrossAttnDownBlockPseudo3D'),
@@ -90,12 +90,14 @@ def check_against_diffusers(prec, config, params, sample, t, context, y):
 
 
 def cases(prec):
-    ts2 = [999.0, 17.0]
-    yield unet_case(prec, 'unet_small_b2f3h8w8', SMALL, 4000, 2, 3, 8, 8, 77, ts2)
-    yield unet_case(prec, 'unet_mixed_b1f2h4w12', MIXED, 4001, 1, 2, 4, 12, 7, [250.0], level='quick')
-    yield unet_case(prec, 'unet_small_b1f1h8w8', SMALL, 4002, 1, 1, 8, 8, 77, [500.0], level='full')
+    # Latents of 16 pixels keep >= 16 values in every GroupNorm group of the small
+    # configurations down to the deepest level (2x1 or 2x2 pixels, 4 channels per group): with
+    # 1x1 pixels and 2 channels per group the statistics of 2 values amplify rounding ~100x.
+    yield unet_case(prec, 'unet_small_b2f2h16w8', SMALL, 4000, 2, 2, 16, 8, 77, [999.0, 17.0])
+    yield unet_case(prec, 'unet_mixed_b1f2h8w12', MIXED, 4001, 1, 2, 8, 12, 7, [250.0])
+    yield unet_case(prec, 'unet_small_b1f1h16w16', SMALL, 4002, 1, 1, 16, 16, 77, [500.0], level='full')
     small2d = dataclasses.replace(SMALL, in_channels=4)
-    yield unet_case(prec, 'unet_small_2d_b2h8w8', small2d, 4003, 2, 1, 8, 8, 77, [1.0, 981.0], video=False,
+    yield unet_case(prec, 'unet_small_2d_b2h16w16', small2d, 4003, 2, 1, 16, 16, 77, [1.0, 981.0], video=False,
                     check_2d=True)
     gc.collect()
     yield unet_case(prec, 'unet_real_b2f2h8w8', REAL, 4004, 2, 2, 8, 8, 77, [999.0, 250.0], taps=REAL_TAPS,

@@ -25,6 +25,7 @@ CASE_MODULES = [
     'cases_basic',
     'cases_ops',
     'cases_vae',
+    'cases_clip_text',
     'cases_tokenizer',
     'cases_blocks',
     'cases_unet',

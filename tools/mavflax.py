@@ -517,7 +517,7 @@ def diffusers_2d_config(config):
 
 # --- self-checks: python tools/mavflax.py ---------------------------------------------------
 
-SMALL = UNetConfig(in_channels=9, out_channels=4, block_out_channels=(32, 64, 64, 64), layers_per_block=2,
+SMALL = UNetConfig(in_channels=9, out_channels=4, block_out_channels=(32, 64, 128, 128), layers_per_block=2,
                    attention_head_dim=8, cross_attention_dim=32)
 
 
