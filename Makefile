@@ -6,7 +6,10 @@
 #   make THREADS=0        build without pthreads
 #   make CC=clang         another compiler (any C99 compiler; warnings are errors)
 #   make sanitize test    ASan + UBSan build, then the tests
-#   make NATIVE=1         machine-specific code generation (-march=native, -O3); never the default
+#   make NATIVE=1         machine-specific code generation (-march=native); never the default
+#   make OPT=-O3          another optimization level (its own build directory)
+#   make fuzz FUZZER=json libFuzzer harness (tools/fuzz; FUZZ_TIME=s or FUZZ_RUNS=n)
+#   make valgrind         the quick tests under valgrind memcheck
 #   make bench            GEMM GFLOP/s (NATIVE=1 build) against the FMA peak and OpenBLAS
 #   make tools-env        create the exporter's Python environment in tools/.venv (pinned)
 #   make vectors          regenerate vectors/ and vectors/manifest.txt from the FLAX model
@@ -18,7 +21,7 @@
 PRECISION ?= 32
 THREADS   ?= 1
 NATIVE    ?= 0
-OPT_DEFAULT := $(if $(filter 1,$(NATIVE)),-O3,-O2)
+OPT_DEFAULT := -O2
 OPT       ?= $(OPT_DEFAULT)
 CC        ?= cc
 
@@ -53,7 +56,7 @@ HEADERS  := $(wildcard ref/*.h tests/*.h)
 
 PY := tools/.venv/bin/python
 
-.PHONY: all test cross-test sanitize clean tools-env vectors demo bench bench-run FORCE
+.PHONY: all test cross-test sanitize clean tools-env vectors demo bench bench-run fuzz valgrind FORCE
 
 all: bin/mavref
 
@@ -108,7 +111,7 @@ cross-test:
 sanitize: $(BUILD)/mavref $(BUILD)/run_tests
 	@echo "sanitized build in $(BUILD)"
 
-# make bench: GEMM speed of a float32 NATIVE=1 -O3 threaded build (tools/bench.c), and OpenBLAS
+# make bench: GEMM speed of a float32 NATIVE=1 OPT=-O3 threaded build (tools/bench.c), and OpenBLAS
 # sgemm from a separate program when libopenblas-dev is installed (only for comparison: mavref
 # never depends on it). The last lines are `NAME = NUMBER`.
 BENCH_VARS := NATIVE=1 OPT=-O3 PRECISION=32 THREADS=1
@@ -133,6 +136,40 @@ $(BUILD)/tools/%.o: tools/%.c $(HEADERS) Makefile
 BENCH_OBJ := $(addprefix $(BUILD)/ref/,gemm.o threads.o error.o)
 $(BUILD)/bench: $(BUILD)/tools/bench.o $(BENCH_OBJ)
 	$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS)
+
+# make fuzz FUZZER=<name> [FUZZ_TIME=seconds | FUZZ_RUNS=n]: a libFuzzer harness
+# (tools/fuzz/fuzz_<name>.c) built with clang -fsanitize=fuzzer,address,undefined, leak
+# detection on, started from its seed corpus tools/fuzz/corpus/<name>/; new inputs go to
+# $(BUILDROOT)/fuzz-f$(PRECISION)/corpus-<name>/, crashes to $(BUILDROOT)/fuzz-f$(PRECISION)/.
+# Needs clang's libFuzzer runtime (Debian: libclang-rt-14-dev or the clang package).
+FUZZERS    := $(patsubst tools/fuzz/fuzz_%.c,%,$(wildcard tools/fuzz/fuzz_*.c))
+FUZZ_CC    ?= clang
+FUZZ_TIME  ?= 60
+FUZZ_BUILD := $(BUILDROOT)/fuzz-f$(PRECISION)
+FUZZ_FLAGS := -std=c99 -pedantic -Wall -Wextra -Werror -g -O1 -DMAVREF_PRECISION=$(PRECISION) \
+              -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_LIMIT := $(if $(FUZZ_RUNS),-runs=$(FUZZ_RUNS),-max_total_time=$(FUZZ_TIME))
+
+# the library objects are kept (not intermediates to delete) for the next harness
+.PRECIOUS: $(FUZZ_BUILD)/ref/%.o
+$(FUZZ_BUILD)/ref/%.o: ref/%.c $(HEADERS) Makefile
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+$(FUZZ_BUILD)/fuzz_%: tools/fuzz/fuzz_%.c tools/fuzz/fuzz_util.h $(patsubst ref/%.c,$(FUZZ_BUILD)/ref/%.o,$(LIB_SRC))
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $(filter %.c %.o,$^) -lm
+
+fuzz:
+	@test -n "$(filter $(FUZZER),$(FUZZERS))" || { echo "FUZZER must be one of: $(FUZZERS)"; exit 2; }
+	@$(MAKE) --no-print-directory $(FUZZ_BUILD)/fuzz_$(FUZZER)
+	@mkdir -p $(FUZZ_BUILD)/corpus-$(FUZZER)
+	ASAN_OPTIONS=detect_leaks=1 $(FUZZ_BUILD)/fuzz_$(FUZZER) -artifact_prefix=$(FUZZ_BUILD)/$(FUZZER)- \
+	  $(FUZZ_LIMIT) $(FUZZ_ARGS) $(FUZZ_BUILD)/corpus-$(FUZZER) tools/fuzz/corpus/$(FUZZER)
+
+# make valgrind: the quick unit tests and corpus under valgrind's memcheck (leaks included).
+valgrind: $(BUILD)/run_tests
+	valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect \
+	  $(BUILD)/run_tests --vectors vectors --level quick $(TESTARGS)
 
 tools-env:
 	python3 -m venv tools/.venv

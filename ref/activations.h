@@ -32,4 +32,30 @@ int geglu_forward(real *out,                               // (N,H)
                   const real *kernel, const real *bias,    // (C,2H) (2H)
                   size_t N, size_t C, size_t H, GeluKind kind);
 
+// ---------------------------------------------------------------------------------------
+// Backward passes (spec/backward.md). They ACCUMULATE (+=) into the gradient buffers.
+
+// Derivatives, evaluated in double:
+//   silu'(x)      = s (1 + x (1 - s)),  s = sigmoid(x)
+//   gelu_tanh'(x) = c + x (1 - t^2)/2 * sqrt(2/pi) (1 + 3 * 0.044715 x^2),
+//                   t = tanh(sqrt(2/pi) (x + 0.044715 x^3)), c = (1 + t)/2
+//   gelu_erf'(x)  = Phi(x) + x phi(x)     (standard normal cdf and density)
+double silu_grad_scalar(double x);
+double gelu_grad_scalar(double x, GeluKind kind);
+
+// dx[i] += dout[i] * f'(x[i]); x is the forward's input.
+void silu_backward(real *dx, const real *dout, const real *x, size_t n);                 // (n) (n) (n)
+void gelu_backward(real *dx, const real *dout, const real *x, size_t n, GeluKind kind);  // (n) (n) (n)
+
+// GEGLU backward. No cache: the projection p = [a | g] is recomputed one row at a time.
+//   dp[:, :H] = dout * gelu(g),  dp[:, H:] = dout * a * gelu'(g)
+//   dbias += sum_n dp,  dkernel += x^T dp,  dx += dp kernel^T
+// dx, dkernel, dbias may each be NULL. MV_ERR only if the 4H-element row scratch cannot be had.
+int geglu_backward(real *dx,                               // (N,C) or NULL
+                   real *dkernel, real *dbias,             // (C,2H) (2H), or NULL
+                   const real *dout,                       // (N,H)
+                   const real *x,                          // (N,C)
+                   const real *kernel, const real *bias,   // (C,2H) (2H)
+                   size_t N, size_t C, size_t H, GeluKind kind);
+
 #endif

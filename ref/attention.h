@@ -56,4 +56,47 @@ int attention_temporal_forward(real *out,       // (B,F,S,Cq)
                                const real *x,   // (B,F,S,Cq)
                                const AttnWeights *w, size_t B, size_t F, size_t S);
 
+// ---------------------------------------------------------------------------------------
+// Backward (spec/backward.md). Gradients of one layer's weights, shaped as in AttnWeights;
+// every pointer may be NULL (not wanted, e.g. frozen weights); dbq/dbk/dbv are used only when
+// the layer has those biases. All gradients ACCUMULATE (+=) into caller-zeroed buffers.
+typedef struct {
+    real *dwq;  // (Cq,D)
+    real *dwk;  // (Ckv,D)
+    real *dwv;  // (Ckv,D)
+    real *dwo;  // (D,Cq)
+    real *dbo;  // (Cq)
+    real *dbq;  // (D)
+    real *dbk;  // (D)
+    real *dbv;  // (D)
+} AttnGrads;
+
+// The forward keeps no cache: q, k, v, the softmax tiles and o are recomputed per sequence (as
+// the forward computes them). Per head, qs = q/sqrt(d), P = softmax(qs k^T), o = P v:
+//   dWo += o^T dout, dbo += sum dout, do = dout Wo^T
+//   dP = do v^T, dv += P^T do, ds = P * (dP - rowsum(P * dP)), dq = (ds k)/sqrt(d), dk += ds^T qs
+//   dx += dq Wq^T (+ dk Wk^T + dv Wv^T for self-attention), dW* += source^T d*
+// dx (and dctx) may be NULL; dw may be NULL (no weight gradients). dx must not overlap dout
+// or x. MV_ERR (with a message) on bad sizes or a failed allocation.
+int attention_self_backward(real *dx,               // (N,T,Cq) or NULL
+                            const AttnGrads *dw,
+                            const real *dout,       // (N,T,Cq)
+                            const real *x,          // (N,T,Cq)
+                            const AttnWeights *w, size_t N, size_t T);
+
+// The context gradient of prompt b sums over its F frames (the forward's per-frame repeat).
+int attention_cross_backward(real *dx,              // (B*F,T,Cq) or NULL
+                             real *dctx,            // (B,Tk,Ckv) or NULL
+                             const AttnGrads *dw,
+                             const real *dout,      // (B*F,T,Cq)
+                             const real *x,         // (B*F,T,Cq)
+                             const real *ctx,       // (B,Tk,Ckv)
+                             const AttnWeights *w, size_t B, size_t F, size_t T, size_t Tk);
+
+int attention_temporal_backward(real *dx,           // (B,F,S,Cq) or NULL
+                                const AttnGrads *dw,
+                                const real *dout,   // (B,F,S,Cq)
+                                const real *x,      // (B,F,S,Cq)
+                                const AttnWeights *w, size_t B, size_t F, size_t S);
+
 #endif

@@ -220,3 +220,293 @@ done:
     tensor_free(&h); tensor_free(&n); tensor_free(&a);
     return rc;
 }
+
+// ---------------------------------------------------------------------------------------
+// Backward passes of the blocks (spec/train.md). Each recomputes its block's forward from the
+// block input (keeping the internal activations it needs only for the duration of the call),
+// then differentiates it with the operators' X_backward functions. Gradients ACCUMULATE (+=).
+
+// The gradient slot of parameter data `w` in gt, a table of the same layout as pt (one arena):
+// the same offset. NULL when gt is NULL (no weight gradients wanted).
+static real *gslot(const ParamTable *pt, ParamTable *gt, const real *w) {
+    if (!gt || !w) return NULL;
+    return gt->arena + (w - pt->arena);
+}
+
+typedef struct {
+    const real *sk, *sb, *tk, *tb; // spatial kernel (KH,KW,Ci,Co), bias (Co); temporal (3,Co,Co), (Co) or NULL
+    size_t Ci, Co;
+} ConvW;
+
+// The weights of the convolution block `name` taking Ci channels (the checks of conv_block_forward).
+static int conv_weights(ConvW *w, ParamTable *pt, const char *name, size_t Ci, const BlockDims *d, const Conv2dGeom *g) {
+    const char *kn = d->plain_names ? "kernel" : "spatial_conv.kernel", *bn = d->plain_names ? "bias" : "spatial_conv.bias";
+    char sub[512];
+    Tensor *kt;
+    memset(w, 0, sizeof *w);
+    snprintf(sub, sizeof sub, "%s.%s", name, kn);
+    if (!(kt = params_get(pt, sub))) return MV_ERR;
+    if (kt->ndim != 4) return mv_fail("parameter '%s' must be a 4-D HWIO kernel", sub);
+    w->Ci = Ci;
+    w->Co = kt->shape[3];
+    if (!(w->sk = param(pt, name, kn, 4, g->KH, g->KW, Ci, w->Co)) || !(w->sb = param(pt, name, bn, 1, w->Co, 0, 0, 0)))
+        return MV_ERR;
+    if (d->temporal && (!(w->tk = param(pt, name, "temporal_conv.kernel", 3, 3, w->Co, w->Co, 0)) ||
+                        !(w->tb = param(pt, name, "temporal_conv.bias", 1, w->Co, 0, 0, 0))))
+        return MV_ERR;
+    return MV_OK;
+}
+
+// The forward's spatial output `work` (B,F,Ho,Wo,Co) that conv_pseudo3d_backward needs
+// (temporal mode only; nothing is allocated otherwise).
+static int conv_work(Tensor *work, const Tensor *in, const ConvW *w, const BlockDims *d, const Conv2dGeom *g) {
+    size_t Ho, Wo;
+    memset(work, 0, sizeof *work);
+    if (!d->temporal) return MV_OK;
+    if (conv2d_out_size(&Ho, &Wo, in->shape[2], in->shape[3], g)) return MV_ERR;
+    if (tensor_alloc_v(work, 5, d->B, d->F, Ho, Wo, w->Co)) return MV_ERR;
+    conv2d_forward(work->data, in->data, w->sk, w->sb, d->B * d->F, in->shape[2], in->shape[3], w->Ci, w->Co, g);
+    return MV_OK;
+}
+
+// dinp += d conv(in)/d in ^T dout, weight gradients into gt; `work` from conv_work.
+static int conv_bwd(real *dinp, const real *dout, const Tensor *in, const Tensor *work, const ConvW *w, ParamTable *pt,
+                    ParamTable *gt, const BlockDims *d, const Conv2dGeom *g) {
+    size_t H = in->shape[2], W = in->shape[3], Ho, Wo;
+    Tensor dwork;
+    int rc;
+    if (!d->temporal) {
+        conv2d_backward(dinp, gslot(pt, gt, w->sk), gslot(pt, gt, w->sb), dout, in->data, w->sk, d->B * d->F, H, W, w->Ci, w->Co, g);
+        return MV_OK;
+    }
+    if (conv2d_out_size(&Ho, &Wo, H, W, g) || tensor_alloc_v(&dwork, 5, d->B, d->F, Ho, Wo, w->Co)) return MV_ERR;
+    rc = conv_pseudo3d_backward(dinp, gslot(pt, gt, w->sk), gslot(pt, gt, w->sb), gslot(pt, gt, w->tk), gslot(pt, gt, w->tb),
+                                dwork.data, dout, in->data, work->data, w->sk, w->tk, d->B, d->F, H, W, w->Ci, w->Co, g);
+    tensor_free(&dwork);
+    return rc;
+}
+
+int conv_block_backward(real *dinp, const real *dout, const Tensor *in, ParamTable *pt, ParamTable *gt, const char *name,
+                        const BlockDims *d, const Conv2dGeom *g) {
+    ConvW w;
+    Tensor work;
+    int rc;
+    if (conv_weights(&w, pt, name, in->shape[4], d, g) || conv_work(&work, in, &w, d, g)) return mv_fail_prefix("%s", name);
+    rc = conv_bwd(dinp, dout, in, &work, &w, pt, gt, d, g);
+    tensor_free(&work);
+    return rc ? mv_fail_prefix("%s", name) : MV_OK;
+}
+
+int resnet_backward(real *dx, real *dtemb, const real *dout, const Tensor *x, const real *temb, ParamTable *pt,
+                    ParamTable *gt, const char *prefix, const BlockDims *d) {
+    size_t B = d->B, F = d->F, H = x->shape[2], W = x->shape[3], Cin = x->shape[4], Cout, S = F * H * W, b, s, c, i;
+    const real *n1s, *n1b, *n2s, *n2b, *tw = NULL, *tbias = NULL;
+    ConvW c1, c2, csc;
+    // a1 = GN1(x), s1 = silu(a1), h2 = conv1(s1) + tp, a2 = GN2(h2), s2 = silu(a2); work* = spatial conv outputs
+    Tensor a1, s1, work1, h2, a2, s2, work2, worksc, tsil, ds, da, dh2, st;
+    real *mean1 = NULL, *rstd1 = NULL, *mean2 = NULL, *rstd2 = NULL;
+    char name[512];
+    int rc = MV_ERR;
+    Tensor *all[] = {&a1, &s1, &work1, &h2, &a2, &s2, &work2, &worksc, &tsil, &ds, &da, &dh2, &st};
+    for (i = 0; i < sizeof all / sizeof all[0]; i++) memset(all[i], 0, sizeof(Tensor));
+    snprintf(name, sizeof name, "%s.conv1", prefix);
+    if (conv_weights(&c1, pt, name, Cin, d, &CONV3)) return mv_fail_prefix("%s", prefix);
+    Cout = c1.Co;
+    snprintf(name, sizeof name, "%s.conv2", prefix);
+    if (conv_weights(&c2, pt, name, Cout, d, &CONV3)) return mv_fail_prefix("%s", prefix);
+    snprintf(name, sizeof name, "%s.conv_shortcut", prefix);
+    if (Cin != Cout && conv_weights(&csc, pt, name, Cin, d, &CONV1)) return mv_fail_prefix("%s", prefix);
+    if (!(n1s = param(pt, prefix, "norm1.scale", 1, Cin, 0, 0, 0)) || !(n1b = param(pt, prefix, "norm1.bias", 1, Cin, 0, 0, 0)) ||
+        !(n2s = param(pt, prefix, "norm2.scale", 1, Cout, 0, 0, 0)) || !(n2b = param(pt, prefix, "norm2.bias", 1, Cout, 0, 0, 0)))
+        return mv_fail_prefix("%s", prefix);
+    if (d->Ct && temb && (!(tw = param(pt, prefix, "time_emb_proj.kernel", 2, d->Ct, Cout, 0, 0)) ||
+                          !(tbias = param(pt, prefix, "time_emb_proj.bias", 1, Cout, 0, 0, 0))))
+        return mv_fail_prefix("%s", prefix);
+    if (Cin % 32 || Cout % 32) return mv_fail("%s: channels %lu -> %lu are not multiples of 32 groups", prefix, (unsigned long)Cin, (unsigned long)Cout);
+    mean1 = (real *)mv_calloc(B * 32 * 4, sizeof(real), "norm statistics");
+    if (!mean1) goto done;
+    rstd1 = mean1 + B * 32; mean2 = rstd1 + B * 32; rstd2 = mean2 + B * 32;
+    // ---- forward, keeping what the backward reads (as resnet_forward computes it)
+    if (tensor_alloc(&a1, 5, x->shape) || tensor_alloc(&s1, 5, x->shape)) goto done;
+    groupnorm_forward(a1.data, mean1, rstd1, x->data, n1s, n1b, B, S, Cin, 32, d->gn_eps);
+    silu_forward(s1.data, a1.data, s1.numel);
+    if (conv_work(&work1, &s1, &c1, d, &CONV3) || tensor_alloc_v(&h2, 5, B, F, H, W, Cout)) goto done;
+    if (d->temporal) temporal_conv_forward(h2.data, work1.data, c1.tk, c1.tb, B, F, H * W, Cout, Cout);
+    else conv2d_forward(h2.data, s1.data, c1.sk, c1.sb, B * F, H, W, Cin, Cout, &CONV3);
+    if (tw) {
+        Tensor tp;
+        if (tensor_alloc_v(&tsil, 2, B, d->Ct) || tensor_alloc_v(&tp, 2, B, Cout)) goto done;
+        silu_forward(tsil.data, temb, B * d->Ct);
+        linear_forward(tp.data, tsil.data, tw, tbias, B, d->Ct, Cout);
+        for (b = 0; b < B; b++)
+            for (s = 0; s < S; s++)
+                for (c = 0; c < Cout; c++) h2.data[(b * S + s) * Cout + c] += tp.data[b * Cout + c];
+        tensor_free(&tp);
+    }
+    if (tensor_alloc(&a2, 5, h2.shape) || tensor_alloc(&s2, 5, h2.shape)) goto done;
+    groupnorm_forward(a2.data, mean2, rstd2, h2.data, n2s, n2b, B, S, Cout, 32, d->gn_eps);
+    silu_forward(s2.data, a2.data, s2.numel);
+    if (conv_work(&work2, &s2, &c2, d, &CONV3)) goto done;
+    // ---- backward. forward was: out = conv2(s2) + (conv_shortcut(x) or x)
+    if (Cin != Cout) {
+        if (conv_work(&worksc, x, &csc, d, &CONV1) || conv_bwd(dx, dout, x, &worksc, &csc, pt, gt, d, &CONV1)) goto done;
+    } else if (dx) {
+        for (i = 0; i < x->numel; i++) dx[i] += dout[i];
+    }
+    if (tensor_alloc(&ds, 5, h2.shape) || tensor_alloc(&da, 5, h2.shape) || tensor_alloc(&dh2, 5, h2.shape)) goto done;
+    if (conv_bwd(ds.data, dout, &s2, &work2, &c2, pt, gt, d, &CONV3)) goto done;
+    // forward was: s2 = silu(a2), a2 = GN2(h2)
+    silu_backward(da.data, ds.data, a2.data, da.numel);
+    groupnorm_backward(dh2.data, gslot(pt, gt, n2s), gslot(pt, gt, n2b), da.data, h2.data, n2s, mean2, rstd2, B, S, Cout, 32);
+    tensor_free(&ds); tensor_free(&da); tensor_free(&a2); tensor_free(&s2); tensor_free(&work2);
+    // forward was: h2[b,s,:] += time_emb_proj(silu(temb))[b]
+    if (tw) {
+        Tensor dtp, dts;
+        if (tensor_alloc_v(&dtp, 2, B, Cout)) goto done;
+        if (tensor_alloc_v(&dts, 2, B, d->Ct)) { tensor_free(&dtp); goto done; }
+        for (b = 0; b < B; b++)
+            for (s = 0; s < S; s++)
+                for (c = 0; c < Cout; c++) dtp.data[b * Cout + c] += dh2.data[(b * S + s) * Cout + c];
+        linear_backward(dts.data, gslot(pt, gt, tw), gslot(pt, gt, tbias), dtp.data, tsil.data, tw, B, d->Ct, Cout);
+        if (dtemb) silu_backward(dtemb, dts.data, temb, B * d->Ct);
+        tensor_free(&dtp); tensor_free(&dts);
+    }
+    // forward was: h2 = conv1(s1), s1 = silu(a1), a1 = GN1(x)
+    if (tensor_alloc(&ds, 5, x->shape) || tensor_alloc(&da, 5, x->shape)) goto done;
+    if (conv_bwd(ds.data, dh2.data, &s1, &work1, &c1, pt, gt, d, &CONV3)) goto done;
+    silu_backward(da.data, ds.data, a1.data, da.numel);
+    groupnorm_backward(dx, gslot(pt, gt, n1s), gslot(pt, gt, n1b), da.data, x->data, n1s, mean1, rstd1, B, S, Cin, 32);
+    rc = MV_OK;
+done:
+    if (rc) mv_fail_prefix("%s", prefix);
+    for (i = 0; i < sizeof all / sizeof all[0]; i++) tensor_free(all[i]);
+    free(mean1);
+    return rc;
+}
+
+static void attn_grads(AttnGrads *g, const ParamTable *pt, ParamTable *gt, const AttnWeights *w) {
+    memset(g, 0, sizeof *g);
+    g->dwq = gslot(pt, gt, w->wq); g->dwk = gslot(pt, gt, w->wk); g->dwv = gslot(pt, gt, w->wv);
+    g->dwo = gslot(pt, gt, w->wo); g->dbo = gslot(pt, gt, w->bo);
+}
+
+// dn += d(feed-forward)/dn ^T dh, rows in blocks of FF_ROWS (the GEGLU output is recomputed).
+static int feedforward_backward(real *dn, const real *dh, const real *n, size_t N, size_t C, const real *w0, const real *b0,
+                                const real *w2, real *dw0, real *db0, real *dw2, real *db2) {
+    size_t r0, rows;
+    real *g = (real *)mv_calloc(FF_ROWS * 4 * C, sizeof(real), "feed-forward rows");
+    real *dg = (real *)mv_calloc(FF_ROWS * 4 * C, sizeof(real), "feed-forward rows");
+    int rc = MV_OK;
+    if (!g || !dg) { free(g); free(dg); return MV_ERR; }
+    for (r0 = 0; r0 < N && rc == MV_OK; r0 += rows) {
+        rows = N - r0 < FF_ROWS ? N - r0 : FF_ROWS;
+        // forward was: o = net_2(g), g = GEGLU(n)
+        rc = geglu_forward(g, n + r0 * C, w0, b0, rows, C, 4 * C, GELU_TANH);
+        memset(dg, 0, rows * 4 * C * sizeof(real));
+        linear_backward(dg, dw2, db2, dh + r0 * C, g, w2, rows, 4 * C, C);
+        if (rc == MV_OK) rc = geglu_backward(dn + r0 * C, dw0, db0, dg, n + r0 * C, w0, b0, rows, C, 4 * C, GELU_TANH);
+    }
+    free(g);
+    free(dg);
+    return rc;
+}
+
+int transformer_backward(real *dx, real *dctx, const real *dout, const Tensor *x, const real *ctx, ParamTable *pt,
+                         ParamTable *gt, const char *prefix, size_t heads, const BlockDims *d) {
+    size_t B = d->B, F = d->F, H = x->shape[2], W = x->shape[3], C = x->shape[4], S = H * W, N = B * F * S, i, k;
+    const real *gs, *gb, *pik, *pib, *pok, *pob, *ln[8] = {0}, *w0, *b0, *w2, *b2;
+    AttnWeights a1, a2, at;
+    AttnGrads g1, g2, gtmp;
+    Tensor hk[4], n, a, dh, dn; // hk: h after proj_in, attn1, attn2, attn_temporal (h4 = after ff: kept in a)
+    real *stat = NULL, *mean, *rstd;
+    const real *h3;
+    char tb[512];
+    int rc = MV_ERR;
+    memset(hk, 0, sizeof hk); memset(&n, 0, sizeof n); memset(&a, 0, sizeof a); memset(&dh, 0, sizeof dh); memset(&dn, 0, sizeof dn);
+    if (heads == 0 || C % heads || C % 32) return mv_fail("%s: %lu channels do not split into %lu heads and 32 groups", prefix, (unsigned long)C, (unsigned long)heads);
+    snprintf(tb, sizeof tb, "%s.transformer_blocks_0", prefix);
+    if (!(gs = param(pt, prefix, "norm.scale", 1, C, 0, 0, 0)) || !(gb = param(pt, prefix, "norm.bias", 1, C, 0, 0, 0)) ||
+        !(pik = param(pt, prefix, "proj_in.kernel", 4, 1, 1, C, C)) || !(pib = param(pt, prefix, "proj_in.bias", 1, C, 0, 0, 0)) ||
+        !(pok = param(pt, prefix, "proj_out.kernel", 4, 1, 1, C, C)) || !(pob = param(pt, prefix, "proj_out.bias", 1, C, 0, 0, 0)) ||
+        !(ln[0] = param(pt, tb, "norm1.scale", 1, C, 0, 0, 0)) || !(ln[1] = param(pt, tb, "norm1.bias", 1, C, 0, 0, 0)) ||
+        !(ln[2] = param(pt, tb, "norm2.scale", 1, C, 0, 0, 0)) || !(ln[3] = param(pt, tb, "norm2.bias", 1, C, 0, 0, 0)) ||
+        !(ln[6] = param(pt, tb, "norm3.scale", 1, C, 0, 0, 0)) || !(ln[7] = param(pt, tb, "norm3.bias", 1, C, 0, 0, 0)) ||
+        !(w0 = param(pt, tb, "ff.net_0.proj.kernel", 2, C, 8 * C, 0, 0)) || !(b0 = param(pt, tb, "ff.net_0.proj.bias", 1, 8 * C, 0, 0, 0)) ||
+        !(w2 = param(pt, tb, "ff.net_2.kernel", 2, 4 * C, C, 0, 0)) || !(b2 = param(pt, tb, "ff.net_2.bias", 1, C, 0, 0, 0)) ||
+        attn_weights(&a1, pt, tb, "attn1", C, C, heads) || attn_weights(&a2, pt, tb, "attn2", C, d->Cctx, heads))
+        return mv_fail_prefix("%s", prefix);
+    if (d->temporal && (!(ln[4] = param(pt, tb, "norm_temporal.scale", 1, C, 0, 0, 0)) ||
+                        !(ln[5] = param(pt, tb, "norm_temporal.bias", 1, C, 0, 0, 0)) ||
+                        attn_weights(&at, pt, tb, "attn_temporal", C, C, heads)))
+        return mv_fail_prefix("%s", prefix);
+    // statistics: GroupNorm (B*F, 32) mean and rstd, then LayerNorm (N) mean and rstd
+    stat = (real *)mv_calloc(2 * B * F * 32 + 2 * N, sizeof(real), "norm statistics");
+    if (!stat) goto done;
+    mean = stat + 2 * B * F * 32;
+    rstd = mean + N;
+    for (k = 0; k < 4; k++)
+        if ((k < 3 || d->temporal) && tensor_alloc(&hk[k], 5, x->shape)) goto done;
+    if (tensor_alloc(&n, 5, x->shape) || tensor_alloc(&a, 5, x->shape)) goto done;
+    // ---- forward (as transformer_forward), keeping h after each residual stage
+    groupnorm_forward(n.data, NULL, NULL, x->data, gs, gb, B * F, S, C, 32, 1e-5);
+    linear_forward(hk[0].data, n.data, pik, pib, N, C, C);
+    layernorm_forward(n.data, NULL, NULL, hk[0].data, ln[0], ln[1], N, C, 1e-5);
+    if (attention_self_forward(a.data, n.data, &a1, B * F, S)) goto done;
+    for (i = 0; i < N * C; i++) hk[1].data[i] = hk[0].data[i] + a.data[i];
+    layernorm_forward(n.data, NULL, NULL, hk[1].data, ln[2], ln[3], N, C, 1e-5);
+    if (attention_cross_forward(a.data, n.data, ctx, &a2, B, F, S, d->Tctx)) goto done;
+    for (i = 0; i < N * C; i++) hk[2].data[i] = hk[1].data[i] + a.data[i];
+    h3 = hk[2].data;
+    if (d->temporal) {
+        layernorm_forward(n.data, NULL, NULL, hk[2].data, ln[4], ln[5], N, C, 1e-5);
+        if (attention_temporal_forward(a.data, n.data, &at, B, F, S)) goto done;
+        for (i = 0; i < N * C; i++) hk[3].data[i] = hk[2].data[i] + a.data[i];
+        h3 = hk[3].data;
+    }
+    layernorm_forward(n.data, NULL, NULL, h3, ln[6], ln[7], N, C, 1e-5);
+    memcpy(a.data, h3, N * C * sizeof(real)); // a = h4 = h3 + ff(LN3(h3))
+    if (feedforward_add(a.data, n.data, N, C, w0, b0, w2, b2)) goto done;
+    // ---- backward. forward was: out = proj_out(h4) + x
+    if (dx)
+        for (i = 0; i < N * C; i++) dx[i] += dout[i];
+    if (tensor_alloc(&dh, 5, x->shape) || tensor_alloc(&dn, 5, x->shape)) goto done;
+    linear_backward(dh.data, gslot(pt, gt, pok), gslot(pt, gt, pob), dout, a.data, pok, N, C, C);
+    // forward was: h4 = h3 + ff(n), n = LN3(h3)   (dh then holds dh3)
+    layernorm_forward(n.data, mean, rstd, h3, ln[6], ln[7], N, C, 1e-5);
+    if (feedforward_backward(dn.data, dh.data, n.data, N, C, w0, b0, w2, gslot(pt, gt, w0), gslot(pt, gt, b0),
+                             gslot(pt, gt, w2), gslot(pt, gt, b2)))
+        goto done;
+    layernorm_backward(dh.data, gslot(pt, gt, ln[6]), gslot(pt, gt, ln[7]), dn.data, h3, ln[6], mean, rstd, N, C);
+    // forward was: h3 = h2 + attn_temporal(n), n = LNt(h2)
+    if (d->temporal) {
+        layernorm_forward(n.data, mean, rstd, hk[2].data, ln[4], ln[5], N, C, 1e-5);
+        memset(dn.data, 0, N * C * sizeof(real));
+        attn_grads(&gtmp, pt, gt, &at);
+        if (attention_temporal_backward(dn.data, gt ? &gtmp : NULL, dh.data, n.data, &at, B, F, S)) goto done;
+        layernorm_backward(dh.data, gslot(pt, gt, ln[4]), gslot(pt, gt, ln[5]), dn.data, hk[2].data, ln[4], mean, rstd, N, C);
+    }
+    // forward was: h2 = h1 + attn2(n, ctx), n = LN2(h1)
+    layernorm_forward(n.data, mean, rstd, hk[1].data, ln[2], ln[3], N, C, 1e-5);
+    memset(dn.data, 0, N * C * sizeof(real));
+    attn_grads(&g2, pt, gt, &a2);
+    if (attention_cross_backward(dn.data, dctx, gt ? &g2 : NULL, dh.data, n.data, ctx, &a2, B, F, S, d->Tctx)) goto done;
+    layernorm_backward(dh.data, gslot(pt, gt, ln[2]), gslot(pt, gt, ln[3]), dn.data, hk[1].data, ln[2], mean, rstd, N, C);
+    // forward was: h1 = h0 + attn1(n), n = LN1(h0)
+    layernorm_forward(n.data, mean, rstd, hk[0].data, ln[0], ln[1], N, C, 1e-5);
+    memset(dn.data, 0, N * C * sizeof(real));
+    attn_grads(&g1, pt, gt, &a1);
+    if (attention_self_backward(dn.data, gt ? &g1 : NULL, dh.data, n.data, &a1, B * F, S)) goto done;
+    layernorm_backward(dh.data, gslot(pt, gt, ln[0]), gslot(pt, gt, ln[1]), dn.data, hk[0].data, ln[0], mean, rstd, N, C);
+    // forward was: h0 = proj_in(n), n = GN(x) per frame
+    groupnorm_forward(n.data, stat, stat + B * F * 32, x->data, gs, gb, B * F, S, C, 32, 1e-5);
+    memset(dn.data, 0, N * C * sizeof(real));
+    linear_backward(dn.data, gslot(pt, gt, pik), gslot(pt, gt, pib), dh.data, n.data, pik, N, C, C);
+    groupnorm_backward(dx, gslot(pt, gt, gs), gslot(pt, gt, gb), dn.data, x->data, gs, stat, stat + B * F * 32, B * F, S, C, 32);
+    rc = MV_OK;
+done:
+    if (rc) mv_fail_prefix("%s", prefix);
+    for (k = 0; k < 4; k++) tensor_free(&hk[k]);
+    tensor_free(&n); tensor_free(&a); tensor_free(&dh); tensor_free(&dn);
+    free(stat);
+    return rc;
+}

@@ -51,4 +51,32 @@ int transformer_forward(Tensor *out,        // (B,F,H,W,C)
                         const real *ctx,    // (B,Tctx,Cctx)
                         ParamTable *pt, const char *prefix, size_t heads, const BlockDims *d);
 
+// ---------------------------------------------------------------------------------------
+// Backward passes (spec/train.md). Given the block's forward inputs and dout, the gradient of
+// the block's output, they ACCUMULATE (+=) the input gradients (dx, dtemb, dctx, dinp: each
+// may be NULL) and every parameter's gradient into gt, a ParamTable with pt's layout (the
+// gradient of a parameter sits at the same arena offset; gt NULL: no weight gradients).
+// No cache is kept between forward and backward: each call recomputes its block's forward
+// from the input, holding the internal activations only for the duration of the call.
+int conv_block_backward(real *dinp,          // (B,F,H,W,Ci) or NULL
+                        const real *dout,    // (B,F,Ho,Wo,Co)
+                        const Tensor *in,    // (B,F,H,W,Ci)
+                        ParamTable *pt, ParamTable *gt, const char *name, const BlockDims *d, const Conv2dGeom *g);
+// Keeps a1 = GN1(x), silu(a1), h2 (conv1 output + time embedding), GN2(h2), silu(GN2(h2)),
+// the spatial conv outputs (temporal mode) and the GroupNorm statistics.
+int resnet_backward(real *dx,                // (B,F,H,W,Cin) or NULL
+                    real *dtemb,             // (B,Ct) or NULL
+                    const real *dout,        // (B,F,H,W,Cout)
+                    const Tensor *x,         // (B,F,H,W,Cin)
+                    const real *temb,        // (B,Ct)
+                    ParamTable *pt, ParamTable *gt, const char *prefix, const BlockDims *d);
+// Keeps h after proj_in, attn1, attn2, attn_temporal and the feed-forward (5 tensors of x's
+// size, 4 without temporal layers); the normalized inputs of each stage are recomputed.
+int transformer_backward(real *dx,           // (B,F,H,W,C) or NULL
+                         real *dctx,         // (B,Tctx,Cctx) or NULL
+                         const real *dout,   // (B,F,H,W,C)
+                         const Tensor *x,    // (B,F,H,W,C)
+                         const real *ctx,    // (B,Tctx,Cctx)
+                         ParamTable *pt, ParamTable *gt, const char *prefix, size_t heads, const BlockDims *d);
+
 #endif

@@ -12,6 +12,8 @@
 #include "compare.h"
 #include "safetensors.h"
 #include "clip.h"
+#include "noise.h"
+#include "pipeline.h"
 #include "tokenizer.h"
 #include "unet.h"
 
@@ -43,6 +45,17 @@ static const char *usage =
     "  mavref encode-text PROMPT --out OUT (--weights W | --procedural SEED) [--merges FILE]\n"
     "      tokenize and run the CLIP ViT-L/14 text encoder; OUT gets ids (1,77) and\n"
     "      hidden (1,77,768), the last hidden state SD conditions on\n"
+    "  mavref generate --prompt TEXT --hint IMAGE.ppm --out PREFIX [options]\n"
+    "      text (and a hint image) to video, as upstream's jax_inference.py; writes\n"
+    "      PREFIX.gif, PREFIX.y4m and PREFIX_latents.safetensors (final latents)\n"
+    "      --negative TEXT ('')  --guidance G (15)  --steps N (20)  --scheduler dpm|ddim (dpm)\n"
+    "      --frames F (24)  --width W --height H (512)  --seed S (0)  --fps R (24)\n"
+    "      --mask MASK.pgm (pixels >= 192 are masked)  --noise FILE (tensor \"noise\" (1,4,F,h,w))\n"
+    "      --ppm-frames (also PREFIX_000000.ppm ...)\n"
+    "      weights: --unet W --vae W --clip W (safetensors by Flax names), or procedural:\n"
+    "      --unet-seed S --vae-seed S --clip-seed S; configurations: --unet-config JSON,\n"
+    "      --vae-channels 128,256,512,512 --vae-layers 2, --clip-width 768 --clip-layers 12\n"
+    "      --clip-heads 12 --clip-mlp 3072\n"
     "  mavref --help\n"
     "\n"
     "The CLIP merges file defaults to $MAVREF_MERGES, else vectors/clip/clip_merges.txt.\n";
@@ -124,6 +137,165 @@ static int cmd_encode_text(int argc, char **argv) {
     free_params(&pt);
     st_writer_free(&w);
     tensor_free(&y);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------------------
+// generate
+
+static int parse_ulong(const char *opt, const char *v, unsigned long long *out) {
+    char *end;
+    if (!v || !*v || *v == '-') { fprintf(stderr, "mavref generate: %s needs a non-negative integer\n", opt); return 2; }
+    *out = strtoull(v, &end, 10);
+    if (*end) { fprintf(stderr, "mavref generate: %s needs a non-negative integer, got '%s'\n", opt, v); return 2; }
+    return 0;
+}
+
+static int parse_int_list(const char *v, int *out, int max) {
+    int n = 0;
+    char *end;
+    while (*v && n < max) {
+        long x = strtol(v, &end, 10);
+        if (end == v || x <= 0 || x > 100000) return -1;
+        out[n++] = (int)x;
+        if (*end == ',') end++;
+        else if (*end) return -1;
+        v = end;
+    }
+    return *v ? -1 : n;
+}
+
+typedef struct { const char *path; int written; } OutFile;
+
+static int cmd_generate(int argc, char **argv) {
+    GenOptions o;
+    Models m;
+    const char *outp = NULL, *hintp = NULL, *maskp = NULL, *noisep = NULL, *merges = NULL, *uw = NULL, *vw = NULL,
+               *cw = NULL, *ucfg = NULL;
+    unsigned long long useed = 0, vseed = 0, cseed = 0, v, fps = 24;
+    int have_us = 0, have_vs = 0, have_cs = 0, ppm = 0, k, rc = 2;
+    Image hint, mask;
+    Tensor noise, lat;
+    unsigned char *frames = NULL;
+    char path[1024];
+    StWriter w;
+    memset(&o, 0, sizeof o);
+    memset(&m, 0, sizeof m);
+    memset(&hint, 0, sizeof hint); memset(&mask, 0, sizeof mask); memset(&noise, 0, sizeof noise); memset(&lat, 0, sizeof lat);
+    o.neg_prompt = "";
+    o.guidance = 15.0;
+    o.steps = 20;
+    o.scheduler = SCHED_DPM;
+    o.frames = 24;
+    o.height = o.width = 512;
+    o.progress = 1;
+    unet_config_default(&m.unet);
+    vae_config_default(&m.vae);
+    clip_config_default(&m.clip);
+    for (k = 0; k < argc; k++) {
+        const char *a = argv[k], *val = k + 1 < argc ? argv[k + 1] : NULL;
+        int takes = 1;
+        if (!strcmp(a, "--prompt") && val) o.prompt = val;
+        else if (!strcmp(a, "--negative") && val) o.neg_prompt = val;
+        else if (!strcmp(a, "--guidance") && val) {
+            char *end;
+            o.guidance = strtod(val, &end);
+            if (*end || end == val) { fprintf(stderr, "mavref generate: --guidance needs a number\n"); return 2; }
+        } else if (!strcmp(a, "--steps") && val) { if (parse_ulong(a, val, &v) || v < 1 || v > 1000) { fprintf(stderr, "mavref generate: --steps must be 1..1000\n"); return 2; } o.steps = (int)v; }
+        else if (!strcmp(a, "--scheduler") && val) {
+            if (!strcmp(val, "dpm")) o.scheduler = SCHED_DPM;
+            else if (!strcmp(val, "ddim")) o.scheduler = SCHED_DDIM;
+            else { fprintf(stderr, "mavref generate: --scheduler must be dpm or ddim, got '%s'\n", val); return 2; }
+        } else if (!strcmp(a, "--frames") && val) { if (parse_ulong(a, val, &v) || v < 1 || v > 10000) { fprintf(stderr, "mavref generate: --frames must be 1..10000\n"); return 2; } o.frames = (size_t)v; }
+        else if (!strcmp(a, "--width") && val) { if (parse_ulong(a, val, &v) || v < 1 || v > IMAGE_MAX_DIM) { fprintf(stderr, "mavref generate: bad --width\n"); return 2; } o.width = (size_t)v; }
+        else if (!strcmp(a, "--height") && val) { if (parse_ulong(a, val, &v) || v < 1 || v > IMAGE_MAX_DIM) { fprintf(stderr, "mavref generate: bad --height\n"); return 2; } o.height = (size_t)v; }
+        else if (!strcmp(a, "--seed") && val) { if (parse_ulong(a, val, &v)) return 2; o.seed = v; }
+        else if (!strcmp(a, "--fps") && val) { if (parse_ulong(a, val, &fps) || fps < 1 || fps > 1000) { fprintf(stderr, "mavref generate: --fps must be 1..1000\n"); return 2; } }
+        else if (!strcmp(a, "--hint") && val) hintp = val;
+        else if (!strcmp(a, "--mask") && val) maskp = val;
+        else if (!strcmp(a, "--noise") && val) noisep = val;
+        else if (!strcmp(a, "--out") && val) outp = val;
+        else if (!strcmp(a, "--merges") && val) merges = val;
+        else if (!strcmp(a, "--unet") && val) uw = val;
+        else if (!strcmp(a, "--vae") && val) vw = val;
+        else if (!strcmp(a, "--clip") && val) cw = val;
+        else if (!strcmp(a, "--unet-config") && val) ucfg = val;
+        else if (!strcmp(a, "--unet-seed") && val) { if (parse_ulong(a, val, &useed)) return 2; have_us = 1; }
+        else if (!strcmp(a, "--vae-seed") && val) { if (parse_ulong(a, val, &vseed)) return 2; have_vs = 1; }
+        else if (!strcmp(a, "--clip-seed") && val) { if (parse_ulong(a, val, &cseed)) return 2; have_cs = 1; }
+        else if (!strcmp(a, "--vae-channels") && val) {
+            if ((m.vae.n_blocks = parse_int_list(val, m.vae.block_out_channels, VAE_MAX_BLOCKS)) < 1) { fprintf(stderr, "mavref generate: bad --vae-channels '%s'\n", val); return 2; }
+        } else if (!strcmp(a, "--vae-layers") && val) { if (parse_ulong(a, val, &v) || v < 1 || v > 16) return 2; m.vae.layers_per_block = (int)v; }
+        else if (!strcmp(a, "--clip-width") && val) { if (parse_ulong(a, val, &v) || v < 1 || v > 100000) return 2; m.clip.width = (int)v; }
+        else if (!strcmp(a, "--clip-layers") && val) { if (parse_ulong(a, val, &v) || v < 1 || v > 1000) return 2; m.clip.layers = (int)v; }
+        else if (!strcmp(a, "--clip-heads") && val) { if (parse_ulong(a, val, &v) || v < 1 || v > 1000) return 2; m.clip.heads = (int)v; }
+        else if (!strcmp(a, "--clip-mlp") && val) { if (parse_ulong(a, val, &v) || v < 1 || v > 1000000) return 2; m.clip.mlp = (int)v; }
+        else if (!strcmp(a, "--ppm-frames")) { ppm = 1; takes = 0; }
+        else if (!strcmp(a, "--quiet")) { o.progress = 0; takes = 0; }
+        else { fprintf(stderr, "mavref generate: unknown or incomplete option '%s'\n%s", a, usage); return 2; }
+        k += takes;
+    }
+    if (!o.prompt || !outp) { fprintf(stderr, "mavref generate: needs --prompt and --out\n%s", usage); return 2; }
+    if ((!uw) == (!have_us) || (!vw) == (!have_vs) || (!cw) == (!have_cs)) {
+        fprintf(stderr, "mavref generate: give each network's weights: --unet W or --unet-seed S, --vae W or --vae-seed S, "
+                        "--clip W or --clip-seed S (no model is downloaded)\n");
+        return 2;
+    }
+    if (strlen(outp) > sizeof path - 32) { fprintf(stderr, "mavref generate: --out prefix too long\n"); return 2; }
+    params_init(&m.unet_p); params_init(&m.vae_p); params_init(&m.clip_p);
+    st_writer_init(&w);
+    if ((ucfg && unet_config_load(&m.unet, ucfg)) || build_tokenizer(&m.tok, merges_path(merges)) ||
+        (hintp && image_read_pnm(&hint, hintp)) || (maskp && image_read_pnm(&mask, maskp)))
+        goto fail;
+    if (noisep) {
+        size_t shp[5];
+        size_t fac = (size_t)1 << (m.vae.n_blocks - 1);
+        shp[0] = 1; shp[1] = 4; shp[2] = o.frames; shp[3] = o.height / fac; shp[4] = o.width / fac;
+        if (noise_read(&noise, noisep, "noise", 5, shp)) goto fail;
+        o.noise = &noise;
+    }
+    o.hint = hintp ? &hint : NULL;
+    o.mask = maskp ? &mask : NULL;
+    if (unet_declare_params(&m.unet_p, &m.unet) || params_alloc(&m.unet_p) ||
+        (uw ? params_load(&m.unet_p, uw, 0) : params_procedural(&m.unet_p, useed)) ||
+        vae_declare_params(&m.vae_p, &m.vae) || params_alloc(&m.vae_p) ||
+        (vw ? params_load(&m.vae_p, vw, 0) : params_procedural(&m.vae_p, vseed)) ||
+        clip_declare_params(&m.clip_p, &m.clip) || params_alloc(&m.clip_p) ||
+        (cw ? params_load(&m.clip_p, cw, 0) : params_procedural(&m.clip_p, cseed)))
+        goto fail;
+    if (pipeline_generate(&frames, &lat, NULL, &o, &m, NULL, NULL)) goto fail;
+    // Outputs only once everything is computed; each file is written to NAME.tmp and renamed.
+    sprintf(path, "%s_latents.safetensors", outp);
+    if (st_writer_add(&w, "latents", &lat, ST_REAL) || st_writer_save(&w, path)) goto fail;
+    sprintf(path, "%s.y4m", outp);
+    if (video_write_y4m(path, frames, o.frames, o.height, o.width, (unsigned)fps, 1)) goto fail_rm;
+    sprintf(path, "%s.gif", outp);
+    if (video_write_gif(path, frames, o.frames, o.height, o.width, (unsigned)fps, 1)) goto fail_rm;
+    if (ppm) {
+        sprintf(path, "%s_", outp);
+        if (video_write_frames(path, frames, o.frames, o.height, o.width)) goto fail_rm;
+    }
+    printf("wrote %s.gif, %s.y4m (%lu frames %lux%lu at %llu fps) and %s_latents.safetensors\n", outp, outp,
+           (unsigned long)o.frames, (unsigned long)o.width, (unsigned long)o.height, fps, outp);
+    rc = 0;
+    goto done;
+fail_rm: // a later writer failed: take back the files already written
+    fprintf(stderr, "mavref generate: %s\n", mv_error());
+    sprintf(path, "%s_latents.safetensors", outp); remove(path);
+    sprintf(path, "%s.y4m", outp); remove(path);
+    sprintf(path, "%s.gif", outp); remove(path);
+    rc = 1;
+    goto done;
+fail:
+    fprintf(stderr, "mavref generate: %s\n", mv_error());
+    rc = 1;
+done:
+    free(frames);
+    tensor_free(&lat); tensor_free(&noise);
+    image_free(&hint); image_free(&mask);
+    free_params(&m.unet_p); free_params(&m.vae_p); free_params(&m.clip_p);
+    free_tokenizer(&m.tok);
+    st_writer_free(&w);
     return rc;
 }
 
@@ -290,6 +462,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "unet")) return cmd_unet(argc - 2, argv + 2);
     if (!strcmp(argv[1], "tokenize")) return cmd_tokenize(argc - 2, argv + 2);
     if (!strcmp(argv[1], "encode-text")) return cmd_encode_text(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "generate")) return cmd_generate(argc - 2, argv + 2);
     fprintf(stderr, "mavref: unknown command '%s'\n%s", argv[1], usage);
     return 2;
 }

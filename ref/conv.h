@@ -48,4 +48,47 @@ int conv_pseudo3d_forward(real *out,                   // (B,F,Ho,Wo,Co)
                           size_t B, size_t F, size_t H, size_t W, size_t Ci, size_t Co,
                           const Conv2dGeom *g);
 
+// ---------------------------------------------------------------------------------------
+// Backward passes (spec/backward.md). Each ACCUMULATES (+=) into its gradient buffers, which
+// the caller zeroes once per step; every gradient pointer may be NULL (gradient not wanted,
+// e.g. a frozen weight). dout is the gradient of the loss with respect to `out`.
+
+// Gradients of conv2d_forward:
+//   dinp[n,i*s+kh-pt,j*s+kw-pl,c] += sum_o dout[n,i,j,o] * kernel[kh,kw,c,o]
+//   dkernel[kh,kw,c,o] += sum_{n,i,j} in[n,i*s+kh-pt,j*s+kw-pl,c] * dout[n,i,j,o]
+//   dbias[o] += sum_{n,i,j} dout[n,i,j,o]
+void conv2d_backward(real *dinp,          // (N,H,W,Ci) or NULL
+                     real *dkernel,       // (KH,KW,Ci,Co) or NULL
+                     real *dbias,         // (Co) or NULL
+                     const real *dout,    // (N,Ho,Wo,Co)
+                     const real *inp,     // (N,H,W,Ci)
+                     const real *kernel,  // (KH,KW,Ci,Co)
+                     size_t N, size_t H, size_t W, size_t Ci, size_t Co, const Conv2dGeom *g);
+
+// Gradients of temporal_conv_forward (zero frames outside 0..F-1 receive nothing).
+void temporal_conv_backward(real *dinp,          // (B,F,S,Ci) or NULL
+                            real *dkernel,       // (3,Ci,Co) or NULL
+                            real *dbias,         // (Co) or NULL
+                            const real *dout,    // (B,F,S,Co)
+                            const real *inp,     // (B,F,S,Ci)
+                            const real *kernel,  // (3,Ci,Co)
+                            size_t B, size_t F, size_t S, size_t Ci, size_t Co);
+
+// Gradients of conv_pseudo3d_forward. The cache is `work`, the spatial conv's output that
+// conv_pseudo3d_forward leaves in its scratch buffer (keep it). dwork is scratch of the same
+// size (overwritten: it is zeroed here). MV_ERR if the geometry does not fit.
+int conv_pseudo3d_backward(real *dinp,                   // (B,F,H,W,Ci) or NULL
+                           real *dspatial_kernel,        // (KH,KW,Ci,Co) or NULL
+                           real *dspatial_bias,          // (Co) or NULL
+                           real *dtemporal_kernel,       // (3,Co,Co) or NULL
+                           real *dtemporal_bias,         // (Co) or NULL
+                           real *dwork,                  // (B,F,Ho,Wo,Co) scratch
+                           const real *dout,             // (B,F,Ho,Wo,Co)
+                           const real *inp,              // (B,F,H,W,Ci)
+                           const real *work,             // (B,F,Ho,Wo,Co) the forward's spatial output
+                           const real *spatial_kernel,   // (KH,KW,Ci,Co)
+                           const real *temporal_kernel,  // (3,Co,Co)
+                           size_t B, size_t F, size_t H, size_t W, size_t Ci, size_t Co,
+                           const Conv2dGeom *g);
+
 #endif

@@ -1,4 +1,4 @@
-// embeddings.c: timestep sinusoid and timestep MLP.
+// embeddings.c: timestep sinusoid and timestep MLP (forward and backward).
 #include "embeddings.h"
 
 #include <math.h>
@@ -54,6 +54,29 @@ int timestep_embedding_forward(real *out, const real *s,
     linear_forward(h, s, w1, b1, N, Cs, Ct);
     silu_forward(h, h, N * Ct);
     linear_forward(out, h, w2, b2, N, Ct, Ct);
+    free(h);
+    return MV_OK;
+}
+
+int timestep_embedding_backward(real *ds, real *dw1, real *db1, real *dw2, real *db2,
+                                const real *dout, const real *s,
+                                const real *w1, const real *b1, const real *w2,
+                                size_t N, size_t Cs, size_t Ct) {
+    // No cache: the hidden layer is recomputed. Buffers: h (pre-activation), a = silu(h), da, dh.
+    size_t n;
+    real *h, *a, *da, *dh; // (N,Ct) each
+    if (mv_mul_size(&n, N, Ct) || mv_mul_size(&n, n, 4)) return mv_fail_prefix("timestep embedding backward");
+    if (!(h = (real *)mv_calloc(n, sizeof(real), "timestep embedding backward"))) return MV_ERR;
+    n /= 4;
+    a = h + n; da = a + n; dh = da + n; // calloc: da and dh start at zero
+    linear_forward(h, s, w1, b1, N, Cs, Ct);
+    silu_forward(a, h, n);
+    // forward was: out = linear_2(a), so da = dout w2^T, dw2 += a^T dout, db2 += sum dout
+    linear_backward(da, dw2, db2, dout, a, w2, N, Ct, Ct);
+    // forward was: a = silu(h), so dh = da * silu'(h)
+    silu_backward(dh, da, h, n);
+    // forward was: h = linear_1(s), so ds += dh w1^T, dw1 += s^T dh, db1 += sum dh
+    linear_backward(ds, dw1, db1, dh, s, w1, N, Cs, Ct);
     free(h);
     return MV_OK;
 }

@@ -26,4 +26,20 @@ int timestep_embedding_forward(real *out,                       // (N,Ct)
                                const real *w2, const real *b2,  // (Ct,Ct) (Ct)
                                size_t N, size_t Cs, size_t Ct);
 
+// Backward of timestep_embedding_forward (spec/backward.md), ACCUMULATING (+=) into the
+// gradients (each may be NULL). The sinusoid has no parameters and the timestep is an integer
+// input, so the chain stops at s: ds (the sinusoid's gradient) is only for tests and is
+// normally NULL. No cache: the hidden layer is recomputed (4 (N,Ct) buffers are allocated).
+//   h = s w1 + b1, a = silu(h), out = a w2 + b2
+//   da = dout w2^T, dw2 += a^T dout, db2 += sum_n dout
+//   dh = da * silu'(h), dw1 += s^T dh, db1 += sum_n dh, ds += dh w1^T
+int timestep_embedding_backward(real *ds,                        // (N,Cs) or NULL
+                                real *dw1, real *db1,            // (Cs,Ct) (Ct)
+                                real *dw2, real *db2,            // (Ct,Ct) (Ct)
+                                const real *dout,                // (N,Ct)
+                                const real *s,                   // (N,Cs)
+                                const real *w1, const real *b1,  // (Cs,Ct) (Ct)
+                                const real *w2,                  // (Ct,Ct)
+                                size_t N, size_t Cs, size_t Ct);
+
 #endif

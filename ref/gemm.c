@@ -1,5 +1,5 @@
-// gemm.c: matrix products. gemm_ref is the textbook loop; gemm is the same sum, computed in
-// cache-sized blocks by a register-tile kernel the compiler vectorizes (see spec/gemm.md).
+// gemm.c: matrix products. gemm_ref is the textbook loop; gemm adds the same products in
+// cache-sized blocks with a register-tile kernel the compiler vectorizes (see spec/gemm.md).
 #include "gemm.h"
 #include "threads.h"
 
@@ -34,17 +34,19 @@ void gemm_ref(real *C, const real *A, const real *B,
 // runs over a block of k. NR is a few vector widths of the target, MR*NR/lanes accumulators
 // plus the NR/lanes loaded B vectors and one broadcast must fit in the register file
 // (32 vectors with AVX-512, 16 with AVX/SSE/most others).
+// 5 x 4 vectors with AVX-512 (5 x 64 floats) ran 10% faster than 6 x 3 (6 x 48): the
+// same kernel speed, and fewer padded columns at the model's widths (256, 320, 640, 1280).
 #if defined(__AVX512F__)
 #define GEMM_VEC_BYTES 64
-#define GEMM_NVEC 3 // 6 x 3 = 18 accumulators of 32 registers
+#define GEMM_NVEC 4 // 5 x 4 = 20 accumulators of 32 registers
 #elif defined(__AVX__)
 #define GEMM_VEC_BYTES 32
-#define GEMM_NVEC 2 // 6 x 2 = 12 of 16
+#define GEMM_NVEC 2 // 5 x 2 = 10 of 16
 #else
 #define GEMM_VEC_BYTES 16
 #define GEMM_NVEC 2
 #endif
-#define MR 6
+#define MR 5 // the kernel writes out its five rows
 #define NR (GEMM_NVEC * GEMM_VEC_BYTES / (MAVREF_PRECISION / 8))
 
 // Cache blocks (in elements): a KC x NR sliver of packed B stays in L1 while the kernel
@@ -52,23 +54,24 @@ void gemm_ref(real *C, const real *A, const real *B,
 // KC decides how the K products are grouped, so it is a constant of the build (gemm.h),
 // never a function of the thread count. MC and NC do not change any result.
 #define KC GEMM_KC
-#define MC (MR * 48)
+#define MC (MR * 40)
 #define NC (NR * 8)
 
 // Below this many multiply-adds one thread does the whole product (waking threads costs more).
-#define GEMM_MIN_PARALLEL ((size_t)1 << 18)
+#define GEMM_MIN_PARALLEL ((size_t)1 << 20)
 
 size_t gemm_tile_m(void) { return MR; }
 size_t gemm_tile_n(void) { return NR; }
 
 // Where FMA contraction is allowed: in the kernel only (spec/gemm.md). gcc -std=c99 turns
-// contraction off for the whole file, so the kernel asks for it by attribute; on x86 it also
+// contraction off for the whole file, so the kernel asks for it by attribute, and for -O3
+// (-O2 leaves the tile in memory: 90 instead of 210 GFLOP/s with AVX-512); on x86 it also
 // asks for 512-bit vectors, which -march=native does not use by default. clang contracts
 // within a statement by default (-ffp-contract=on); the pragma says so explicitly.
 #if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__))
-#define GEMM_KERNEL_ATTR __attribute__((optimize("fp-contract=fast"), target("prefer-vector-width=512")))
+#define GEMM_KERNEL_ATTR __attribute__((optimize("O3", "fp-contract=fast"), target("prefer-vector-width=512")))
 #elif defined(__GNUC__) && !defined(__clang__)
-#define GEMM_KERNEL_ATTR __attribute__((optimize("fp-contract=fast")))
+#define GEMM_KERNEL_ATTR __attribute__((optimize("O3", "fp-contract=fast")))
 #else
 #define GEMM_KERNEL_ATTR
 #endif
@@ -76,29 +79,47 @@ size_t gemm_tile_n(void) { return NR; }
 // c (MR,NR) at row stride ldc = (add_c ? c : 0) + s, where s = sum over kc of a[p] (x) b[p],
 // a: packed (kc,MR), b: packed (kc,NR). Every element of s is one chain of multiply-adds in
 // increasing p starting from 0, so its value does not depend on its place in the tile.
-// (Starting the chain from 0 and adding c afterwards, rather than loading c into the
-// accumulators, is what lets clang keep the tile in registers: 2.3x faster with clang 14.)
+// The five rows are written out so that j is the only loop to vectorize: written as
+// s[MR][NR], gcc -O3 vectorized along i for AVX2/SSE (10x slower). Starting the chains from
+// 0 and adding c afterwards, rather than loading c into them, lets clang keep the tile in
+// registers (2.3x faster with clang 14).
 GEMM_KERNEL_ATTR
 static void kernel(real *restrict c, const real *restrict a, const real *restrict b,
                    size_t kc, size_t ldc, int add_c) {
 #ifdef __clang__
 #pragma STDC FP_CONTRACT ON
 #endif
-    real s[MR][NR];
-    size_t i, j, p;
-    for (i = 0; i < MR; i++)
-        for (j = 0; j < NR; j++) s[i][j] = 0;
+    real s0[NR], s1[NR], s2[NR], s3[NR], s4[NR];
+    size_t j, p;
+    for (j = 0; j < NR; j++) s0[j] = s1[j] = s2[j] = s3[j] = s4[j] = 0;
     for (p = 0; p < kc; p++) {
         const real *ap = a + p * MR, *bp = b + p * NR; // (MR), (NR)
-        for (i = 0; i < MR; i++)
-            for (j = 0; j < NR; j++) s[i][j] += ap[i] * bp[j];
+        const real a0 = ap[0], a1 = ap[1], a2 = ap[2], a3 = ap[3], a4 = ap[4];
+        for (j = 0; j < NR; j++) {
+            const real bj = bp[j];
+            s0[j] += a0 * bj;
+            s1[j] += a1 * bj;
+            s2[j] += a2 * bj;
+            s3[j] += a3 * bj;
+            s4[j] += a4 * bj;
+        }
     }
     if (add_c)
-        for (i = 0; i < MR; i++)
-            for (j = 0; j < NR; j++) c[i * ldc + j] += s[i][j];
+        for (j = 0; j < NR; j++) {
+            c[0 * ldc + j] += s0[j];
+            c[1 * ldc + j] += s1[j];
+            c[2 * ldc + j] += s2[j];
+            c[3 * ldc + j] += s3[j];
+            c[4 * ldc + j] += s4[j];
+        }
     else
-        for (i = 0; i < MR; i++)
-            for (j = 0; j < NR; j++) c[i * ldc + j] = s[i][j];
+        for (j = 0; j < NR; j++) {
+            c[0 * ldc + j] = s0[j];
+            c[1 * ldc + j] = s1[j];
+            c[2 * ldc + j] = s2[j];
+            c[3 * ldc + j] = s3[j];
+            c[4 * ldc + j] = s4[j];
+        }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -154,8 +175,10 @@ static void pack_b(real *restrict pb, const real *B, size_t ldb, int tb,
 }
 
 // ---------------------------------------------------------------------------------------
-// The blocked product. One task = one block of C (at most MC x NC), computed completely (all
-// of K) by the thread that takes it, with that thread's packing buffers.
+// The blocked product. C is cut into mt x nt blocks of at most MC x NC. One task = one
+// column of blocks, or a group of consecutive blocks in it, computed completely (all of K)
+// by the thread that takes it, with that thread's packing buffers: for each k block it
+// packs its KC x NC block of B once, then each MC x KC block of A in turn.
 
 typedef struct {
     real *C;
@@ -163,7 +186,8 @@ typedef struct {
     size_t M, N, K, ldc, lda, ldb;
     int ta, tb, acc;
     size_t mb, nb;      // block size (mb <= MC, a multiple of MR unless it is M; same for nb)
-    size_t nt;          // blocks along N
+    size_t mt, nt;      // blocks along M and N
+    size_t mg;          // groups of row blocks: task = group * nt + column block
     real *work;         // per-worker scratch, `per_worker` reals each
     size_t per_worker;
 } GemmJob;
@@ -173,36 +197,46 @@ typedef struct {
 #define WORK_T ((size_t)MR * NR)
 #define ALIGN_REALS (64 / sizeof(real)) // scratch pieces start on 64-byte boundaries
 
-static void gemm_block(void *ctx, size_t task, int worker) {
+// C block (mc,nc) at row stride ldc (+)= packed A (mc,kc) times packed B (kc,nc), tile by tile.
+static void macro_kernel(real *C, size_t ldc, const real *pa, const real *pb, real *tmp,
+                         size_t mc, size_t nc, size_t kc, int add_c) {
+    size_t ir, jr, i, j;
+    for (jr = 0; jr < nc; jr += NR) {
+        size_t n = nc - jr < NR ? nc - jr : NR;
+        for (ir = 0; ir < mc; ir += MR) {
+            size_t m = mc - ir < MR ? mc - ir : MR;
+            real *c = C + ir * ldc + jr; // (m,n) at stride ldc
+            if (m == MR && n == NR) {
+                kernel(c, pa + ir * kc, pb + jr * kc, kc, ldc, add_c);
+                continue;
+            }
+            // Edge tile: the same kernel on a full-size copy, then the valid part back.
+            if (add_c)
+                for (i = 0; i < m; i++)
+                    for (j = 0; j < n; j++) tmp[i * NR + j] = c[i * ldc + j];
+            kernel(tmp, pa + ir * kc, pb + jr * kc, kc, NR, add_c);
+            for (i = 0; i < m; i++)
+                for (j = 0; j < n; j++) c[i * ldc + j] = tmp[i * NR + j];
+        }
+    }
+}
+
+static void gemm_task(void *ctx, size_t task, int worker) {
     const GemmJob *g = (const GemmJob *)ctx;
-    size_t ic = (task / g->nt) * g->mb, jc = (task % g->nt) * g->nb;
-    size_t mc = g->M - ic < g->mb ? g->M - ic : g->mb, nc = g->N - jc < g->nb ? g->N - jc : g->nb;
+    size_t grp = task / g->nt, jc = (task % g->nt) * g->nb;
+    size_t b0 = grp * g->mt / g->mg, b1 = (grp + 1) * g->mt / g->mg; // row blocks [b0, b1)
+    size_t nc = g->N - jc < g->nb ? g->N - jc : g->nb, pc, bi;
     real *pa = g->work + (size_t)worker * g->per_worker; // (MC,KC) packed
     real *pb = pa + WORK_A;                              // (KC,NC) packed
     real *tmp = pb + WORK_B;                             // (MR,NR) an edge tile
-    size_t pc, ir, jr, i, j;
     for (pc = 0; pc < g->K; pc += KC) {
         size_t kc = g->K - pc < KC ? g->K - pc : KC;
         int add_c = pc > 0 || g->acc; // the first k block overwrites C unless accumulating
         pack_b(pb, g->B, g->ldb, g->tb, pc, jc, kc, nc);
-        pack_a(pa, g->A, g->lda, g->ta, ic, pc, mc, kc);
-        for (jr = 0; jr < nc; jr += NR) {
-            size_t n = nc - jr < NR ? nc - jr : NR;
-            for (ir = 0; ir < mc; ir += MR) {
-                size_t m = mc - ir < MR ? mc - ir : MR;
-                real *c = g->C + (ic + ir) * g->ldc + jc + jr; // (m,n) at stride ldc
-                if (m == MR && n == NR) {
-                    kernel(c, pa + ir * kc, pb + jr * kc, kc, g->ldc, add_c);
-                    continue;
-                }
-                // Edge tile: the same kernel on a full-size copy, then the valid part back.
-                if (add_c)
-                    for (i = 0; i < m; i++)
-                        for (j = 0; j < n; j++) tmp[i * NR + j] = c[i * g->ldc + j];
-                kernel(tmp, pa + ir * kc, pb + jr * kc, kc, NR, add_c);
-                for (i = 0; i < m; i++)
-                    for (j = 0; j < n; j++) c[i * g->ldc + j] = tmp[i * NR + j];
-            }
+        for (bi = b0; bi < b1; bi++) {
+            size_t ic = bi * g->mb, mc = g->M - ic < g->mb ? g->M - ic : g->mb;
+            pack_a(pa, g->A, g->lda, g->ta, ic, pc, mc, kc);
+            macro_kernel(g->C + ic * g->ldc + jc, g->ldc, pa, pb, tmp, mc, nc, kc, add_c);
         }
     }
 }
@@ -235,9 +269,10 @@ int gemm(real *C, const real *A, const real *B,
     workers = threads_count();
     if (M * N < GEMM_MIN_PARALLEL / K + 1) workers = 1; // M*N*K small (no overflow)
 
-    // The task grid: mt x nt blocks of equal size in whole tiles, at most MC x NC, and with
-    // several threads at least 3 blocks per thread where the tiles allow it, splitting the
-    // dimension whose blocks are longer. (The results do not depend on this grid.)
+    // The grid: mt x nt blocks of equal size in whole tiles, at most MC x NC; with several
+    // threads at least 3 blocks per thread where the tiles allow it (splitting the dimension
+    // whose blocks are longer), and as few tasks as give each thread 3, so that B is packed
+    // as few times as possible. (No result depends on this grid.)
     mt = (M + MC - 1) / MC;
     g.nt = (N + NC - 1) / NC;
     while (workers > 1 && mt * g.nt < 3 * (size_t)workers) {
@@ -248,16 +283,18 @@ int gemm(real *C, const real *A, const real *B,
     }
     g.mb = ((M + mt - 1) / mt + MR - 1) / MR * MR;
     g.nb = ((N + g.nt - 1) / g.nt + NR - 1) / NR * NR;
-    mt = (M + g.mb - 1) / g.mb;
+    g.mt = (M + g.mb - 1) / g.mb;
     g.nt = (N + g.nb - 1) / g.nb;
-    n_tasks = mt * g.nt;
+    g.mg = workers == 1 ? 1 : (3 * (size_t)workers + g.nt - 1) / g.nt;
+    if (g.mg > g.mt) g.mg = g.mt;
+    n_tasks = g.mg * g.nt;
     if ((size_t)workers > n_tasks) workers = (int)n_tasks;
     g.per_worker = (WORK_A + WORK_B + WORK_T + ALIGN_REALS - 1) / ALIGN_REALS * ALIGN_REALS;
     bytes = ((size_t)workers * g.per_worker + ALIGN_REALS) * sizeof(real);
     raw = mv_malloc(bytes, "gemm packing buffers");
     if (!raw) return MV_ERR;
     g.work = (real *)raw + (ALIGN_REALS - ((uintptr_t)raw / sizeof(real)) % ALIGN_REALS) % ALIGN_REALS;
-    parallel_for_max(n_tasks, workers, gemm_block, &g);
+    parallel_for_max(n_tasks, workers, gemm_task, &g);
     free(raw);
     return MV_OK;
 }

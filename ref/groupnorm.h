@@ -14,4 +14,15 @@ void groupnorm_forward(real *out, real *mean, real *rstd,          // (N,S,C) (N
                        const real *scale, const real *bias,        // (C) (C)
                        size_t N, size_t S, size_t C, size_t G, double eps);
 
+// Backward (spec/backward.md), ACCUMULATING (+=) into dx, dscale, dbias (each may be NULL),
+// from the forward's mean and rstd (pass the buffers groupnorm_forward filled):
+//   xhat = (x - mean) * rstd,  dxhat = dout * scale
+//   dx += rstd * (dxhat - E_g[dxhat] - xhat * E_g[dxhat * xhat])   (E_g: mean over the group)
+//   dscale[c] += sum_{n,s} dout * xhat,  dbias[c] += sum_{n,s} dout
+void groupnorm_backward(real *dx, real *dscale, real *dbias,      // (N,S,C) (C) (C)
+                        const real *dout,                          // (N,S,C)
+                        const real *x, const real *scale,          // (N,S,C) (C)
+                        const real *mean, const real *rstd,        // (N,G) (N,G)
+                        size_t N, size_t S, size_t C, size_t G);
+
 #endif

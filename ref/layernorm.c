@@ -1,5 +1,5 @@
-// layernorm.c: LayerNorm forward. Same statistics as groupnorm.c (sums in double in both
-// builds, Flax's E[x^2] - E[x]^2 variance clamped at zero), one group spanning the row.
+// layernorm.c: LayerNorm forward and backward. Same statistics as groupnorm.c (sums in double
+// in both builds, Flax's E[x^2] - E[x]^2 variance clamped at zero), one group spanning the row.
 #include "layernorm.h"
 
 #include <math.h>
@@ -25,5 +25,33 @@ void layernorm_forward(real *out, real *mean, real *rstd,
         if (rstd) rstd[n] = (real)r;
         for (c = 0; c < C; c++)
             on[c] = (real)(((double)xn[c] - m) * (r * (double)scale[c]) + (double)bias[c]);
+    }
+}
+
+// Backward: groupnorm_backward with one group spanning the row (see groupnorm.c):
+//   dx = rstd * (dxhat - E[dxhat] - xhat * E[dxhat * xhat]),  dxhat = dout * scale
+void layernorm_backward(real *dx, real *dscale, real *dbias,
+                        const real *dout, const real *x, const real *scale,
+                        const real *mean, const real *rstd, size_t N, size_t C) {
+    size_t n, c;
+    for (n = 0; n < N; n++) {
+        const real *xn = x + n * C;     // (C)
+        const real *dyn = dout + n * C; // (C)
+        double m = (double)mean[n], r = (double)rstd[n], sum_dxhat = 0.0, sum_dxhat_xhat = 0.0;
+        for (c = 0; c < C; c++) {
+            double dy = (double)dyn[c], xhat = ((double)xn[c] - m) * r;
+            // forward was: out = xhat * scale + bias, so dscale += dout * xhat, dbias += dout
+            if (dscale) dscale[c] += (real)(dy * xhat);
+            if (dbias) dbias[c] += dyn[c];
+            sum_dxhat += dy * (double)scale[c];
+            sum_dxhat_xhat += dy * (double)scale[c] * xhat;
+        }
+        if (!dx) continue;
+        // forward was: xhat = (x - mean) * rstd, mean and rstd functions of the whole row, so
+        // dx = rstd * (dxhat - E[dxhat] - xhat * E[dxhat * xhat])
+        for (c = 0; c < C; c++) {
+            double xhat = ((double)xn[c] - m) * r, dxhat = (double)dyn[c] * (double)scale[c];
+            dx[n * C + c] += (real)(r * (dxhat - sum_dxhat / (double)C - xhat * (sum_dxhat_xhat / (double)C)));
+        }
     }
 }

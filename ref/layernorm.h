@@ -14,4 +14,12 @@ void layernorm_forward(real *out, real *mean, real *rstd,    // (N,C) (N) (N)
                        const real *scale, const real *bias,  // (C) (C)
                        size_t N, size_t C, double eps);
 
+// Backward (spec/backward.md), ACCUMULATING (+=) into dx, dscale, dbias (each may be NULL),
+// from the forward's mean and rstd: groupnorm_backward with one group per row.
+void layernorm_backward(real *dx, real *dscale, real *dbias,   // (N,C) (C) (C)
+                        const real *dout,                       // (N,C)
+                        const real *x, const real *scale,       // (N,C) (C)
+                        const real *mean, const real *rstd,     // (N) (N)
+                        size_t N, size_t C);
+
 #endif

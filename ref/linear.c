@@ -1,4 +1,4 @@
-// linear.c: Dense forward as a plain i-k-j loop (contiguous inner loop over the outputs).
+// linear.c: Dense forward and backward as plain loops (contiguous inner loops over the outputs).
 #include "linear.h"
 
 #include <string.h>
@@ -15,6 +15,33 @@ void linear_forward(real *out, const real *x, const real *kernel, const real *bi
             real xi = xn[i];
             const real *k = kernel + i * O; // (O)
             for (o = 0; o < O; o++) y[o] += xi * k[o];
+        }
+    }
+}
+
+void linear_backward(real *dx, real *dkernel, real *dbias,
+                     const real *dout, const real *x, const real *kernel,
+                     size_t N, size_t I, size_t O) {
+    size_t n, i, o;
+    for (n = 0; n < N; n++) {
+        const real *dy = dout + n * O; // (O)
+        const real *xn = x + n * I;    // (I)
+        // forward was: y = bias + ..., so dbias += dy
+        if (dbias)
+            for (o = 0; o < O; o++) dbias[o] += dy[o];
+        for (i = 0; i < I; i++) {
+            // forward was: y[o] += x[i] * k[i,o], so dx[i] += sum_o dy[o] * k[i,o], dk[i,o] += x[i] * dy[o]
+            const real *k = kernel + i * O; // (O)
+            if (dx) {
+                real acc = 0;
+                for (o = 0; o < O; o++) acc += dy[o] * k[o];
+                dx[n * I + i] += acc;
+            }
+            if (dkernel) {
+                real xi = xn[i];
+                real *dk = dkernel + i * O; // (O)
+                for (o = 0; o < O; o++) dk[o] += xi * dy[o];
+            }
         }
     }
 }

@@ -12,4 +12,16 @@ void linear_forward(real *out,           // (N,O)
                     const real *bias,    // (O) or NULL
                     size_t N, size_t I, size_t O);
 
+// Backward (spec/backward.md), ACCUMULATING (+=); dx, dkernel, dbias may each be NULL:
+//   dx[n,i] += sum_o dout[n,o] * kernel[i,o]
+//   dkernel[i,o] += sum_n x[n,i] * dout[n,o]
+//   dbias[o] += sum_n dout[n,o]
+void linear_backward(real *dx,            // (N,I) or NULL
+                     real *dkernel,       // (I,O) or NULL
+                     real *dbias,         // (O) or NULL
+                     const real *dout,    // (N,O)
+                     const real *x,       // (N,I)
+                     const real *kernel,  // (I,O)
+                     size_t N, size_t I, size_t O);
+
 #endif

@@ -35,7 +35,6 @@ Tensor *params_getf(ParamTable *pt, const char *fmt, ...) MV_PRINTF(2, 3);
 // tensor, a shape mismatch, or (unless allow_extra) a tensor the model does not have.
 int params_load(ParamTable *pt, const char *path, int allow_extra);
 
-#endif
 
 // The corpus' procedural weights (SPEC.md "Procedural weights"): every parameter is
 // proc_fill(name, seed, scale, offset) with, by the last component of its name,
@@ -47,3 +46,5 @@ int params_load(ParamTable *pt, const char *path, int allow_extra);
 int params_procedural(ParamTable *pt, uint64_t seed);
 // The (scale, offset) the rule gives a parameter.
 int params_proc_rule(const Param *p, double *scale, double *offset);
+
+#endif

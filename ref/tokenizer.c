@@ -792,7 +792,7 @@ static int whitespace_clean(CpBuf *out, const CpBuf *in) {
     b = t.n;
     while (a < b && IN(uc_py_space, t.v[a])) a++;
     while (b > a && IN(uc_py_space, t.v[b - 1])) b--;
-    rc = buf_append(out, t.v + a, b - a);
+    rc = b > a ? buf_append(out, t.v + a, b - a) : MV_OK; // t.v is NULL when nothing was left
     free(t.v);
     return rc;
 }
@@ -958,7 +958,8 @@ int build_tokenizer(Tokenizer *t, const char *path) {
     FILE *fp;
     char line[256];
     long lineno = 1, r;
-    size_t i;
+    uint32_t *keys = NULL, *nk; // (cap) the pair keys in rank order, read before the table is made
+    size_t i, cap = 0;
     int b, n = 0;
     memset(t, 0, sizeof *t);
     // byte ids: printable bytes first in byte order, then the rest in byte order
@@ -966,44 +967,53 @@ int build_tokenizer(Tokenizer *t, const char *path) {
         if ((b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF)) t->byte_id[b] = (uint16_t)n++;
     for (b = 0; b < 256; b++)
         if (!((b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF))) t->byte_id[b] = (uint16_t)n++;
-    t->pair_cap = 131072;
-    t->pair_keys = (uint32_t *)mv_calloc(t->pair_cap, sizeof *t->pair_keys, "tokenizer merges");
-    t->pair_rank = (int32_t *)mv_calloc(t->pair_cap, sizeof *t->pair_rank, "tokenizer merges");
-    if (!t->pair_keys || !t->pair_rank) { free_tokenizer(t); return MV_ERR; }
     fp = fopen(path, "r");
-    if (!fp) { free_tokenizer(t); return mv_fail("%s: cannot open the CLIP merges file", path); }
+    if (!fp) return mv_fail("%s: cannot open the CLIP merges file", path);
     if (!fgets(line, sizeof line, fp) || strncmp(line, "# mavref CLIP BPE merges v1 ", 28) != 0) {
         fclose(fp);
-        free_tokenizer(t);
         return mv_fail("%s: line 1 is not a mavref CLIP merges header (make it with tools/gen_clip_vocab.py)", path);
     }
+    // Every line is read and checked before the 1 MiB pair table is allocated.
     for (r = 0; r < CLIP_N_MERGES; r++) {
         unsigned long a, c;
-        uint32_t key;
-        size_t h;
         char extra;
         lineno++;
         if (!fgets(line, sizeof line, fp) || sscanf(line, "%lu %lu %c", &a, &c, &extra) != 2 ||
             a >= 512 + (unsigned long)r || c >= 512 + (unsigned long)r) {
             fclose(fp);
-            free_tokenizer(t);
+            free(keys);
             return mv_fail("%s: line %ld: expected two ids of earlier symbols (merge rank %ld of %d)",
                            path, lineno, r, CLIP_N_MERGES);
         }
-        key = (uint32_t)((a << 16) | c) + 1;
-        h = pair_hash(key) & (t->pair_cap - 1);
+        if ((size_t)r == cap) {
+            cap = cap ? 2 * cap : 1024;
+            nk = (uint32_t *)realloc(keys, cap * sizeof *keys);
+            if (!nk) { fclose(fp); free(keys); return mv_fail("%s: out of memory", path); }
+            keys = nk;
+        }
+        keys[r] = (uint32_t)((a << 16) | c) + 1;
+    }
+    i = fgets(line, sizeof line, fp) != NULL;
+    fclose(fp);
+    if (i) { free(keys); return mv_fail("%s: more than %d merges", path, CLIP_N_MERGES); }
+    t->pair_cap = 131072;
+    t->pair_keys = (uint32_t *)mv_calloc(t->pair_cap, sizeof *t->pair_keys, "tokenizer merges");
+    t->pair_rank = (int32_t *)mv_calloc(t->pair_cap, sizeof *t->pair_rank, "tokenizer merges");
+    if (!t->pair_keys || !t->pair_rank) { free(keys); free_tokenizer(t); return MV_ERR; }
+    for (r = 0; r < CLIP_N_MERGES; r++) {
+        uint32_t key = keys[r];
+        size_t h = pair_hash(key) & (t->pair_cap - 1);
         while (t->pair_keys[h] && t->pair_keys[h] != key) h = (h + 1) & (t->pair_cap - 1);
         if (t->pair_keys[h]) {
-            fclose(fp);
+            free(keys);
             free_tokenizer(t);
-            return mv_fail("%s: line %ld: duplicate merge %lu %lu", path, lineno, a, c);
+            return mv_fail("%s: line %ld: duplicate merge %lu %lu", path, r + 2, (unsigned long)((key - 1) >> 16),
+                           (unsigned long)((key - 1) & 0xFFFF));
         }
         t->pair_keys[h] = key;
         t->pair_rank[h] = (int32_t)r;
     }
-    i = fgets(line, sizeof line, fp) != NULL;
-    fclose(fp);
-    if (i) { free_tokenizer(t); return mv_fail("%s: more than %d merges", path, CLIP_N_MERGES); }
+    free(keys);
     return MV_OK;
 }
 

@@ -54,7 +54,8 @@ static int read_file(const char *path, char **out, size_t *len) {
 static int get_int(const JsonValue *root, const char *key, int *out, const char *path) {
     const JsonValue *v = json_get(root, key);
     if (!v) return MV_OK; // keep the default
-    if (v->type != JSON_NUMBER || v->number != (double)(int)v->number || v->number < 0 || v->number > 1e6)
+    // range first: converting a double outside int's range to int is undefined behaviour
+    if (v->type != JSON_NUMBER || !(v->number >= 0 && v->number <= 1e6) || v->number != (double)(int)v->number)
         return mv_fail("%s: \"%s\" must be a non-negative integer", path, key);
     *out = (int)v->number;
     return MV_OK;
@@ -74,7 +75,7 @@ static int get_int_list(const JsonValue *root, const char *key, int *out, int *n
         return mv_fail("%s: \"%s\" must be a list of 1..%d integers", path, key, UNET_MAX_BLOCKS);
     for (i = 0; i < v->count; i++) {
         const JsonValue *e = &v->items[i];
-        if (e->type != JSON_NUMBER || e->number != (double)(int)e->number || e->number <= 0 || e->number > 1e6)
+        if (e->type != JSON_NUMBER || !(e->number > 0 && e->number <= 1e6) || e->number != (double)(int)e->number)
             return mv_fail("%s: \"%s\"[%lu] must be a positive integer", path, key, (unsigned long)i);
         out[i] = (int)e->number;
     }
@@ -104,12 +105,18 @@ static int get_block_types(const JsonValue *root, const char *key, int *cross, i
 int unet_config_load(UNetConfig *c, const char *path) {
     char *text = NULL;
     size_t len = 0;
+    int rc;
+    if (read_file(path, &text, &len)) return MV_ERR;
+    rc = unet_config_parse(c, text, len, path);
+    free(text);
+    return rc;
+}
+
+int unet_config_parse(UNetConfig *c, const char *text, size_t len, const char *path) {
     JsonValue root;
     int nb = c->n_blocks, nd = c->n_blocks, nu = c->n_blocks, nh = 0, rc = MV_ERR;
     const JsonValue *v;
-    if (read_file(path, &text, &len)) return MV_ERR;
-    if (json_parse(&root, text, len)) { free(text); return mv_fail_prefix("%s", path); }
-    free(text);
+    if (json_parse(&root, text, len)) return mv_fail_prefix("%s", path);
     if (root.type != JSON_OBJECT) { mv_fail("%s: not a JSON object", path); goto done; }
     if (get_int(&root, "in_channels", &c->in_channels, path) || get_int(&root, "out_channels", &c->out_channels, path) ||
         get_int(&root, "layers_per_block", &c->layers_per_block, path) ||
@@ -322,8 +329,17 @@ static int push_skip(FwdState *s) {
     return MV_OK;
 }
 
-static int emit(UNetTapFn tap, void *user, const char *name, const Tensor *t) {
-    return tap ? tap(user, name, t) : MV_OK;
+// Hand a tap to the caller; in 2-D mode (F = 1, no temporal layers) as (B,H,W,C), the layout
+// of the 2-D model, instead of (B,1,H,W,C).
+static int emit(UNetTapFn tap, void *user, const char *name, const Tensor *t, int temporal) {
+    Tensor v;
+    if (!tap) return MV_OK;
+    if (temporal || t->ndim != 5) return tap(user, name, t);
+    v = *t;
+    v.owned = 0;
+    v.ndim = 4;
+    v.shape[1] = t->shape[2]; v.shape[2] = t->shape[3]; v.shape[3] = t->shape[4];
+    return tap(user, name, &v);
 }
 
 int unet_forward(Tensor *out, const Tensor *sample, const Tensor *timesteps, const Tensor *context,
@@ -371,13 +387,13 @@ int unet_forward(Tensor *out, const Tensor *sample, const Tensor *timesteps, con
             goto done;
         if (timestep_embedding_forward(temb.data, sinus.data, w1->data, b1->data, w2->data, b2->data, B, c0, 4 * c0)) goto done;
     }
-    if (emit(tap, user, "tap.time_proj", &sinus) || emit(tap, user, "tap.time_embedding", &temb)) goto done;
+    if (emit(tap, user, "tap.time_proj", &sinus, c->temporal) || emit(tap, user, "tap.time_embedding", &temb, c->temporal)) goto done;
     // ---- (B,C,F,H,W) -> (B,F,H,W,C), then conv_in
     if (tensor_alloc_v(&x, 5, B, F, H, W, Cin)) goto done;
     transpose_bc(x.data, sample->data, B, Cin, F * H * W, 1);
     if (conv_block_forward(&s.h, &x, pt, "conv_in", &d, &conv3)) goto done;
     tensor_free(&x);
-    if (push_skip(&s) || emit(tap, user, "tap.conv_in", &s.h)) goto done;
+    if (push_skip(&s) || emit(tap, user, "tap.conv_in", &s.h, c->temporal)) goto done;
     // ---- down blocks
     for (bi = 0; bi < nb; bi++) {
         for (j = 0; j < L; j++) {
@@ -398,7 +414,7 @@ int unet_forward(Tensor *out, const Tensor *sample, const Tensor *timesteps, con
             if (push_skip(&s)) goto done;
         }
         snprintf(name, sizeof name, "tap.down_blocks_%d", bi);
-        if (emit(tap, user, name, &s.h)) goto done;
+        if (emit(tap, user, name, &s.h, c->temporal)) goto done;
     }
     // ---- mid block: resnet, transformer, resnet
     if (resnet_forward(&next, &s.h, temb.data, pt, "mid_block.resnets_0", &d)) goto done;
@@ -407,7 +423,7 @@ int unet_forward(Tensor *out, const Tensor *sample, const Tensor *timesteps, con
     set_h(&s, &next);
     if (resnet_forward(&next, &s.h, temb.data, pt, "mid_block.resnets_1", &d)) goto done;
     set_h(&s, &next);
-    if (emit(tap, user, "tap.mid_block", &s.h)) goto done;
+    if (emit(tap, user, "tap.mid_block", &s.h, c->temporal)) goto done;
     // ---- up blocks: each resnet takes [hidden, skip] (hidden first), skips popped last-first
     for (bi = 0; bi < nb; bi++) {
         for (j = 0; j < L + 1; j++) {
@@ -439,7 +455,7 @@ int unet_forward(Tensor *out, const Tensor *sample, const Tensor *timesteps, con
             set_h(&s, &next);
         }
         snprintf(name, sizeof name, "tap.up_blocks_%d", bi);
-        if (emit(tap, user, name, &s.h)) goto done;
+        if (emit(tap, user, name, &s.h, c->temporal)) goto done;
     }
     // ---- out = conv_out(silu(GroupNorm(h))), statistics over all frames
     {
@@ -454,7 +470,7 @@ int unet_forward(Tensor *out, const Tensor *sample, const Tensor *timesteps, con
     silu_forward(tmp.data, tmp.data, tmp.numel);
     if (conv_block_forward(&next, &tmp, pt, "conv_out", &d, &conv3)) goto done;
     tensor_free(&tmp);
-    if (emit(tap, user, "tap.conv_out", &next)) goto done;
+    if (emit(tap, user, "tap.conv_out", &next, c->temporal)) goto done;
     {
         size_t Co = next.shape[4];
         int r = c->temporal ? tensor_alloc_v(out, 5, B, Co, F, H, W) : tensor_alloc_v(out, 4, B, Co, H, W);
@@ -467,5 +483,323 @@ done:
     for (i = 0; i < (size_t)s.nskips; i++) tensor_free(&s.skips[i]);
     tensor_free(&x); tensor_free(&sinus); tensor_free(&temb); tensor_free(&next); tensor_free(&tmp);
     if (rc) tensor_free(out);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------------------
+// Backward (spec/train.md). The forward is run as a tape of stages, each keeping its input
+// (the activations at block granularity, the skips included); the backward walks the tape in
+// reverse, each block recomputing its internals from its stored input (ref/blocks.c).
+
+int unet_grads_alloc(ParamTable *g, const ParamTable *p) {
+    size_t i;
+    params_init(g);
+    for (i = 0; i < p->count; i++)
+        if (params_add(g, p->p[i].t.ndim, p->p[i].t.shape, "%s", p->p[i].name)) { free_params(g); return MV_ERR; }
+    if (params_alloc(g)) { free_params(g); return MV_ERR; }
+    return MV_OK;
+}
+
+static real *gslot_unet(const ParamTable *pt, ParamTable *gt, const real *w) {
+    return gt && w ? gt->arena + (w - pt->arena) : NULL;
+}
+
+enum { ST_CONV, ST_RESNET, ST_TRANSFORMER, ST_PUSH, ST_CONCAT, ST_UPSAMPLE, ST_OUTNORM };
+
+typedef struct {
+    int kind;
+    char name[64];
+    const Conv2dGeom *g; // ST_CONV
+    size_t heads;        // ST_TRANSFORMER
+    int skip;            // ST_CONCAT: the index of the ST_PUSH stage it pops
+    size_t Ca;           // ST_CONCAT: channels of the hidden state (the skip's follow)
+    Tensor in;           // the stage's input (ST_PUSH: the skip)
+} Stage;
+
+struct UNetTape {
+    UNetConfig c;
+    BlockDims d;
+    ParamTable *pt;
+    Stage *st;
+    int n;
+    Tensor sinus, temb, ctx; // (B,c0) (B,4c0) (B,T,Cctx)
+};
+
+static const Conv2dGeom T_CONV3 = {3, 3, 1, 1, 1, 1, 1}, T_DOWN3 = {3, 3, 2, 1, 1, 1, 1};
+
+static Stage *tape_add(UNetTape *tp, int kind, const char *fmt, int i, int j) {
+    Stage *s = &tp->st[tp->n++];
+    memset(s, 0, sizeof *s);
+    s->kind = kind;
+    if (fmt) snprintf(s->name, sizeof s->name, fmt, i, j);
+    return s;
+}
+
+// The stage list of the configuration (the order of unet_forward).
+static int tape_build(UNetTape *tp) {
+    const UNetConfig *c = &tp->c;
+    int nb = c->n_blocks, L = c->layers_per_block, i, j, stack[MAX_SKIPS], ns = 0, cap = 8 + nb * (4 * L + 4) + nb * (3 * (L + 1) + 2);
+    Stage *s;
+    tp->st = (Stage *)mv_calloc((size_t)cap, sizeof(Stage), "UNet tape");
+    if (!tp->st) return MV_ERR;
+    tp->n = 0;
+    s = tape_add(tp, ST_CONV, "conv_in", 0, 0); s->g = &T_CONV3;
+#define PUSH() (stack[ns++] = tp->n, tape_add(tp, ST_PUSH, NULL, 0, 0))
+    PUSH();
+    for (i = 0; i < nb; i++) {
+        for (j = 0; j < L; j++) {
+            tape_add(tp, ST_RESNET, "down_blocks_%d.resnets_%d", i, j);
+            if (c->down_cross[i]) { s = tape_add(tp, ST_TRANSFORMER, "down_blocks_%d.attentions_%d", i, j); s->heads = (size_t)c->heads[i]; }
+            PUSH();
+        }
+        if (i < nb - 1) { s = tape_add(tp, ST_CONV, "down_blocks_%d.downsamplers_0.conv", i, 0); s->g = &T_DOWN3; PUSH(); }
+    }
+    tape_add(tp, ST_RESNET, "mid_block.resnets_0", 0, 0);
+    s = tape_add(tp, ST_TRANSFORMER, "mid_block.attentions_0", 0, 0); s->heads = (size_t)c->heads[nb - 1];
+    tape_add(tp, ST_RESNET, "mid_block.resnets_1", 0, 0);
+    for (i = 0; i < nb; i++) {
+        for (j = 0; j < L + 1; j++) {
+            s = tape_add(tp, ST_CONCAT, NULL, 0, 0); s->skip = stack[--ns];
+            tape_add(tp, ST_RESNET, "up_blocks_%d.resnets_%d", i, j);
+            if (c->up_cross[i]) { s = tape_add(tp, ST_TRANSFORMER, "up_blocks_%d.attentions_%d", i, j); s->heads = (size_t)c->heads[nb - 1 - i]; }
+        }
+        if (i < nb - 1) { tape_add(tp, ST_UPSAMPLE, NULL, 0, 0); s = tape_add(tp, ST_CONV, "up_blocks_%d.upsamplers_0.conv", i, 0); s->g = &T_CONV3; }
+    }
+#undef PUSH
+    tape_add(tp, ST_OUTNORM, "conv_norm_out", 0, 0);
+    s = tape_add(tp, ST_CONV, "conv_out", 0, 0); s->g = &T_CONV3;
+    return ns == 0 && tp->n <= cap ? MV_OK : mv_fail("internal: UNet tape inconsistent");
+}
+
+void unet_tape_free(UNetTape *tp) {
+    int i;
+    if (!tp) return;
+    for (i = 0; tp->st && i < tp->n; i++) tensor_free(&tp->st[i].in);
+    free(tp->st);
+    tensor_free(&tp->sinus); tensor_free(&tp->temb); tensor_free(&tp->ctx);
+    free(tp);
+}
+
+// conv_norm_out's parameters.
+static int outnorm_params(ParamTable *pt, size_t c0, const real **gs, const real **gb) {
+    Tensor *ts = params_get(pt, "conv_norm_out.scale"), *tb = ts ? params_get(pt, "conv_norm_out.bias") : NULL;
+    if (!ts || !tb) return MV_ERR;
+    if (tensor_expect_shape(ts, "conv_norm_out.scale", 1, c0) || tensor_expect_shape(tb, "conv_norm_out.bias", 1, c0)) return MV_ERR;
+    *gs = ts->data;
+    *gb = tb->data;
+    return MV_OK;
+}
+
+static int temb_params(ParamTable *pt, size_t c0, Tensor **w) {
+    static const char *nm[4] = {"time_embedding.linear_1.kernel", "time_embedding.linear_1.bias",
+                                "time_embedding.linear_2.kernel", "time_embedding.linear_2.bias"};
+    int i;
+    for (i = 0; i < 4; i++)
+        if (!(w[i] = params_get(pt, nm[i]))) return MV_ERR;
+    if (tensor_expect_shape(w[0], nm[0], 2, c0, 4 * c0) || tensor_expect_shape(w[1], nm[1], 1, 4 * c0) ||
+        tensor_expect_shape(w[2], nm[2], 2, 4 * c0, 4 * c0) || tensor_expect_shape(w[3], nm[3], 1, 4 * c0))
+        return MV_ERR;
+    return MV_OK;
+}
+
+int unet_tape_forward(UNetTape **tape, Tensor *out, const Tensor *sample, const Tensor *timesteps, const Tensor *context,
+                      ParamTable *pt, const UNetConfig *c) {
+    UNetTape *tp;
+    Tensor h, next;
+    Tensor *tw[4];
+    size_t B, F, H, W, Cin = (size_t)c->in_channels, c0 = (size_t)c->block_out_channels[0], mult;
+    int k, rc = MV_ERR;
+    *tape = NULL;
+    memset(out, 0, sizeof *out); memset(&h, 0, sizeof h); memset(&next, 0, sizeof next);
+    if (unet_config_check(c)) return MV_ERR;
+    if (sample->ndim != (c->temporal ? 5 : 4))
+        return mv_fail("sample must be (B, C, %sH, W), got rank %d", c->temporal ? "F, " : "", sample->ndim);
+    B = sample->shape[0];
+    F = c->temporal ? sample->shape[2] : 1;
+    H = sample->shape[sample->ndim - 2];
+    W = sample->shape[sample->ndim - 1];
+    if (sample->shape[1] != Cin) return mv_fail("sample has %lu channels, the model takes %lu", (unsigned long)sample->shape[1], (unsigned long)Cin);
+    mult = (size_t)1 << (c->n_blocks - 1);
+    if (B == 0 || F == 0 || H == 0 || W == 0 || H % mult || W % mult)
+        return mv_fail("sample size %lux%lu must be non-empty and divisible by %lu (one halving per down block)",
+                       (unsigned long)H, (unsigned long)W, (unsigned long)mult);
+    if (tensor_expect_shape(timesteps, "timesteps", 1, B)) return MV_ERR;
+    if (context->ndim != 3 || context->shape[0] != B || context->shape[2] != (size_t)c->cross_attention_dim)
+        return mv_fail("context must be (B=%lu, T, %d)", (unsigned long)B, c->cross_attention_dim);
+    if (temb_params(pt, c0, tw)) return MV_ERR;
+    if (!(tp = (UNetTape *)mv_calloc(1, sizeof *tp, "UNet tape"))) return MV_ERR;
+    tp->c = *c;
+    tp->pt = pt;
+    tp->d.B = B; tp->d.F = F; tp->d.temporal = c->temporal; tp->d.Tctx = context->shape[1]; tp->d.Cctx = context->shape[2];
+    tp->d.Ct = 4 * c0; tp->d.gn_eps = 1e-5; tp->d.plain_names = 0;
+    if (tape_build(tp)) goto done;
+    if (tensor_alloc(&tp->ctx, 3, context->shape)) goto done;
+    memcpy(tp->ctx.data, context->data, context->numel * sizeof(real));
+    if (tensor_alloc_v(&tp->sinus, 2, B, c0) || tensor_alloc_v(&tp->temb, 2, B, 4 * c0)) goto done;
+    timestep_sinusoid_forward(tp->sinus.data, timesteps->data, B, c0, c->flip_sin_to_cos, (double)c->freq_shift);
+    if (timestep_embedding_forward(tp->temb.data, tp->sinus.data, tw[0]->data, tw[1]->data, tw[2]->data, tw[3]->data, B, c0, 4 * c0))
+        goto done;
+    if (tensor_alloc_v(&h, 5, B, F, H, W, Cin)) goto done;
+    transpose_bc(h.data, sample->data, B, Cin, F * H * W, 1);
+    for (k = 0; k < tp->n; k++) {
+        Stage *s = &tp->st[k];
+        const BlockDims *d = &tp->d;
+        if (s->kind == ST_PUSH) { // the skip is a copy: h moves on into the next stage
+            if (tensor_alloc(&s->in, 5, h.shape)) goto done;
+            memcpy(s->in.data, h.data, h.numel * sizeof(real));
+            continue;
+        }
+        if (s->kind == ST_CONCAT) {
+            Stage *p = &tp->st[s->skip];
+            s->Ca = h.shape[4];
+            if (concat_channels(&next, &h, &p->in)) goto done;
+            tensor_free(&p->in); // not needed by the backward
+            tensor_free(&h);
+            h = next;
+            memset(&next, 0, sizeof next);
+            continue;
+        }
+        s->in = h; // the stage owns its input
+        memset(&h, 0, sizeof h);
+        switch (s->kind) {
+        case ST_CONV:
+            if (conv_block_forward(&h, &s->in, pt, s->name, d, s->g)) goto done;
+            break;
+        case ST_RESNET:
+            if (resnet_forward(&h, &s->in, tp->temb.data, pt, s->name, d)) goto done;
+            break;
+        case ST_TRANSFORMER:
+            if (transformer_forward(&h, &s->in, tp->ctx.data, pt, s->name, s->heads, d)) goto done;
+            break;
+        case ST_UPSAMPLE:
+            if (tensor_alloc_v(&h, 5, B, F, 2 * s->in.shape[2], 2 * s->in.shape[3], s->in.shape[4])) goto done;
+            upsample_nearest2x_forward(h.data, s->in.data, B * F, s->in.shape[2], s->in.shape[3], s->in.shape[4]);
+            break;
+        default: { // ST_OUTNORM: silu(GroupNorm(h)), statistics over all frames
+            const real *gs, *gb;
+            if (outnorm_params(pt, c0, &gs, &gb) || tensor_alloc(&h, 5, s->in.shape)) goto done;
+            groupnorm_forward(h.data, NULL, NULL, s->in.data, gs, gb, B, F * H * W, c0, 32, 1e-5);
+            silu_forward(h.data, h.data, h.numel);
+        }
+        }
+    }
+    {
+        size_t Co = h.shape[4];
+        int r = c->temporal ? tensor_alloc_v(out, 5, B, Co, F, H, W) : tensor_alloc_v(out, 4, B, Co, H, W);
+        if (r) goto done;
+        transpose_bc(out->data, h.data, B, Co, F * H * W, 0);
+    }
+    rc = MV_OK;
+done:
+    tensor_free(&h); tensor_free(&next);
+    if (rc) { unet_tape_free(tp); return MV_ERR; }
+    *tape = tp;
+    return MV_OK;
+}
+
+int unet_tape_backward(UNetTape *tp, ParamTable *gt, Tensor *d_sample, const Tensor *dout) {
+    const UNetConfig *c = &tp->c;
+    const BlockDims *d = &tp->d;
+    ParamTable *pt = tp->pt;
+    Tensor dh, dprev, dtemb, *dskip = NULL;
+    Tensor *tw[4];
+    size_t B = d->B, F = d->F, c0 = (size_t)c->block_out_channels[0], Co = (size_t)c->out_channels, S, i;
+    int k, rc = MV_ERR;
+    memset(&dh, 0, sizeof dh); memset(&dprev, 0, sizeof dprev); memset(&dtemb, 0, sizeof dtemb);
+    if (d_sample) memset(d_sample, 0, sizeof *d_sample);
+    if (gt && gt->numel != pt->numel) return mv_fail("gradient table of %lu values for %lu parameters", (unsigned long)gt->numel, (unsigned long)pt->numel);
+    {
+        const Tensor *last = &tp->st[tp->n - 1].in; // conv_out's input (B,F,H,W,c0)
+        S = last->shape[2] * last->shape[3];
+        if (dout->numel != B * Co * F * S || dout->ndim != (c->temporal ? 5 : 4))
+            return mv_fail("dout must have the output's shape (B, %lu, %sH, W)", (unsigned long)Co, c->temporal ? "F, " : "");
+        if (tensor_alloc_v(&dh, 5, B, F, last->shape[2], last->shape[3], Co)) return MV_ERR;
+        transpose_bc(dh.data, dout->data, B, Co, F * S, 1);
+    }
+    if (temb_params(pt, c0, tw) || tensor_alloc_v(&dtemb, 2, B, 4 * c0)) goto done;
+    if (!(dskip = (Tensor *)mv_calloc((size_t)tp->n, sizeof(Tensor), "skip gradients"))) goto done;
+    for (k = tp->n - 1; k >= 0; k--) {
+        Stage *s = &tp->st[k];
+        if (s->kind == ST_PUSH) { // forward was: skip = h (h also flows on)
+            if (dskip[k].data)
+                for (i = 0; i < dh.numel; i++) dh.data[i] += dskip[k].data[i];
+            tensor_free(&dskip[k]);
+            continue;
+        }
+        if (s->kind == ST_CONCAT) { // forward was: h = [h | skip] along channels
+            size_t Ca = s->Ca, Cab = dh.shape[4], Cb = Cab - Ca, n = dh.numel / Cab;
+            if (tensor_alloc_v(&dprev, 5, B, F, dh.shape[2], dh.shape[3], Ca) ||
+                tensor_alloc_v(&dskip[s->skip], 5, B, F, dh.shape[2], dh.shape[3], Cb))
+                goto done;
+            for (i = 0; i < n; i++) {
+                memcpy(dprev.data + i * Ca, dh.data + i * Cab, Ca * sizeof(real));
+                memcpy(dskip[s->skip].data + i * Cb, dh.data + i * Cab + Ca, Cb * sizeof(real));
+            }
+        } else {
+            if (tensor_alloc(&dprev, 5, s->in.shape)) goto done;
+            switch (s->kind) {
+            case ST_CONV:
+                if (conv_block_backward(dprev.data, dh.data, &s->in, pt, gt, s->name, d, s->g)) goto done;
+                break;
+            case ST_RESNET:
+                if (resnet_backward(dprev.data, dtemb.data, dh.data, &s->in, tp->temb.data, pt, gt, s->name, d)) goto done;
+                break;
+            case ST_TRANSFORMER:
+                if (transformer_backward(dprev.data, NULL, dh.data, &s->in, tp->ctx.data, pt, gt, s->name, s->heads, d)) goto done;
+                break;
+            case ST_UPSAMPLE:
+                upsample_nearest2x_backward(dprev.data, dh.data, B * F, s->in.shape[2], s->in.shape[3], s->in.shape[4]);
+                break;
+            default: { // ST_OUTNORM. forward was: y = silu(a), a = GN(h)
+                const real *gs, *gb;
+                real *stat;
+                Tensor a, da;
+                size_t Sx = F * s->in.shape[2] * s->in.shape[3];
+                if (outnorm_params(pt, c0, &gs, &gb)) goto done;
+                if (!(stat = (real *)mv_calloc(2 * B * 32, sizeof(real), "norm statistics"))) goto done;
+                if (tensor_alloc(&a, 5, s->in.shape)) { free(stat); goto done; }
+                if (tensor_alloc(&da, 5, s->in.shape)) { free(stat); tensor_free(&a); goto done; }
+                groupnorm_forward(a.data, stat, stat + B * 32, s->in.data, gs, gb, B, Sx, c0, 32, 1e-5);
+                silu_backward(da.data, dh.data, a.data, a.numel);
+                groupnorm_backward(dprev.data, gslot_unet(pt, gt, gs), gslot_unet(pt, gt, gb), da.data, s->in.data, gs, stat,
+                                   stat + B * 32, B, Sx, c0, 32);
+                free(stat); tensor_free(&a); tensor_free(&da);
+            }
+            }
+        }
+        tensor_free(&s->in);
+        tensor_free(&dh);
+        dh = dprev;
+        memset(&dprev, 0, sizeof dprev);
+    }
+    // the time embedding MLP (the sinusoid of the integer timestep ends the chain)
+    if (gt && timestep_embedding_backward(NULL, gslot_unet(pt, gt, tw[0]->data), gslot_unet(pt, gt, tw[1]->data),
+                                          gslot_unet(pt, gt, tw[2]->data), gslot_unet(pt, gt, tw[3]->data), dtemb.data,
+                                          tp->sinus.data, tw[0]->data, tw[1]->data, tw[2]->data, B, c0, 4 * c0))
+        goto done;
+    if (d_sample) { // dh is the gradient of the channels-last input (B,F,H,W,Cin)
+        size_t Cin = dh.shape[4], H = dh.shape[2], W = dh.shape[3];
+        int r = c->temporal ? tensor_alloc_v(d_sample, 5, B, Cin, F, H, W) : tensor_alloc_v(d_sample, 4, B, Cin, H, W);
+        if (r) goto done;
+        transpose_bc(d_sample->data, dh.data, B, Cin, F * H * W, 0);
+    }
+    rc = MV_OK;
+done:
+    for (k = 0; dskip && k < tp->n; k++) tensor_free(&dskip[k]);
+    free(dskip);
+    tensor_free(&dh); tensor_free(&dprev); tensor_free(&dtemb);
+    return rc;
+}
+
+int unet_backward(ParamTable *gt, Tensor *d_sample, Tensor *out, const Tensor *dout, const Tensor *sample,
+                  const Tensor *timesteps, const Tensor *context, ParamTable *pt, const UNetConfig *c) {
+    UNetTape *tp;
+    Tensor y;
+    int rc;
+    if (unet_tape_forward(&tp, &y, sample, timesteps, context, pt, c)) return MV_ERR;
+    rc = unet_tape_backward(tp, gt, d_sample, dout);
+    unet_tape_free(tp);
+    if (out && rc == MV_OK) *out = y;
+    else tensor_free(&y);
     return rc;
 }

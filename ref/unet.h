@@ -27,12 +27,13 @@ void unet_config_default(UNetConfig *c);
 // Read a diffusers-style config.json over the defaults; unknown block types, missing files,
 // malformed JSON or inconsistent sizes are errors naming the file and the field.
 int unet_config_load(UNetConfig *c, const char *path);
+// The same from JSON text in memory; `what` names its source in messages.
+int unet_config_parse(UNetConfig *c, const char *text, size_t len, const char *what);
 // Check that the configuration is one mavref can build (group and head divisibility, ...).
 int unet_config_check(const UNetConfig *c);
 // Declare every parameter of the model, named by its Flax path joined with '.'.
 int unet_declare_params(ParamTable *pt, const UNetConfig *c);
 
-#endif
 
 // Called with each activation tap during unet_forward (layout (B,F,H,W,C)); return MV_ERR to
 // stop the forward. Names: "tap.time_proj" (B,c0) and "tap.time_embedding" (B,4*c0), "tap.conv_in", "tap.down_blocks_<i>", "tap.mid_block",
@@ -45,3 +46,28 @@ typedef int (*UNetTapFn)(void *user, const char *name, const Tensor *t);
 // H and W must be divisible by 2^(n_blocks-1). out is allocated here. tap may be NULL.
 int unet_forward(Tensor *out, const Tensor *sample, const Tensor *timesteps, const Tensor *context,
                  ParamTable *pt, const UNetConfig *c, UNetTapFn tap, void *user);
+
+// ---------------------------------------------------------------------------------------
+// Backward (spec/train.md).
+
+// A gradient table with p's names, shapes and layout (one zeroed arena): the gradient of
+// p->p[i] is g->p[i], at the same offset.
+int unet_grads_alloc(ParamTable *g, const ParamTable *p);
+
+// The forward kept for a backward: each block's input (the activations at block granularity,
+// skips included), the time embedding and the context. unet_tape_forward computes `out` as
+// unet_forward does (the same operations in the same order: equal bit for bit).
+typedef struct UNetTape UNetTape;
+int unet_tape_forward(UNetTape **tape, Tensor *out, const Tensor *sample, const Tensor *timesteps,
+                      const Tensor *context, ParamTable *pt, const UNetConfig *c);
+// Given dout (the output's shape), ACCUMULATE (+=) the gradient of every parameter into gt
+// (from unet_grads_alloc; NULL: none) and, when d_sample is not NULL, allocate and fill the
+// gradient of the sample. The tape's activations are released as the walk passes them; free
+// the tape with unet_tape_free afterwards (one backward per tape).
+int unet_tape_backward(UNetTape *tape, ParamTable *gt, Tensor *d_sample, const Tensor *dout);
+void unet_tape_free(UNetTape *tape);
+// Both: forward (out, when not NULL, receives the output) then backward.
+int unet_backward(ParamTable *gt, Tensor *d_sample, Tensor *out, const Tensor *dout, const Tensor *sample,
+                  const Tensor *timesteps, const Tensor *context, ParamTable *pt, const UNetConfig *c);
+
+#endif

@@ -16,4 +16,13 @@ void upsample_nearest2x_forward(real *out,       // (N,2H,2W,C)
                                 const real *in,  // (N,H,W,C)
                                 size_t N, size_t H, size_t W, size_t C);
 
+// Backward (spec/backward.md), ACCUMULATING (+=): every output pixel's gradient is added to the
+// input pixel it was copied from, dinp[n,src(i),src(j),:] += dout[n,i,j,:] (for 2x: the sum of 4).
+void resize_nearest_backward(real *dinp,        // (N,H,W,C)
+                             const real *dout,  // (N,Ho,Wo,C)
+                             size_t N, size_t H, size_t W, size_t Ho, size_t Wo, size_t C);
+void upsample_nearest2x_backward(real *dinp,        // (N,H,W,C)
+                                 const real *dout,  // (N,2H,2W,C)
+                                 size_t N, size_t H, size_t W, size_t C);
+
 #endif

@@ -22,10 +22,39 @@ int run_attention_clip(Case *c);
 int run_upsample_nearest(Case *c);
 int run_timestep_embedding(Case *c);
 
+// ops_grad.c (backward passes)
+int run_conv2d_grad(Case *c);
+int run_temporal_conv_grad(Case *c);
+int run_conv_pseudo3d_grad(Case *c);
+int run_groupnorm_grad(Case *c);
+int run_layernorm_grad(Case *c);
+int run_dense_grad(Case *c);
+int run_activation_grad(Case *c);
+int run_geglu_grad(Case *c);
+int run_attention_self_grad(Case *c);
+int run_attention_cross_grad(Case *c);
+int run_attention_temporal_grad(Case *c);
+int run_upsample_nearest_grad(Case *c);
+int run_timestep_embedding_grad(Case *c);
+
+// test_grad_fd.c (float64 builds only: central finite differences of every backward)
+int test_grad_fd_conv(void);
+int test_grad_fd_norms(void);
+int test_grad_fd_dense_act(void);
+int test_grad_fd_attention(void);
+int test_grad_fd_upsample_temb(void);
+
 // ops_tokenizer.c
 int run_tokenize(Case *c);
 int test_tokenizer_utf8(void);
 int test_tokenizer_limits(void);
+
+// ops_model.c
+int run_resnet(Case *c);
+int run_transformer(Case *c);
+int run_downsample(Case *c);
+int run_upsample(Case *c);
+int run_unet(Case *c);
 
 // ops_clip.c
 int run_clip_text(Case *c);
@@ -47,5 +76,35 @@ int test_gemm_blocks(void);
 int test_gemm_threads(void);
 int test_gemm_bad_args(void);
 int test_parallel_for(void);
+
+// test_badinput.c (the bad-input catalogue, SPEC.md)
+int test_bad_st_headers(void);
+int test_bad_st_reads(void);
+int test_bad_outputs(void);
+int test_bad_weights(void);
+int test_bad_config(void);
+int test_bad_merges(void);
+int test_bad_tokenizer_text(void);
+int test_bad_unet_inputs(void);
+int test_bad_clip_ids(void);
+int test_bad_images(void);
+
+// ops_sched.c
+int run_sched_schedule(Case *c);
+int run_sched_step(Case *c);
+int run_sched_add_noise(Case *c);
+int run_noise_normal(Case *c);
+int run_image_quantize(Case *c);
+int run_image_resize_nearest(Case *c);
+
+// test_image.c
+int test_pnm_bad_files(void);
+int test_pnm_roundtrip(void);
+int test_atomic_writers(void);
+int test_gif_structure(void);
+int test_y4m_structure(void);
+int test_noise_pieces(void);
+int test_noise_file(void);
+int test_sched_args(void);
 
 #endif

@@ -1,6 +1,6 @@
-"""The UNet's building blocks (tools/mavflax.py, = upstream's flax_impl modules): ConvPseudo3D,
-ResnetBlockPseudo3D, FlaxAttention, TransformerPseudo3DModel, Downsample/UpsamplePseudo3D and
-the time embedding, at real widths and tiny spatial sizes.
+"""The UNet's building blocks (tools/mavflax.py, = upstream's flax_impl modules):
+ResnetBlockPseudo3D, TransformerPseudo3DModel, Downsample/UpsamplePseudo3D, at real widths and
+tiny spatial sizes. (ConvPseudo3D, attention, the time embedding: op cases in cases_ops.py.)
 
 Every parameter is procedural: named by its dotted Flax path inside the block ('norm1.scale',
 'conv1.spatial_conv.kernel', ...), listed in meta 'params' (comma-separated, tree order) and
@@ -11,30 +11,20 @@ Activations use the internal channels-last layout: x (B,F,H,W,C) for video, (B,H
 import jax
 import jax.numpy as jnp
 import numpy as np
-from diffusers.models.attention_flax import FlaxAttention
-from diffusers.models.embeddings_flax import FlaxTimestepEmbedding, get_sinusoidal_embeddings
 
 import mavflax
 from vecspec import Case, normal, rng, tol, out, np_dtype, proc
 
 # f32 tolerances (relative, max|err|/max|y|). Measured on these very cases: JAX float32
 # against JAX float64 (inputs drawn in float64; the f32 file holds them rounded) gives
-# 2e-7..6e-7 for the convolutions, resamplers, resnets and attentions (sums of up to ~17000
-# terms after GroupNorm) and up to 1.4e-6 for the transformers (LayerNorms, five GEMMs of up to
-# 5120 terms, softmax, a one-token case with outputs of magnitude 8). A float32 C
-# implementation errs by the same order with other rounding, so the two can differ by about
-# the sum: each tolerance is ~4x the worst JAX error measured for its op.
-TOL_CONVP3D = 2e-6
+# 2e-7..6e-7 for the resamplers and resnets (sums of up to ~17000 terms after GroupNorm) and
+# up to 1.4e-6 for the transformers (LayerNorms, five GEMMs of up to 5120 terms, softmax, a
+# one-token case with outputs of magnitude 8). A float32 C implementation errs by the same
+# order with other rounding, so the two can differ by about the sum: each tolerance is ~4x
+# the worst JAX error measured for its op.
 TOL_RESNET = 2e-6
-TOL_ATTENTION = 2e-6
 TOL_TRANSFORMER = 5e-6
 TOL_RESAMPLE = 2e-6
-# The time embedding of float32 cases is diffusers' float32 sinusoid (as upstream): cos/sin of
-# float32 arguments t*inv up to 999 rad. XLA's float32 exp differs from glibc expf by 1 ulp
-# in 21 of the 160 frequencies, which moves t*inv by up to ulp(999) = 6e-5, so no float32
-# implementation can match XLA's time_proj closer than ~6e-5 absolute (measured: libm float32
-# route 5.9e-5, double route rounded to float 5.2e-5; outputs are in [-1,1]): 2e-4.
-TOL_TIME = 2e-4
 
 TEMB_DIM = 1280
 
@@ -57,29 +47,6 @@ def run(module, params, *inputs):
 
 def shape_tag(shape):
     return 'x'.join(str(d) for d in shape)
-
-
-def convp3d_cases(prec):
-    # (x shape (B,F,H,W,Ci) or (B,H,W,Ci), Co, kernel, stride, pad)
-    shapes = [
-        ((1, 3, 4, 5, 9), 320, 3, 1, 1),     # conv_in
-        ((2, 2, 3, 3, 320), 4, 3, 1, 1),     # conv_out
-        ((1, 3, 2, 3, 64), 32, 1, 1, 0),     # 1x1 shortcut, temporal still kernel 3
-        ((2, 1, 3, 2, 32), 32, 3, 1, 1),     # one frame: temporal taps see zero padding
-        ((1, 2, 5, 4, 32), 48, 3, 2, 1),     # stride 2, odd size
-        ((2, 4, 3, 32), 64, 3, 1, 1),        # 2-D mode: no temporal conv
-    ]
-    for i, (xs, co, k, s, p) in enumerate(shapes):
-        seed = 3000 + i
-        r = rng(seed)
-        meta = {'features': str(co), 'kernel': str(k), 'stride': str(s), 'pad': str(p)}
-        x = normal(r, xs, prec)
-        mod = mavflax.ConvPseudo3D(co, k, s, p, np_dtype(prec))
-        params = block_params(mod, [x], seed, prec, meta)
-        y = out(run(mod, params, x), prec)
-        yield Case(name=f'convp3d_{shape_tag(xs)}_to{co}_k{k}s{s}p{p}', op='convp3d', seed=seed,
-                   tol=tol(prec, TOL_CONVP3D), tensors=[('x', x), ('y', y)], meta=meta,
-                   level='quick' if i in (0, 3) else 'full')
 
 
 def resnet_cases(prec):
@@ -105,35 +72,6 @@ def resnet_cases(prec):
         yield Case(name=f'resnet_{shape_tag(xs)}_to{co}', op='resnet', seed=seed,
                    tol=tol(prec, TOL_RESNET), tensors=[('x', x), ('temb', temb), ('y', y)], meta=meta,
                    level='quick' if i in (1, 4) else 'full')
-
-
-def attention_cases(prec):
-    # (N, S, C, heads, context (T, Cctx) or None, memory-efficient)
-    shapes = [
-        (2, 15, 320, 8, None, True),          # self-attention, odd token count
-        (4, 6, 320, 8, (77, 768), True),      # cross-attention to a CLIP-sized context
-        (3, 64, 64, 8, None, True),           # 64 tokens: query chunks of 1 in the mem-eff path
-        (6, 3, 64, 1, None, True),            # single head, 3 frames (temporal attention shape)
-        (2, 5, 48, 4, (7, 32), False),        # plain softmax path (same math)
-    ]
-    for i, (N, S, C, heads, ctx, me) in enumerate(shapes):
-        seed = 3200 + i
-        r = rng(seed)
-        meta = {'heads': str(heads)}
-        x = normal(r, (N, S, C), prec)
-        inputs = [x]
-        tensors = [('x', x)]
-        if ctx is not None:
-            context = proc(meta, 'context', (N,) + ctx, prec, seed, 1.0)
-            inputs.append(context)
-        mod = FlaxAttention(query_dim=C, heads=heads, dim_head=C // heads, use_memory_efficient_attention=me,
-                            dtype=np_dtype(prec))
-        params = block_params(mod, inputs, seed, prec, meta)
-        y = out(run(mod, params, *inputs), prec)
-        kind = 'cross' if ctx is not None else 'self'
-        yield Case(name=f'attention_{kind}_n{N}s{S}c{C}h{heads}', op='attention', seed=seed,
-                   tol=tol(prec, TOL_ATTENTION), tensors=tensors + [('y', y)], meta=meta,
-                   level='quick' if i == 1 else 'full')
 
 
 def transformer_cases(prec):
@@ -179,33 +117,7 @@ def resample_cases(prec):
                        tensors=[('x', x), ('y', y)], meta=meta, level='quick' if i == 1 else 'full')
 
 
-def time_embedding_cases(prec):
-    """timesteps (B,) -> time_proj (B,320) sinusoid and temb (B,1280) = linear_2(silu(linear_1 .)).
-    float32: diffusers' FlaxTimesteps (float32, as upstream); float64: the same formula in float64."""
-    sets = [
-        [999.0, 0.0, 1.0, 500.0],
-        [981.0, 17.0, 250.0],
-    ]
-    for i, ts in enumerate(sets):
-        seed = 3600 + i
-        t = np.array(ts, dtype=np_dtype(prec))
-        meta = {'dim': '320', 'flip_sin_to_cos': '1', 'freq_shift': '0'}
-        if prec == 'f64':
-            proj = mavflax.sinusoid(jnp.asarray(t), 320, True, 0, np.float64)
-        else:
-            proj = get_sinusoidal_embeddings(jnp.asarray(t), 320, freq_shift=0, flip_sin_to_cos=True)
-        mod = FlaxTimestepEmbedding(TEMB_DIM, dtype=np_dtype(prec))
-        params = block_params(mod, [np.asarray(proj)], seed, prec, meta)
-        temb = out(run(mod, params, proj), prec)
-        yield Case(name=f'time_embedding_b{len(ts)}', op='time_embedding', seed=seed, tol=tol(prec, TOL_TIME),
-                   tensors=[('timesteps', t), ('time_proj', out(proj, prec)), ('temb', temb)], meta=meta,
-                   level='quick' if i == 0 else 'full')
-
-
 def cases(prec):
-    yield from convp3d_cases(prec)
     yield from resnet_cases(prec)
-    yield from attention_cases(prec)
     yield from transformer_cases(prec)
     yield from resample_cases(prec)
-    yield from time_embedding_cases(prec)

@@ -24,12 +24,15 @@ from mavflax import UNetConfig
 from vecspec import Case, normal, rng, tol, out, np_dtype, proc
 
 # Whole-UNet tolerances. float64: 1e-9 (about 60 sequential GEMM/norm stages). float32:
-# JAX float32 against JAX float64 on these cases measures 1.2e-6..2.6e-6 (small configs,
-# 2-D mode) and 2.6e-6 (real config); a float32 C implementation errs by the same order with
-# other rounding, and the sinusoid (cos/sin of float32 arguments up to 999 rad) adds up to
-# ~1e-6; 2e-5 is ~5x the worst of these.
+# JAX float32 against JAX float64 on these cases measures 1.2e-6..2.4e-6 on `out` and the taps
+# of the small configurations and 5.3e-6 on the real one; on top of that the float32 sinusoid
+# cannot be reproduced by other float32 code closer than ~6e-5 (XLA's float32 exp differs from
+# glibc's by 1 ulp in 21 of the 160 frequencies, and t*inv reaches 999 rad), which
+# moves tap.time_embedding by up to 1.0e-5 (real config) and `out` by ~7e-7 (measured as the
+# effect of the float32 vs float64 sinusoid in float64 runs). 5e-5 is ~5x the largest of these
+# (tap.time_proj is therefore not stored in float32 files).
 TOL_UNET_F64 = 1e-9
-TOL_UNET_F32 = 2e-5
+TOL_UNET_F32 = 5e-5
 
 SMALL = mavflax.SMALL   # (32,64,128,128), 2 layers, 8 heads, cross-attention dim 32, in 9
 MIXED = UNetConfig(in_channels=9, out_channels=4, block_out_channels=(32, 64, 96), layers_per_block=1,
@@ -60,6 +63,10 @@ def unet_case(prec, name, config, seed, B, F, H, W, T, timesteps, taps=None, lev
     del params
     gc.collect()
     taps = mavflax.tap_names(config) if taps is None else taps
+    if prec == 'f32':
+        # float32 time_proj cannot be matched closer than ~6e-5 by any other float32 code; op
+        # timestep_embedding (cases_ops.py) checks it with its own tolerance (tol.sinusoid).
+        taps = [k for k in taps if k != 'time_proj']
     meta['taps'] = ','.join(taps)
     tensors = [('sample', sample), ('timesteps', t)]
     tensors += [('tap.' + k, out(inter[k], prec)) for k in taps]
@@ -93,11 +100,11 @@ def cases(prec):
     # Latents of 16 pixels keep >= 16 values in every GroupNorm group of the small
     # configurations down to the deepest level (2x1 or 2x2 pixels, 4 channels per group): with
     # 1x1 pixels and 2 channels per group the statistics of 2 values amplify rounding ~100x.
-    yield unet_case(prec, 'unet_small_b2f2h16w8', SMALL, 4000, 2, 2, 16, 8, 77, [999.0, 17.0])
+    yield unet_case(prec, 'unet_small_b1f3h16w8', SMALL, 4000, 1, 3, 16, 8, 77, [999.0])
     yield unet_case(prec, 'unet_mixed_b1f2h8w12', MIXED, 4001, 1, 2, 8, 12, 7, [250.0])
     yield unet_case(prec, 'unet_small_b1f1h16w16', SMALL, 4002, 1, 1, 16, 16, 77, [500.0], level='full')
     small2d = dataclasses.replace(SMALL, in_channels=4)
-    yield unet_case(prec, 'unet_small_2d_b2h16w16', small2d, 4003, 2, 1, 16, 16, 77, [1.0, 981.0], video=False,
+    yield unet_case(prec, 'unet_small_2d_b2h16w8', small2d, 4003, 2, 1, 16, 8, 77, [1.0, 981.0], video=False,
                     check_2d=True)
     gc.collect()
     yield unet_case(prec, 'unet_real_b2f2h8w8', REAL, 4004, 2, 2, 8, 8, 77, [999.0, 250.0], taps=REAL_TAPS,

@@ -29,6 +29,8 @@ CASE_MODULES = [
     'cases_tokenizer',
     'cases_blocks',
     'cases_unet',
+    'cases_grad',
+    'cases_sched',
 ]
 
 PRECS = ('f32', 'f64')

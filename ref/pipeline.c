@@ -1,0 +1,178 @@
+// pipeline.c: `mavref generate`, step by step as upstream's _generate:
+//   1. tokenize prompt and negative prompt (77 ids each), encode both with CLIP
+//   2. hint = x/255*2-1 with masked pixels zeroed (mask = m/255*2-1 >= 0.5), hint latent =
+//      VAE posterior mean x 0.18215, repeated over frames; mask resized to the latent size
+//      with jax's nearest rule, repeated over frames
+//   3. latents = noise (1, 4, F, h, w) x init_noise_sigma (1 for DDIM and DPM-Solver++)
+//   4. for each timestep t: inp = [latents, mask, hint] (9 channels);
+//      eps_c = unet(inp, t, text), eps_u = unet(inp, t, neg)    (two passes, as upstream)
+//      eps = eps_u + guidance * (eps_c - eps_u);  latents = scheduler.step(eps, t, latents)
+//   5. latents / 0.18215, each frame decoded by the VAE, round((x/2+0.5)*255) clipped to bytes
+#include "pipeline.h"
+#include "noise.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define SCALING_FACTOR 0.18215
+
+int pipeline_encode_prompt(Tensor *emb, int64_t ids[77], const char *text, Models *m) {
+    int32_t ids32[CLIP_CONTEXT];
+    int k;
+    if (tokenize(&m->tok, text, strlen(text), ids32) < 0) return mv_fail_prefix("prompt \"%.40s\"", text);
+    for (k = 0; k < CLIP_CONTEXT; k++) ids[k] = ids32[k];
+    return clip_text_forward(emb, ids, 1, CLIP_CONTEXT, &m->clip_p, &m->clip);
+}
+
+int pipeline_hint_latents(Tensor *hint_lat, Tensor *mask_lat, const Image *hint, const Image *mask,
+                          size_t height, size_t width, size_t h, size_t w, Models *m) {
+    Tensor x, mk, logvar;
+    size_t i, c, n = height * width;
+    int rc = MV_ERR;
+    memset(&x, 0, sizeof x); memset(&mk, 0, sizeof mk);
+    memset(hint_lat, 0, sizeof *hint_lat); memset(mask_lat, 0, sizeof *mask_lat);
+    if (hint && (hint->channels != 3 || hint->height != height || hint->width != width))
+        return mv_fail("hint image is %lux%lu with %lu channels, the video is %lux%lu RGB", (unsigned long)hint->width,
+                       (unsigned long)hint->height, (unsigned long)hint->channels, (unsigned long)width, (unsigned long)height);
+    if (mask && (mask->channels != 1 || mask->height != height || mask->width != width))
+        return mv_fail("mask is %lux%lu with %lu channels, it must be a %lux%lu grayscale image", (unsigned long)mask->width,
+                       (unsigned long)mask->height, (unsigned long)mask->channels, (unsigned long)width, (unsigned long)height);
+    // mask: m/255*2-1, binarized at 0.5 (a pixel of 192 or more is masked)
+    if (tensor_alloc_v(&mk, 3, (size_t)1, height, width)) goto done;
+    for (i = 0; mask && i < n; i++) {
+        real v = (real)mask->data[i] / (real)255 * (real)2 - (real)1;
+        mk.data[i] = v < (real)0.5 ? (real)0 : (real)1;
+    }
+    if (tensor_alloc_v(mask_lat, 4, (size_t)1, (size_t)1, h, w)) goto done;
+    image_resize_nearest(mask_lat->data, mk.data, 1, height, width, h, w);
+    // hint: x/255*2-1, zero where masked, then the VAE posterior mean x 0.18215
+    if (tensor_alloc_v(&x, 4, (size_t)1, (size_t)3, height, width)) goto done;
+    for (c = 0; c < 3; c++)
+        for (i = 0; i < n; i++) {
+            real v = hint ? (real)hint->data[i * 3 + c] / (real)255 * (real)2 - (real)1 : (real)-1;
+            x.data[c * n + i] = v * (mk.data[i] < (real)0.5 ? (real)1 : (real)0);
+        }
+    if (vae_encode(hint_lat, &logvar, &x, &m->vae_p, &m->vae)) goto done;
+    tensor_free(&logvar);
+    for (i = 0; i < hint_lat->numel; i++) hint_lat->data[i] *= (real)SCALING_FACTOR;
+    rc = MV_OK;
+done:
+    tensor_free(&x);
+    tensor_free(&mk);
+    if (rc) { tensor_free(hint_lat); tensor_free(mask_lat); }
+    return rc;
+}
+
+static double now(void) { return (double)clock() / CLOCKS_PER_SEC; }
+
+int pipeline_generate(unsigned char **frames, Tensor *final_latents, Tensor *frames_float, const GenOptions *o,
+                      Models *m, StepFn step_fn, void *user) {
+    size_t F = o->frames, H = o->height, W = o->width, h, w, fac, mult, hw, i, f, c;
+    Tensor text, neg, hint, mask, lat, inp, tt, eps_c, eps_u, img, one;
+    Scheduler s;
+    SchedConfig scfg;
+    int64_t ids[77];
+    unsigned char *out = NULL;
+    double t0 = now();
+    int k, rc = MV_ERR;
+    memset(&text, 0, sizeof text); memset(&neg, 0, sizeof neg); memset(&hint, 0, sizeof hint);
+    memset(&mask, 0, sizeof mask); memset(&lat, 0, sizeof lat); memset(&inp, 0, sizeof inp);
+    memset(&tt, 0, sizeof tt); memset(&eps_c, 0, sizeof eps_c); memset(&eps_u, 0, sizeof eps_u);
+    memset(&img, 0, sizeof img); memset(&one, 0, sizeof one); memset(&s, 0, sizeof s);
+    *frames = NULL;
+    if (final_latents) memset(final_latents, 0, sizeof *final_latents);
+    if (frames_float) memset(frames_float, 0, sizeof *frames_float);
+    // ---- sizes
+    fac = (size_t)1 << (m->vae.n_blocks - 1);
+    mult = (size_t)1 << (m->unet.n_blocks - 1);
+    if (F == 0 || o->steps < 1 || H == 0 || W == 0) return mv_fail("frames, steps, width and height must be positive");
+    if (H % (fac * mult) || W % (fac * mult))
+        return mv_fail("width and height must be multiples of %lu pixels (%lu per latent pixel x %lu for the UNet's "
+                       "%d levels); got %lux%lu", (unsigned long)(fac * mult), (unsigned long)fac, (unsigned long)mult,
+                       m->unet.n_blocks, (unsigned long)W, (unsigned long)H);
+    if (m->unet.in_channels != 9 || m->unet.out_channels != 4 || !m->unet.temporal)
+        return mv_fail("generate needs the makeavid UNet (9 input channels, 4 output, temporal layers)");
+    if (m->unet.cross_attention_dim != m->clip.width)
+        return mv_fail("the UNet's cross_attention_dim %d differs from the text encoder's width %d",
+                       m->unet.cross_attention_dim, m->clip.width);
+    h = H / fac;
+    w = W / fac;
+    hw = h * w;
+    // ---- 1. text
+    if (pipeline_encode_prompt(&text, ids, o->prompt ? o->prompt : "", m) ||
+        pipeline_encode_prompt(&neg, ids, o->neg_prompt ? o->neg_prompt : "", m))
+        goto done;
+    // ---- 2. hint and mask latents
+    if (!o->hint) {
+        mv_fail("no hint image: upstream then generates the hint latent with SD 1.5's 2-D UNet, which mavref "
+                "does not run yet; give --hint IMAGE.ppm");
+        goto done;
+    }
+    if (pipeline_hint_latents(&hint, &mask, o->hint, o->mask, H, W, h, w, m)) goto done;
+    // ---- 3. initial latents (init_noise_sigma = 1 for DDIM and DPM-Solver++)
+    if (tensor_alloc_v(&lat, 5, (size_t)1, (size_t)4, F, h, w)) goto done;
+    if (o->noise) {
+        if (!tensor_same_shape(o->noise, &lat)) { mv_fail("the noise tensor must be (1, 4, %lu, %lu, %lu)", (unsigned long)F, (unsigned long)h, (unsigned long)w); goto done; }
+        memcpy(lat.data, o->noise->data, lat.numel * sizeof(real));
+    } else if (noise_normal(lat.data, lat.numel, o->seed, "latents")) goto done;
+    // ---- 4. denoising
+    sched_config_sd(&scfg);
+    if (sched_init(&s, o->scheduler, &scfg, o->steps, lat.numel)) goto done;
+    if (tensor_alloc_v(&inp, 5, (size_t)1, (size_t)9, F, h, w) || tensor_alloc_v(&tt, 1, (size_t)1)) goto done;
+    for (c = 0; c < 4; c++) // channels 4 (mask) and 5..8 (hint) are the same every step
+        for (f = 0; f < F; f++) {
+            memcpy(inp.data + ((5 + c) * F + f) * hw, hint.data + c * hw, hw * sizeof(real));
+            if (c == 0) memcpy(inp.data + (4 * F + f) * hw, mask.data, hw * sizeof(real));
+        }
+    for (k = 0; k < o->steps; k++) {
+        int64_t t = s.timesteps[k];
+        memcpy(inp.data, lat.data, lat.numel * sizeof(real)); // channels 0..3
+        tt.data[0] = (real)t;
+        if (unet_forward(&eps_c, &inp, &tt, &text, &m->unet_p, &m->unet, NULL, NULL) ||
+            unet_forward(&eps_u, &inp, &tt, &neg, &m->unet_p, &m->unet, NULL, NULL))
+            goto done;
+        for (i = 0; i < eps_c.numel; i++) // classifier-free guidance
+            eps_c.data[i] = eps_u.data[i] + (real)o->guidance * (eps_c.data[i] - eps_u.data[i]);
+        if (sched_step(&s, lat.data, eps_c.data, lat.data, k)) goto done;
+        tensor_free(&eps_c);
+        tensor_free(&eps_u);
+        if (step_fn && step_fn(user, k, t, &lat)) goto done;
+        if (o->progress) {
+            double el = now() - t0;
+            fprintf(stderr, "step %d/%d  t=%lld  elapsed %.1fs  remaining ~%.1fs\n", k + 1, o->steps, (long long)t, el,
+                    el / (k + 1) * (o->steps - k - 1));
+        }
+    }
+    // ---- 5. decode every frame
+    out = (unsigned char *)mv_calloc(F * H * W * 3, 1, "frames");
+    if (!out || tensor_alloc_v(&one, 4, (size_t)1, (size_t)4, h, w)) goto done;
+    if (frames_float && tensor_alloc_v(frames_float, 4, F, (size_t)3, H, W)) goto done;
+    for (f = 0; f < F; f++) {
+        for (c = 0; c < 4; c++)
+            for (i = 0; i < hw; i++) one.data[c * hw + i] = lat.data[(c * F + f) * hw + i] / (real)SCALING_FACTOR;
+        if (vae_decode(&img, &one, &m->vae_p, &m->vae)) goto done;
+        if (frames_float) memcpy(frames_float->data + f * 3 * H * W, img.data, 3 * H * W * sizeof(real));
+        for (c = 0; c < 3; c++) { // (3,H,W) -> (H,W,3) bytes
+            unsigned char row[1];
+            for (i = 0; i < H * W; i++) {
+                image_quantize(row, img.data + c * H * W + i, 1);
+                out[(f * H * W + i) * 3 + c] = row[0];
+            }
+        }
+        tensor_free(&img);
+    }
+    *frames = out;
+    out = NULL;
+    if (final_latents) { *final_latents = lat; memset(&lat, 0, sizeof lat); }
+    rc = MV_OK;
+done:
+    free(out);
+    if (rc && frames_float) tensor_free(frames_float);
+    tensor_free(&text); tensor_free(&neg); tensor_free(&hint); tensor_free(&mask); tensor_free(&lat);
+    tensor_free(&inp); tensor_free(&tt); tensor_free(&eps_c); tensor_free(&eps_u); tensor_free(&img); tensor_free(&one);
+    sched_free(&s);
+    if (rc) mv_fail_prefix("generate");
+    return rc;
+}

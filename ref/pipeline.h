@@ -1,0 +1,52 @@
+// pipeline.h: text (and a hint image) to video, in upstream's order of work
+// (jax_inference.py, InferenceUNetPseudo3D._generate).
+#ifndef MAVREF_PIPELINE_H
+#define MAVREF_PIPELINE_H
+
+#include "clip.h"
+#include "image.h"
+#include "scheduler.h"
+#include "tokenizer.h"
+#include "unet.h"
+#include "vae.h"
+
+// The networks and their weights. vae_factor: pixels per latent pixel (8 for SD's VAE,
+// 2^(n_blocks-1) in general).
+typedef struct {
+    UNetConfig unet;
+    VAEConfig vae;
+    ClipConfig clip;
+    ParamTable unet_p, vae_p, clip_p;
+    Tokenizer tok;
+} Models;
+
+typedef struct {
+    const char *prompt;       // UTF-8
+    const char *neg_prompt;   // "" by default
+    double guidance;          // 15
+    int steps;                // 20
+    SchedKind scheduler;      // SCHED_DPM
+    size_t frames;            // 24
+    size_t height, width;     // pixels, 512
+    const Image *hint;        // RGB (height, width), or NULL
+    const Image *mask;        // gray (height, width), or NULL (all zero)
+    const Tensor *noise;      // (1, 4, F, h, w), or NULL: noise_normal(seed, "latents")
+    uint64_t seed;
+    int progress;             // print a progress line per step on stderr
+} GenOptions;
+
+// Optional observer of every step's latents (1,4,F,h,w) (tests and --save-steps).
+typedef int (*StepFn)(void *user, int step, int64_t t, const Tensor *latents);
+
+// Runs the whole pipeline. frames (F, height, width, 3) uint8 is allocated here (free()),
+// final_latents (1,4,F,h,w) too (may be NULL). Errors name what is wrong; nothing is written.
+int pipeline_generate(unsigned char **frames, Tensor *final_latents, Tensor *frames_float,
+                      const GenOptions *o, Models *m, StepFn step_fn, void *user);
+
+// Pieces, for tests: text embeddings (1,77,width) of a prompt, and the hint and mask latents
+// (1,4,h,w) and (1,1,h,w) from the hint image and mask (either may be NULL).
+int pipeline_encode_prompt(Tensor *emb, int64_t ids[77], const char *text, Models *m);
+int pipeline_hint_latents(Tensor *hint_lat, Tensor *mask_lat, const Image *hint, const Image *mask,
+                          size_t height, size_t width, size_t h, size_t w, Models *m);
+
+#endif

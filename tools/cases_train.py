@@ -1,0 +1,197 @@
+"""Training: the gradient of the whole UNet (jax.grad of tools/mavflax.py's model, memory-
+efficient attention as upstream trains) and upstream's training step (flax_trainer.py: MSE
+epsilon loss, optax.multi_transform of clip_by_global_norm(1.0) + adamw for the trainable
+partition and set_to_zero for the frozen one; dataset.py's collate).
+
+The parameters are procedural (gen.NAME, mavflax.proc_rule); a full gradient of the small
+configuration (millions of values) would not fit the corpus, so each case stores, for every
+parameter tensor i (in the order of meta 'params'):
+  gnorm[i] = ||g_i||_2           gdot[i] = <g_i, u_i>,  u_i = procgen.fill(shape, DIR_SEED, name, 1.0)
+(u_i uniform in [-1, 1): a fixed random direction the C runner regenerates), and the full
+gradient 'g.NAME' of the tensors listed in meta 'full' (every tensor of at most FULL_MAX
+values: the norm gains and biases, the small kernels). The C runner checks gnorm per tensor
+relative to gnorm[i], gdot relative to gnorm[i]*||u_i|| (Cauchy-Schwarz), and g.NAME as usual.
+
+op 'unet_grad': inputs sample, timesteps, context (procedural), w (the output's shape);
+  L = sum(out * w); expected: out, d_sample, gnorm, gdot, g.NAME.
+op 'train_step': inputs clip (Fc,4,h,w) raw latents, noise_k (1,4,F,h,w), meta t_k, start_k
+  for k = 0..STEPS-1, context (procedural); meta lr, warmup_steps, decay_steps, end_lr
+  (schedule 'warmup_cosine' or 'constant'), weight_decay, only_temporal;
+  expected per step k: loss (STEPS,), l2_grads (STEPS,) (the full gradient's norm, upstream's
+  metric), and the parameter change after step k, delta = p_k - p_0: dnorm_k, ddot_k (as
+  gnorm/gdot) and d_k.NAME for the 'full' tensors.
+"""
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import mavflax
+import procgen
+from cases_sched import make as make_sched
+from cases_unet import MIXED
+from vecspec import Case, normal, rng, np_dtype, proc
+
+DIR_SEED = 777
+FULL_MAX = 2048
+SMALL = mavflax.SMALL
+LATENT_SCALE = 0.18215
+
+# float64: 1e-8 relative (the issue's bound for whole-model gradients). float32: measured
+# JAX float32 against JAX float64 (see measure() below) and set to a few times the largest.
+TOL_GRAD_F64 = 1e-8
+TOL_GRAD_F32 = 2e-3
+
+
+def _directions(shapes):
+    return {k: procgen.fill(s, DIR_SEED, k, 1.0, 0.0) for k, s in shapes.items()}
+
+
+def summarize(flat, shapes, dirs, prec, prefix):
+    """gnorm/gdot vectors and the full tensors of the small parameters."""
+    names = list(shapes)
+    g64 = {k: np.asarray(flat[k], np.float64) for k in names}
+    gnorm = np.array([np.sqrt(np.sum(g64[k] ** 2)) for k in names])
+    gdot = np.array([np.sum(g64[k] * dirs[k]) for k in names])
+    full = [k for k in names if int(np.prod(shapes[k])) <= FULL_MAX]
+    dt = np_dtype(prec)
+    tensors = [(prefix + 'norm', gnorm.astype(dt)), (prefix + 'dot', gdot.astype(dt))]
+    tensors += [(prefix + '.' + k, g64[k].astype(dt)) for k in full]
+    return tensors, full
+
+
+def unet_grad_case(prec, name, config, seed, B, F, H, W, T, timesteps, level='quick'):
+    dt = np_dtype(prec)
+    r = rng(seed)
+    meta = {'config': config.to_json(), 'weights_seed': str(seed), 'video': '1', 'dir_seed': str(DIR_SEED)}
+    sample = normal(r, (B, config.in_channels, F, H, W), prec)
+    w = normal(r, (B, config.out_channels, F, H, W), prec)
+    t = np.array(timesteps, dtype=dt)
+    context = proc(meta, 'context', (B, T, config.cross_attention_dim), prec, seed, 1.0)
+    shapes = mavflax.unet_param_shapes(config)
+    meta['params'] = ','.join(shapes)
+    params = mavflax.procedural_tree(shapes, seed, dt, meta)
+
+    def loss(p, x):
+        y, _ = mavflax.apply_unet(config, p, x, jnp.asarray(t), jnp.asarray(context), dt, taps=False)
+        return jnp.sum(y * jnp.asarray(w)), y
+
+    (_, y), (gp, gx) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(params, jnp.asarray(sample))
+    flat = mavflax.flatten(gp)
+    tensors, full = summarize(flat, shapes, _directions(shapes), prec, 'g')
+    meta['full'] = ','.join(full)
+    tensors = [('sample', sample), ('timesteps', t), ('w', w), ('out', np.asarray(y).astype(dt)),
+               ('d_sample', np.asarray(gx).astype(dt))] + tensors
+    tl = TOL_GRAD_F64 if prec == 'f64' else TOL_GRAD_F32
+    return Case(name=name, op='unet_grad', seed=seed, tol=tl, tensors=tensors, meta=meta, level=level)
+
+
+# --- the training step ---------------------------------------------------------------------
+
+def lr_schedule(lr, warmup_steps, decay_steps, end_lr, kind):
+    """As flax_trainer.py L424-449 builds it (warmup_steps/decay_steps already counted)."""
+    if kind == 'constant':
+        return optax.constant_schedule(lr)
+    return optax.warmup_cosine_decay_schedule(init_value=0.0, peak_value=lr, warmup_steps=warmup_steps,
+                                              decay_steps=decay_steps, end_value=end_lr)
+
+
+def make_tx(shapes, lr, warmup_steps, decay_steps, end_lr, kind, weight_decay, only_temporal):
+    sched = lr_schedule(lr, warmup_steps, decay_steps, end_lr, kind)
+    optim = optax.chain(optax.clip_by_global_norm(1.0),
+                        optax.adamw(learning_rate=sched, b1=0.9, b2=0.999, eps=1e-8, weight_decay=weight_decay))
+    part = {k: ('trainable' if (not only_temporal or 'temporal' in k) else 'frozen') for k in shapes}
+    return optax.multi_transform({'trainable': optim, 'frozen': optax.set_to_zero()}, mavflax.unflatten(part))
+
+
+def collate(clip, start, F, noise, t, state, sched, dt):
+    """dataset.py's collate for one clip: window, x 0.18215, hint = first frame repeated,
+    mask zeros, [noisy, mask, hint]. clip (Fc,4,h,w) -> (1,9,F,h,w)."""
+    lat = np.transpose(clip[start:start + F], (1, 0, 2, 3))[None] * dt(LATENT_SCALE)   # (1,4,F,h,w)
+    lat = lat.astype(dt)
+    hint = np.repeat(lat[:, :, :1], F, axis=2)
+    noisy = np.asarray(sched.add_noise(state, jnp.asarray(lat), jnp.asarray(noise), jnp.asarray([t])))
+    mask = np.zeros((1, 1) + lat.shape[2:], dt)
+    return np.concatenate([noisy, mask, hint], axis=1).astype(dt)
+
+
+def train_case(prec, name, config, seed, F, H, W, T, steps, lr, warmup, decay, total_steps, weight_decay,
+               only_temporal, level='quick'):
+    dt = np_dtype(prec)
+    r = rng(seed)
+    Fc = F + 2
+    meta = {'config': config.to_json(), 'weights_seed': str(seed), 'video': '1', 'dir_seed': str(DIR_SEED)}
+    clip = normal(r, (Fc, 4, H, W), prec, 5.0)   # raw VAE latents (x 0.18215 in the collate)
+    context = proc(meta, 'context', (1, T, config.cross_attention_dim), prec, seed, 1.0)
+    # flax_trainer.py L424-426
+    warmup_steps = math.ceil(warmup * total_steps) if warmup > 0 else 0
+    decay_steps = math.ceil(decay * total_steps) + warmup_steps if decay > 0 else warmup_steps + 1
+    if warmup > 0 or decay > 0:
+        kind, end_lr = 'warmup_cosine', (lr if not decay > 0 else 1e-8)
+    else:
+        kind, end_lr = 'constant', lr
+    meta.update({'steps': str(steps), 'lr': repr(lr), 'schedule': kind, 'warmup_steps': str(warmup_steps),
+                 'decay_steps': str(decay_steps), 'end_lr': repr(end_lr), 'weight_decay': repr(weight_decay),
+                 'only_temporal': '1' if only_temporal else '0', 'frames': str(F)})
+    shapes = mavflax.unet_param_shapes(config)
+    meta['params'] = ','.join(shapes)
+    params = mavflax.procedural_tree(shapes, seed, dt, meta)
+    p0 = {k: np.asarray(v) for k, v in mavflax.flatten(params).items()}
+    tx = make_tx(shapes, lr, warmup_steps, decay_steps, end_lr, kind, weight_decay, only_temporal)
+    opt = tx.init(params)
+    sched = make_sched('ddpm', prec)
+    sstate = sched.create_state()
+    dirs = _directions(shapes)
+    ctx = jnp.asarray(context)
+
+    def loss_fn(p, x, tt, noise):
+        y, _ = mavflax.apply_unet(config, p, x, tt, ctx, dt, taps=False)
+        return jnp.mean((noise - y) ** 2)
+
+    grad_fn = jax.value_and_grad(loss_fn)
+    tensors = [('clip', clip)]
+    losses, norms, full = [], [], None
+    for k in range(steps):
+        start = int(r.integers(0, Fc - F))
+        t = int(r.integers(0, 1000))
+        noise = normal(r, (1, 4, F, H, W), prec)
+        meta[f'start_{k}'] = str(start)
+        meta[f't_{k}'] = str(t)
+        tensors.append((f'noise_{k}', noise))
+        x = collate(clip, start, F, noise, t, sstate, sched, dt)
+        if k == 0:
+            tensors.append(('x_in_0', x))
+        loss, g = grad_fn(params, jnp.asarray(x), jnp.asarray([t], dt), jnp.asarray(noise))
+        l2 = jnp.sqrt(sum(jnp.vdot(v, v) for v in jax.tree_util.tree_leaves(g)))  # flax_trainer.py L511-514
+        upd, opt = tx.update(g, opt, params)
+        params = optax.apply_updates(params, upd)
+        losses.append(float(loss))
+        norms.append(float(l2))
+        flat = mavflax.flatten(params)
+        delta = {n: np.asarray(flat[n], np.float64) - np.asarray(p0[n], np.float64) for n in shapes}
+        if only_temporal:
+            for n in shapes:
+                if 'temporal' not in n:
+                    assert np.all(np.asarray(flat[n]) == p0[n]), n
+        ts, full = summarize(delta, shapes, dirs, prec, f'd{k}')
+        tensors += ts
+    meta['full'] = ','.join(full)
+    tensors += [('loss', np.array(losses, dt)), ('l2_grads', np.array(norms, dt))]
+    tl = TOL_GRAD_F64 if prec == 'f64' else TOL_GRAD_F32
+    return Case(name=name, op='train_step', seed=seed, tol=tl, tensors=tensors, meta=meta, level=level)
+
+
+def cases(prec):
+    yield unet_grad_case(prec, 'unet_grad_small_b1f2h16w8', SMALL, 5000, 1, 2, 16, 8, 7, [999.0])
+    yield unet_grad_case(prec, 'unet_grad_mixed_b1f2h8w12', MIXED, 5001, 1, 2, 8, 12, 7, [250.0])
+    # upstream's settings: temporal layers only, warmup then constant (decay 0); lr large
+    # enough that the steps move the weights measurably
+    yield train_case(prec, 'train_temporal_warmup', SMALL, 5002, 2, 16, 8, 7, 3, 1e-3, 0.5, 0.0, 4, 1e-2, True)
+    # everything trainable, warmup + cosine decay, the model card's weight decay
+    yield train_case(prec, 'train_all_cosine', MIXED, 5003, 2, 8, 12, 7, 3, 1e-3, 0.25, 0.5, 4, 2e-2, False)
+    # constant schedule
+    yield train_case(prec, 'train_temporal_constant', MIXED, 5004, 2, 8, 12, 7, 3, 1e-3, 0.0, 0.0, 4, 1e-2, True,
+                     level='full')
