@@ -113,7 +113,9 @@ sanitize: $(BUILD)/mavref $(BUILD)/run_tests
 
 # make bench: GEMM speed of a float32 NATIVE=1 OPT=-O3 threaded build (tools/bench.c), and OpenBLAS
 # sgemm from a separate program when libopenblas-dev is installed (only for comparison: mavref
-# never depends on it). The last lines are `NAME = NUMBER`.
+# never depends on it). The last lines are `NAME = NUMBER`. OpenBLAS picks its kernels by CPU
+# model; where it does not know the CPU (0.3.21 on Zen 5 takes AVX2 kernels), compare with
+# e.g. `OPENBLAS_CORETYPE=SkylakeX make bench` as well.
 BENCH_VARS := NATIVE=1 OPT=-O3 PRECISION=32 THREADS=1
 
 bench:

@@ -9,6 +9,7 @@
 // of V is divided by the exp-sum at the end. (The standard path, softmax then V, differs only
 // by rounding.)
 #include "attention.h"
+#include "gemm.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -65,6 +66,13 @@ static int check_weights(const AttnWeights *w, size_t Tq, size_t Tk) {
 static void rows_linear(real *y, size_t ys, const real *x, size_t xs, const real *kernel, const real *bias,
                         size_t T, size_t I, size_t O) {
     size_t t, i, o;
+    if (!mv_reference_path) { // fast path: y = bias, then y += x kernel as one matrix product
+        for (t = 0; t < T; t++) {
+            if (bias) memcpy(y + t * ys, bias, O * sizeof(real));
+            else memset(y + t * ys, 0, O * sizeof(real));
+        }
+        if (gemm(y, x, kernel, T, O, I, ys, xs, O, GEMM_ACC) == MV_OK) return;
+    }
     for (t = 0; t < T; t++) {
         const real *xt = x + t * xs; // (I)
         real *yt = y + t * ys;       // (O)
@@ -104,17 +112,20 @@ static void attend_sequence(real *out, size_t os, const real *x, size_t xs, Attn
             // scores of the block: p[i,j] = q_(q0+i) . k_j over this head's channels; a causal
             // row q0+i has keys 0..q0+i only (FlaxCLIP adds finfo.min to the others: exp gives 0)
             // (each p[i,j] still sums its d products in order e = 0..d-1)
-            for (i = 0; i < nb; i++) {
-                const real *qi = a->q + (q0 + i) * D + h * d; // (d)
-                real *pi = a->p + i * Tk;                     // (Tk)
-                size_t nk = KEYS(q0 + i);
-                memset(pi, 0, nk * sizeof(real));
-                for (e = 0; e < d; e++) {
-                    real qe = qi[e];
-                    const real *ke = a->kt + (h * d + e) * Tk; // (Tk): channel h*d+e of every key
-                    for (j = 0; j < nk; j++) pi[j] += qe * ke[j];
+            // fast path: the whole tile as one product (nb,d) x (d,Tk); causal rows ignore the
+            // scores past their last key below
+            if (mv_reference_path || gemm(a->p, a->q + q0 * D + h * d, a->kt + h * d * Tk, nb, Tk, d, Tk, D, Tk, 0))
+                for (i = 0; i < nb; i++) {
+                    const real *qi = a->q + (q0 + i) * D + h * d; // (d)
+                    real *pi = a->p + i * Tk;                     // (Tk)
+                    size_t nk = KEYS(q0 + i);
+                    memset(pi, 0, nk * sizeof(real));
+                    for (e = 0; e < d; e++) {
+                        real qe = qi[e];
+                        const real *ke = a->kt + (h * d + e) * Tk; // (Tk): channel h*d+e of every key
+                        for (j = 0; j < nk; j++) pi[j] += qe * ke[j];
+                    }
                 }
-            }
             // stable softmax numerators: p = exp(p - rowmax), l = row sum (in double)
             for (i = 0; i < nb; i++) {
                 real *pi = a->p + i * Tk, m = pi[0];
@@ -125,19 +136,25 @@ static void attend_sequence(real *out, size_t os, const real *x, size_t xs, Attn
                     pi[j] = (real)exp((double)(pi[j] - m));
                     l += (double)pi[j];
                 }
+                for (j = nk; j < Tk; j++) pi[j] = 0; // keys a causal row may not see
                 a->l[i] = l;
             }
             // o_i = (p_i V) / l_i for this head's channels
-            for (i = 0; i < nb; i++) {
-                const real *pi = a->p + i * Tk;
-                real *oi = a->o + (q0 + i) * D + h * d; // (d)
-                size_t nk = KEYS(q0 + i);
-                memset(oi, 0, d * sizeof(real));
-                for (j = 0; j < nk; j++) {
-                    real pj = pi[j];
-                    const real *vj = a->v + j * D + h * d; // (d)
-                    for (e = 0; e < d; e++) oi[e] += pj * vj[e];
+            // fast path: (nb,Tk) x (Tk,d) into this head's channels of o
+            if (mv_reference_path || gemm(a->o + q0 * D + h * d, a->p, a->v + h * d, nb, d, Tk, D, Tk, D, 0))
+                for (i = 0; i < nb; i++) {
+                    const real *pi = a->p + i * Tk;
+                    real *oi = a->o + (q0 + i) * D + h * d; // (d)
+                    size_t nk = KEYS(q0 + i);
+                    memset(oi, 0, d * sizeof(real));
+                    for (j = 0; j < nk; j++) {
+                        real pj = pi[j];
+                        const real *vj = a->v + j * D + h * d; // (d)
+                        for (e = 0; e < d; e++) oi[e] += pj * vj[e];
+                    }
                 }
+            for (i = 0; i < nb; i++) {
+                real *oi = a->o + (q0 + i) * D + h * d; // (d)
                 for (e = 0; e < d; e++) oi[e] = (real)((double)oi[e] / a->l[i]);
             }
         }

@@ -16,6 +16,8 @@
 #include "pipeline.h"
 #include "tokenizer.h"
 #include "unet.h"
+#include "train.h"
+#include "procedural.h"
 
 static const char *usage =
     "mavref: portable C99 reference implementation of Make-A-Video SD (" REAL_NAME " build)\n"
@@ -30,6 +32,16 @@ static const char *usage =
     "      atol 0), if shapes differ, or if it is present in one file only. Tensors are listed\n"
     "      in B's order, so the first FAIL line is the first place the two diverge.\n"
     "      Exit status: 0 all match, 1 a mismatch, 2 bad usage or unreadable input.\n"
+    "  mavref train --data D --steps N --out P (--weights W | --procedural SEED | --resume P0)\n"
+    "              [--config JSON] [--frames F] [--lr LR] [--warmup FRAC] [--decay FRAC]\n"
+    "              [--total-steps T] [--weight-decay WD] [--all] [--seed S]\n"
+    "      upstream's training step (spec/train.md) for N steps, batch 1: D holds latents.<i>\n"
+    "      (Fc,4,h,w) raw VAE latents and context.<i> (77,768) per clip i = 0, 1, ...; each step\n"
+    "      draws a clip, a window of F frames (default 24), a timestep and noise from (S, step).\n"
+    "      Trains only the temporal layers unless --all; AdamW lr 5e-5 (--warmup/--decay: the\n"
+    "      fractions of T = total steps as upstream), weight decay 1e-2, clip 1. Prints loss and\n"
+    "      the gradient norm per step; writes P.params.safetensors (Flax names) and\n"
+    "      P.opt.safetensors (mu.NAME, nu.NAME, step); --resume P0 continues from those.\n"
     "  mavref unet --inputs IN --out OUT [--weights W | --procedural SEED] [--config JSON]\n"
     "              [--2d] [--taps]\n"
     "      run the UNet: IN holds sample (B,Cin,F,H,W) (or (B,Cin,H,W) with --2d), timesteps (B)\n"
@@ -58,7 +70,9 @@ static const char *usage =
     "      --clip-heads 12 --clip-mlp 3072\n"
     "  mavref --help\n"
     "\n"
-    "The CLIP merges file defaults to $MAVREF_MERGES, else vectors/clip/clip_merges.txt.\n";
+    "The CLIP merges file defaults to $MAVREF_MERGES, else vectors/clip/clip_merges.txt.\n"
+    "MAVREF_THREADS=N sets the thread count (default: the cores; results are bit-identical for\n"
+    "any N); MAVREF_REFERENCE=1 runs the plain loops instead of the matrix-product fast path.\n";
 
 static const char *merges_path(const char *given) {
     const char *env = getenv("MAVREF_MERGES");
@@ -452,7 +466,152 @@ static int cmd_compare(int argc, char **argv) {
     return bad ? 1 : 0;
 }
 
+// mavref train: upstream's training loop on precomputed latents (spec/train.md).
+static int train_fail(const char *what) {
+    fprintf(stderr, "mavref train: %s%s%s\n", what, *what ? ": " : "", mv_error());
+    return 1;
+}
+
+static int parse_dbl(const char *opt, const char *s, double *v) {
+    char *end;
+    *v = strtod(s, &end);
+    if (*end || end == s) { fprintf(stderr, "mavref train: %s needs a number, got '%s'\n", opt, s); return 2; }
+    return 0;
+}
+
+static int cmd_train(int argc, char **argv) {
+    const char *data = NULL, *outp = NULL, *weights = NULL, *config = NULL, *resume = NULL;
+    unsigned long long seed = 0, dseed = 0;
+    double lr = 5e-5, warmup = 0, decay = 0, wd = 1e-2, v;
+    long steps = -1, frames = 24, total = 0, k, nclips = 0, s;
+    int have_seed = 0, all = 0, rc = 2, i;
+    char *end, path[1024];
+    UNetConfig cfg;
+    TrainConfig tc;
+    ParamTable pt, gt;
+    AdamState opt;
+    Scheduler sch;
+    SchedConfig scfg;
+    StFile f;
+    StWriter w;
+    Tensor clip, ctx, x_in, ts, noise;
+    memset(&clip, 0, sizeof clip); memset(&ctx, 0, sizeof ctx); memset(&x_in, 0, sizeof x_in);
+    memset(&ts, 0, sizeof ts); memset(&noise, 0, sizeof noise); memset(&opt, 0, sizeof opt); memset(&sch, 0, sizeof sch);
+    memset(&f, 0, sizeof f);
+    for (i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        int more = i + 1 < argc;
+        if (!strcmp(a, "--data") && more) data = argv[++i];
+        else if (!strcmp(a, "--out") && more) outp = argv[++i];
+        else if (!strcmp(a, "--weights") && more) weights = argv[++i];
+        else if (!strcmp(a, "--config") && more) config = argv[++i];
+        else if (!strcmp(a, "--resume") && more) resume = argv[++i];
+        else if (!strcmp(a, "--all")) all = 1;
+        else if ((!strcmp(a, "--procedural") || !strcmp(a, "--seed")) && more) {
+            unsigned long long x = strtoull(argv[++i], &end, 10);
+            if (*end || end == argv[i]) { fprintf(stderr, "mavref train: %s needs an integer\n", a); return 2; }
+            if (!strcmp(a, "--seed")) dseed = x;
+            else { seed = x; have_seed = 1; }
+        } else if ((!strcmp(a, "--steps") || !strcmp(a, "--frames") || !strcmp(a, "--total-steps")) && more) {
+            long x = strtol(argv[++i], &end, 10);
+            if (*end || end == argv[i] || x < (strcmp(a, "--frames") ? 0 : 1)) { fprintf(stderr, "mavref train: %s needs a count\n", a); return 2; }
+            if (!strcmp(a, "--steps")) steps = x;
+            else if (!strcmp(a, "--frames")) frames = x;
+            else total = x;
+        } else if (!strcmp(a, "--lr") && more) { if (parse_dbl(a, argv[++i], &lr)) return 2; }
+        else if (!strcmp(a, "--warmup") && more) { if (parse_dbl(a, argv[++i], &warmup)) return 2; }
+        else if (!strcmp(a, "--decay") && more) { if (parse_dbl(a, argv[++i], &decay)) return 2; }
+        else if (!strcmp(a, "--weight-decay") && more) { if (parse_dbl(a, argv[++i], &wd)) return 2; }
+        else { fprintf(stderr, "mavref train: unknown or incomplete option '%s'\n%s", a, usage); return 2; }
+    }
+    if (!data || !outp || steps < 0 || (!!weights + have_seed + !!resume) != 1) {
+        fprintf(stderr, "mavref train: needs --data, --out, --steps and exactly one of --weights / --procedural / --resume\n%s", usage);
+        return 2;
+    }
+    unet_config_default(&cfg);
+    if (config && unet_config_load(&cfg, config)) return train_fail("");
+    train_config_default(&tc);
+    tc.only_temporal = !all;
+    tc.weight_decay = wd;
+    params_init(&pt);
+    params_init(&gt);
+    st_writer_init(&w);
+    sched_config_sd(&scfg);
+    if (unet_declare_params(&pt, &cfg) || params_alloc(&pt) || unet_grads_alloc(&gt, &pt) || adam_init(&opt, pt.numel) ||
+        sched_init(&sch, SCHED_DDIM, &scfg, 0, 1)) { rc = train_fail("setup"); goto done; }
+    if (resume) {
+        snprintf(path, sizeof path, "%s.params.safetensors", resume);
+        if (params_load(&pt, path, 0)) { rc = train_fail("resume"); goto done; }
+        snprintf(path, sizeof path, "%s.opt.safetensors", resume);
+        if (train_load_state(path, &pt, &opt, &tc)) { rc = train_fail("resume"); goto done; }
+    } else if (weights ? params_load(&pt, weights, 0) : params_procedural(&pt, (uint64_t)seed)) { rc = train_fail("weights"); goto done; }
+    if (total == 0) total = opt.step + steps;
+    train_set_schedule(&tc, lr, warmup, decay, total);
+    if (st_open(&f, data)) { rc = train_fail(""); goto done; }
+    while (1) {
+        snprintf(path, sizeof path, "latents.%ld", nclips);
+        if (!st_find(&f, path)) break;
+        nclips++;
+    }
+    if (nclips == 0) { fprintf(stderr, "mavref train: %s holds no tensor 'latents.0'\n", data); rc = 2; goto done; }
+    for (k = 0; k < steps; k++) {
+        long g = opt.step; // the global step: every draw below depends on (seed, g) only, so a resumed run repeats an uninterrupted one
+        uint64_t r = proc_splitmix64((uint64_t)dseed ^ proc_splitmix64((uint64_t)g));
+        size_t ci = (size_t)(r % (uint64_t)nclips), Fc, H, W, start;
+        int64_t t = (int64_t)(proc_splitmix64(r + 1) % 1000u);
+        const real *cp;
+        double loss, l2, tn;
+        char stream[64];
+        tensor_free(&clip); tensor_free(&ctx);
+        snprintf(path, sizeof path, "latents.%lu", (unsigned long)ci);
+        if (st_read(&f, path, &clip)) { rc = train_fail(""); goto done; }
+        snprintf(path, sizeof path, "context.%lu", (unsigned long)ci);
+        if (st_read(&f, path, &ctx)) { rc = train_fail(""); goto done; }
+        if (clip.ndim != 4 || clip.shape[1] != 4 || clip.shape[0] < (size_t)frames) {
+            fprintf(stderr, "mavref train: latents.%lu must be (F >= %ld, 4, h, w)\n", (unsigned long)ci, frames);
+            rc = 2; goto done;
+        }
+        if (ctx.ndim == 2) { ctx.ndim = 3; ctx.shape[2] = ctx.shape[1]; ctx.shape[1] = ctx.shape[0]; ctx.shape[0] = 1; }
+        Fc = clip.shape[0]; H = clip.shape[2]; W = clip.shape[3];
+        start = (size_t)(proc_splitmix64(r + 2) % (uint64_t)(Fc - (size_t)frames + 1)); // dataset.py: randint(0, Fc - F)
+        tensor_free(&x_in); tensor_free(&noise); tensor_free(&ts);
+        if (tensor_alloc_v(&x_in, 5, (size_t)1, (size_t)cfg.in_channels, (size_t)frames, H, W) ||
+            tensor_alloc_v(&noise, 5, (size_t)1, (size_t)4, (size_t)frames, H, W) || tensor_alloc_v(&ts, 1, (size_t)1)) { rc = train_fail(""); goto done; }
+        if (cfg.in_channels != 9) { fprintf(stderr, "mavref train: the training input has 9 channels, the model takes %d\n", cfg.in_channels); rc = 2; goto done; }
+        snprintf(stream, sizeof stream, "train noise %ld", g);
+        if (noise_normal(noise.data, noise.numel, (uint64_t)dseed, stream)) { rc = train_fail(""); goto done; }
+        cp = clip.data;
+        if (train_collate(x_in.data, &cp, &Fc, &start, 1, (size_t)frames, H, W, noise.data, &t, &sch)) { rc = train_fail(""); goto done; }
+        ts.data[0] = (real)t;
+        v = train_lr(&tc, opt.step);
+        if (train_step(&pt, &gt, &opt, &tc, &cfg, &x_in, &ts, &noise, &ctx, &loss, &l2, &tn)) { rc = train_fail(""); goto done; }
+        printf("step %ld clip %lu start %lu t %ld lr %.6e loss %.9e l2_grads %.9e trainable_norm %.9e\n", g, (unsigned long)ci,
+               (unsigned long)start, (long)t, v, loss, l2, tn);
+        fflush(stdout);
+    }
+    // the parameters by Flax name, then the optimizer state
+    for (s = 0; s < (long)pt.count; s++)
+        if (st_writer_add(&w, pt.p[s].name, &pt.p[s].t, ST_REAL)) { rc = train_fail("writing"); goto done; }
+    snprintf(path, sizeof path, "%s.params.safetensors", outp);
+    if (st_writer_meta(&w, "producer", "mavref train " REAL_NAME) || st_writer_save(&w, path)) { rc = train_fail("writing"); goto done; }
+    printf("wrote %s\n", path);
+    snprintf(path, sizeof path, "%s.opt.safetensors", outp);
+    if (train_save_state(path, &pt, &opt, &tc)) { rc = train_fail("writing"); goto done; }
+    printf("wrote %s (step %ld)\n", path, opt.step);
+    rc = 0;
+done:
+    st_close(&f);
+    st_writer_free(&w);
+    tensor_free(&clip); tensor_free(&ctx); tensor_free(&x_in); tensor_free(&ts); tensor_free(&noise);
+    adam_free(&opt);
+    sched_free(&sch);
+    free_params(&gt); free_params(&pt);
+    return rc;
+}
+
 int main(int argc, char **argv) {
+    const char *ref = getenv("MAVREF_REFERENCE");
+    mv_reference_path = ref && *ref && strcmp(ref, "0") != 0; // run the plain loops instead of the fast path
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         fputs(usage, argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
@@ -460,6 +619,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "info")) return cmd_info(argc - 2, argv + 2);
     if (!strcmp(argv[1], "compare")) return cmd_compare(argc - 2, argv + 2);
     if (!strcmp(argv[1], "unet")) return cmd_unet(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "train")) return cmd_train(argc - 2, argv + 2);
     if (!strcmp(argv[1], "tokenize")) return cmd_tokenize(argc - 2, argv + 2);
     if (!strcmp(argv[1], "encode-text")) return cmd_encode_text(argc - 2, argv + 2);
     if (!strcmp(argv[1], "generate")) return cmd_generate(argc - 2, argv + 2);

@@ -1,6 +1,9 @@
-// conv.c: convolutions and their backward passes, written as plain loops (the readable path).
+// conv.c: convolutions and their backward passes. The forward runs as matrix products (ref/gemm.c);
+// the *_ref functions keep the plain loops as the readable path.
 #include "conv.h"
+#include "gemm.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 int conv2d_out_size(size_t *Ho, size_t *Wo, size_t H, size_t W, const Conv2dGeom *g) {
@@ -14,8 +17,62 @@ int conv2d_out_size(size_t *Ho, size_t *Wo, size_t H, size_t W, const Conv2dGeom
     return MV_OK;
 }
 
+// The fast path. A convolution is a matrix product of patches and the kernel: row p of the
+// patch matrix holds, for output pixel p, the KH*KW*Ci inputs under the kernel (zeros in the
+// padding), in the kernel's (kh, kw, c) order, so that out = bias + patches (P, KH*KW*Ci) x
+// kernel (KH*KW*Ci, Co). Patches are built for a tile of output pixels at a time, which keeps
+// the scratch small. A 1x1 stride-1 convolution without padding needs no patches at all.
+#define CONV_TILE_PIXELS 256
 void conv2d_forward(real *out, const real *in, const real *kernel, const real *bias,
                     size_t N, size_t H, size_t W, size_t Ci, size_t Co, const Conv2dGeom *g) {
+    size_t Ho, Wo, K, P, p0, np, n, p, kh, kw, o;
+    real *patch = NULL;
+    if (conv2d_out_size(&Ho, &Wo, H, W, g)) return; // callers validate first
+    if (mv_reference_path) { conv2d_forward_ref(out, in, kernel, bias, N, H, W, Ci, Co, g); return; }
+    K = g->KH * g->KW * Ci;
+    P = N * Ho * Wo;
+    for (p = 0; p < P; p++) {
+        real *y = out + p * Co; // (Co)
+        if (bias) memcpy(y, bias, Co * sizeof(real));
+        else for (o = 0; o < Co; o++) y[o] = 0;
+    }
+    if (g->KH == 1 && g->KW == 1 && g->stride == 1 && !g->pad_top && !g->pad_left && Ho == H && Wo == W) {
+        if (gemm(out, in, kernel, P, Co, Ci, Co, Ci, Co, GEMM_ACC) == MV_OK) return;
+        conv2d_forward_ref(out, in, kernel, bias, N, H, W, Ci, Co, g);
+        return;
+    }
+    patch = (real *)malloc(CONV_TILE_PIXELS * K * sizeof(real));
+    if (!patch) { conv2d_forward_ref(out, in, kernel, bias, N, H, W, Ci, Co, g); return; }
+    for (p0 = 0; p0 < P; p0 += np) {
+        np = P - p0 < CONV_TILE_PIXELS ? P - p0 : CONV_TILE_PIXELS;
+        for (p = 0; p < np; p++) {
+            size_t q = p0 + p, j = q % Wo, i = (q / Wo) % Ho;
+            real *row = patch + p * K; // (KH,KW,Ci)
+            n = q / (Wo * Ho);
+            for (kh = 0; kh < g->KH; kh++) {
+                size_t hi = i * g->stride + kh; // row in the padded input
+                for (kw = 0; kw < g->KW; kw++) {
+                    size_t wi = j * g->stride + kw;
+                    real *dst = row + (kh * g->KW + kw) * Ci;
+                    if (hi < g->pad_top || hi - g->pad_top >= H || wi < g->pad_left || wi - g->pad_left >= W)
+                        memset(dst, 0, Ci * sizeof(real));
+                    else
+                        memcpy(dst, in + ((n * H + (hi - g->pad_top)) * W + (wi - g->pad_left)) * Ci, Ci * sizeof(real));
+                }
+            }
+        }
+        if (gemm(out + p0 * Co, patch, kernel, np, Co, K, Co, K, Co, GEMM_ACC) != MV_OK) {
+            free(patch);
+            conv2d_forward_ref(out, in, kernel, bias, N, H, W, Ci, Co, g);
+            return;
+        }
+    }
+    free(patch);
+}
+
+// The readable path: for every output pixel, accumulate every tap's (Ci) x (Ci,Co) product.
+void conv2d_forward_ref(real *out, const real *in, const real *kernel, const real *bias,
+                        size_t N, size_t H, size_t W, size_t Ci, size_t Co, const Conv2dGeom *g) {
     size_t Ho, Wo, n, i, j, kh, kw, c, o;
     if (conv2d_out_size(&Ho, &Wo, H, W, g)) return; // callers validate first
     for (n = 0; n < N; n++)
@@ -43,8 +100,33 @@ void conv2d_forward(real *out, const real *in, const real *kernel, const real *b
             }
 }
 
+// The fast path: for each clip b and frame f, out[b,f] (S,Co) = bias + sum over the three taps
+// of in[b,f+k-1] (S,Ci) x kernel[k] (Ci,Co), three matrix products over the frame's pixels.
 void temporal_conv_forward(real *out, const real *in, const real *kernel, const real *bias,
                            size_t B, size_t F, size_t S, size_t Ci, size_t Co) {
+    size_t b, f, s, k, o;
+    if (mv_reference_path) { temporal_conv_forward_ref(out, in, kernel, bias, B, F, S, Ci, Co); return; }
+    for (b = 0; b < B; b++)
+        for (f = 0; f < F; f++) {
+            real *y = out + (b * F + f) * S * Co; // (S,Co)
+            for (s = 0; s < S; s++) {
+                if (bias) memcpy(y + s * Co, bias, Co * sizeof(real));
+                else for (o = 0; o < Co; o++) y[s * Co + o] = 0;
+            }
+            for (k = 0; k < 3; k++) {
+                if (f + k < 1 || f + k - 1 >= F) continue; // frame f+k-1 is zero padding
+                if (gemm(y, in + (b * F + (f + k - 1)) * S * Ci, kernel + k * Ci * Co, S, Co, Ci, Co, Ci, Co, GEMM_ACC) !=
+                    MV_OK) {
+                    temporal_conv_forward_ref(out, in, kernel, bias, B, F, S, Ci, Co);
+                    return;
+                }
+            }
+        }
+}
+
+// The readable path.
+void temporal_conv_forward_ref(real *out, const real *in, const real *kernel, const real *bias,
+                               size_t B, size_t F, size_t S, size_t Ci, size_t Co) {
     size_t b, f, s, k, c, o;
     for (b = 0; b < B; b++)
         for (f = 0; f < F; f++)

@@ -17,6 +17,12 @@ int conv2d_out_size(size_t *Ho, size_t *Wo, size_t H, size_t W, const Conv2dGeom
 // Cross-correlation as flax.linen.Conv / lax.conv_general_dilated compute it:
 //   out[n,i,j,o] = bias[o] + sum_{kh,kw,c} in[n, i*s+kh-pt, j*s+kw-pl, c] * kernel[kh,kw,c,o]
 // with zeros outside the input.
+// conv2d_forward and temporal_conv_forward run as matrix products (ref/gemm.c); the *_ref
+// functions are the plain loops, the readable path that tests check the fast one against.
+void conv2d_forward_ref(real *out, const real *in, const real *kernel, const real *bias,
+                        size_t N, size_t H, size_t W, size_t Ci, size_t Co, const Conv2dGeom *g);
+void temporal_conv_forward_ref(real *out, const real *in, const real *kernel, const real *bias,
+                               size_t B, size_t F, size_t S, size_t Ci, size_t Co);
 void conv2d_forward(real *out,              // (N,Ho,Wo,Co)
                     const real *in,         // (N,H,W,Ci)
                     const real *kernel,     // (KH,KW,Ci,Co)

@@ -34,23 +34,28 @@ void gemm_ref(real *C, const real *A, const real *B,
 // runs over a block of k. NR is a few vector widths of the target, MR*NR/lanes accumulators
 // plus the NR/lanes loaded B vectors and one broadcast must fit in the register file
 // (32 vectors with AVX-512, 16 with AVX/SSE/most others).
-// 5 x 4 vectors with AVX-512 (5 x 64 floats) ran 10% faster than 6 x 3 (6 x 48): the
-// same kernel speed, and fewer padded columns at the model's widths (256, 320, 640, 1280).
+// With AVX-512, 5 x 4 vectors (5 x 64 floats) ran 10% faster than 6 x 3 (6 x 48) and 6 x 4:
+// the same kernel speed, and fewer padded columns at the model's widths (256, 320, 640).
+// MR is 5 or 6 (the kernel writes its rows out); 6 for 16-byte vectors, where gcc made
+// poor code of five rows (13 instead of 30 GFLOP/s with SSE2).
 #if defined(__AVX512F__)
 #define GEMM_VEC_BYTES 64
 #define GEMM_NVEC 4 // 5 x 4 = 20 accumulators of 32 registers
+#define MR 5
 #elif defined(__AVX__)
 #define GEMM_VEC_BYTES 32
 #define GEMM_NVEC 2 // 5 x 2 = 10 of 16
+#define MR 5
 #else
 #define GEMM_VEC_BYTES 16
-#define GEMM_NVEC 2
+#define GEMM_NVEC 2 // 6 x 2 = 12 of 16
+#define MR 6
 #endif
-#define MR 5 // the kernel writes out its five rows
 #define NR (GEMM_NVEC * GEMM_VEC_BYTES / (MAVREF_PRECISION / 8))
 
-// Cache blocks (in elements): a KC x NR sliver of packed B stays in L1 while the kernel
-// sweeps the MC x KC packed block of A (L2); the KC x NC packed block of B fits L2 as well.
+// Cache blocks (in elements): the packed KC x NC block of B (512 KiB in float32) and the
+// packed MC x KC block of A (200 KiB) stay in L2 (1 MiB on the project's machine) while the
+// kernel sweeps them; the sizes were chosen by measurement, within a few percent.
 // KC decides how the K products are grouped, so it is a constant of the build (gemm.h),
 // never a function of the thread count. MC and NC do not change any result.
 #define KC GEMM_KC
@@ -79,7 +84,7 @@ size_t gemm_tile_n(void) { return NR; }
 // c (MR,NR) at row stride ldc = (add_c ? c : 0) + s, where s = sum over kc of a[p] (x) b[p],
 // a: packed (kc,MR), b: packed (kc,NR). Every element of s is one chain of multiply-adds in
 // increasing p starting from 0, so its value does not depend on its place in the tile.
-// The five rows are written out so that j is the only loop to vectorize: written as
+// The rows are written out so that j is the only loop to vectorize: written as
 // s[MR][NR], gcc -O3 vectorized along i for AVX2/SSE (10x slower). Starting the chains from
 // 0 and adding c afterwards, rather than loading c into them, lets clang keep the tile in
 // registers (2.3x faster with clang 14).
@@ -90,11 +95,22 @@ static void kernel(real *restrict c, const real *restrict a, const real *restric
 #pragma STDC FP_CONTRACT ON
 #endif
     real s0[NR], s1[NR], s2[NR], s3[NR], s4[NR];
+#if MR == 6
+    real s5[NR];
+#endif
     size_t j, p;
-    for (j = 0; j < NR; j++) s0[j] = s1[j] = s2[j] = s3[j] = s4[j] = 0;
+    for (j = 0; j < NR; j++) {
+        s0[j] = s1[j] = s2[j] = s3[j] = s4[j] = 0;
+#if MR == 6
+        s5[j] = 0;
+#endif
+    }
     for (p = 0; p < kc; p++) {
         const real *ap = a + p * MR, *bp = b + p * NR; // (MR), (NR)
         const real a0 = ap[0], a1 = ap[1], a2 = ap[2], a3 = ap[3], a4 = ap[4];
+#if MR == 6
+        const real a5 = ap[5];
+#endif
         for (j = 0; j < NR; j++) {
             const real bj = bp[j];
             s0[j] += a0 * bj;
@@ -102,24 +118,33 @@ static void kernel(real *restrict c, const real *restrict a, const real *restric
             s2[j] += a2 * bj;
             s3[j] += a3 * bj;
             s4[j] += a4 * bj;
+#if MR == 6
+            s5[j] += a5 * bj;
+#endif
         }
     }
-    if (add_c)
-        for (j = 0; j < NR; j++) {
-            c[0 * ldc + j] += s0[j];
-            c[1 * ldc + j] += s1[j];
-            c[2 * ldc + j] += s2[j];
-            c[3 * ldc + j] += s3[j];
-            c[4 * ldc + j] += s4[j];
+    for (j = 0; j < NR; j++) {
+        real *cj = c + j;
+        if (add_c) {
+            cj[0 * ldc] += s0[j];
+            cj[1 * ldc] += s1[j];
+            cj[2 * ldc] += s2[j];
+            cj[3 * ldc] += s3[j];
+            cj[4 * ldc] += s4[j];
+#if MR == 6
+            cj[5 * ldc] += s5[j];
+#endif
+        } else {
+            cj[0 * ldc] = s0[j];
+            cj[1 * ldc] = s1[j];
+            cj[2 * ldc] = s2[j];
+            cj[3 * ldc] = s3[j];
+            cj[4 * ldc] = s4[j];
+#if MR == 6
+            cj[5 * ldc] = s5[j];
+#endif
         }
-    else
-        for (j = 0; j < NR; j++) {
-            c[0 * ldc + j] = s0[j];
-            c[1 * ldc + j] = s1[j];
-            c[2 * ldc + j] = s2[j];
-            c[3 * ldc + j] = s3[j];
-            c[4 * ldc + j] = s4[j];
-        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -6,6 +6,10 @@
 
 // out[n,o] = bias[o] + sum_i x[n,i] * kernel[i,o]      (Flax kernel layout: (in, out))
 // Any leading axes are folded into N. out must not overlap x.
+// linear_forward runs as a matrix product (ref/gemm.c); linear_forward_ref is the plain loop,
+// the readable path that tests check the fast one against. The two differ only in rounding.
+void linear_forward_ref(real *out, const real *x, const real *kernel, const real *bias, // (N,O) (N,I) (I,O) (O)
+                        size_t N, size_t I, size_t O);
 void linear_forward(real *out,           // (N,O)
                     const real *x,       // (N,I)
                     const real *kernel,  // (I,O)

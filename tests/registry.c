@@ -15,6 +15,11 @@ const UnitTest unit_tests[] = {
     {"gemm_threads", test_gemm_threads},
     {"gemm_bad_args", test_gemm_bad_args},
     {"parallel_for", test_parallel_for},
+    {"fastpath_conv", test_fastpath_conv},
+    {"fastpath_linear", test_fastpath_linear},
+    {"fastpath_attention", test_fastpath_attention},
+    {"fastpath_threads", test_fastpath_threads},
+    {"unet_threads", test_unet_threads},
 #if MAVREF_PRECISION == 64
     // central finite differences of every backward pass (meaningful in float64 only)
     {"grad_fd_conv", test_grad_fd_conv},
@@ -22,6 +27,7 @@ const UnitTest unit_tests[] = {
     {"grad_fd_dense_act", test_grad_fd_dense_act},
     {"grad_fd_attention", test_grad_fd_attention},
     {"grad_fd_upsample_temb", test_grad_fd_upsample_temb},
+    {"train_fd_unet", test_train_fd_unet},
 #endif
     {"badinput_st_headers", test_bad_st_headers},
     {"badinput_st_reads", test_bad_st_reads},
@@ -55,6 +61,8 @@ const CaseRunner case_runners[] = {
     {"downsample", run_downsample, 4},
     {"upsample", run_upsample, 4},
     {"unet", run_unet, 5},
+    {"unet_grad", run_unet_grad, 2},
+    {"train_step", run_train_step, 2},
     {"temporal_conv", run_temporal_conv, 6},
     {"conv_pseudo3d", run_conv_pseudo3d, 7},
     {"layernorm", run_layernorm, 7},

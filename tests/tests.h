@@ -43,11 +43,20 @@ int test_grad_fd_norms(void);
 int test_grad_fd_dense_act(void);
 int test_grad_fd_attention(void);
 int test_grad_fd_upsample_temb(void);
+// test_train_fd.c (float64 builds only)
+int test_train_fd_unet(void);
 
 // ops_tokenizer.c
 int run_tokenize(Case *c);
 int test_tokenizer_utf8(void);
 int test_tokenizer_limits(void);
+
+// test_fastpath.c
+int test_fastpath_conv(void);
+int test_fastpath_linear(void);
+int test_fastpath_attention(void);
+int test_fastpath_threads(void);
+int test_unet_threads(void);
 
 // ops_model.c
 int run_resnet(Case *c);
@@ -55,6 +64,10 @@ int run_transformer(Case *c);
 int run_downsample(Case *c);
 int run_upsample(Case *c);
 int run_unet(Case *c);
+
+// ops_train.c
+int run_unet_grad(Case *c);
+int run_train_step(Case *c);
 
 // ops_clip.c
 int run_clip_text(Case *c);

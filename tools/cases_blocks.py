@@ -3,7 +3,7 @@ ResnetBlockPseudo3D, TransformerPseudo3DModel, Downsample/UpsamplePseudo3D, at r
 tiny spatial sizes. (ConvPseudo3D, attention, the time embedding: op cases in cases_ops.py.)
 
 Every parameter is procedural: named by its dotted Flax path inside the block ('norm1.scale',
-'conv1.spatial_conv.kernel', ...), listed in meta 'params' (comma-separated, tree order) and
+'conv1.spatial_conv.kernel', ...), listed in meta 'params' (comma-separated, sorted) and
 described by a gen.NAME entry (tools/mavflax.proc_rule with seed = meta 'weights_seed'), so the
 C runner gets each with case_input(c, name). Large inputs (the text context) are procedural too.
 Activations use the internal channels-last layout: x (B,F,H,W,C) for video, (B,H,W,C) in 2-D mode.

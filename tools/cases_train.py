@@ -19,7 +19,7 @@ op 'train_step': inputs clip (Fc,4,h,w) raw latents, noise_k (1,4,F,h,w), meta t
   (schedule 'warmup_cosine' or 'constant'), weight_decay, only_temporal;
   expected per step k: loss (STEPS,), l2_grads (STEPS,) (the full gradient's norm, upstream's
   metric), and the parameter change after step k, delta = p_k - p_0: dnorm_k, ddot_k (as
-  gnorm/gdot) and d_k.NAME for the 'full' tensors.
+  gnorm/gdot), and after the last step d_k.NAME for the 'full' tensors.
 """
 import json
 import math
@@ -36,7 +36,7 @@ from cases_unet import MIXED
 from vecspec import Case, normal, rng, np_dtype, proc
 
 DIR_SEED = 777
-FULL_MAX = 2048
+FULL_MAX = 256
 SMALL = mavflax.SMALL
 LATENT_SCALE = 0.18215
 
@@ -50,7 +50,7 @@ def _directions(shapes):
     return {k: procgen.fill(s, DIR_SEED, k, 1.0, 0.0) for k, s in shapes.items()}
 
 
-def summarize(flat, shapes, dirs, prec, prefix):
+def summarize(flat, shapes, dirs, prec, prefix, with_full=True):
     """gnorm/gdot vectors and the full tensors of the small parameters."""
     names = list(shapes)
     g64 = {k: np.asarray(flat[k], np.float64) for k in names}
@@ -59,7 +59,8 @@ def summarize(flat, shapes, dirs, prec, prefix):
     full = [k for k in names if int(np.prod(shapes[k])) <= FULL_MAX]
     dt = np_dtype(prec)
     tensors = [(prefix + 'norm', gnorm.astype(dt)), (prefix + 'dot', gdot.astype(dt))]
-    tensors += [(prefix + '.' + k, g64[k].astype(dt)) for k in full]
+    if with_full:
+        tensors += [(prefix + '.' + k, g64[k].astype(dt)) for k in full]
     return tensors, full
 
 
@@ -79,7 +80,7 @@ def unet_grad_case(prec, name, config, seed, B, F, H, W, T, timesteps, level='qu
         y, _ = mavflax.apply_unet(config, p, x, jnp.asarray(t), jnp.asarray(context), dt, taps=False)
         return jnp.sum(y * jnp.asarray(w)), y
 
-    (_, y), (gp, gx) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(params, jnp.asarray(sample))
+    (_, y), (gp, gx) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(params, jnp.asarray(sample))
     flat = mavflax.flatten(gp)
     tensors, full = summarize(flat, shapes, _directions(shapes), prec, 'g')
     meta['full'] = ','.join(full)
@@ -151,7 +152,7 @@ def train_case(prec, name, config, seed, F, H, W, T, steps, lr, warmup, decay, t
         y, _ = mavflax.apply_unet(config, p, x, tt, ctx, dt, taps=False)
         return jnp.mean((noise - y) ** 2)
 
-    grad_fn = jax.value_and_grad(loss_fn)
+    grad_fn = jax.jit(jax.value_and_grad(loss_fn))
     tensors = [('clip', clip)]
     losses, norms, full = [], [], None
     for k in range(steps):
@@ -176,7 +177,7 @@ def train_case(prec, name, config, seed, F, H, W, T, steps, lr, warmup, decay, t
             for n in shapes:
                 if 'temporal' not in n:
                     assert np.all(np.asarray(flat[n]) == p0[n]), n
-        ts, full = summarize(delta, shapes, dirs, prec, f'd{k}')
+        ts, full = summarize(delta, shapes, dirs, prec, f'd{k}', with_full=k == steps - 1)
         tensors += ts
     meta['full'] = ','.join(full)
     tensors += [('loss', np.array(losses, dt)), ('l2_grads', np.array(norms, dt))]

@@ -31,6 +31,8 @@ CASE_MODULES = [
     'cases_unet',
     'cases_grad',
     'cases_sched',
+    'cases_train',
+    'cases_pipeline',
 ]
 
 PRECS = ('f32', 'f64')

@@ -555,7 +555,6 @@ def check_2d_against_diffusers(config):
     cfg = UNetConfig(**dict(asdict(config), in_channels=4))
     params = procedural_params(cfg, 7, np.float64, video=False)
     x, t, ctx = _inputs(cfg, 2, 1, 8, 8, 77, np.float64, video=False)
-    x = x[:, :, :, :]
     ours, _ = apply_unet(cfg, params, x, t.astype(jnp.float32), ctx, jnp.float64, taps=False, f32_sinusoid=True)
     dparams = unflatten({to_diffusers_2d_name(k): v for k, v in flatten(params).items()})
     for me in (False, True):

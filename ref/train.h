@@ -1,0 +1,75 @@
+// train.h: upstream's training step (flax_trainer.py, dataset.py; spec/train.md):
+//   x_in = [add_noise(x0, noise, t), 0, hint]   x0 = 0.18215 * latents, hint = x0's first frame
+//   loss = mean((noise - unet(x_in, t, ctx))^2)
+//   g = dloss/dparams (all parameters); l2_grads = ||g|| (upstream's logged metric)
+//   trainable leaves (all, or only those with "temporal" in their name): clip the trainable
+//   gradient to global norm 1, then AdamW (decoupled weight decay); frozen leaves: no change.
+#ifndef MAVREF_TRAIN_H
+#define MAVREF_TRAIN_H
+
+#include "scheduler.h"
+#include "unet.h"
+
+#define LATENT_SCALE 0.18215
+
+typedef enum { LR_CONSTANT = 0, LR_WARMUP_COSINE = 1 } LrKind;
+
+typedef struct {
+    LrKind kind;          // LR_WARMUP_COSINE: optax.warmup_cosine_decay_schedule(0, lr, warmup, decay, end_lr)
+    double lr, end_lr;    // peak learning rate, end value of the cosine
+    long warmup_steps;    // linear 0 -> lr over this many steps
+    long decay_steps;     // optax's decay_steps (counted from step 0, warmup included)
+    double b1, b2, eps;   // 0.9, 0.999, 1e-8
+    double weight_decay;  // 1e-2 (upstream default; the model card's run used 0.02)
+    double clip_norm;     // 1.0
+    int only_temporal;    // 1: only parameters with "temporal" in their name are trained
+} TrainConfig;
+
+// Upstream's defaults: constant lr 1e-4, AdamW(0.9, 0.999, 1e-8, wd 1e-2), clip 1, temporal only.
+void train_config_default(TrainConfig *t);
+// The schedule as flax_trainer.py builds it from fractions of total_steps (L424-449):
+// warmup_steps = ceil(warmup * total); decay > 0: cosine to 1e-8 over ceil(decay * total) steps
+// after the warmup; decay = 0 and warmup > 0: warmup then constant lr; neither: constant.
+void train_set_schedule(TrainConfig *t, double lr, double warmup, double decay, long total_steps);
+// The learning rate of the update at optimizer step `count` (0 for the first update).
+double train_lr(const TrainConfig *t, long count);
+// 1 if the parameter named `name` is trained.
+int train_is_trainable(const TrainConfig *t, const char *name);
+
+// AdamW state: first and second moments over the whole arena (zero for frozen parameters)
+// and the number of updates taken.
+typedef struct {
+    real *mu, *nu; // (numel) each
+    size_t numel;
+    long step;
+} AdamState;
+int adam_init(AdamState *s, size_t numel);
+void adam_free(AdamState *s);
+
+// dataset.py's collate for B clips: x_in (B,9,F,h,w) from clips[b] (Fc,4,h,w) (raw VAE
+// latents, scaled by LATENT_SCALE here), the window [start[b], start[b]+F), noise (B,4,F,h,w)
+// and integer timesteps t (B) with the DDPM schedule s (sched_add_noise).
+int train_collate(real *x_in,                 // (B,9,F,h,w)
+                  const real *const *clips,   // B pointers to (Fc,4,h,w)
+                  const size_t *Fc, const size_t *start, size_t B, size_t F, size_t h, size_t w,
+                  const real *noise,          // (B,4,F,h,w)
+                  const int64_t *t,           // (B)
+                  const Scheduler *s);
+
+// One step: forward, loss, backward into gt (zeroed here; all parameters' gradients),
+// clipping and AdamW on the trainable parameters of pt. *loss and *l2_grads (the full
+// gradient's norm, before clipping) are the step's metrics; *trainable_norm (may be NULL)
+// the norm the clipping saw.
+int train_step(ParamTable *pt, ParamTable *gt, AdamState *opt, const TrainConfig *tc, const UNetConfig *uc,
+               const Tensor *x_in,       // (B,9,F,h,w)
+               const Tensor *timesteps,  // (B)
+               const Tensor *noise,      // (B,4,F,h,w)
+               const Tensor *context,    // (B,T,Cctx)
+               double *loss, double *l2_grads, double *trainable_norm);
+
+// Optimizer state in a safetensors file: "mu.NAME", "nu.NAME" for every trainable parameter
+// and "step" (a 1-element tensor); the parameters themselves go to another file by Flax names.
+int train_save_state(const char *path, const ParamTable *pt, const AdamState *opt, const TrainConfig *tc);
+int train_load_state(const char *path, const ParamTable *pt, AdamState *opt, const TrainConfig *tc);
+
+#endif

@@ -1,0 +1,225 @@
+// ops_train.c: corpus runners for the UNet's gradient (op unet_grad) and upstream's training
+// step (op train_step), vectors from tools/cases_train.py (jax.grad / optax of the Flax model).
+//
+// A full gradient of even the small configuration is millions of values; the files hold per
+// parameter tensor its norm and its dot product with a procedural direction u (gnorm, gdot;
+// see cases_train.py), and the full values of the small tensors listed in meta `full`.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "tests.h"
+#include "../ref/procedural.h"
+#include "../ref/train.h"
+#include "../ref/unet.h"
+
+// The case's model: configuration from meta, parameters declared by mavref and filled with
+// the procedural rule (meta `params` must list as many tensors).
+static int load_model(Case *c, UNetConfig *cfg, ParamTable *pt) {
+    const char *json = case_meta_str(c, "config"), *list = case_meta_str(c, "params"), *p;
+    long seed;
+    size_t count = 1;
+    if (!json || !list || case_meta_long(c, "weights_seed", &seed)) return MV_ERR;
+    unet_config_default(cfg);
+    if (unet_config_parse(cfg, json, strlen(json), "meta config")) return case_error(c, "config");
+    cfg->temporal = 1;
+    params_init(pt);
+    if (unet_declare_params(pt, cfg)) { free_params(pt); return case_error(c, "declare"); }
+    for (p = list; *p; p++) count += *p == ',';
+    if (count != pt->count) {
+        harness_failf(c->name, "mavref declares %lu parameters, the Flax model has %lu", (unsigned long)pt->count, (unsigned long)count);
+        c->failed++;
+        free_params(pt);
+        return MV_ERR;
+    }
+    if (params_alloc(pt) || params_procedural(pt, (uint64_t)seed)) { free_params(pt); return case_error(c, "procedural parameters"); }
+    return MV_OK;
+}
+
+// Check per-tensor summaries of `vals` (an arena of pt's layout) against <prefix>norm and
+// <prefix>dot, and the full tensors of meta `full` against <prefix>.NAME when `full` is set.
+static int check_summary(Case *c, const ParamTable *pt, const real *vals, const char *prefix, int full) {
+    Tensor en, ed, view;
+    char name[600];
+    long dseed;
+    size_t k, i, worst_n = 0, worst_d = 0;
+    double err_n = 0.0, err_d = 0.0;
+    real *u = NULL;
+    int rc = 0;
+    const char *list;
+    if (case_meta_long(c, "dir_seed", &dseed) || !(list = case_meta_str(c, "full"))) return 1;
+    snprintf(name, sizeof name, "%snorm", prefix);
+    if (case_read(c, name, &en)) return 1;
+    snprintf(name, sizeof name, "%sdot", prefix);
+    if (case_read(c, name, &ed)) { tensor_free(&en); return 1; }
+    if (en.numel != pt->count || ed.numel != pt->count) {
+        harness_failf(c->name, "%s summaries hold %lu values for %lu tensors", prefix, (unsigned long)en.numel, (unsigned long)pt->count);
+        c->failed++;
+        rc = 1;
+        goto done;
+    }
+    for (k = 0; k < pt->count; k++) {
+        const Param *p = &pt->p[k];
+        const real *v = vals + p->offset;
+        double n2 = 0.0, dot = 0.0, un = 0.0, e, den;
+        free(u);
+        if (!(u = (real *)malloc((p->t.numel ? p->t.numel : 1) * sizeof(real)))) { rc = case_error(c, "direction"); goto done; }
+        proc_fill(u, p->t.numel, (uint64_t)dseed, p->name, 1.0, 0.0);
+        for (i = 0; i < p->t.numel; i++) {
+            n2 += (double)v[i] * (double)v[i];
+            dot += (double)v[i] * (double)u[i];
+            un += (double)u[i] * (double)u[i];
+        }
+        den = (double)en.data[k] > 0 ? (double)en.data[k] : 1.0;
+        e = fabs(sqrt(n2) - (double)en.data[k]) / den;
+        if (e > err_n || e != e) { err_n = e; worst_n = k; }
+        e = fabs(dot - (double)ed.data[k]) / (den * sqrt(un));
+        if (e > err_d || e != e) { err_d = e; worst_d = k; }
+    }
+    c->checks++;
+    if (!(err_n <= c->tol) || !(err_d <= c->tol)) {
+        harness_failf(c->name, "%s per-tensor summaries: norm rel %.3e (%s), dot rel %.3e (%s) (tol %.1e)", prefix, err_n,
+                      pt->p[worst_n].name, err_d, pt->p[worst_d].name, c->tol);
+        c->failed++;
+        rc = 1;
+    } else {
+        printf("  ok %s %s{norm,dot} of %lu tensors: norm rel %.3e (%s), dot rel %.3e (%s)\n", c->name, prefix,
+               (unsigned long)pt->count, err_n, pt->p[worst_n].name, err_d, pt->p[worst_d].name);
+    }
+    while (full && *list) {
+        size_t n = strcspn(list, ",");
+        char pname[512];
+        Tensor *t;
+        if (n >= sizeof pname) { rc = 1; break; }
+        memcpy(pname, list, n);
+        pname[n] = '\0';
+        list += n + (list[n] == ',');
+        if (!(t = params_get((ParamTable *)pt, pname))) { rc = case_error(c, pname); break; }
+        view = *t;
+        view.owned = 0;
+        view.data = (real *)vals + (t->data - pt->arena);
+        snprintf(name, sizeof name, "%s.%s", prefix, pname);
+        rc |= case_check(c, name, &view);
+    }
+done:
+    free(u);
+    tensor_free(&en); tensor_free(&ed);
+    return rc;
+}
+
+int run_unet_grad(Case *c) {
+    UNetConfig cfg;
+    ParamTable pt, gt;
+    Tensor sample, t, ctx, w, out, dx, ref;
+    int rc = 1;
+    if (load_model(c, &cfg, &pt)) return 1;
+    if (unet_grads_alloc(&gt, &pt)) { free_params(&pt); return case_error(c, "gradient table"); }
+    memset(&sample, 0, sizeof sample); memset(&t, 0, sizeof t); memset(&ctx, 0, sizeof ctx); memset(&w, 0, sizeof w);
+    if (case_input(c, "sample", &sample) || case_input(c, "timesteps", &t) || case_input(c, "context", &ctx) ||
+        case_input(c, "w", &w))
+        goto done;
+    if (unet_backward(&gt, &dx, &out, &w, &sample, &t, &ctx, &pt, &cfg)) { case_error(c, "unet_backward"); goto done; }
+    rc = case_check(c, "out", &out) | case_check(c, "d_sample", &dx);
+    // the tape's forward is unet_forward's computation, bit for bit
+    if (unet_forward(&ref, &sample, &t, &ctx, &pt, &cfg, NULL, NULL)) rc |= case_error(c, "unet_forward");
+    else {
+        if (memcmp(ref.data, out.data, out.numel * sizeof(real))) {
+            harness_failf(c->name, "unet_tape_forward differs from unet_forward");
+            c->failed++;
+            rc = 1;
+        }
+        tensor_free(&ref);
+    }
+    rc |= check_summary(c, &pt, gt.arena, "g", 1);
+    tensor_free(&out); tensor_free(&dx);
+done:
+    tensor_free(&sample); tensor_free(&t); tensor_free(&ctx); tensor_free(&w);
+    free_params(&gt); free_params(&pt);
+    return rc;
+}
+
+int run_train_step(Case *c) {
+    UNetConfig cfg;
+    ParamTable pt, gt;
+    TrainConfig tc;
+    AdamState opt;
+    Scheduler sch;
+    SchedConfig scfg;
+    Tensor clip, ctx, noise, x_in, ts, losses, norms;
+    real *p0 = NULL, *delta = NULL;
+    long steps, F, wsteps, dsteps, only, k, v;
+    double lr, end_lr, wd;
+    const char *kind;
+    char key[64];
+    size_t i, H, W, Fc;
+    int rc = 1;
+    memset(&clip, 0, sizeof clip); memset(&ctx, 0, sizeof ctx); memset(&noise, 0, sizeof noise);
+    memset(&x_in, 0, sizeof x_in); memset(&ts, 0, sizeof ts); memset(&losses, 0, sizeof losses); memset(&norms, 0, sizeof norms);
+    memset(&opt, 0, sizeof opt);
+    if (case_meta_long(c, "steps", &steps) || case_meta_long(c, "frames", &F) || case_meta_long(c, "warmup_steps", &wsteps) ||
+        case_meta_long(c, "decay_steps", &dsteps) || case_meta_long(c, "only_temporal", &only) ||
+        case_meta_double(c, "lr", &lr) || case_meta_double(c, "end_lr", &end_lr) || case_meta_double(c, "weight_decay", &wd) ||
+        !(kind = case_meta_str(c, "schedule")))
+        return 1;
+    train_config_default(&tc);
+    tc.kind = strcmp(kind, "constant") ? LR_WARMUP_COSINE : LR_CONSTANT;
+    tc.lr = lr; tc.end_lr = end_lr; tc.warmup_steps = wsteps; tc.decay_steps = dsteps; tc.weight_decay = wd;
+    tc.only_temporal = only != 0;
+    if (load_model(c, &cfg, &pt)) return 1;
+    sched_config_sd(&scfg);
+    if (unet_grads_alloc(&gt, &pt)) { free_params(&pt); return case_error(c, "gradient table"); }
+    if (sched_init(&sch, SCHED_DDIM, &scfg, 0, 1)) { free_params(&gt); free_params(&pt); return case_error(c, "scheduler"); }
+    if (adam_init(&opt, pt.numel) || !(p0 = (real *)malloc(pt.numel * sizeof(real))) ||
+        !(delta = (real *)malloc(pt.numel * sizeof(real)))) { case_error(c, "allocation"); goto done; }
+    memcpy(p0, pt.arena, pt.numel * sizeof(real));
+    if (case_input(c, "clip", &clip) || case_input(c, "context", &ctx)) goto done;
+    if (clip.ndim != 4 || clip.shape[1] != 4) { harness_failf(c->name, "clip must be (Fc,4,h,w)"); c->failed++; goto done; }
+    Fc = clip.shape[0]; H = clip.shape[2]; W = clip.shape[3];
+    if (tensor_alloc_v(&x_in, 5, (size_t)1, (size_t)9, (size_t)F, H, W) || tensor_alloc_v(&ts, 1, (size_t)1) ||
+        tensor_alloc_v(&losses, 1, (size_t)steps) || tensor_alloc_v(&norms, 1, (size_t)steps)) { case_error(c, "allocation"); goto done; }
+    rc = 0;
+    for (k = 0; k < steps; k++) {
+        size_t start;
+        int64_t t;
+        const real *cp = clip.data;
+        double loss, l2;
+        snprintf(key, sizeof key, "start_%ld", k);
+        if (case_meta_long(c, key, &v)) { rc = 1; break; }
+        start = (size_t)v;
+        snprintf(key, sizeof key, "t_%ld", k);
+        if (case_meta_long(c, key, &v)) { rc = 1; break; }
+        t = (int64_t)v;
+        snprintf(key, sizeof key, "noise_%ld", k);
+        tensor_free(&noise);
+        if (case_input(c, key, &noise)) { rc = 1; break; }
+        if (train_collate(x_in.data, &cp, &Fc, &start, 1, (size_t)F, H, W, noise.data, &t, &sch)) { rc = case_error(c, "collate"); break; }
+        if (k == 0) rc |= case_check(c, "x_in_0", &x_in);
+        ts.data[0] = (real)t;
+        if (train_step(&pt, &gt, &opt, &tc, &cfg, &x_in, &ts, &noise, &ctx, &loss, &l2, NULL)) { rc = case_error(c, "train_step"); break; }
+        losses.data[k] = (real)loss;
+        norms.data[k] = (real)l2;
+        printf("  step %ld: loss %.10f l2_grads %.10f lr %.3e\n", k, loss, l2, train_lr(&tc, k));
+        for (i = 0; i < pt.numel; i++) delta[i] = pt.arena[i] - p0[i];
+        snprintf(key, sizeof key, "d%ld", k);
+        rc |= check_summary(c, &pt, delta, key, k == steps - 1);
+        if (tc.only_temporal) { // frozen parameters: exactly unchanged
+            size_t j, bad = 0;
+            for (j = 0; j < pt.count; j++)
+                if (!train_is_trainable(&tc, pt.p[j].name))
+                    for (i = 0; i < pt.p[j].t.numel; i++) bad += delta[pt.p[j].offset + i] != 0;
+            c->checks++;
+            if (bad) { harness_failf(c->name, "step %ld changed %lu frozen values", k, (unsigned long)bad); c->failed++; rc = 1; }
+        }
+    }
+    if (k == steps) rc |= case_check(c, "loss", &losses) | case_check(c, "l2_grads", &norms);
+done:
+    tensor_free(&clip); tensor_free(&ctx); tensor_free(&noise); tensor_free(&x_in); tensor_free(&ts);
+    tensor_free(&losses); tensor_free(&norms);
+    free(p0); free(delta);
+    adam_free(&opt);
+    sched_free(&sch);
+    free_params(&gt); free_params(&pt);
+    return rc;
+}

@@ -1,0 +1,122 @@
+// test_train_fd.c: the whole UNet's backward against a directional finite difference, float64
+// build only. With L(p, x) = sum(w * unet(x; p)) for a fixed random w and a random direction
+// (u_p, u_x) over every parameter and the sample:
+//   <u_p, dL/dp> + <u_x, dL/dx>  ==  (L(p + h u_p, x + h u_x) - L(p - h u_p, x - h u_x)) / 2h
+// to 1e-6 relative, on a tiny configuration with and without the temporal layers. Also checks
+// unet_tape_backward's accumulation (+=) into a pre-filled gradient table.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "tests.h"
+#include "../ref/procedural.h"
+#include "../ref/unet.h"
+
+#if MAVREF_PRECISION == 64
+
+static double loss_at(ParamTable *pt, const UNetConfig *c, const Tensor *x, const Tensor *t, const Tensor *ctx,
+                      const Tensor *w, int *err) {
+    Tensor y;
+    double s = 0.0;
+    size_t i;
+    if (unet_forward(&y, x, t, ctx, pt, c, NULL, NULL)) { *err = 1; return 0.0; }
+    for (i = 0; i < y.numel; i++) s += (double)y.data[i] * (double)w->data[i];
+    tensor_free(&y);
+    return s;
+}
+
+static int fd_case(int temporal) {
+    UNetConfig c;
+    ParamTable pt, gt;
+    Tensor x, t, ctx, w, dx, out;
+    real *p0 = NULL, *up = NULL, *ux = NULL, *x0 = NULL;
+    const double h = 1e-7;
+    double dot = 0.0, fd, lp, lm, rel, unorm = 0.0, gnorm = 0.0;
+    size_t i, B = 1, F = temporal ? 3 : 1, H = 4, W = 4, T = 3;
+    int err = 0, fail = 1;
+    unet_config_default(&c);
+    c.in_channels = 9; c.out_channels = 4; c.n_blocks = 2; c.block_out_channels[0] = 32; c.block_out_channels[1] = 64;
+    c.layers_per_block = 1; c.heads[0] = 2; c.heads[1] = 4; c.cross_attention_dim = 8;
+    c.down_cross[0] = 1; c.down_cross[1] = 0; c.up_cross[0] = 0; c.up_cross[1] = 1; c.temporal = temporal;
+    params_init(&pt);
+    if (unet_declare_params(&pt, &c) || params_alloc(&pt) || params_procedural(&pt, 11) || unet_grads_alloc(&gt, &pt)) {
+        harness_failf("train_fd", "setup: %s", mv_error());
+        free_params(&pt);
+        return 1;
+    }
+    memset(&x, 0, sizeof x); memset(&t, 0, sizeof t); memset(&ctx, 0, sizeof ctx); memset(&w, 0, sizeof w);
+    if ((temporal ? tensor_alloc_v(&x, 5, B, (size_t)9, F, H, W) : tensor_alloc_v(&x, 4, B, (size_t)9, H, W)) ||
+        (temporal ? tensor_alloc_v(&w, 5, B, (size_t)4, F, H, W) : tensor_alloc_v(&w, 4, B, (size_t)4, H, W)) ||
+        tensor_alloc_v(&t, 1, B) || tensor_alloc_v(&ctx, 3, B, T, (size_t)8))
+        goto done;
+    proc_fill(x.data, x.numel, 1, "x", 1.0, 0.0);
+    proc_fill(w.data, w.numel, 2, "w", 1.0, 0.0);
+    proc_fill(ctx.data, ctx.numel, 3, "ctx", 1.0, 0.0);
+    t.data[0] = 321;
+    p0 = (real *)malloc(pt.numel * sizeof(real)); up = (real *)malloc(pt.numel * sizeof(real));
+    ux = (real *)malloc(x.numel * sizeof(real)); x0 = (real *)malloc(x.numel * sizeof(real));
+    if (!p0 || !up || !ux || !x0) goto done;
+    memcpy(p0, pt.arena, pt.numel * sizeof(real));
+    memcpy(x0, x.data, x.numel * sizeof(real));
+    proc_fill(up, pt.numel, 4, "u_params", 1.0, 0.0);
+    proc_fill(ux, x.numel, 5, "u_sample", 1.0, 0.0);
+    // the gradient table starts at 0.5: the backward must add to it
+    for (i = 0; i < gt.numel; i++) gt.arena[i] = 0.5;
+    if (unet_backward(&gt, &dx, &out, &w, &x, &t, &ctx, &pt, &c)) { harness_failf("train_fd", "%s", mv_error()); goto done; }
+    // u = r + a g with a random r and a = 0.05 |r| / |g|: a random direction in a million
+    // dimensions is nearly orthogonal to g, and <u, g> would be a cancellation
+    for (i = 0; i < pt.numel; i++) {
+        double g = (double)gt.arena[i] - 0.5;
+        gnorm += g * g;
+        unorm += (double)up[i] * (double)up[i];
+    }
+    for (i = 0; i < x.numel; i++) {
+        gnorm += (double)dx.data[i] * (double)dx.data[i];
+        unorm += (double)ux[i] * (double)ux[i];
+    }
+    {
+        double a = 0.05 * sqrt(unorm / gnorm);
+        unorm = 0.0;
+        for (i = 0; i < pt.numel; i++) {
+            double g = (double)gt.arena[i] - 0.5;
+            up[i] += (real)(a * g);
+            dot += (double)up[i] * g;
+            unorm += (double)up[i] * (double)up[i];
+        }
+        for (i = 0; i < x.numel; i++) {
+            ux[i] += (real)(a * (double)dx.data[i]);
+            dot += (double)ux[i] * (double)dx.data[i];
+            unorm += (double)ux[i] * (double)ux[i];
+        }
+    }
+    tensor_free(&dx); tensor_free(&out);
+    for (i = 0; i < pt.numel; i++) pt.arena[i] = p0[i] + (real)h * up[i];
+    for (i = 0; i < x.numel; i++) x.data[i] = x0[i] + (real)h * ux[i];
+    lp = loss_at(&pt, &c, &x, &t, &ctx, &w, &err);
+    for (i = 0; i < pt.numel; i++) pt.arena[i] = p0[i] - (real)h * up[i];
+    for (i = 0; i < x.numel; i++) x.data[i] = x0[i] - (real)h * ux[i];
+    lm = loss_at(&pt, &c, &x, &t, &ctx, &w, &err);
+    if (err) { harness_failf("train_fd", "%s", mv_error()); goto done; }
+    fd = (lp - lm) / (2 * h);
+    rel = fabs(fd - dot) / fabs(dot);
+    printf("  train_fd temporal=%d: %lu params, <u,g> %.12e, finite difference %.12e, rel %.2e (|u||g| %.3e)\n", temporal,
+           (unsigned long)pt.numel, dot, fd, rel, sqrt(unorm * gnorm));
+        if (!(rel <= 1e-6)) {
+        harness_failf("train_fd", "temporal=%d: <u,g> %.12e vs finite difference %.12e (rel %.2e)", temporal, dot, fd, rel);
+        goto done;
+    }
+    fail = 0;
+done:
+    free(p0); free(up); free(ux); free(x0);
+    tensor_free(&x); tensor_free(&t); tensor_free(&ctx); tensor_free(&w);
+    free_params(&gt); free_params(&pt);
+    return fail;
+}
+
+int test_train_fd_unet(void) {
+    return fd_case(1) | fd_case(0);
+}
+
+#endif
