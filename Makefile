@@ -182,6 +182,14 @@ vectors:
 	@test -x $(PY) || { echo "run 'make tools-env' first"; exit 1; }
 	JAX_PLATFORMS=cpu HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) tools/export_vectors.py --out vectors
 
+# The main job on the embedded default: `mavref generate` replays a recorded FLAX pipeline run
+# (a small makeavid-shaped configuration with procedural weights, shipped in vectors/), writes
+# out/demo.gif and out/demo.y4m, and reports how closely its final latents match FLAX's.
+DEMO_CASE := vectors/f$(PRECISION)/pipeline_dpm_s5_hintmask.safetensors
+demo: bin/mavref
+	@mkdir -p out
+	./bin/mavref generate --replay $(DEMO_CASE) --out out/demo --fps 8
+
 clean:
 	rm -rf build bin
 

@@ -64,6 +64,9 @@ static const char *usage =
     "      --frames F (24)  --width W --height H (512)  --seed S (0)  --fps R (24)\n"
     "      --mask MASK.pgm (pixels >= 192 are masked)  --noise FILE (tensor \"noise\" (1,4,F,h,w))\n"
     "      --ppm-frames (also PREFIX_000000.ppm ...)\n"
+    "      --replay CASE.safetensors: rerun a recorded FLAX pipeline case (vectors/f32/pipeline_*)\n"
+    "      with its prompts, networks, weights, hint, mask and noise, and report how closely\n"
+    "      the final latents match FLAX's\n"
     "      weights: --unet W --vae W --clip W (safetensors by Flax names), or procedural:\n"
     "      --unet-seed S --vae-seed S --clip-seed S; configurations: --unet-config JSON,\n"
     "      --vae-channels 128,256,512,512 --vae-layers 2, --clip-width 768 --clip-layers 12\n"
@@ -188,6 +191,9 @@ static int cmd_generate(int argc, char **argv) {
                *cw = NULL, *ucfg = NULL;
     unsigned long long useed = 0, vseed = 0, cseed = 0, v, fps = 24;
     int have_us = 0, have_vs = 0, have_cs = 0, ppm = 0, k, rc = 2;
+    const char *replay = NULL;
+    Replay rp;
+    Tensor expected;
     Image hint, mask;
     Tensor noise, lat;
     unsigned char *frames = NULL;
@@ -244,10 +250,21 @@ static int cmd_generate(int argc, char **argv) {
         else if (!strcmp(a, "--clip-layers") && val) { if (parse_ulong(a, val, &v) || v < 1 || v > 1000) return 2; m.clip.layers = (int)v; }
         else if (!strcmp(a, "--clip-heads") && val) { if (parse_ulong(a, val, &v) || v < 1 || v > 1000) return 2; m.clip.heads = (int)v; }
         else if (!strcmp(a, "--clip-mlp") && val) { if (parse_ulong(a, val, &v) || v < 1 || v > 1000000) return 2; m.clip.mlp = (int)v; }
+        else if (!strcmp(a, "--replay") && val) replay = val;
         else if (!strcmp(a, "--ppm-frames")) { ppm = 1; takes = 0; }
         else if (!strcmp(a, "--quiet")) { o.progress = 0; takes = 0; }
         else { fprintf(stderr, "mavref generate: unknown or incomplete option '%s'\n%s", a, usage); return 2; }
         k += takes;
+    }
+    memset(&rp, 0, sizeof rp);
+    memset(&expected, 0, sizeof expected);
+    if (replay) { // a recorded FLAX run: its prompts, sizes, networks, weights, hint, mask and noise
+        if (!outp) { fprintf(stderr, "mavref generate: needs --out\n"); return 2; }
+        if (pipeline_replay_load(&rp, &o, &m, &expected, replay)) { fprintf(stderr, "mavref generate: %s\n", mv_error()); return 1; }
+        o.progress = 1;
+        st_writer_init(&w);
+        if (build_tokenizer(&m.tok, merges_path(merges))) goto fail;
+        goto run;
     }
     if (!o.prompt || !outp) { fprintf(stderr, "mavref generate: needs --prompt and --out\n%s", usage); return 2; }
     if ((!uw) == (!have_us) || (!vw) == (!have_vs) || (!cw) == (!have_cs)) {
@@ -277,7 +294,16 @@ static int cmd_generate(int argc, char **argv) {
         clip_declare_params(&m.clip_p, &m.clip) || params_alloc(&m.clip_p) ||
         (cw ? params_load(&m.clip_p, cw, 0) : params_procedural(&m.clip_p, cseed)))
         goto fail;
+run:
     if (pipeline_generate(&frames, &lat, NULL, &o, &m, NULL, NULL)) goto fail;
+    if (replay && expected.ndim == 6 && expected.numel == (size_t)o.steps * lat.numel) {
+        Metrics mt;
+        char line[512], idx[128];
+        const real *last = expected.data + (size_t)(o.steps - 1) * lat.numel;
+        metrics_compute_real(&mt, lat.data, last, lat.numel);
+        metrics_format(line, sizeof line, &mt, index_str(idx, sizeof idx, mt.worst, lat.ndim, lat.shape));
+        printf("final latents against the FLAX pipeline's (%s): %s\n", replay, line);
+    }
     // Outputs only once everything is computed; each file is written to NAME.tmp and renamed.
     sprintf(path, "%s_latents.safetensors", outp);
     if (st_writer_add(&w, "latents", &lat, ST_REAL) || st_writer_save(&w, path)) goto fail;
@@ -310,6 +336,8 @@ done:
     free_params(&m.unet_p); free_params(&m.vae_p); free_params(&m.clip_p);
     free_tokenizer(&m.tok);
     st_writer_free(&w);
+    pipeline_replay_free(&rp);
+    tensor_free(&expected);
     return rc;
 }
 

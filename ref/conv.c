@@ -25,7 +25,7 @@ int conv2d_out_size(size_t *Ho, size_t *Wo, size_t H, size_t W, const Conv2dGeom
 #define CONV_TILE_PIXELS 256
 void conv2d_forward(real *out, const real *in, const real *kernel, const real *bias,
                     size_t N, size_t H, size_t W, size_t Ci, size_t Co, const Conv2dGeom *g) {
-    size_t Ho, Wo, K, P, p0, np, n, p, kh, kw, o;
+    size_t Ho = 0, Wo = 0, K, P, p0, np, n, p, kh, kw, o;
     real *patch = NULL;
     if (conv2d_out_size(&Ho, &Wo, H, W, g)) return; // callers validate first
     if (mv_reference_path) { conv2d_forward_ref(out, in, kernel, bias, N, H, W, Ci, Co, g); return; }
@@ -73,7 +73,7 @@ void conv2d_forward(real *out, const real *in, const real *kernel, const real *b
 // The readable path: for every output pixel, accumulate every tap's (Ci) x (Ci,Co) product.
 void conv2d_forward_ref(real *out, const real *in, const real *kernel, const real *bias,
                         size_t N, size_t H, size_t W, size_t Ci, size_t Co, const Conv2dGeom *g) {
-    size_t Ho, Wo, n, i, j, kh, kw, c, o;
+    size_t Ho = 0, Wo = 0, n, i, j, kh, kw, c, o;
     if (conv2d_out_size(&Ho, &Wo, H, W, g)) return; // callers validate first
     for (n = 0; n < N; n++)
         for (i = 0; i < Ho; i++)
@@ -152,7 +152,7 @@ int conv_pseudo3d_forward(real *out, real *work, const real *in,
                           const real *spatial_kernel, const real *spatial_bias,
                           const real *temporal_kernel, const real *temporal_bias,
                           size_t B, size_t F, size_t H, size_t W, size_t Ci, size_t Co, const Conv2dGeom *g) {
-    size_t Ho, Wo;
+    size_t Ho = 0, Wo = 0;
     if (conv2d_out_size(&Ho, &Wo, H, W, g)) return mv_fail_prefix("conv_pseudo3d");
     conv2d_forward(work, in, spatial_kernel, spatial_bias, B * F, H, W, Ci, Co, g);
     temporal_conv_forward(out, work, temporal_kernel, temporal_bias, B, F, Ho * Wo, Co, Co);
@@ -166,7 +166,7 @@ int conv_pseudo3d_forward(real *out, real *work, const real *in,
 void conv2d_backward(real *dinp, real *dkernel, real *dbias,
                      const real *dout, const real *inp, const real *kernel,
                      size_t N, size_t H, size_t W, size_t Ci, size_t Co, const Conv2dGeom *g) {
-    size_t Ho, Wo, n, i, j, kh, kw, c, o;
+    size_t Ho = 0, Wo = 0, n, i, j, kh, kw, c, o;
     if (conv2d_out_size(&Ho, &Wo, H, W, g)) return; // callers validate first
     for (n = 0; n < N; n++)
         for (i = 0; i < Ho; i++)
@@ -241,7 +241,7 @@ int conv_pseudo3d_backward(real *dinp, real *dspatial_kernel, real *dspatial_bia
                            const real *dout, const real *inp, const real *work,
                            const real *spatial_kernel, const real *temporal_kernel,
                            size_t B, size_t F, size_t H, size_t W, size_t Ci, size_t Co, const Conv2dGeom *g) {
-    size_t Ho, Wo, n;
+    size_t Ho = 0, Wo = 0, n;
     if (conv2d_out_size(&Ho, &Wo, H, W, g)) return mv_fail_prefix("conv_pseudo3d backward");
     n = B * F * Ho * Wo * Co; // fits: the forward allocated tensors of this size
     memset(dwork, 0, n * sizeof(real));

@@ -151,7 +151,8 @@ int pipeline_generate(unsigned char **frames, Tensor *final_latents, Tensor *fra
     if (frames_float && tensor_alloc_v(frames_float, 4, F, (size_t)3, H, W)) goto done;
     for (f = 0; f < F; f++) {
         for (c = 0; c < 4; c++)
-            for (i = 0; i < hw; i++) one.data[c * hw + i] = lat.data[(c * F + f) * hw + i] / (real)SCALING_FACTOR;
+            for (i = 0; i < hw; i++) // upstream: latents = 1 / scaling_factor * latents
+                one.data[c * hw + i] = lat.data[(c * F + f) * hw + i] * (real)(1.0 / SCALING_FACTOR);
         if (vae_decode(&img, &one, &m->vae_p, &m->vae)) goto done;
         if (frames_float) memcpy(frames_float->data + f * 3 * H * W, img.data, 3 * H * W * sizeof(real));
         for (c = 0; c < 3; c++) { // (3,H,W) -> (H,W,3) bytes
@@ -175,4 +176,108 @@ done:
     sched_free(&s);
     if (rc) mv_fail_prefix("generate");
     return rc;
+}
+
+// ---------------------------------------------------------------------------------------
+// Replaying a recorded FLAX run.
+
+void free_models(Models *m) {
+    free_params(&m->unet_p);
+    free_params(&m->vae_p);
+    free_params(&m->clip_p);
+    free_tokenizer(&m->tok);
+}
+
+void pipeline_replay_free(Replay *r) {
+    st_close(&r->f);
+    image_free(&r->hint);
+    image_free(&r->mask);
+    tensor_free(&r->noise);
+}
+
+static int meta_long(const StFile *f, const char *key, long *out) {
+    const char *v = st_meta(f, key);
+    char *end;
+    if (!v) return mv_fail("%s: metadata '%s' is missing (not a pipeline case?)", f->path, key);
+    *out = strtol(v, &end, 10);
+    if (end == v || *end || *out < 0) return mv_fail("%s: metadata '%s' = '%s' is not a non-negative integer", f->path, key, v);
+    return MV_OK;
+}
+
+// An integer tensor of exactly n bytes' worth of 0..255 values as an image.
+static int read_image(Image *img, const StFile *f, const char *name, size_t H, size_t W, size_t C) {
+    int64_t *v = NULL;
+    size_t n, i;
+    if (st_read_i64(f, name, &v, &n)) return MV_ERR;
+    if (n != H * W * C) { free(v); return mv_fail("%s: '%s' has %lu values, expected %lux%lux%lu", f->path, name, (unsigned long)n, (unsigned long)H, (unsigned long)W, (unsigned long)C); }
+    img->data = (unsigned char *)mv_malloc(n, name);
+    if (!img->data) { free(v); return MV_ERR; }
+    for (i = 0; i < n; i++) img->data[i] = (unsigned char)(v[i] < 0 ? 0 : v[i] > 255 ? 255 : v[i]);
+    img->height = H; img->width = W; img->channels = C;
+    free(v);
+    return MV_OK;
+}
+
+int pipeline_replay_load(Replay *r, GenOptions *o, Models *m, Tensor *expected, const char *path) {
+    static const char *keys[] = {"steps", "frames", "height", "width", "unet_seed", "vae_seed", "vae_layers_per_block",
+                                 "clip_vocab", "clip_width", "clip_layers", "clip_heads", "clip_mlp", "clip_max_pos", "clip_seed"};
+    long v[14];
+    const char *ucfg, *vboc, *sched, *g;
+    char *end;
+    size_t i;
+    memset(r, 0, sizeof *r);
+    if (st_open(&r->f, path)) return MV_ERR;
+    for (i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        if (meta_long(&r->f, keys[i], &v[i])) goto fail;
+    if (!(ucfg = st_meta(&r->f, "unet_config")) || !(vboc = st_meta(&r->f, "vae_block_out_channels")) ||
+        !(sched = st_meta(&r->f, "scheduler")) || !(g = st_meta(&r->f, "guidance")) || !st_meta(&r->f, "prompt") ||
+        !st_meta(&r->f, "neg_prompt")) {
+        mv_fail("%s: not a pipeline case (metadata missing)", path);
+        goto fail;
+    }
+    memset(o, 0, sizeof *o);
+    o->prompt = st_meta(&r->f, "prompt");
+    o->neg_prompt = st_meta(&r->f, "neg_prompt");
+    o->guidance = strtod(g, &end);
+    o->steps = (int)v[0];
+    o->frames = (size_t)v[1];
+    o->height = (size_t)v[2];
+    o->width = (size_t)v[3];
+    o->scheduler = strcmp(sched, "ddim") == 0 ? SCHED_DDIM : SCHED_DPM;
+    if (o->steps < 1 || o->steps > 1000 || !o->frames || !o->height || !o->width || o->height > IMAGE_MAX_DIM ||
+        o->width > IMAGE_MAX_DIM || o->frames > 10000) {
+        mv_fail("%s: implausible sizes in the metadata", path);
+        goto fail;
+    }
+    unet_config_default(&m->unet);
+    vae_config_default(&m->vae);
+    clip_config_default(&m->clip);
+    if (unet_config_parse(&m->unet, ucfg, strlen(ucfg), path)) goto fail;
+    for (i = 0, m->vae.n_blocks = 0; *vboc && m->vae.n_blocks < VAE_MAX_BLOCKS; i++) {
+        long x = strtol(vboc, &end, 10);
+        if (end == vboc || x <= 0 || x > 100000) { mv_fail("%s: bad vae_block_out_channels", path); goto fail; }
+        m->vae.block_out_channels[m->vae.n_blocks++] = (int)x;
+        vboc = *end == ',' ? end + 1 : end;
+    }
+    m->vae.layers_per_block = (int)v[6];
+    m->clip.vocab = (int)v[7]; m->clip.width = (int)v[8]; m->clip.layers = (int)v[9]; m->clip.heads = (int)v[10];
+    m->clip.mlp = (int)v[11]; m->clip.max_pos = (int)v[12];
+    params_init(&m->unet_p); params_init(&m->vae_p); params_init(&m->clip_p);
+    if (unet_declare_params(&m->unet_p, &m->unet) || params_alloc(&m->unet_p) || params_procedural(&m->unet_p, (uint64_t)v[4]) ||
+        vae_declare_params(&m->vae_p, &m->vae) || params_alloc(&m->vae_p) || params_procedural(&m->vae_p, (uint64_t)v[5]) ||
+        clip_declare_params(&m->clip_p, &m->clip) || params_alloc(&m->clip_p) || params_procedural(&m->clip_p, (uint64_t)v[13]))
+        goto fail;
+    if (read_image(&r->hint, &r->f, "hint", o->height, o->width, 3) || read_image(&r->mask, &r->f, "mask", o->height, o->width, 1) ||
+        st_read(&r->f, "noise", &r->noise))
+        goto fail;
+    o->hint = &r->hint;
+    o->mask = &r->mask;
+    o->noise = &r->noise;
+    if (expected && st_read(&r->f, "latents_steps", expected)) goto fail;
+    return MV_OK;
+fail:
+    mv_fail_prefix("replay");
+    free_params(&m->unet_p); free_params(&m->vae_p); free_params(&m->clip_p);
+    pipeline_replay_free(r);
+    return MV_ERR;
 }

@@ -5,6 +5,7 @@
 
 #include "clip.h"
 #include "image.h"
+#include "safetensors.h"
 #include "scheduler.h"
 #include "tokenizer.h"
 #include "unet.h"
@@ -48,5 +49,19 @@ int pipeline_generate(unsigned char **frames, Tensor *final_latents, Tensor *fra
 int pipeline_encode_prompt(Tensor *emb, int64_t ids[77], const char *text, Models *m);
 int pipeline_hint_latents(Tensor *hint_lat, Tensor *mask_lat, const Image *hint, const Image *mask,
                           size_t height, size_t width, size_t h, size_t w, Models *m);
+
+
+// A recorded FLAX pipeline run (a corpus file of tools/cases_pipeline.py): fills the options,
+// builds the three networks with their procedural weights, and reads the hint, mask and noise.
+// expected (n_steps, 1, 4, F, h, w), the FLAX latents after every step, may be NULL.
+// Strings in o (prompts) point into meta that lives until pipeline_replay_free.
+typedef struct {
+    StFile f;
+    Image hint, mask;
+    Tensor noise;
+} Replay;
+int pipeline_replay_load(Replay *r, GenOptions *o, Models *m, Tensor *expected, const char *path);
+void pipeline_replay_free(Replay *r);
+void free_models(Models *m);
 
 #endif

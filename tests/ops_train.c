@@ -38,18 +38,35 @@ static int load_model(Case *c, UNetConfig *cfg, ParamTable *pt) {
     return MV_OK;
 }
 
+// 1 if `name` is an element of the comma-separated `list`.
+static int in_list(const char *list, const char *name) {
+    size_t n = strlen(name);
+    while (*list) {
+        size_t m = strcspn(list, ",");
+        if (m == n && !strncmp(list, name, n)) return 1;
+        list += m + (list[m] == ',');
+    }
+    return 0;
+}
+
 // Check per-tensor summaries of `vals` (an arena of pt's layout) against <prefix>norm and
-// <prefix>dot, and the full tensors of meta `full` against <prefix>.NAME when `full` is set.
+// <prefix>dot (in the order of meta `params`, the Flax tree's), and the full tensors of meta
+// `full` against <prefix>.NAME when `full` is set. Tensors in meta `zero_grads` (zero in exact
+// arithmetic; cases_train.py ZERO_REL) must be below min(ZERO_REL, tol) times the global norm.
+#define ZERO_REL 1e-6
 static int check_summary(Case *c, const ParamTable *pt, const real *vals, const char *prefix, int full) {
     Tensor en, ed, view;
-    char name[600];
+    char name[600], pname[512];
     long dseed;
-    size_t k, i, worst_n = 0, worst_d = 0;
-    double err_n = 0.0, err_d = 0.0;
+    size_t k, i, worst_n = 0, worst_d = 0, worst_z = 0, nzero = 0;
+    double err_n = 0.0, err_d = 0.0, err_z = 0.0, total = 0.0, zlim;
     real *u = NULL;
     int rc = 0;
-    const char *list;
-    if (case_meta_long(c, "dir_seed", &dseed) || !(list = case_meta_str(c, "full"))) return 1;
+    const char *list, *order, *zeros;
+    const Param *worst[3] = {NULL, NULL, NULL};
+    if (case_meta_long(c, "dir_seed", &dseed) || !(list = case_meta_str(c, "full")) || !(order = case_meta_str(c, "params")) ||
+        !(zeros = case_meta_str(c, "zero_grads")))
+        return 1;
     snprintf(name, sizeof name, "%snorm", prefix);
     if (case_read(c, name, &en)) return 1;
     snprintf(name, sizeof name, "%sdot", prefix);
@@ -60,10 +77,22 @@ static int check_summary(Case *c, const ParamTable *pt, const real *vals, const 
         rc = 1;
         goto done;
     }
-    for (k = 0; k < pt->count; k++) {
-        const Param *p = &pt->p[k];
-        const real *v = vals + p->offset;
+    for (k = 0; k < en.numel; k++) total += (double)en.data[k] * (double)en.data[k];
+    total = sqrt(total);
+    zlim = (ZERO_REL < c->tol ? ZERO_REL : c->tol) * total;
+    for (k = 0; *order; k++) {
+        size_t m = strcspn(order, ",");
+        const Param *p;
+        const real *v;
         double n2 = 0.0, dot = 0.0, un = 0.0, e, den;
+        if (m >= sizeof pname || k >= en.numel) { rc = case_error(c, "meta params"); goto done; }
+        memcpy(pname, order, m);
+        pname[m] = '\0';
+        order += m + (order[m] == ',');
+        for (i = 0, p = NULL; i < pt->count && !p; i++)
+            if (!strcmp(pt->p[i].name, pname)) p = &pt->p[i];
+        if (!p) { mv_fail("the model has no parameter '%s'", pname); rc = case_error(c, "meta params"); goto done; }
+        v = vals + p->offset;
         free(u);
         if (!(u = (real *)malloc((p->t.numel ? p->t.numel : 1) * sizeof(real)))) { rc = case_error(c, "direction"); goto done; }
         proc_fill(u, p->t.numel, (uint64_t)dseed, p->name, 1.0, 0.0);
@@ -72,25 +101,34 @@ static int check_summary(Case *c, const ParamTable *pt, const real *vals, const 
             dot += (double)v[i] * (double)u[i];
             un += (double)u[i] * (double)u[i];
         }
+        if (in_list(zeros, pname)) { // zero in exact arithmetic: the size of the noise only
+            nzero++;
+            e = sqrt(n2) / zlim;
+            if (e > err_z || e != e) { err_z = e; worst_z = k; worst[2] = p; }
+            continue;
+        }
         den = (double)en.data[k] > 0 ? (double)en.data[k] : 1.0;
         e = fabs(sqrt(n2) - (double)en.data[k]) / den;
-        if (e > err_n || e != e) { err_n = e; worst_n = k; }
+        if (e > err_n || e != e) { err_n = e; worst_n = k; worst[0] = p; }
         e = fabs(dot - (double)ed.data[k]) / (den * sqrt(un));
-        if (e > err_d || e != e) { err_d = e; worst_d = k; }
+        if (e > err_d || e != e) { err_d = e; worst_d = k; worst[1] = p; }
     }
+    (void)worst_n; (void)worst_d; (void)worst_z;
     c->checks++;
-    if (!(err_n <= c->tol) || !(err_d <= c->tol)) {
-        harness_failf(c->name, "%s per-tensor summaries: norm rel %.3e (%s), dot rel %.3e (%s) (tol %.1e)", prefix, err_n,
-                      pt->p[worst_n].name, err_d, pt->p[worst_d].name, c->tol);
+    if (k != en.numel || !(err_n <= c->tol) || !(err_d <= c->tol) || !(err_z <= 1.0)) {
+        harness_failf(c->name, "%s per-tensor summaries of %lu tensors: norm rel %.3e (%s), dot rel %.3e (%s), %lu zero "
+                      "gradients at %.3e of the bound (%s) (tol %.1e)", prefix, (unsigned long)k, err_n,
+                      worst[0] ? worst[0]->name : "-", err_d, worst[1] ? worst[1]->name : "-", (unsigned long)nzero, err_z,
+                      worst[2] ? worst[2]->name : "-", c->tol);
         c->failed++;
         rc = 1;
     } else {
-        printf("  ok %s %s{norm,dot} of %lu tensors: norm rel %.3e (%s), dot rel %.3e (%s)\n", c->name, prefix,
-               (unsigned long)pt->count, err_n, pt->p[worst_n].name, err_d, pt->p[worst_d].name);
+        printf("  ok %s %s{norm,dot} of %lu tensors: norm rel %.3e (%s), dot rel %.3e (%s); %lu zero gradients at %.2e of "
+               "the bound %.2e\n", c->name, prefix, (unsigned long)k, err_n, worst[0] ? worst[0]->name : "-", err_d,
+               worst[1] ? worst[1]->name : "-", (unsigned long)nzero, err_z, zlim);
     }
     while (full && *list) {
         size_t n = strcspn(list, ",");
-        char pname[512];
         Tensor *t;
         if (n >= sizeof pname) { rc = 1; break; }
         memcpy(pname, list, n);

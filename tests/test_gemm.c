@@ -2,9 +2,10 @@
 //
 // Error measure (as the Netlib BLAS tests): for each element,
 //   r = |gemm - gemm_ref| / (eps * (|C0| + sum_k |op(A)[i,k]| |op(B)[k,j]|))
-// Both sides add the same K products in the same order, each with at most K+1 roundings
-// of relative size eps (fewer where gemm fuses a multiply-add), so r <= 2 (K + 1). An
-// index or transpose mistake gives r of order 1/eps.
+// Both sides add the same K products in increasing k (gemm in groups of GEMM_KC), each
+// element with at most K+1 roundings of relative size eps (fewer where gemm fuses a
+// multiply-add), so r <= 2 (K + 1) to first order. An index or transpose mistake gives r
+// of order 1/eps; the worst r seen is printed (about 2).
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -58,6 +58,9 @@ int test_fastpath_attention(void);
 int test_fastpath_threads(void);
 int test_unet_threads(void);
 
+// ops_pipeline.c
+int run_pipeline(Case *c);
+
 // ops_model.c
 int run_resnet(Case *c);
 int run_transformer(Case *c);
