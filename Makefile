@@ -56,7 +56,7 @@ HEADERS  := $(wildcard ref/*.h tests/*.h)
 
 PY := tools/.venv/bin/python
 
-.PHONY: all test cross-test sanitize clean tools-env vectors demo bench bench-run fuzz valgrind FORCE
+.PHONY: all test cross-test sanitize bench-model clean tools-env vectors demo bench bench-run fuzz valgrind FORCE
 
 all: bin/mavref
 
@@ -119,7 +119,33 @@ sanitize: $(BUILD)/mavref $(BUILD)/run_tests
 BENCH_VARS := NATIVE=1 OPT=-O3 PRECISION=32 THREADS=1
 
 bench:
-	@$(MAKE) --no-print-directory $(BENCH_VARS) bench-run
+	@mkdir -p $(BUILDROOT)
+	@$(MAKE) --no-print-directory $(BENCH_VARS) bench-run bench-model 2>&1 | tee $(BUILDROOT)/bench.log
+	@echo "---- summary"
+	@grep -E '^[a-z0-9_]+ = ' $(BUILDROOT)/bench.log | sort -u -t= -k1,1
+	@awk -F' = ' '/^unet_forward_s = /{m=$$2} /^jax_unet_forward_s = /{j=$$2} \
+	  /^generate_peak_rss_kb = /{r=$$2} /^generate_weights_bytes = /{w=$$2} \
+	  END{ if (m != "" && j+0 > 0) printf "unet_vs_jax = %.2f\n", m/j; else print "unet_vs_jax = NA"; \
+	       if (r+0 > 0 && w+0 > 0) printf "generate_peak_rss_vs_weights = %.2f\n", r*1024/w; else print "generate_peak_rss_vs_weights = NA" }' $(BUILDROOT)/bench.log
+
+# The model figures: tokenizer rate, the real UNet forward at 32x32 latents, 8 frames, batch 2
+# (mavref, then JAX on CPU from the exporter's environment when installed), and the peak
+# memory of `mavref generate` at 512x512, 24 frames, one step (GNU time's %M, when installed).
+BENCH_HINT := $(BUILDROOT)/bench_hint.ppm
+bench-model: $(BUILD)/bench_model $(BUILD)/mavref
+	$(BUILD)/bench_model tokenize vectors/f32/tokenize_*.safetensors
+	$(BUILD)/bench_model weights
+	$(BUILD)/bench_model unet 2 8 32 32
+	@if [ -x $(PY) ]; then $(PY) tools/bench_jax.py 2 8 32 32; else echo "no exporter environment: jax_unet_forward_s = NA"; fi
+	@{ printf 'P6\n512 512\n255\n'; head -c 786432 /dev/zero | tr '\000' '\200'; } > $(BENCH_HINT)
+	@if [ -x /usr/bin/time ]; then \
+	  /usr/bin/time -f 'generate_peak_rss_kb = %M' $(BUILD)/mavref generate --prompt "a person dancing" \
+	    --hint $(BENCH_HINT) --steps 1 --frames 24 --width 512 --height 512 --unet-seed 1 --vae-seed 2 \
+	    --clip-seed 3 --out $(BUILDROOT)/bench_generate --quiet; \
+	else echo "no /usr/bin/time: generate_peak_rss_kb = NA"; fi
+
+$(BUILD)/bench_model: $(BUILD)/tools/bench_model.o $(BUILD)/libmavref.a
+	$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS)
 
 bench-run: $(BUILD)/bench
 	@if $(CC) -std=c99 -O2 -I/usr/include/openblas -o $(BUILD)/bench_openblas tools/bench_openblas.c -lopenblas 2>/dev/null; then \

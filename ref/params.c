@@ -130,7 +130,7 @@ int params_proc_rule(const Param *p, double *scale, double *offset) {
 int params_procedural(ParamTable *pt, uint64_t seed) {
     size_t i;
     for (i = 0; i < pt->count; i++) {
-        double scale, offset;
+        double scale = 0, offset = 0;
         if (params_proc_rule(&pt->p[i], &scale, &offset)) return MV_ERR;
         proc_fill(pt->p[i].t.data, pt->p[i].t.numel, seed, pt->p[i].name, scale, offset);
     }

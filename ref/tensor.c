@@ -17,7 +17,7 @@ int shape_numel(size_t *numel, int ndim, const size_t *shape) {
 }
 
 int tensor_alloc(Tensor *t, int ndim, const size_t *shape) {
-    size_t n, bytes;
+    size_t n = 0, bytes;
     int i;
     memset(t, 0, sizeof *t);
     if (shape_numel(&n, ndim, shape)) return MV_ERR;
