@@ -601,7 +601,7 @@ static int cmd_train(int argc, char **argv) {
         }
         if (ctx.ndim == 2) { ctx.ndim = 3; ctx.shape[2] = ctx.shape[1]; ctx.shape[1] = ctx.shape[0]; ctx.shape[0] = 1; }
         Fc = clip.shape[0]; H = clip.shape[2]; W = clip.shape[3];
-        start = (size_t)(proc_splitmix64(r + 2) % (uint64_t)(Fc - (size_t)frames + 1)); // dataset.py: randint(0, Fc - F)
+        start = (size_t)(proc_splitmix64(r + 2) % (uint64_t)(Fc - (size_t)frames + 1)); // dataset.py: random.randint(0, Fc - F), inclusive
         tensor_free(&x_in); tensor_free(&noise); tensor_free(&ts);
         if (tensor_alloc_v(&x_in, 5, (size_t)1, (size_t)cfg.in_channels, (size_t)frames, H, W) ||
             tensor_alloc_v(&noise, 5, (size_t)1, (size_t)4, (size_t)frames, H, W) || tensor_alloc_v(&ts, 1, (size_t)1)) { rc = train_fail(""); goto done; }

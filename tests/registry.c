@@ -15,6 +15,7 @@ const UnitTest unit_tests[] = {
     {"gemm_threads", test_gemm_threads},
     {"gemm_bad_args", test_gemm_bad_args},
     {"parallel_for", test_parallel_for},
+    {"train_resume", test_train_resume},
     {"fastpath_conv", test_fastpath_conv},
     {"fastpath_linear", test_fastpath_linear},
     {"fastpath_attention", test_fastpath_attention},

@@ -71,6 +71,7 @@ int run_unet(Case *c);
 // ops_train.c
 int run_unet_grad(Case *c);
 int run_train_step(Case *c);
+int test_train_resume(void);
 
 // ops_clip.c
 int run_clip_text(Case *c);
