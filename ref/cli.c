@@ -402,7 +402,7 @@ static int cmd_unet(int argc, char **argv) {
         rc = 1;
         goto done;
     }
-    printf("wrote %s: out %s%s\n", outp, taps ? "and taps" : "", "");
+    printf("wrote %s: out%s\n", outp, taps ? " and taps" : "");
     rc = 0;
 done:
     st_close(&f);
