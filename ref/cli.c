@@ -389,6 +389,10 @@ static int cmd_unet(int argc, char **argv) {
         fprintf(stderr, "mavref unet: %s\n", mv_error());
         goto done;
     }
+    if (unet_check_inputs(&sample, &t, &ctx, &cfg)) { // before minutes of loading weights
+        fprintf(stderr, "mavref unet: %s: %s\n", in, mv_error());
+        goto done;
+    }
     if (unet_declare_params(&pt, &cfg) || params_alloc(&pt) ||
         (weights ? params_load(&pt, weights, 0) : params_procedural(&pt, (uint64_t)seed))) {
         fprintf(stderr, "mavref unet: %s\n", mv_error());

@@ -342,20 +342,8 @@ static int emit(UNetTapFn tap, void *user, const char *name, const Tensor *t, in
     return tap(user, name, &v);
 }
 
-int unet_forward(Tensor *out, const Tensor *sample, const Tensor *timesteps, const Tensor *context,
-                 ParamTable *pt, const UNetConfig *c, UNetTapFn tap, void *user) {
-    static const Conv2dGeom conv3 = {3, 3, 1, 1, 1, 1, 1}, down3 = {3, 3, 2, 1, 1, 1, 1};
-    FwdState s;
-    BlockDims d;
-    Tensor x, sinus, temb, next, tmp;
-    size_t B, F, H, W, Cin = (size_t)c->in_channels, c0 = (size_t)c->block_out_channels[0], mult, i;
-    int nb = c->n_blocks, L = c->layers_per_block, bi, j, rc = MV_ERR;
-    char name[128];
-    const real *gs, *gb;
-    memset(&s, 0, sizeof s); memset(&x, 0, sizeof x); memset(&sinus, 0, sizeof sinus);
-    memset(&temb, 0, sizeof temb); memset(&next, 0, sizeof next); memset(&tmp, 0, sizeof tmp);
-    memset(out, 0, sizeof *out);
-    // ---- validate the inputs
+int unet_check_inputs(const Tensor *sample, const Tensor *timesteps, const Tensor *context, const UNetConfig *c) {
+    size_t B, F, H, W, Cin = (size_t)c->in_channels, mult;
     if (unet_config_check(c)) return MV_ERR;
     if (sample->ndim != (c->temporal ? 5 : 4))
         return mv_fail("sample must be (B, C, %sH, W), got rank %d", c->temporal ? "F, " : "", sample->ndim);
@@ -364,13 +352,35 @@ int unet_forward(Tensor *out, const Tensor *sample, const Tensor *timesteps, con
     H = sample->shape[sample->ndim - 2];
     W = sample->shape[sample->ndim - 1];
     if (sample->shape[1] != Cin) return mv_fail("sample has %lu channels, the model takes %lu", (unsigned long)sample->shape[1], (unsigned long)Cin);
-    mult = (size_t)1 << (nb - 1);
+    mult = (size_t)1 << (c->n_blocks - 1);
     if (B == 0 || F == 0 || H == 0 || W == 0 || H % mult || W % mult)
         return mv_fail("sample size %lux%lu must be non-empty and divisible by %lu (one halving per down block)",
                        (unsigned long)H, (unsigned long)W, (unsigned long)mult);
     if (tensor_expect_shape(timesteps, "timesteps", 1, B)) return MV_ERR;
     if (context->ndim != 3 || context->shape[0] != B || context->shape[2] != (size_t)c->cross_attention_dim)
         return mv_fail("context must be (B=%lu, T, %d)", (unsigned long)B, c->cross_attention_dim);
+    return MV_OK;
+}
+
+int unet_forward(Tensor *out, const Tensor *sample, const Tensor *timesteps, const Tensor *context,
+                 ParamTable *pt, const UNetConfig *c, UNetTapFn tap, void *user) {
+    static const Conv2dGeom conv3 = {3, 3, 1, 1, 1, 1, 1}, down3 = {3, 3, 2, 1, 1, 1, 1};
+    FwdState s;
+    BlockDims d;
+    Tensor x, sinus, temb, next, tmp;
+    size_t B, F, H, W, Cin = (size_t)c->in_channels, c0 = (size_t)c->block_out_channels[0], i;
+    int nb = c->n_blocks, L = c->layers_per_block, bi, j, rc = MV_ERR;
+    char name[128];
+    const real *gs, *gb;
+    memset(&s, 0, sizeof s); memset(&x, 0, sizeof x); memset(&sinus, 0, sizeof sinus);
+    memset(&temb, 0, sizeof temb); memset(&next, 0, sizeof next); memset(&tmp, 0, sizeof tmp);
+    memset(out, 0, sizeof *out);
+    // ---- validate the inputs
+    if (unet_check_inputs(sample, timesteps, context, c)) return MV_ERR;
+    B = sample->shape[0];
+    F = c->temporal ? sample->shape[2] : 1;
+    H = sample->shape[sample->ndim - 2];
+    W = sample->shape[sample->ndim - 1];
     d.B = B; d.F = F; d.temporal = c->temporal; d.Tctx = context->shape[1]; d.Cctx = context->shape[2]; d.Ct = 4 * c0;
     d.gn_eps = 1e-5; d.plain_names = 0;
     // ---- time embedding: (B) -> (B, 4*c0)
