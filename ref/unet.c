@@ -617,25 +617,15 @@ int unet_tape_forward(UNetTape **tape, Tensor *out, const Tensor *sample, const 
     UNetTape *tp;
     Tensor h, next;
     Tensor *tw[4];
-    size_t B, F, H, W, Cin = (size_t)c->in_channels, c0 = (size_t)c->block_out_channels[0], mult;
+    size_t B, F, H, W, Cin = (size_t)c->in_channels, c0 = (size_t)c->block_out_channels[0];
     int k, rc = MV_ERR;
     *tape = NULL;
     memset(out, 0, sizeof *out); memset(&h, 0, sizeof h); memset(&next, 0, sizeof next);
-    if (unet_config_check(c)) return MV_ERR;
-    if (sample->ndim != (c->temporal ? 5 : 4))
-        return mv_fail("sample must be (B, C, %sH, W), got rank %d", c->temporal ? "F, " : "", sample->ndim);
+    if (unet_check_inputs(sample, timesteps, context, c)) return MV_ERR;
     B = sample->shape[0];
     F = c->temporal ? sample->shape[2] : 1;
     H = sample->shape[sample->ndim - 2];
     W = sample->shape[sample->ndim - 1];
-    if (sample->shape[1] != Cin) return mv_fail("sample has %lu channels, the model takes %lu", (unsigned long)sample->shape[1], (unsigned long)Cin);
-    mult = (size_t)1 << (c->n_blocks - 1);
-    if (B == 0 || F == 0 || H == 0 || W == 0 || H % mult || W % mult)
-        return mv_fail("sample size %lux%lu must be non-empty and divisible by %lu (one halving per down block)",
-                       (unsigned long)H, (unsigned long)W, (unsigned long)mult);
-    if (tensor_expect_shape(timesteps, "timesteps", 1, B)) return MV_ERR;
-    if (context->ndim != 3 || context->shape[0] != B || context->shape[2] != (size_t)c->cross_attention_dim)
-        return mv_fail("context must be (B=%lu, T, %d)", (unsigned long)B, c->cross_attention_dim);
     if (temb_params(pt, c0, tw)) return MV_ERR;
     if (!(tp = (UNetTape *)mv_calloc(1, sizeof *tp, "UNet tape"))) return MV_ERR;
     tp->c = *c;
