@@ -16,7 +16,7 @@
 #   make demo             the main job on the embedded default
 #   make clean
 #
-# Never add -Ofast, -ffast-math or any of their parts: this is a numerical reference.
+# Never add fast-math options (the O-fast level, fast-math or any of its parts): this is a numerical reference.
 
 PRECISION ?= 32
 THREADS   ?= 1

@@ -164,16 +164,17 @@ static int feedforward_add(real *h, const real *n, size_t N, size_t C, const rea
     return rc;
 }
 
-int transformer_forward(Tensor *out, const Tensor *x, const real *ctx, ParamTable *pt, const char *prefix, size_t heads,
-                        const BlockDims *d) {
-    size_t B = d->B, F = d->F, H = x->shape[2], W = x->shape[3], C = x->shape[4], S = H * W, N = B * F * S, i;
-    const real *gs, *gb, *pik, *pib, *pok, *pob, *ln[8] = {0}, *w0, *b0, *w2, *b2;
+// The weights of a TransformerPseudo3DModel named `prefix`, each checked against its shape.
+typedef struct {
+    const real *gs, *gb, *pik, *pib, *pok, *pob, *ln[8], *w0, *b0, *w2, *b2;
     AttnWeights a1, a2, at;
-    Tensor h, n, a;
+} TransformerWeights;
+
+static int transformer_weights(TransformerWeights *t, ParamTable *pt, const char *prefix, size_t C, size_t heads,
+                               const BlockDims *d) {
+    const real *gs, *gb, *pik, *pib, *pok, *pob, *ln[8] = {0}, *w0, *b0, *w2, *b2;
     char tb[512];
-    int rc = MV_ERR;
-    memset(&h, 0, sizeof h); memset(&n, 0, sizeof n); memset(&a, 0, sizeof a);
-    if (heads == 0 || C % heads || C % 32) return mv_fail("%s: %lu channels do not split into %lu heads and 32 groups", prefix, (unsigned long)C, (unsigned long)heads);
+    int i;
     snprintf(tb, sizeof tb, "%s.transformer_blocks_0", prefix);
     if (!(gs = param(pt, prefix, "norm.scale", 1, C, 0, 0, 0)) || !(gb = param(pt, prefix, "norm.bias", 1, C, 0, 0, 0)) ||
         !(pik = param(pt, prefix, "proj_in.kernel", 4, 1, 1, C, C)) || !(pib = param(pt, prefix, "proj_in.bias", 1, C, 0, 0, 0)) ||
@@ -183,12 +184,33 @@ int transformer_forward(Tensor *out, const Tensor *x, const real *ctx, ParamTabl
         !(ln[6] = param(pt, tb, "norm3.scale", 1, C, 0, 0, 0)) || !(ln[7] = param(pt, tb, "norm3.bias", 1, C, 0, 0, 0)) ||
         !(w0 = param(pt, tb, "ff.net_0.proj.kernel", 2, C, 8 * C, 0, 0)) || !(b0 = param(pt, tb, "ff.net_0.proj.bias", 1, 8 * C, 0, 0, 0)) ||
         !(w2 = param(pt, tb, "ff.net_2.kernel", 2, 4 * C, C, 0, 0)) || !(b2 = param(pt, tb, "ff.net_2.bias", 1, C, 0, 0, 0)) ||
-        attn_weights(&a1, pt, tb, "attn1", C, C, heads) || attn_weights(&a2, pt, tb, "attn2", C, d->Cctx, heads))
+        attn_weights(&t->a1, pt, tb, "attn1", C, C, heads) || attn_weights(&t->a2, pt, tb, "attn2", C, d->Cctx, heads))
         return mv_fail_prefix("%s", prefix);
     if (d->temporal && (!(ln[4] = param(pt, tb, "norm_temporal.scale", 1, C, 0, 0, 0)) ||
                         !(ln[5] = param(pt, tb, "norm_temporal.bias", 1, C, 0, 0, 0)) ||
-                        attn_weights(&at, pt, tb, "attn_temporal", C, C, heads)))
+                        attn_weights(&t->at, pt, tb, "attn_temporal", C, C, heads)))
         return mv_fail_prefix("%s", prefix);
+    t->gs = gs; t->gb = gb; t->pik = pik; t->pib = pib; t->pok = pok; t->pob = pob;
+    t->w0 = w0; t->b0 = b0; t->w2 = w2; t->b2 = b2;
+    for (i = 0; i < 8; i++) t->ln[i] = ln[i];
+    return MV_OK;
+}
+
+int transformer_forward(Tensor *out, const Tensor *x, const real *ctx, ParamTable *pt, const char *prefix, size_t heads,
+                        const BlockDims *d) {
+    size_t B = d->B, F = d->F, H = x->shape[2], W = x->shape[3], C = x->shape[4], S = H * W, N = B * F * S, i;
+    const real *gs, *gb, *pik, *pib, *pok, *pob, *ln[8] = {0}, *w0, *b0, *w2, *b2;
+    AttnWeights a1, a2, at;
+    TransformerWeights tw;
+    Tensor h, n, a;
+    int rc = MV_ERR;
+    memset(&h, 0, sizeof h); memset(&n, 0, sizeof n); memset(&a, 0, sizeof a);
+    if (heads == 0 || C % heads || C % 32) return mv_fail("%s: %lu channels do not split into %lu heads and 32 groups", prefix, (unsigned long)C, (unsigned long)heads);
+    if (transformer_weights(&tw, pt, prefix, C, heads, d)) return MV_ERR;
+    gs = tw.gs; gb = tw.gb; pik = tw.pik; pib = tw.pib; pok = tw.pok; pob = tw.pob;
+    w0 = tw.w0; b0 = tw.b0; w2 = tw.w2; b2 = tw.b2;
+    memcpy(ln, tw.ln, sizeof ln);
+    a1 = tw.a1; a2 = tw.a2; at = tw.at;
     if (tensor_alloc(&n, 5, x->shape) || tensor_alloc(&h, 5, x->shape) || tensor_alloc(&a, 5, x->shape)) goto done;
     // h = proj_in(GN(x)): GroupNorm with per-frame statistics, then a 1x1 conv = a Dense over C
     groupnorm_forward(n.data, NULL, NULL, x->data, gs, gb, B * F, S, C, 32, 1e-5);
@@ -416,29 +438,19 @@ int transformer_backward(real *dx, real *dctx, const real *dout, const Tensor *x
     size_t B = d->B, F = d->F, H = x->shape[2], W = x->shape[3], C = x->shape[4], S = H * W, N = B * F * S, i, k;
     const real *gs, *gb, *pik, *pib, *pok, *pob, *ln[8] = {0}, *w0, *b0, *w2, *b2;
     AttnWeights a1, a2, at;
+    TransformerWeights tw;
     AttnGrads g1, g2, gtmp;
     Tensor hk[4], n, a, dh, dn; // hk: h after proj_in, attn1, attn2, attn_temporal (h4 = after ff: kept in a)
     real *stat = NULL, *mean, *rstd;
     const real *h3;
-    char tb[512];
     int rc = MV_ERR;
     memset(hk, 0, sizeof hk); memset(&n, 0, sizeof n); memset(&a, 0, sizeof a); memset(&dh, 0, sizeof dh); memset(&dn, 0, sizeof dn);
     if (heads == 0 || C % heads || C % 32) return mv_fail("%s: %lu channels do not split into %lu heads and 32 groups", prefix, (unsigned long)C, (unsigned long)heads);
-    snprintf(tb, sizeof tb, "%s.transformer_blocks_0", prefix);
-    if (!(gs = param(pt, prefix, "norm.scale", 1, C, 0, 0, 0)) || !(gb = param(pt, prefix, "norm.bias", 1, C, 0, 0, 0)) ||
-        !(pik = param(pt, prefix, "proj_in.kernel", 4, 1, 1, C, C)) || !(pib = param(pt, prefix, "proj_in.bias", 1, C, 0, 0, 0)) ||
-        !(pok = param(pt, prefix, "proj_out.kernel", 4, 1, 1, C, C)) || !(pob = param(pt, prefix, "proj_out.bias", 1, C, 0, 0, 0)) ||
-        !(ln[0] = param(pt, tb, "norm1.scale", 1, C, 0, 0, 0)) || !(ln[1] = param(pt, tb, "norm1.bias", 1, C, 0, 0, 0)) ||
-        !(ln[2] = param(pt, tb, "norm2.scale", 1, C, 0, 0, 0)) || !(ln[3] = param(pt, tb, "norm2.bias", 1, C, 0, 0, 0)) ||
-        !(ln[6] = param(pt, tb, "norm3.scale", 1, C, 0, 0, 0)) || !(ln[7] = param(pt, tb, "norm3.bias", 1, C, 0, 0, 0)) ||
-        !(w0 = param(pt, tb, "ff.net_0.proj.kernel", 2, C, 8 * C, 0, 0)) || !(b0 = param(pt, tb, "ff.net_0.proj.bias", 1, 8 * C, 0, 0, 0)) ||
-        !(w2 = param(pt, tb, "ff.net_2.kernel", 2, 4 * C, C, 0, 0)) || !(b2 = param(pt, tb, "ff.net_2.bias", 1, C, 0, 0, 0)) ||
-        attn_weights(&a1, pt, tb, "attn1", C, C, heads) || attn_weights(&a2, pt, tb, "attn2", C, d->Cctx, heads))
-        return mv_fail_prefix("%s", prefix);
-    if (d->temporal && (!(ln[4] = param(pt, tb, "norm_temporal.scale", 1, C, 0, 0, 0)) ||
-                        !(ln[5] = param(pt, tb, "norm_temporal.bias", 1, C, 0, 0, 0)) ||
-                        attn_weights(&at, pt, tb, "attn_temporal", C, C, heads)))
-        return mv_fail_prefix("%s", prefix);
+    if (transformer_weights(&tw, pt, prefix, C, heads, d)) return MV_ERR;
+    gs = tw.gs; gb = tw.gb; pik = tw.pik; pib = tw.pib; pok = tw.pok; pob = tw.pob;
+    w0 = tw.w0; b0 = tw.b0; w2 = tw.w2; b2 = tw.b2;
+    memcpy(ln, tw.ln, sizeof ln);
+    a1 = tw.a1; a2 = tw.a2; at = tw.at;
     // statistics: GroupNorm (B*F, 32) mean and rstd, then LayerNorm (N) mean and rstd
     stat = (real *)mv_calloc(2 * B * F * 32 + 2 * N, sizeof(real), "norm statistics");
     if (!stat) goto done;
