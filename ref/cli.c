@@ -52,18 +52,23 @@ static const char *usage =
     "      --config reads a diffusers config.json (default: makeavid, in_channels 9); --2d\n"
     "      runs SD 1.5's 2-D UNet (no temporal layers). `mavref compare` on two such files\n"
     "      names the first block where a backend diverges.\n"
+    "(mavref --help for every command)\n";
+
+static const char *usage_more =
     "  mavref tokenize TEXT [--merges FILE]\n"
     "      print the 77 CLIP token ids of TEXT (UTF-8), as SD 1.5's CLIPTokenizer gives them\n"
     "  mavref encode-text PROMPT --out OUT (--weights W | --procedural SEED) [--merges FILE]\n"
     "      tokenize and run the CLIP ViT-L/14 text encoder; OUT gets ids (1,77) and\n"
     "      hidden (1,77,768), the last hidden state SD conditions on\n"
-    "  mavref generate --prompt TEXT --hint IMAGE.ppm --out PREFIX [options]\n"
+    "  mavref generate --prompt TEXT (--hint IMAGE.ppm | --hint-unet W) --out PREFIX [options]\n"
     "      text (and a hint image) to video, as upstream's jax_inference.py; writes\n"
     "      PREFIX.gif, PREFIX.y4m and PREFIX_latents.safetensors (final latents)\n"
     "      --negative TEXT ('')  --guidance G (15)  --steps N (20)  --scheduler dpm|ddim (dpm)\n"
     "      --frames F (24)  --width W --height H (512)  --seed S (0)  --fps R (24)\n"
     "      --mask MASK.pgm (pixels >= 192 are masked)  --noise FILE (tensor \"noise\" (1,4,F,h,w))\n"
     "      --ppm-frames (also PREFIX_000000.ppm ...)\n"
+    "      no --hint: as upstream, SD 1.5's 2-D UNet makes the hint latent: --hint-unet W or\n"
+    "      --hint-unet-seed S [--hint-unet-config JSON] [--guidance-image G (= --guidance)]\n"
     "      --replay CASE.safetensors: rerun a recorded FLAX pipeline case (vectors/f32/pipeline_*)\n"
     "      with its prompts, networks, weights, hint, mask and noise, and report how closely\n"
     "      the final latents match FLAX's\n"
@@ -191,7 +196,9 @@ static int cmd_generate(int argc, char **argv) {
                *cw = NULL, *ucfg = NULL;
     unsigned long long useed = 0, vseed = 0, cseed = 0, v, fps = 24;
     int have_us = 0, have_vs = 0, have_cs = 0, ppm = 0, k, rc = 2;
-    const char *replay = NULL;
+    const char *replay = NULL, *hw2 = NULL, *hcfg2 = NULL;
+    unsigned long long hseed = 0;
+    int have_hs = 0;
     Replay rp;
     Tensor expected;
     Image hint, mask;
@@ -251,6 +258,14 @@ static int cmd_generate(int argc, char **argv) {
         else if (!strcmp(a, "--clip-heads") && val) { if (parse_ulong(a, val, &v) || v < 1 || v > 1000) return 2; m.clip.heads = (int)v; }
         else if (!strcmp(a, "--clip-mlp") && val) { if (parse_ulong(a, val, &v) || v < 1 || v > 1000000) return 2; m.clip.mlp = (int)v; }
         else if (!strcmp(a, "--replay") && val) replay = val;
+        else if (!strcmp(a, "--hint-unet") && val) hw2 = val;
+        else if (!strcmp(a, "--hint-unet-config") && val) hcfg2 = val;
+        else if (!strcmp(a, "--hint-unet-seed") && val) { if (parse_ulong(a, val, &hseed)) return 2; have_hs = 1; }
+        else if (!strcmp(a, "--guidance-image") && val) {
+            char *end;
+            o.guidance_image = strtod(val, &end);
+            if (*end || end == val) { fprintf(stderr, "mavref generate: --guidance-image needs a number\n"); return 2; }
+        }
         else if (!strcmp(a, "--ppm-frames")) { ppm = 1; takes = 0; }
         else if (!strcmp(a, "--quiet")) { o.progress = 0; takes = 0; }
         else { fprintf(stderr, "mavref generate: unknown or incomplete option '%s'\n%s", a, usage); return 2; }
@@ -294,6 +309,16 @@ static int cmd_generate(int argc, char **argv) {
         clip_declare_params(&m.clip_p, &m.clip) || params_alloc(&m.clip_p) ||
         (cw ? params_load(&m.clip_p, cw, 0) : params_procedural(&m.clip_p, cseed)))
         goto fail;
+    if (hw2 || have_hs) { // SD 1.5's 2-D UNet, for the hint latent when no --hint is given
+        unet_config_default(&m.unet2d);
+        m.unet2d.temporal = 0;
+        m.unet2d.in_channels = 4;
+        params_init(&m.unet2d_p);
+        if ((hcfg2 && unet_config_load(&m.unet2d, hcfg2)) || unet_declare_params(&m.unet2d_p, &m.unet2d) ||
+            params_alloc(&m.unet2d_p) || (hw2 ? params_load(&m.unet2d_p, hw2, 0) : params_procedural(&m.unet2d_p, hseed)))
+            goto fail;
+        m.have_unet2d = 1;
+    }
 run:
     if (pipeline_generate(&frames, &lat, NULL, &o, &m, NULL, NULL)) goto fail;
     if (replay && expected.ndim == 6 && expected.numel == (size_t)o.steps * lat.numel) {
@@ -333,7 +358,7 @@ done:
     free(frames);
     tensor_free(&lat); tensor_free(&noise);
     image_free(&hint); image_free(&mask);
-    free_params(&m.unet_p); free_params(&m.vae_p); free_params(&m.clip_p);
+    free_params(&m.unet_p); free_params(&m.vae_p); free_params(&m.clip_p); free_params(&m.unet2d_p);
     free_tokenizer(&m.tok);
     st_writer_free(&w);
     pipeline_replay_free(&rp);
@@ -646,6 +671,7 @@ int main(int argc, char **argv) {
     mv_reference_path = ref && *ref && strcmp(ref, "0") != 0; // run the plain loops instead of the fast path
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         fputs(usage, argc < 2 ? stderr : stdout);
+        if (argc >= 2) fputs(usage_more, stdout);
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "info")) return cmd_info(argc - 2, argv + 2);

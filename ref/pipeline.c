@@ -67,6 +67,46 @@ done:
 
 static double now(void) { return (double)clock() / CLOCKS_PER_SEC; }
 
+int pipeline_imagegen_hint(Tensor *hint_lat, const Tensor *text, const Tensor *neg, size_t h, size_t w,
+                           const GenOptions *o, Models *m) {
+    Scheduler s;
+    SchedConfig scfg;
+    Tensor tt, eps_c, eps_u;
+    double g = o->guidance_image != 0 ? o->guidance_image : o->guidance;
+    size_t i;
+    int k, rc = MV_ERR;
+    memset(&s, 0, sizeof s); memset(&tt, 0, sizeof tt); memset(&eps_c, 0, sizeof eps_c); memset(&eps_u, 0, sizeof eps_u);
+    memset(hint_lat, 0, sizeof *hint_lat);
+    if (!m->have_unet2d)
+        return mv_fail("no hint image: upstream then generates the hint latent with SD 1.5's 2-D UNet; give --hint IMAGE.ppm, "
+                       "or that UNet's weights (--hint-unet W or --hint-unet-seed S)");
+    if (m->unet2d.temporal || m->unet2d.in_channels != 4 || m->unet2d.out_channels != 4)
+        return mv_fail("the hint UNet must be a 2-D UNet with 4 input and 4 output channels");
+    if (tensor_alloc_v(hint_lat, 4, (size_t)1, (size_t)4, h, w) || tensor_alloc_v(&tt, 1, (size_t)1)) goto done;
+    if (o->hint_noise) {
+        if (!tensor_same_shape(o->hint_noise, hint_lat)) { mv_fail("the hint noise must be (1, 4, %lu, %lu)", (unsigned long)h, (unsigned long)w); goto done; }
+        memcpy(hint_lat->data, o->hint_noise->data, hint_lat->numel * sizeof(real));
+    } else if (noise_normal(hint_lat->data, hint_lat->numel, o->seed, "hint")) goto done;
+    sched_config_sd(&scfg);
+    if (sched_init(&s, o->scheduler, &scfg, o->steps, hint_lat->numel)) goto done;
+    for (k = 0; k < o->steps; k++) { // upstream's image_sample_loop
+        tt.data[0] = (real)s.timesteps[k];
+        if (unet_forward(&eps_c, hint_lat, &tt, text, &m->unet2d_p, &m->unet2d, NULL, NULL) ||
+            unet_forward(&eps_u, hint_lat, &tt, neg, &m->unet2d_p, &m->unet2d, NULL, NULL))
+            goto done;
+        for (i = 0; i < eps_c.numel; i++) eps_c.data[i] = eps_u.data[i] + (real)g * (eps_c.data[i] - eps_u.data[i]);
+        if (sched_step(&s, hint_lat->data, eps_c.data, hint_lat->data, k)) goto done;
+        tensor_free(&eps_c);
+        tensor_free(&eps_u);
+    }
+    rc = MV_OK;
+done:
+    sched_free(&s);
+    tensor_free(&tt); tensor_free(&eps_c); tensor_free(&eps_u);
+    if (rc) { tensor_free(hint_lat); mv_fail_prefix("hint image generation"); }
+    return rc;
+}
+
 int pipeline_generate(unsigned char **frames, Tensor *final_latents, Tensor *frames_float, const GenOptions *o,
                       Models *m, StepFn step_fn, void *user) {
     size_t F = o->frames, H = o->height, W = o->width, h, w, fac, mult, hw, i, f, c;
@@ -105,12 +145,10 @@ int pipeline_generate(unsigned char **frames, Tensor *final_latents, Tensor *fra
         pipeline_encode_prompt(&neg, ids, o->neg_prompt ? o->neg_prompt : "", m))
         goto done;
     // ---- 2. hint and mask latents
-    if (!o->hint) {
-        mv_fail("no hint image: upstream then generates the hint latent with SD 1.5's 2-D UNet, which mavref "
-                "does not run yet; give --hint IMAGE.ppm");
-        goto done;
-    }
-    if (pipeline_hint_latents(&hint, &mask, o->hint, o->mask, H, W, h, w, m)) goto done;
+    if (!o->hint) { // upstream's use_imagegen: the 2-D UNet makes the hint latent, the mask stays zero
+        if (pipeline_imagegen_hint(&hint, &text, &neg, h, w, o, m) || tensor_alloc_v(&mask, 4, (size_t)1, (size_t)1, h, w))
+            goto done;
+    } else if (pipeline_hint_latents(&hint, &mask, o->hint, o->mask, H, W, h, w, m)) goto done;
     // ---- 3. initial latents (init_noise_sigma = 1 for DDIM and DPM-Solver++)
     if (tensor_alloc_v(&lat, 5, (size_t)1, (size_t)4, F, h, w)) goto done;
     if (o->noise) {
@@ -174,7 +212,7 @@ done:
     tensor_free(&text); tensor_free(&neg); tensor_free(&hint); tensor_free(&mask); tensor_free(&lat);
     tensor_free(&inp); tensor_free(&tt); tensor_free(&eps_c); tensor_free(&eps_u); tensor_free(&img); tensor_free(&one);
     sched_free(&s);
-    if (rc) mv_fail_prefix("generate");
+    (void)0; // callers name the command
     return rc;
 }
 
@@ -182,6 +220,7 @@ done:
 // Replaying a recorded FLAX run.
 
 void free_models(Models *m) {
+    free_params(&m->unet2d_p);
     free_params(&m->unet_p);
     free_params(&m->vae_p);
     free_params(&m->clip_p);
@@ -189,6 +228,7 @@ void free_models(Models *m) {
 }
 
 void pipeline_replay_free(Replay *r) {
+    tensor_free(&r->hint_noise);
     st_close(&r->f);
     image_free(&r->hint);
     image_free(&r->mask);
@@ -273,11 +313,26 @@ int pipeline_replay_load(Replay *r, GenOptions *o, Models *m, Tensor *expected, 
     o->hint = &r->hint;
     o->mask = &r->mask;
     o->noise = &r->noise;
+    if (st_meta(&r->f, "imagegen") && strcmp(st_meta(&r->f, "imagegen"), "1") == 0) { // no hint image
+        const char *c2 = st_meta(&r->f, "unet2d_config");
+        long s2;
+        if (!c2 || meta_long(&r->f, "unet2d_seed", &s2)) { mv_fail("%s: imagegen case without unet2d_config/unet2d_seed", path); goto fail; }
+        unet_config_default(&m->unet2d);
+        m->unet2d.temporal = 0;
+        params_init(&m->unet2d_p);
+        if (unet_config_parse(&m->unet2d, c2, strlen(c2), path) || unet_declare_params(&m->unet2d_p, &m->unet2d) ||
+            params_alloc(&m->unet2d_p) || params_procedural(&m->unet2d_p, (uint64_t)s2) || st_read(&r->f, "hint_noise", &r->hint_noise))
+            goto fail;
+        m->have_unet2d = 1;
+        o->hint = NULL;
+        o->mask = NULL;
+        o->hint_noise = &r->hint_noise;
+    }
     if (expected && st_read(&r->f, "latents_steps", expected)) goto fail;
     return MV_OK;
 fail:
     mv_fail_prefix("replay");
-    free_params(&m->unet_p); free_params(&m->vae_p); free_params(&m->clip_p);
+    free_params(&m->unet_p); free_params(&m->vae_p); free_params(&m->clip_p); free_params(&m->unet2d_p);
     pipeline_replay_free(r);
     return MV_ERR;
 }

@@ -19,6 +19,11 @@ typedef struct {
     ClipConfig clip;
     ParamTable unet_p, vae_p, clip_p;
     Tokenizer tok;
+    // Upstream's hint generator when no hint image is given (use_imagegen): SD 1.5's 2-D UNet
+    // (temporal = 0, in_channels 4). have_unet2d = 0: generate needs a hint image.
+    int have_unet2d;
+    UNetConfig unet2d;
+    ParamTable unet2d_p;
 } Models;
 
 typedef struct {
@@ -32,6 +37,8 @@ typedef struct {
     const Image *hint;        // RGB (height, width), or NULL
     const Image *mask;        // gray (height, width), or NULL (all zero)
     const Tensor *noise;      // (1, 4, F, h, w), or NULL: noise_normal(seed, "latents")
+    const Tensor *hint_noise; // (1, 4, h, w) for the 2-D hint run, or NULL: noise_normal(seed, "hint")
+    double guidance_image;    // guidance of the 2-D hint run (upstream's cfg_image); 0: = guidance
     uint64_t seed;
     int progress;             // print a progress line per step on stderr
 } GenOptions;
@@ -49,6 +56,11 @@ int pipeline_generate(unsigned char **frames, Tensor *final_latents, Tensor *fra
 int pipeline_encode_prompt(Tensor *emb, int64_t ids[77], const char *text, Models *m);
 int pipeline_hint_latents(Tensor *hint_lat, Tensor *mask_lat, const Image *hint, const Image *mask,
                           size_t height, size_t width, size_t h, size_t w, Models *m);
+// No hint image (upstream's use_imagegen): the hint latent (1,4,h,w) is the result of a 2-D
+// text-to-image sampling loop with m->unet2d: the same scheduler type and steps, guidance
+// o->guidance_image, the same text features text and neg (1,77,W).
+int pipeline_imagegen_hint(Tensor *hint_lat, const Tensor *text, const Tensor *neg, size_t h, size_t w,
+                           const GenOptions *o, Models *m);
 
 
 // A recorded FLAX pipeline run (a corpus file of tools/cases_pipeline.py): fills the options,
@@ -58,7 +70,7 @@ int pipeline_hint_latents(Tensor *hint_lat, Tensor *mask_lat, const Image *hint,
 typedef struct {
     StFile f;
     Image hint, mask;
-    Tensor noise;
+    Tensor noise, hint_noise;
 } Replay;
 int pipeline_replay_load(Replay *r, GenOptions *o, Models *m, Tensor *expected, const char *path);
 void pipeline_replay_free(Replay *r);

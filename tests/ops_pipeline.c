@@ -89,7 +89,19 @@ int run_pipeline(Case *c) {
         case_check(c, en, &emb);
         tensor_free(&emb);
     }
-    if (pipeline_hint_latents(&hl, &ml, o.hint, o.mask, o.height, o.width, (size_t)lh, (size_t)lw, &m)) { case_error(c, "hint latents"); goto done; }
+    if (!o.hint) { // no hint image: the 2-D UNet's sampling loop makes the hint latent
+        Tensor t1, t2;
+        int64_t id2[77];
+        if (pipeline_encode_prompt(&t1, id2, o.prompt, &m)) { case_error(c, "text"); goto done; }
+        if (pipeline_encode_prompt(&t2, id2, o.neg_prompt, &m)) { tensor_free(&t1); case_error(c, "text"); goto done; }
+        k = pipeline_imagegen_hint(&hl, &t1, &t2, (size_t)lh, (size_t)lw, &o, &m);
+        tensor_free(&t1);
+        tensor_free(&t2);
+        if (k || tensor_alloc_v(&ml, 4, (size_t)1, (size_t)1, (size_t)lh, (size_t)lw)) { case_error(c, "imagegen hint"); goto done; }
+    } else if (pipeline_hint_latents(&hl, &ml, o.hint, o.mask, o.height, o.width, (size_t)lh, (size_t)lw, &m)) {
+        case_error(c, "hint latents");
+        goto done;
+    }
     case_check(c, "hint_latent", &hl);
     case_check(c, "mask_latent", &ml);
     tensor_free(&hl);

@@ -62,7 +62,7 @@ const CaseRunner case_runners[] = {
     {"downsample", run_downsample, 4},
     {"upsample", run_upsample, 4},
     {"unet", run_unet, 5},
-    {"pipeline", run_pipeline, 3},
+    {"pipeline", run_pipeline, 4},
     {"unet_grad", run_unet_grad, 2},
     {"train_step", run_train_step, 2},
     {"temporal_conv", run_temporal_conv, 6},

@@ -30,6 +30,8 @@ File contents (op 'pipeline'); B = 1, T = 77, F frames, latents (h, w), pixels (
     (the *_params are tensor counts), frames_rule ('maxdiff=D frac=P': the uint8 frames may
     differ by at most D levels on at most a fraction P of the bytes), noise_seed.
 """
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -58,6 +60,10 @@ UNET = UNetConfig(in_channels=9, out_channels=4, block_out_channels=(32, 64, 64)
                   down_block_types=('CrossAttnDownBlockPseudo3D', 'CrossAttnDownBlockPseudo3D', 'DownBlockPseudo3D'),
                   up_block_types=('UpBlockPseudo3D', 'CrossAttnUpBlockPseudo3D', 'CrossAttnUpBlockPseudo3D'))
 UNET_SEED, VAE_SEED, CLIP_SEED = 9100, 9101, 9102
+# upstream's hint generator when no hint image is given (use_imagegen): SD 1.5's 2-D UNet, here
+# the same small network in 2-D mode (mavflax, equal to diffusers' FlaxUNet2DConditionModel)
+UNET2D = dataclasses.replace(UNET, in_channels=4)
+UNET2D_SEED = 9103
 
 # Tolerances (relative, max|got-exp| / max|exp| per float tensor; ids, timesteps exact).
 # float64: the latents pass through 2n UNet evaluations (each ~40 sequential GEMM/norm stages,
@@ -82,6 +88,8 @@ SPECS = [
     ('pipeline_ddim_s3_hintmask', 'ddim', 3, 15.0, 'A cat playing the piano!', '', 'rect', 9201, 'full'),
     ('pipeline_dpm_s3_nomask_neg', 'dpm', 3, 7.5, 'Caf\u00e9 sc\u00e8ne, time-lapse of clouds \u2601',
      'blurry, low quality, watermark', 'zero', 9202, 'full'),
+    # no hint image: the hint latent comes from the 2-D UNet's own sampling loop (mask zero)
+    ('pipeline_ddim_s3_imagegen', 'ddim', 3, 9.0, 'a red car in the rain', '', 'imagegen', 9203, 'quick'),
 ]
 
 
@@ -177,7 +185,7 @@ def make_scheduler(kind, prec, steps, shape):
     return sched, state, ts
 
 
-def generate(prec, kind, steps, guidance, ids, neg_ids, hint_u8, mask_u8, noise):
+def generate(prec, kind, steps, guidance, ids, neg_ids, hint_u8, mask_u8, noise, hint_noise=None):
     dt = np_dtype(prec)
     F_, h, w = noise.shape[2:]
     H, W = mask_u8.shape
@@ -202,6 +210,28 @@ def generate(prec, kind, steps, guidance, ids, neg_ids, hint_u8, mask_u8, noise)
         ml = jax.image.resize(mask, (*mask.shape[:-2], *hl.shape[-2:]), method='nearest')   # (1,1,h,w)
         return hl, ml
     hint_lat, mask_lat = hint_mask(hint, mask)
+    if hint_noise is not None:
+        # L358-400 (use_imagegen): a 2-D text-to-image run makes the hint latent directly (no VAE
+        # round trip), same scheduler type and steps, guidance cfg_image (= cfg), the same
+        # text features; the mask stays zero
+        u2 = mavflax.UNetPseudo3DConditionModel(UNET2D, use_memory_efficient_attention=True, dtype=dt)
+        u2_p = mavflax.procedural_tree(mavflax.unet_param_shapes(UNET2D, video=False), UNET2D_SEED, dt)
+        sched2, state2, _ = make_scheduler(kind, prec, steps, hint_noise.shape)
+        il = jnp.asarray(hint_noise) * state2.init_noise_sigma
+
+        @jax.jit
+        def image_step(i, il, state2):
+            t = state2.timesteps[i]
+            tt = jnp.broadcast_to(t, il.shape[0])
+            inp = sched2.scale_model_input(state2, il, t)
+            e_c = u2.apply({'params': u2_p}, inp, tt, text)
+            e_u = u2.apply({'params': u2_p}, inp, tt, neg)
+            e = e_u + guidance * (e_c - e_u)
+            return sched2.step(state2, e.astype(dt), t, il).to_tuple()
+        for i in range(steps):
+            il, state2 = image_step(i, il, state2)
+        hint_lat = il
+        mask_lat = jnp.zeros_like(mask_lat)
     hint5 = jnp.expand_dims(hint_lat, axis=2).repeat(F_, axis=2)
     mask5 = jnp.expand_dims(mask_lat, axis=2).repeat(F_, axis=2)
 
@@ -248,10 +278,12 @@ def pipeline_case(prec, name, kind, steps, guidance, prompt, neg_prompt, mask_ki
     dt = np_dtype(prec)
     H, W = LAT_H * VAE_FACTOR, LAT_W * VAE_FACTOR
     r = rng(seed)
-    hint_u8, mask_u8 = make_images(r, H, W, mask_kind)
+    imagegen = mask_kind == 'imagegen'
+    hint_u8, mask_u8 = make_images(r, H, W, 'zero' if imagegen else mask_kind)
     noise = normal(r, (1, 4, FRAMES, LAT_H, LAT_W), prec)
+    hint_noise = normal(r, (1, 4, LAT_H, LAT_W), prec) if imagegen else None
     ids, neg_ids = tokenize(prompt), tokenize(neg_prompt)
-    res = generate(prec, kind, steps, guidance, ids, neg_ids, hint_u8, mask_u8, noise)
+    res = generate(prec, kind, steps, guidance, ids, neg_ids, hint_u8, mask_u8, noise, hint_noise)
     n_unet, n_vae, n_clip = res['counts']
     meta = {
         'prompt': prompt, 'neg_prompt': neg_prompt, 'scheduler': kind, 'steps': str(steps),
@@ -265,7 +297,11 @@ def pipeline_case(prec, name, kind, steps, guidance, prompt, neg_prompt, mask_ki
         'clip_heads': str(CLIP['heads']), 'clip_mlp': str(CLIP['mlp']), 'clip_max_pos': str(CLIP['max_pos']),
         'clip_seed': str(CLIP_SEED), 'clip_params': str(n_clip),
         'frames_rule': FRAMES_RULE_F64 if prec == 'f64' else FRAMES_RULE_F32,
+        'imagegen': '1' if imagegen else '0',
     }
+    if imagegen:
+        meta['unet2d_config'] = UNET2D.to_json()
+        meta['unet2d_seed'] = str(UNET2D_SEED)
     f = lambda a: np.asarray(a).astype(dt)
     tensors = [('hint', hint_u8), ('mask', mask_u8), ('noise', noise),
                ('ids', ids), ('neg_ids', neg_ids),
@@ -274,6 +310,8 @@ def pipeline_case(prec, name, kind, steps, guidance, prompt, neg_prompt, mask_ki
                ('timesteps', np.asarray(res['timesteps'], np.int64)),
                ('latents_steps', f(res['latents_steps'])),
                ('frames_float', f(res['frames_float'])), ('frames', res['frames'].astype(np.uint8))]
+    if imagegen:
+        tensors.append(('hint_noise', hint_noise))
     for k, a in tensors:
         assert np.all(np.isfinite(a)), k
     return Case(name=name, op='pipeline', seed=seed, tol=TOL_PIPE_F64 if prec == 'f64' else TOL_PIPE_F32,
