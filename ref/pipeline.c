@@ -212,7 +212,6 @@ done:
     tensor_free(&text); tensor_free(&neg); tensor_free(&hint); tensor_free(&mask); tensor_free(&lat);
     tensor_free(&inp); tensor_free(&tt); tensor_free(&eps_c); tensor_free(&eps_u); tensor_free(&img); tensor_free(&one);
     sched_free(&s);
-    (void)0; // callers name the command
     return rc;
 }
 
