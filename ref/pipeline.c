@@ -314,7 +314,7 @@ int pipeline_replay_load(Replay *r, GenOptions *o, Models *m, Tensor *expected, 
     o->noise = &r->noise;
     if (st_meta(&r->f, "imagegen") && strcmp(st_meta(&r->f, "imagegen"), "1") == 0) { // no hint image
         const char *c2 = st_meta(&r->f, "unet2d_config");
-        long s2;
+        long s2 = 0;
         if (!c2 || meta_long(&r->f, "unet2d_seed", &s2)) { mv_fail("%s: imagegen case without unet2d_config/unet2d_seed", path); goto fail; }
         unet_config_default(&m->unet2d);
         m->unet2d.temporal = 0;
