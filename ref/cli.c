@@ -173,20 +173,6 @@ static int parse_ulong(const char *opt, const char *v, unsigned long long *out) 
     return 0;
 }
 
-static int parse_int_list(const char *v, int *out, int max) {
-    int n = 0;
-    char *end;
-    while (*v && n < max) {
-        long x = strtol(v, &end, 10);
-        if (end == v || x <= 0 || x > 100000) return -1;
-        out[n++] = (int)x;
-        if (*end == ',') end++;
-        else if (*end) return -1;
-        v = end;
-    }
-    return *v ? -1 : n;
-}
-
 typedef struct { const char *path; int written; } OutFile;
 
 static int cmd_generate(int argc, char **argv) {
@@ -251,7 +237,7 @@ static int cmd_generate(int argc, char **argv) {
         else if (!strcmp(a, "--vae-seed") && val) { if (parse_ulong(a, val, &vseed)) return 2; have_vs = 1; }
         else if (!strcmp(a, "--clip-seed") && val) { if (parse_ulong(a, val, &cseed)) return 2; have_cs = 1; }
         else if (!strcmp(a, "--vae-channels") && val) {
-            if ((m.vae.n_blocks = parse_int_list(val, m.vae.block_out_channels, VAE_MAX_BLOCKS)) < 1) { fprintf(stderr, "mavref generate: bad --vae-channels '%s'\n", val); return 2; }
+            if ((m.vae.n_blocks = mv_parse_int_list(val, m.vae.block_out_channels, VAE_MAX_BLOCKS)) < 1) { fprintf(stderr, "mavref generate: bad --vae-channels '%s'\n", val); return 2; }
         } else if (!strcmp(a, "--vae-layers") && val) { if (parse_ulong(a, val, &v) || v < 1 || v > 16) return 2; m.vae.layers_per_block = (int)v; }
         else if (!strcmp(a, "--clip-width") && val) { if (parse_ulong(a, val, &v) || v < 1 || v > 100000) return 2; m.clip.width = (int)v; }
         else if (!strcmp(a, "--clip-layers") && val) { if (parse_ulong(a, val, &v) || v < 1 || v > 1000) return 2; m.clip.layers = (int)v; }

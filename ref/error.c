@@ -70,3 +70,20 @@ void *mv_calloc(size_t count, size_t size, const char *what) {
     if (!p) mv_fail("out of memory allocating %lu bytes for %s", (unsigned long)bytes, what);
     return p;
 }
+
+int mv_parse_int_list(const char *s, int *out, int max) {
+    int n = 0;
+    char *end;
+    if (!s || !*s) return -1;
+    while (*s) {
+        long v;
+        if (n == max) return -1;
+        v = strtol(s, &end, 10);
+        if (end == s || v <= 0 || v > 100000) return -1;
+        out[n++] = (int)v;
+        if (*end == ',' && end[1]) end++;
+        else if (*end) return -1;
+        s = end;
+    }
+    return n;
+}

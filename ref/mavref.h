@@ -55,6 +55,10 @@ extern int mv_reference_path;
 int mv_mul_size(size_t *out, size_t a, size_t b);
 int mv_add_size(size_t *out, size_t a, size_t b);
 
+// Parse "a,b,c" (1..max positive integers up to 100000, e.g. block_out_channels) into out.
+// Returns the count, or -1 for anything else (empty, too many, not a number, trailing text).
+int mv_parse_int_list(const char *s, int *out, int max);
+
 // malloc/calloc that record a message naming `what` on failure (and refuse n == 0 quietly
 // by allocating one byte, so a NULL always means failure).
 void *mv_malloc(size_t bytes, const char *what);

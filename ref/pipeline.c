@@ -292,11 +292,9 @@ int pipeline_replay_load(Replay *r, GenOptions *o, Models *m, Tensor *expected, 
     vae_config_default(&m->vae);
     clip_config_default(&m->clip);
     if (unet_config_parse(&m->unet, ucfg, strlen(ucfg), path)) goto fail;
-    for (i = 0, m->vae.n_blocks = 0; *vboc && m->vae.n_blocks < VAE_MAX_BLOCKS; i++) {
-        long x = strtol(vboc, &end, 10);
-        if (end == vboc || x <= 0 || x > 100000) { mv_fail("%s: bad vae_block_out_channels", path); goto fail; }
-        m->vae.block_out_channels[m->vae.n_blocks++] = (int)x;
-        vboc = *end == ',' ? end + 1 : end;
+    if ((m->vae.n_blocks = mv_parse_int_list(vboc, m->vae.block_out_channels, VAE_MAX_BLOCKS)) < 1) {
+        mv_fail("%s: bad vae_block_out_channels '%s'", path, vboc);
+        goto fail;
     }
     m->vae.layers_per_block = (int)v[6];
     m->clip.vocab = (int)v[7]; m->clip.width = (int)v[8]; m->clip.layers = (int)v[9]; m->clip.heads = (int)v[10];

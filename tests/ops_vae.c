@@ -6,20 +6,6 @@
 #include "tests.h"
 #include "../ref/vae.h"
 
-// Parse "a,b,c" into ints.
-static int parse_list(const char *s, int *out, int max) {
-    int n = 0;
-    char *end;
-    while (*s && n < max) {
-        long v = strtol(s, &end, 10);
-        if (end == s || v <= 0 || v > 100000) return -1;
-        out[n++] = (int)v;
-        s = *end == ',' ? end + 1 : end;
-        if (*end && *end != ',') return -1;
-    }
-    return *s ? -1 : n;
-}
-
 int run_vae(Case *c) {
     VAEConfig cfg;
     ParamTable pt;
@@ -31,7 +17,7 @@ int run_vae(Case *c) {
     if (!(boc = case_meta_str(c, "block_out_channels")) || case_meta_long(c, "layers_per_block", &L) ||
         case_meta_long(c, "weights_seed", &seed) || case_meta_long(c, "params", &count))
         return 1;
-    cfg.n_blocks = parse_list(boc, cfg.block_out_channels, VAE_MAX_BLOCKS);
+    cfg.n_blocks = mv_parse_int_list(boc, cfg.block_out_channels, VAE_MAX_BLOCKS);
     cfg.layers_per_block = (int)L;
     if (cfg.n_blocks < 1) { harness_failf(c->name, "bad block_out_channels '%s'", boc); return 1; }
     params_init(&pt);
