@@ -134,13 +134,18 @@ bench:
 
 # The model figures: tokenizer rate, the real UNet forward at 32x32 latents, 8 frames, batch 2
 # (mavref, then JAX on CPU from the exporter's environment when installed), and the peak
-# memory of `mavref generate` at 512x512, 24 frames, one step (GNU time's %M, when installed).
+# memory of `mavref generate` at 512x512, 24 frames, one step (GNU time's %M, when installed),
+# and one training forward + backward of the real UNet (every parameter's gradient) at 32x32
+# latents, 8 frames, batch 1, keeping every stage input and with recomputation (two processes,
+# so that each peak memory, VmHWM, is its own).
 BENCH_HINT := $(BUILDROOT)/bench_hint.ppm
 bench-model: $(BUILD)/bench_model $(BUILD)/mavref
 	$(BUILD)/bench_model tokenize vectors/f32/tokenize_*.safetensors
 	$(BUILD)/bench_model weights
 	$(BUILD)/bench_model unet 2 8 32 32
 	@if [ -x $(PY) ]; then $(PY) tools/bench_jax.py 2 8 32 32; else echo "no exporter environment: jax_unet_forward_s = NA"; fi
+	$(BUILD)/bench_model train 1 8 32 32
+	$(BUILD)/bench_model train 1 8 32 32 recompute
 	@{ printf 'P6\n512 512\n255\n'; head -c 786432 /dev/zero | tr '\000' '\200'; } > $(BENCH_HINT)
 	@if [ -x /usr/bin/time ]; then \
 	  /usr/bin/time -f 'generate_peak_rss_kb = %M' $(BUILD)/mavref generate --prompt "a person dancing" \

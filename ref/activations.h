@@ -8,7 +8,8 @@
 // port (and jax.nn.gelu(approximate=False)) uses the exact erf form.
 typedef enum { GELU_TANH = 0, GELU_ERF = 1 } GeluKind;
 
-// Scalar forms, evaluated in double:
+// Scalar forms, evaluated in double (the element-wise functions below use them in the float64
+// build; the float32 build evaluates the same functions in float, see activations.c):
 //   silu(x)       = x * sigmoid(x)
 //   gelu_tanh(x)  = x * 0.5 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3)))
 //   gelu_erf(x)   = 0.5 * x * erfc(-x / sqrt(2))
@@ -26,7 +27,8 @@ void quick_gelu_forward(real *out, const real *x, size_t n);           // (n) (n
 //   p = x @ kernel + bias        (N, 2H)   kernel (C, 2H): Dense C -> 2H (2H = 8C in the UNet)
 //   a = p[:, :H], g = p[:, H:]   the first half is the value, the second the gate
 //   out = a * gelu(g)            (N, H)
-// Works one row at a time with an H-element scratch row; MV_ERR only if that allocation fails.
+// Works on blocks of rows (the plain path: one row at a time with an H-element scratch row);
+// MV_ERR only if the plain path's allocation fails.
 int geglu_forward(real *out,                               // (N,H)
                   const real *x,                           // (N,C)
                   const real *kernel, const real *bias,    // (C,2H) (2H)
@@ -50,7 +52,8 @@ void gelu_backward(real *dx, const real *dout, const real *x, size_t n, GeluKind
 // GEGLU backward. No cache: the projection p = [a | g] is recomputed one row at a time.
 //   dp[:, :H] = dout * gelu(g),  dp[:, H:] = dout * a * gelu'(g)
 //   dbias += sum_n dp,  dkernel += x^T dp,  dx += dp kernel^T
-// dx, dkernel, dbias may each be NULL. MV_ERR only if the 4H-element row scratch cannot be had.
+// dx, dkernel, dbias may each be NULL. MV_ERR only if the plain path's 4H-element row scratch
+// cannot be had (the fast path falls back to the plain one when its block scratch cannot).
 int geglu_backward(real *dx,                               // (N,C) or NULL
                    real *dkernel, real *dbias,             // (C,2H) (2H), or NULL
                    const real *dout,                       // (N,H)

@@ -25,7 +25,7 @@ typedef struct {
 } AttnWeights;
 
 // Queries are processed in blocks of this many: the only score storage is one
-// (ATTN_QUERY_BLOCK x keys) tile, whatever the number of sequences, heads or frames.
+// (ATTN_QUERY_BLOCK x keys) tile per thread, whatever the number of sequences, heads or frames.
 #define ATTN_QUERY_BLOCK 64
 
 // For every sequence, with q = x Wq, k = c Wk, v = c Wv (c = x for self-attention) and per head:
@@ -71,8 +71,8 @@ typedef struct {
     real *dbv;  // (D)
 } AttnGrads;
 
-// The forward keeps no cache: q, k, v, the softmax tiles and o are recomputed per sequence (as
-// the forward computes them). Per head, qs = q/sqrt(d), P = softmax(qs k^T), o = P v:
+// The forward keeps no cache: q, k, v, the softmax tiles and o are recomputed per chunk of
+// sequences (as the forward computes them). Per head, qs = q/sqrt(d), P = softmax(qs k^T), o = P v:
 //   dWo += o^T dout, dbo += sum dout, do = dout Wo^T
 //   dP = do v^T, dv += P^T do, ds = P * (dP - rowsum(P * dP)), dq = (ds k)/sqrt(d), dk += ds^T qs
 //   dx += dq Wq^T (+ dk Wk^T + dv Wv^T for self-attention), dW* += source^T d*

@@ -5,10 +5,52 @@
 #include "groupnorm.h"
 #include "layernorm.h"
 #include "linear.h"
+#include "threads.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+// ---------------------------------------------------------------------------------------
+// Elementwise glue of the forward passes, in blocks of elements or rows on the thread pool
+// (each block written by one task: the same bits for any thread count).
+
+typedef struct {
+    real *y;         // (n) or (B,S,C)
+    const real *x;   // (n), or (B,C): one row per clip
+    size_t S, C;
+} AddJob;
+
+static void add_range(void *ctx, size_t begin, size_t end) {
+    const AddJob *j = (const AddJob *)ctx;
+    size_t i;
+    for (i = begin; i < end; i++) j->y[i] += j->x[i];
+}
+
+// y += x, elementwise (a residual connection).
+static void add_into(real *y, const real *x, size_t n) { // (n) (n)
+    AddJob j;
+    j.y = y; j.x = x; j.S = j.C = 0;
+    parallel_range(n, (size_t)1 << 15, add_range, &j);
+}
+
+// Rows [begin, end) of the (B*S, C) view: row q += x[q / S].
+static void add_rows_range(void *ctx, size_t begin, size_t end) {
+    const AddJob *j = (const AddJob *)ctx;
+    size_t q, c;
+    for (q = begin; q < end; q++) {
+        real *row = j->y + q * j->C;              // (C)
+        const real *add = j->x + q / j->S * j->C; // (C)
+        for (c = 0; c < j->C; c++) row[c] += add[c];
+    }
+}
+
+// y[b,s,:] += x[b,:] for every position s of clip b (the time embedding).
+static void add_per_clip(real *y, const real *x, size_t B, size_t S, size_t C) { // (B,S,C) (B,C)
+    AddJob j;
+    j.y = y; j.x = x; j.S = S; j.C = C;
+    parallel_range(B * S, 16384 / (C + 1) + 1, add_rows_range, &j);
+}
 
 // A parameter by "<prefix>.<suffix>", checked against the expected shape.
 static const real *param(ParamTable *pt, const char *prefix, const char *suffix, int ndim, size_t d0, size_t d1,
@@ -69,7 +111,7 @@ static const Conv2dGeom CONV3 = {3, 3, 1, 1, 1, 1, 1};
 static const Conv2dGeom CONV1 = {1, 1, 1, 0, 0, 0, 0};
 
 int resnet_forward(Tensor *out, const Tensor *x, const real *temb, ParamTable *pt, const char *prefix, const BlockDims *d) {
-    size_t B = d->B, F = d->F, H = x->shape[2], W = x->shape[3], Cin = x->shape[4], Cout, S = F * H * W, b, s, c;
+    size_t B = d->B, F = d->F, H = x->shape[2], W = x->shape[3], Cin = x->shape[4], Cout, S = F * H * W;
     const real *n1s, *n1b, *n2s, *n2b, *tw, *tbias;
     Tensor h, h2, t, res;
     char name[512];
@@ -102,11 +144,7 @@ int resnet_forward(Tensor *out, const Tensor *x, const real *temb, ParamTable *p
         silu_forward(t.data, temb, B * d->Ct);
         if (tensor_alloc_v(&tp, 2, B, Cout)) goto done;
         linear_forward(tp.data, t.data, tw, tbias, B, d->Ct, Cout);
-        for (b = 0; b < B; b++)
-            for (s = 0; s < S; s++) {
-                real *row = h2.data + (b * S + s) * Cout; // (Cout)
-                for (c = 0; c < Cout; c++) row[c] += tp.data[b * Cout + c];
-            }
+        add_per_clip(h2.data, tp.data, B, S, Cout);
         tensor_free(&tp);
     }
     // h = conv2(silu(GN2(h2)))
@@ -118,9 +156,9 @@ int resnet_forward(Tensor *out, const Tensor *x, const real *temb, ParamTable *p
     if (Cin != Cout) {
         snprintf(name, sizeof name, "%s.conv_shortcut", prefix);
         if (conv_block_forward(&res, x, pt, name, d, &CONV1)) { tensor_free(out); goto done; }
-        for (s = 0; s < out->numel; s++) out->data[s] += res.data[s];
+        add_into(out->data, res.data, out->numel);
     } else {
-        for (s = 0; s < out->numel; s++) out->data[s] += x->data[s];
+        add_into(out->data, x->data, out->numel);
     }
     rc = MV_OK;
 done:
@@ -144,20 +182,25 @@ static int attn_weights(AttnWeights *w, ParamTable *pt, const char *prefix, cons
 }
 
 // The feed-forward on rows in blocks, so the (rows, 4C) GEGLU output stays small:
-// h[r] += net_2(GEGLU(n[r])) for each row r.
+// h[r] += net_2(GEGLU(n[r])) for each row r. The forward takes blocks of FF_ELEMS GEGLU
+// outputs (16 MiB in float32), large enough that the products' packing of the weights is
+// small beside them (blocks of 256 rows packed net_2's kernel once per 256 rows).
 #define FF_ROWS 256
+#define FF_ELEMS ((size_t)1 << 22)
 static int feedforward_add(real *h, const real *n, size_t N, size_t C, const real *w0, const real *b0, const real *w2,
                            const real *b2) {
-    size_t r0, rows, i;
-    real *g = (real *)mv_calloc(FF_ROWS * 4 * C, sizeof(real), "feed-forward rows");
-    real *o = (real *)mv_calloc(FF_ROWS * C, sizeof(real), "feed-forward rows");
+    size_t r0, rows, block = FF_ELEMS / (4 * C) > FF_ROWS ? FF_ELEMS / (4 * C) : FF_ROWS;
+    real *g, *o;
     int rc = MV_OK;
+    if (block > N) block = N;
+    g = (real *)mv_malloc(block * 4 * C * sizeof(real), "feed-forward rows"); // (block,4C)
+    o = (real *)mv_malloc(block * C * sizeof(real), "feed-forward rows");     // (block,C)
     if (!g || !o) { free(g); free(o); return MV_ERR; }
     for (r0 = 0; r0 < N && rc == MV_OK; r0 += rows) {
-        rows = N - r0 < FF_ROWS ? N - r0 : FF_ROWS;
+        rows = N - r0 < block ? N - r0 : block;
         rc = geglu_forward(g, n + r0 * C, w0, b0, rows, C, 4 * C, GELU_TANH);
         linear_forward(o, g, w2, b2, rows, 4 * C, C);
-        for (i = 0; i < rows * C; i++) h[r0 * C + i] += o[i];
+        add_into(h + r0 * C, o, rows * C);
     }
     free(g);
     free(o);
@@ -198,7 +241,7 @@ static int transformer_weights(TransformerWeights *t, ParamTable *pt, const char
 
 int transformer_forward(Tensor *out, const Tensor *x, const real *ctx, ParamTable *pt, const char *prefix, size_t heads,
                         const BlockDims *d) {
-    size_t B = d->B, F = d->F, H = x->shape[2], W = x->shape[3], C = x->shape[4], S = H * W, N = B * F * S, i;
+    size_t B = d->B, F = d->F, H = x->shape[2], W = x->shape[3], C = x->shape[4], S = H * W, N = B * F * S;
     const real *gs, *gb, *pik, *pib, *pok, *pob, *ln[8] = {0}, *w0, *b0, *w2, *b2;
     AttnWeights a1, a2, at;
     TransformerWeights tw;
@@ -218,16 +261,16 @@ int transformer_forward(Tensor *out, const Tensor *x, const real *ctx, ParamTabl
     // spatial self-attention over the H*W tokens of each frame
     layernorm_forward(n.data, NULL, NULL, h.data, ln[0], ln[1], N, C, 1e-5);
     if (attention_self_forward(a.data, n.data, &a1, B * F, S)) goto done;
-    for (i = 0; i < h.numel; i++) h.data[i] += a.data[i];
+    add_into(h.data, a.data, h.numel);
     // cross-attention: frame b*F+f attends to prompt b
     layernorm_forward(n.data, NULL, NULL, h.data, ln[2], ln[3], N, C, 1e-5);
     if (attention_cross_forward(a.data, n.data, ctx, &a2, B, F, S, d->Tctx)) goto done;
-    for (i = 0; i < h.numel; i++) h.data[i] += a.data[i];
+    add_into(h.data, a.data, h.numel);
     // temporal self-attention over the F frames of each pixel
     if (d->temporal) {
         layernorm_forward(n.data, NULL, NULL, h.data, ln[4], ln[5], N, C, 1e-5);
         if (attention_temporal_forward(a.data, n.data, &at, B, F, S)) goto done;
-        for (i = 0; i < h.numel; i++) h.data[i] += a.data[i];
+        add_into(h.data, a.data, h.numel);
     }
     // feed-forward
     layernorm_forward(n.data, NULL, NULL, h.data, ln[6], ln[7], N, C, 1e-5);
@@ -235,7 +278,7 @@ int transformer_forward(Tensor *out, const Tensor *x, const real *ctx, ParamTabl
     // out = proj_out(h) + x
     if (tensor_alloc(out, 5, x->shape)) goto done;
     linear_forward(out->data, h.data, pok, pob, N, C, C);
-    for (i = 0; i < out->numel; i++) out->data[i] += x->data[i];
+    add_into(out->data, x->data, out->numel);
     rc = MV_OK;
 done:
     if (rc) mv_fail_prefix("%s", prefix);

@@ -34,7 +34,7 @@ static const char *usage =
     "      Exit status: 0 all match, 1 a mismatch, 2 bad usage or unreadable input.\n"
     "  mavref train --data D --steps N --out P (--weights W | --procedural SEED | --resume P0)\n"
     "              [--config JSON] [--frames F] [--lr LR] [--warmup FRAC] [--decay FRAC]\n"
-    "              [--total-steps T] [--weight-decay WD] [--all] [--seed S]\n"
+    "              [--total-steps T] [--weight-decay WD] [--all] [--seed S] [--recompute]\n"
     "      upstream's training step (spec/train.md) for N steps, batch 1: D holds latents.<i>\n"
     "      (Fc,4,h,w) raw VAE latents and context.<i> (77,768) per clip i = 0, 1, ...; each step\n"
     "      draws a clip, a window of F frames (default 24), a timestep and noise from (S, step).\n"
@@ -42,6 +42,8 @@ static const char *usage =
     "      fractions of T = total steps as upstream), weight decay 1e-2, clip 1. Prints loss and\n"
     "      the gradient norm per step; writes P.params.safetensors (Flax names) and\n"
     "      P.opt.safetensors (mu.NAME, nu.NAME, step); --resume P0 continues from those.\n"
+    "      --recompute keeps only checkpoints of the activations and re-runs the forward of each\n"
+    "      segment in the backward: less memory, about one more forward, the same gradients.\n"
     "  mavref unet --inputs IN --out OUT [--weights W | --procedural SEED] [--config JSON]\n"
     "              [--2d] [--taps]\n"
     "      run the UNet: IN holds sample (B,Cin,F,H,W) (or (B,Cin,H,W) with --2d), timesteps (B)\n"
@@ -527,7 +529,7 @@ static int cmd_train(int argc, char **argv) {
     unsigned long long seed = 0, dseed = 0;
     double lr = 5e-5, warmup = 0, decay = 0, wd = 1e-2, v;
     long steps = -1, frames = 24, total = 0, k, nclips = 0, s;
-    int have_seed = 0, all = 0, rc = 2, i;
+    int have_seed = 0, all = 0, recompute = 0, rc = 2, i;
     char *end, path[1024];
     UNetConfig cfg;
     TrainConfig tc;
@@ -550,6 +552,7 @@ static int cmd_train(int argc, char **argv) {
         else if (!strcmp(a, "--config") && more) config = argv[++i];
         else if (!strcmp(a, "--resume") && more) resume = argv[++i];
         else if (!strcmp(a, "--all")) all = 1;
+        else if (!strcmp(a, "--recompute")) recompute = 1;
         else if ((!strcmp(a, "--procedural") || !strcmp(a, "--seed")) && more) {
             unsigned long long x = strtoull(argv[++i], &end, 10);
             if (*end || end == argv[i]) { fprintf(stderr, "mavref train: %s needs an integer\n", a); return 2; }
@@ -576,6 +579,7 @@ static int cmd_train(int argc, char **argv) {
     train_config_default(&tc);
     tc.only_temporal = !all;
     tc.weight_decay = wd;
+    tc.recompute = recompute;
     params_init(&pt);
     params_init(&gt);
     st_writer_init(&w);

@@ -59,6 +59,13 @@ int conv_pseudo3d_forward(real *out,                   // (B,F,Ho,Wo,Co)
 // the caller zeroes once per step; every gradient pointer may be NULL (gradient not wanted,
 // e.g. a frozen weight). dout is the gradient of the loss with respect to `out`.
 
+// conv2d_backward and temporal_conv_backward run as matrix products (ref/gemm.c); the *_ref
+// functions are the plain loops (same arguments), the readable path.
+void conv2d_backward_ref(real *dinp, real *dkernel, real *dbias, const real *dout, const real *inp,
+                         const real *kernel, size_t N, size_t H, size_t W, size_t Ci, size_t Co, const Conv2dGeom *g);
+void temporal_conv_backward_ref(real *dinp, real *dkernel, real *dbias, const real *dout, const real *inp,
+                                const real *kernel, size_t B, size_t F, size_t S, size_t Ci, size_t Co);
+
 // Gradients of conv2d_forward:
 //   dinp[n,i*s+kh-pt,j*s+kw-pl,c] += sum_o dout[n,i,j,o] * kernel[kh,kw,c,o]
 //   dkernel[kh,kw,c,o] += sum_{n,i,j} in[n,i*s+kh-pt,j*s+kw-pl,c] * dout[n,i,j,o]

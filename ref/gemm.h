@@ -38,6 +38,45 @@ int gemm(real *C,       // (M,N), leading dimension ldc
 void gemm_ref(real *C, const real *A, const real *B,
               size_t M, size_t N, size_t K, size_t ldc, size_t lda, size_t ldb, int flags);
 
+// ---------------------------------------------------------------------------------------
+// One B, many products; an implicit A. An operator that multiplies many A's by the same B
+// (a temporal convolution's tap for every clip, a projection of many short sequences) packs
+// op(B) once with gemm_pack_b and runs gemm_packed against it. An operator whose A is
+// implicit (the patch matrix of a convolution, read from the image) gives gemm_runs a
+// function that says where each row's elements are, and gemm packs them straight from
+// there. All give exactly the bits gemm() gives for the same op(A), op(B) and flags (the
+// same GEMM_KC chains, the same kernel), for any thread count.
+
+// op(B) (K,N) in the kernel's panel order (see ref/gemm.c), made by gemm_pack_b.
+typedef struct {
+    real *panels; // for each block of GEMM_KC k's, ceil(N/NR) panels of (kc, NR)
+    void *raw;    // the allocation behind panels
+    size_t K, N;
+} GemmPackedB;
+
+// Pack op(B): B (K,N) with ldb >= N, or with GEMM_TB (N,K) with ldb >= K (other flags are
+// ignored). MV_ERR if the memory (K x N rounded up to whole panels) cannot be allocated or
+// ldb is too small. Free with gemm_packed_b_free (also safe on a zeroed struct).
+int gemm_pack_b(GemmPackedB *pb, const real *B, size_t K, size_t N, size_t ldb, int flags);
+void gemm_packed_b_free(GemmPackedB *pb);
+
+// C (M,N) (+)= op(A) (M,K) x the packed op(B) (K,N); flags GEMM_TA, GEMM_ACC as for gemm().
+int gemm_packed(real *C,                 // (M,N), leading dimension ldc
+                const real *A,           // (M,K), or (K,M) with GEMM_TA; leading dimension lda
+                const GemmPackedB *pb,   // op(B) (K,N)
+                size_t M, size_t ldc, size_t lda, int flags);
+
+// An implicit op(A): where row i's elements from column p on are. Returns a pointer to a run
+// of *run >= 1 contiguous elements op(A)[i, p .. p+*run-1], or NULL for a run of *run zeros
+// (padding). Called from several threads at once: it must only read ctx.
+typedef const real *(*GemmRunFn)(void *ctx, size_t i, size_t p, size_t *run);
+
+// C (M,N) (+)= op(A) (M,K) x op(B) (K,N), op(A) given by `runs`; flags GEMM_TB, GEMM_ACC.
+int gemm_runs(real *C,                  // (M,N), leading dimension ldc
+              GemmRunFn runs, void *ctx, // op(A) (M,K)
+              const real *B,            // (K,N), or (N,K) with GEMM_TB; leading dimension ldb
+              size_t M, size_t N, size_t K, size_t ldc, size_t ldb, int flags);
+
 // The register tile of the build (for tests and the benchmark).
 size_t gemm_tile_m(void);
 size_t gemm_tile_n(void);

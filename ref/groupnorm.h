@@ -14,6 +14,11 @@ void groupnorm_forward(real *out, real *mean, real *rstd,          // (N,S,C) (N
                        const real *scale, const real *bias,        // (C) (C)
                        size_t N, size_t S, size_t C, size_t G, double eps);
 
+// The readable path: the same sums in the same order, one group after another, one thread.
+// groupnorm_forward gives exactly its bits (it only spreads the groups and rows over threads).
+void groupnorm_forward_ref(real *out, real *mean, real *rstd, const real *x, const real *scale, const real *bias,
+                           size_t N, size_t S, size_t C, size_t G, double eps); // as groupnorm_forward
+
 // Backward (spec/backward.md), ACCUMULATING (+=) into dx, dscale, dbias (each may be NULL),
 // from the forward's mean and rstd (pass the buffers groupnorm_forward filled):
 //   xhat = (x - mean) * rstd,  dxhat = dout * scale

@@ -14,6 +14,11 @@ void layernorm_forward(real *out, real *mean, real *rstd,    // (N,C) (N) (N)
                        const real *scale, const real *bias,  // (C) (C)
                        size_t N, size_t C, double eps);
 
+// The readable path: the same loop on one thread (layernorm_forward runs blocks of rows as
+// parallel tasks and gives exactly its bits).
+void layernorm_forward_ref(real *out, real *mean, real *rstd, const real *x, const real *scale, const real *bias,
+                           size_t N, size_t C, double eps); // as layernorm_forward
+
 // Backward (spec/backward.md), ACCUMULATING (+=) into dx, dscale, dbias (each may be NULL),
 // from the forward's mean and rstd: groupnorm_backward with one group per row.
 void layernorm_backward(real *dx, real *dscale, real *dbias,   // (N,C) (C) (C)

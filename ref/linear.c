@@ -1,4 +1,5 @@
-// linear.c: Dense forward and backward as plain loops (contiguous inner loops over the outputs).
+// linear.c: Dense forward and backward: matrix products (ref/gemm.c), and the plain loops
+// (contiguous inner loops over the outputs) as the readable *_ref path.
 #include "linear.h"
 #include "gemm.h"
 
@@ -34,9 +35,29 @@ void linear_forward_ref(real *out, const real *x, const real *kernel, const real
     }
 }
 
+// The fast path: two matrix products and a column sum,
+//   dx (N,I) += dout (N,O) x kernel^T (O,I)      dkernel (I,O) += x^T (I,N) x dout (N,O)
+// (gemm() with GEMM_TB / GEMM_TA, accumulating). Should a product not get its packing
+// buffers, gemm_ref computes it instead (gemm leaves C untouched when it fails).
 void linear_backward(real *dx, real *dkernel, real *dbias,
                      const real *dout, const real *x, const real *kernel,
                      size_t N, size_t I, size_t O) {
+    size_t n, o;
+    if (mv_reference_path) { linear_backward_ref(dx, dkernel, dbias, dout, x, kernel, N, I, O); return; }
+    // forward was: y = bias + ..., so dbias += the column sums of dout (rows in order)
+    if (dbias)
+        for (n = 0; n < N; n++)
+            for (o = 0; o < O; o++) dbias[o] += dout[n * O + o];
+    if (dx && gemm(dx, dout, kernel, N, I, O, I, O, O, GEMM_TB | GEMM_ACC) != MV_OK)
+        gemm_ref(dx, dout, kernel, N, I, O, I, O, O, GEMM_TB | GEMM_ACC);
+    if (dkernel && gemm(dkernel, x, dout, I, O, N, O, I, O, GEMM_TA | GEMM_ACC) != MV_OK)
+        gemm_ref(dkernel, x, dout, I, O, N, O, I, O, GEMM_TA | GEMM_ACC);
+}
+
+// The readable path: one row at a time.
+void linear_backward_ref(real *dx, real *dkernel, real *dbias,
+                         const real *dout, const real *x, const real *kernel,
+                         size_t N, size_t I, size_t O) {
     size_t n, i, o;
     for (n = 0; n < N; n++) {
         const real *dy = dout + n * O; // (O)

@@ -20,6 +20,9 @@ void linear_forward(real *out,           // (N,O)
 //   dx[n,i] += sum_o dout[n,o] * kernel[i,o]
 //   dkernel[i,o] += sum_n x[n,i] * dout[n,o]
 //   dbias[o] += sum_n dout[n,o]
+// linear_backward runs as matrix products; linear_backward_ref is the plain loop.
+void linear_backward_ref(real *dx, real *dkernel, real *dbias, const real *dout, const real *x, const real *kernel,
+                         size_t N, size_t I, size_t O); // (N,I) (I,O) (O) (N,O) (N,I) (I,O)
 void linear_backward(real *dx,            // (N,I) or NULL
                      real *dkernel,       // (I,O) or NULL
                      real *dbias,         // (O) or NULL

@@ -169,3 +169,25 @@ void threads_shutdown(void) {}
 void parallel_for(size_t n_tasks, TaskFn fn, void *ctx) {
     parallel_for_max(n_tasks, threads_count(), fn, ctx);
 }
+
+typedef struct {
+    RangeFn fn;
+    void *ctx;
+    size_t n, grain;
+} RangeJob;
+
+static void range_task(void *ctx, size_t task, int worker) {
+    const RangeJob *r = (const RangeJob *)ctx;
+    size_t begin = task * r->grain, end = r->n - begin < r->grain ? r->n : begin + r->grain;
+    (void)worker;
+    r->fn(r->ctx, begin, end);
+}
+
+void parallel_range(size_t n, size_t grain, RangeFn fn, void *ctx) {
+    RangeJob r;
+    if (n == 0) return;
+    if (grain == 0) grain = 1;
+    if (n <= grain) { fn(ctx, 0, n); return; }
+    r.fn = fn; r.ctx = ctx; r.n = n; r.grain = grain;
+    parallel_for((n - 1) / grain + 1, range_task, &r);
+}

@@ -36,6 +36,13 @@ void parallel_for(size_t n_tasks, TaskFn fn, void *ctx);
 // The same with at most max_workers threads; worker indices are < max_workers (>= 1).
 void parallel_for_max(size_t n_tasks, int max_workers, TaskFn fn, void *ctx);
 
+// Split [0, n) into consecutive ranges of `grain` items (the last one shorter) and run
+// fn(ctx, begin, end) for each range on the pool: for loops whose items are independent
+// (elementwise work, rows of a norm), each range written by one task. The split depends on
+// n and grain only, never on the thread count.
+typedef void (*RangeFn)(void *ctx, size_t begin, size_t end);
+void parallel_range(size_t n, size_t grain, RangeFn fn, void *ctx);
+
 // Stop and join the worker threads (they are started again on the next parallel_for).
 void threads_shutdown(void);
 

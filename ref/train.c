@@ -107,7 +107,7 @@ int train_step(ParamTable *pt, ParamTable *gt, AdamState *opt, const TrainConfig
     real scale;
     int rc = MV_ERR, clip;
     if (gt->numel != pt->numel || opt->numel != pt->numel) return mv_fail("train_step: gradient or optimizer state of the wrong size");
-    if (unet_tape_forward(&tp, &pred, x_in, timesteps, context, pt, uc)) return mv_fail_prefix("train_step");
+    if (unet_tape_forward_mode(&tp, &pred, x_in, timesteps, context, pt, uc, tc->recompute)) return mv_fail_prefix("train_step");
     memset(&dout, 0, sizeof dout);
     if (!tensor_same_shape(&pred, noise)) { mv_fail("train_step: noise must have the prediction's shape"); goto done; }
     // loss = mean((noise - pred)^2); dloss/dpred = -2 (noise - pred) / n

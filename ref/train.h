@@ -23,9 +23,12 @@ typedef struct {
     double weight_decay;  // 1e-2 (upstream default; the model card's run used 0.02)
     double clip_norm;     // 1.0
     int only_temporal;    // 1: only parameters with "temporal" in their name are trained
+    int recompute;        // 1: the UNet tape keeps only checkpoints and re-runs segments in the
+                          // backward (less memory, about one more forward; same gradients)
 } TrainConfig;
 
-// Upstream's defaults: constant lr 1e-4, AdamW(0.9, 0.999, 1e-8, wd 1e-2), clip 1, temporal only.
+// Upstream's defaults: constant lr 1e-4, AdamW(0.9, 0.999, 1e-8, wd 1e-2), clip 1, temporal only;
+// every stage input kept (recompute 0).
 void train_config_default(TrainConfig *t);
 // The schedule as flax_trainer.py builds it from fractions of total_steps (L424-449):
 // warmup_steps = ceil(warmup * total); decay > 0: cosine to 1e-8 over ceil(decay * total) steps

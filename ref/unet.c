@@ -280,6 +280,7 @@ int unet_declare_params(ParamTable *pt, const UNetConfig *c) {
 #include "groupnorm.h"
 #include "activations.h"
 #include "upsample.h"
+#include "threads.h"
 
 #define MAX_SKIPS 64
 
@@ -295,15 +296,29 @@ static void transpose_bc(real *dst, const real *src, size_t B, size_t C, size_t 
             }
 }
 
+// Rows [begin, end) of a channel concatenation (blocks of rows run in parallel: copies).
+typedef struct {
+    real *out;           // (n,Ca+Cb)
+    const real *a, *b;   // (n,Ca) (n,Cb)
+    size_t Ca, Cb;
+} ConcatJob;
+static void concat_rows(void *ctx, size_t begin, size_t end) {
+    const ConcatJob *j = (const ConcatJob *)ctx;
+    size_t i;
+    for (i = begin; i < end; i++) {
+        memcpy(j->out + i * (j->Ca + j->Cb), j->a + i * j->Ca, j->Ca * sizeof(real));
+        memcpy(j->out + i * (j->Ca + j->Cb) + j->Ca, j->b + i * j->Cb, j->Cb * sizeof(real));
+    }
+}
+
 // Concatenate along channels: out[..., :Ca] = a, out[..., Ca:] = b (upstream: [hidden, skip]).
 static int concat_channels(Tensor *out, const Tensor *a, const Tensor *b) {
-    size_t n = a->numel / a->shape[4], Ca = a->shape[4], Cb = b->shape[4], i;
+    size_t n = a->numel / a->shape[4], Ca = a->shape[4], Cb = b->shape[4];
+    ConcatJob j;
     if (b->numel / Cb != n) return mv_fail("skip connection of shape mismatching the hidden state");
     if (tensor_alloc_v(out, 5, a->shape[0], a->shape[1], a->shape[2], a->shape[3], Ca + Cb)) return MV_ERR;
-    for (i = 0; i < n; i++) {
-        memcpy(out->data + i * (Ca + Cb), a->data + i * Ca, Ca * sizeof(real));
-        memcpy(out->data + i * (Ca + Cb) + Ca, b->data + i * Cb, Cb * sizeof(real));
-    }
+    j.out = out->data; j.a = a->data; j.b = b->data; j.Ca = Ca; j.Cb = Cb;
+    parallel_range(n, 16384 / (Ca + Cb + 1) + 1, concat_rows, &j);
     return MV_OK;
 }
 
@@ -523,6 +538,7 @@ typedef struct {
     size_t heads;        // ST_TRANSFORMER
     int skip;            // ST_CONCAT: the index of the ST_PUSH stage it pops
     size_t Ca;           // ST_CONCAT: channels of the hidden state (the skip's follow)
+    int ckpt;            // the forward keeps this stage's input (every stage unless recomputing)
     Tensor in;           // the stage's input (ST_PUSH: the skip)
 } Stage;
 
@@ -532,8 +548,42 @@ struct UNetTape {
     ParamTable *pt;
     Stage *st;
     int n;
+    int recompute;           // 1: only checkpoints are kept; segments are re-run in the backward
+    size_t H, W;             // the sample's latent size
+    size_t held, peak;       // bytes of activations the tape holds now / at most
     Tensor sinus, temb, ctx; // (B,c0) (B,4c0) (B,T,Cctx)
 };
+
+// Stages that read their input in the backward (PUSH and CONCAT only route gradients).
+static int needs_input(const Stage *s) { return s->kind != ST_PUSH && s->kind != ST_CONCAT; }
+
+// Move *t into the tape's slot *slot (the tape now holds it) / release a slot.
+static void tape_keep(UNetTape *tp, Tensor *slot, Tensor *t) {
+    *slot = *t;
+    memset(t, 0, sizeof *t);
+    tp->held += slot->numel * sizeof(real);
+    if (tp->held > tp->peak) tp->peak = tp->held;
+}
+static void tape_drop(UNetTape *tp, Tensor *slot) {
+    if (slot->data) tp->held -= slot->numel * sizeof(real);
+    tensor_free(slot);
+}
+
+// Which stage inputs the forward keeps. All of them by default; with recompute, the input of
+// every k-th stage that reads one (k = ceil(sqrt(count)), the first stage included): the
+// checkpoints. The skips are kept either way (until the CONCAT that takes them has run for
+// the last time), so a segment between two checkpoints can be re-run on its own.
+static void tape_plan(UNetTape *tp, int recompute) {
+    int i, m = 0, k = 1, count = 0;
+    tp->recompute = recompute;
+    for (i = 0; i < tp->n; i++) count += needs_input(&tp->st[i]);
+    while (recompute && k * k < count) k++;
+    for (i = 0; i < tp->n; i++) {
+        Stage *s = &tp->st[i];
+        s->ckpt = !recompute;
+        if (needs_input(s)) s->ckpt = m++ % k == 0;
+    }
+}
 
 static const Conv2dGeom T_CONV3 = {3, 3, 1, 1, 1, 1, 1}, T_DOWN3 = {3, 3, 2, 1, 1, 1, 1};
 
@@ -612,15 +662,97 @@ static int temb_params(ParamTable *pt, size_t c0, Tensor **w) {
     return MV_OK;
 }
 
+// The output of one stage that reads an input (CONV, RESNET, TRANSFORMER, UPSAMPLE, OUTNORM),
+// allocated in *out.
+static int stage_forward(UNetTape *tp, const Stage *s, const Tensor *in, Tensor *out) {
+    const BlockDims *d = &tp->d;
+    ParamTable *pt = tp->pt;
+    size_t c0 = (size_t)tp->c.block_out_channels[0];
+    switch (s->kind) {
+    case ST_CONV: return conv_block_forward(out, in, pt, s->name, d, s->g);
+    case ST_RESNET: return resnet_forward(out, in, tp->temb.data, pt, s->name, d);
+    case ST_TRANSFORMER: return transformer_forward(out, in, tp->ctx.data, pt, s->name, s->heads, d);
+    case ST_UPSAMPLE:
+        if (tensor_alloc_v(out, 5, d->B, d->F, 2 * in->shape[2], 2 * in->shape[3], in->shape[4])) return MV_ERR;
+        upsample_nearest2x_forward(out->data, in->data, d->B * d->F, in->shape[2], in->shape[3], in->shape[4]);
+        return MV_OK;
+    default: { // ST_OUTNORM: silu(GroupNorm(h)), statistics over all frames
+        const real *gs, *gb;
+        if (outnorm_params(pt, c0, &gs, &gb) || tensor_alloc(out, 5, in->shape)) return MV_ERR;
+        groupnorm_forward(out->data, NULL, NULL, in->data, gs, gb, d->B, d->F * in->shape[2] * in->shape[3], c0, 32, 1e-5);
+        silu_forward(out->data, out->data, out->numel);
+        return MV_OK;
+    }
+    }
+}
+
+// Run stages [from, to) on the hidden state *h (replaced by the state after stage to-1).
+// The first run (rerun = 0) keeps the checkpoints' inputs and copies of the skips; a re-run
+// of a segment for the backward (rerun = 1) keeps every input it passes. A skip is released
+// when the CONCAT that takes it has run for the last time.
+static int tape_run(UNetTape *tp, int from, int to, Tensor *h, int rerun) {
+    Tensor next;
+    int k;
+    memset(&next, 0, sizeof next);
+    for (k = from; k < to; k++) {
+        Stage *s = &tp->st[k];
+        if (s->kind == ST_PUSH) { // the skip is a copy: h moves on into the next stage
+            if (rerun) continue;  // the copy from the first run is still held, or was used up
+            if (tensor_alloc(&next, 5, h->shape)) return MV_ERR;
+            memcpy(next.data, h->data, h->numel * sizeof(real));
+            tape_keep(tp, &s->in, &next);
+            continue;
+        }
+        if (s->kind == ST_CONCAT) {
+            Stage *p = &tp->st[s->skip];
+            if (!p->in.data) return mv_fail("internal: UNet tape: skip %d already released", s->skip);
+            s->Ca = h->shape[4];
+            if (concat_channels(&next, h, &p->in)) return MV_ERR;
+            if (rerun || !tp->recompute) tape_drop(tp, &p->in); // not needed again
+        } else {
+            if (stage_forward(tp, s, h, &next)) return MV_ERR;
+            if (rerun || s->ckpt) tape_keep(tp, &s->in, h);
+        }
+        tensor_free(h);
+        *h = next;
+        memset(&next, 0, sizeof next);
+    }
+    return MV_OK;
+}
+
+// Recompute mode: give stage k (which reads its input) its input again by re-running the
+// forward from the nearest checkpoint before it; every input on the way is kept, so the
+// backward walks the segment down to the checkpoint without another re-run.
+static int tape_rerun(UNetTape *tp, int k) {
+    Tensor h;
+    int c = k - 1;
+    while (c >= 0 && !(needs_input(&tp->st[c]) && tp->st[c].in.data)) c--;
+    if (c < 0) return mv_fail("internal: UNet tape: no checkpoint before stage %d", k);
+    memset(&h, 0, sizeof h);
+    if (stage_forward(tp, &tp->st[c], &tp->st[c].in, &h) || tape_run(tp, c + 1, k, &h, 1)) {
+        tensor_free(&h);
+        return mv_fail_prefix("recomputing %s", tp->st[c].name);
+    }
+    tape_keep(tp, &tp->st[k].in, &h);
+    return MV_OK;
+}
+
+size_t unet_tape_peak_bytes(const UNetTape *tp) { return tp->peak; }
+
 int unet_tape_forward(UNetTape **tape, Tensor *out, const Tensor *sample, const Tensor *timesteps, const Tensor *context,
                       ParamTable *pt, const UNetConfig *c) {
+    return unet_tape_forward_mode(tape, out, sample, timesteps, context, pt, c, 0);
+}
+
+int unet_tape_forward_mode(UNetTape **tape, Tensor *out, const Tensor *sample, const Tensor *timesteps,
+                           const Tensor *context, ParamTable *pt, const UNetConfig *c, int recompute) {
     UNetTape *tp;
-    Tensor h, next;
+    Tensor h;
     Tensor *tw[4];
     size_t B, F, H, W, Cin = (size_t)c->in_channels, c0 = (size_t)c->block_out_channels[0];
-    int k, rc = MV_ERR;
+    int rc = MV_ERR;
     *tape = NULL;
-    memset(out, 0, sizeof *out); memset(&h, 0, sizeof h); memset(&next, 0, sizeof next);
+    memset(out, 0, sizeof *out); memset(&h, 0, sizeof h);
     if (unet_check_inputs(sample, timesteps, context, c)) return MV_ERR;
     B = sample->shape[0];
     F = c->temporal ? sample->shape[2] : 1;
@@ -632,7 +764,9 @@ int unet_tape_forward(UNetTape **tape, Tensor *out, const Tensor *sample, const 
     tp->pt = pt;
     tp->d.B = B; tp->d.F = F; tp->d.temporal = c->temporal; tp->d.Tctx = context->shape[1]; tp->d.Cctx = context->shape[2];
     tp->d.Ct = 4 * c0; tp->d.gn_eps = 1e-5; tp->d.plain_names = 0;
+    tp->H = H; tp->W = W;
     if (tape_build(tp)) goto done;
+    tape_plan(tp, recompute);
     if (tensor_alloc(&tp->ctx, 3, context->shape)) goto done;
     memcpy(tp->ctx.data, context->data, context->numel * sizeof(real));
     if (tensor_alloc_v(&tp->sinus, 2, B, c0) || tensor_alloc_v(&tp->temb, 2, B, 4 * c0)) goto done;
@@ -641,48 +775,7 @@ int unet_tape_forward(UNetTape **tape, Tensor *out, const Tensor *sample, const 
         goto done;
     if (tensor_alloc_v(&h, 5, B, F, H, W, Cin)) goto done;
     transpose_bc(h.data, sample->data, B, Cin, F * H * W, 1);
-    for (k = 0; k < tp->n; k++) {
-        Stage *s = &tp->st[k];
-        const BlockDims *d = &tp->d;
-        if (s->kind == ST_PUSH) { // the skip is a copy: h moves on into the next stage
-            if (tensor_alloc(&s->in, 5, h.shape)) goto done;
-            memcpy(s->in.data, h.data, h.numel * sizeof(real));
-            continue;
-        }
-        if (s->kind == ST_CONCAT) {
-            Stage *p = &tp->st[s->skip];
-            s->Ca = h.shape[4];
-            if (concat_channels(&next, &h, &p->in)) goto done;
-            tensor_free(&p->in); // not needed by the backward
-            tensor_free(&h);
-            h = next;
-            memset(&next, 0, sizeof next);
-            continue;
-        }
-        s->in = h; // the stage owns its input
-        memset(&h, 0, sizeof h);
-        switch (s->kind) {
-        case ST_CONV:
-            if (conv_block_forward(&h, &s->in, pt, s->name, d, s->g)) goto done;
-            break;
-        case ST_RESNET:
-            if (resnet_forward(&h, &s->in, tp->temb.data, pt, s->name, d)) goto done;
-            break;
-        case ST_TRANSFORMER:
-            if (transformer_forward(&h, &s->in, tp->ctx.data, pt, s->name, s->heads, d)) goto done;
-            break;
-        case ST_UPSAMPLE:
-            if (tensor_alloc_v(&h, 5, B, F, 2 * s->in.shape[2], 2 * s->in.shape[3], s->in.shape[4])) goto done;
-            upsample_nearest2x_forward(h.data, s->in.data, B * F, s->in.shape[2], s->in.shape[3], s->in.shape[4]);
-            break;
-        default: { // ST_OUTNORM: silu(GroupNorm(h)), statistics over all frames
-            const real *gs, *gb;
-            if (outnorm_params(pt, c0, &gs, &gb) || tensor_alloc(&h, 5, s->in.shape)) goto done;
-            groupnorm_forward(h.data, NULL, NULL, s->in.data, gs, gb, B, F * H * W, c0, 32, 1e-5);
-            silu_forward(h.data, h.data, h.numel);
-        }
-        }
-    }
+    if (tape_run(tp, 0, tp->n, &h, 0)) goto done;
     {
         size_t Co = h.shape[4];
         int r = c->temporal ? tensor_alloc_v(out, 5, B, Co, F, H, W) : tensor_alloc_v(out, 4, B, Co, H, W);
@@ -691,7 +784,7 @@ int unet_tape_forward(UNetTape **tape, Tensor *out, const Tensor *sample, const 
     }
     rc = MV_OK;
 done:
-    tensor_free(&h); tensor_free(&next);
+    tensor_free(&h);
     if (rc) { unet_tape_free(tp); return MV_ERR; }
     *tape = tp;
     return MV_OK;
@@ -708,18 +801,16 @@ int unet_tape_backward(UNetTape *tp, ParamTable *gt, Tensor *d_sample, const Ten
     memset(&dh, 0, sizeof dh); memset(&dprev, 0, sizeof dprev); memset(&dtemb, 0, sizeof dtemb);
     if (d_sample) memset(d_sample, 0, sizeof *d_sample);
     if (gt && gt->numel != pt->numel) return mv_fail("gradient table of %lu values for %lu parameters", (unsigned long)gt->numel, (unsigned long)pt->numel);
-    {
-        const Tensor *last = &tp->st[tp->n - 1].in; // conv_out's input (B,F,H,W,c0)
-        S = last->shape[2] * last->shape[3];
-        if (dout->numel != B * Co * F * S || dout->ndim != (c->temporal ? 5 : 4))
-            return mv_fail("dout must have the output's shape (B, %lu, %sH, W)", (unsigned long)Co, c->temporal ? "F, " : "");
-        if (tensor_alloc_v(&dh, 5, B, F, last->shape[2], last->shape[3], Co)) return MV_ERR;
-        transpose_bc(dh.data, dout->data, B, Co, F * S, 1);
-    }
+    S = tp->H * tp->W;
+    if (dout->numel != B * Co * F * S || dout->ndim != (c->temporal ? 5 : 4))
+        return mv_fail("dout must have the output's shape (B, %lu, %sH, W)", (unsigned long)Co, c->temporal ? "F, " : "");
+    if (tensor_alloc_v(&dh, 5, B, F, tp->H, tp->W, Co)) return MV_ERR;
+    transpose_bc(dh.data, dout->data, B, Co, F * S, 1);
     if (temb_params(pt, c0, tw) || tensor_alloc_v(&dtemb, 2, B, 4 * c0)) goto done;
     if (!(dskip = (Tensor *)mv_calloc((size_t)tp->n, sizeof(Tensor), "skip gradients"))) goto done;
     for (k = tp->n - 1; k >= 0; k--) {
         Stage *s = &tp->st[k];
+        if (needs_input(s) && !s->in.data && tape_rerun(tp, k)) goto done; // recompute mode
         if (s->kind == ST_PUSH) { // forward was: skip = h (h also flows on)
             if (dskip[k].data)
                 for (i = 0; i < dh.numel; i++) dh.data[i] += dskip[k].data[i];
@@ -735,6 +826,7 @@ int unet_tape_backward(UNetTape *tp, ParamTable *gt, Tensor *d_sample, const Ten
                 memcpy(dprev.data + i * Ca, dh.data + i * Cab, Ca * sizeof(real));
                 memcpy(dskip[s->skip].data + i * Cb, dh.data + i * Cab + Ca, Cb * sizeof(real));
             }
+            tape_drop(tp, &tp->st[s->skip].in); // recompute mode: no re-run reaches this CONCAT any more
         } else {
             if (tensor_alloc(&dprev, 5, s->in.shape)) goto done;
             switch (s->kind) {
@@ -767,7 +859,7 @@ int unet_tape_backward(UNetTape *tp, ParamTable *gt, Tensor *d_sample, const Ten
             }
             }
         }
-        tensor_free(&s->in);
+        tape_drop(tp, &s->in);
         tensor_free(&dh);
         dh = dprev;
         memset(&dprev, 0, sizeof dprev);

@@ -62,6 +62,15 @@ int unet_grads_alloc(ParamTable *g, const ParamTable *p);
 typedef struct UNetTape UNetTape;
 int unet_tape_forward(UNetTape **tape, Tensor *out, const Tensor *sample, const Tensor *timesteps,
                       const Tensor *context, ParamTable *pt, const UNetConfig *c);
+// The same with a choice of the memory/time trade-off (spec/train.md). recompute = 0: as
+// unet_tape_forward, every stage input is kept. recompute = 1: only checkpoints are kept (the
+// input of every k-th stage, k ~ sqrt(stages)) and the skips; the backward re-runs the forward
+// of each segment from its checkpoint before walking it back (about one more forward in all).
+// The gradients are bit-identical between the two.
+int unet_tape_forward_mode(UNetTape **tape, Tensor *out, const Tensor *sample, const Tensor *timesteps,
+                           const Tensor *context, ParamTable *pt, const UNetConfig *c, int recompute);
+// The most bytes of activations (stage inputs and skips) the tape has held so far.
+size_t unet_tape_peak_bytes(const UNetTape *tape);
 // Given dout (the output's shape), ACCUMULATE (+=) the gradient of every parameter into gt
 // (from unet_grads_alloc; NULL: none) and, when d_sample is not NULL, allocate and fill the
 // gradient of the sample. The tape's activations are released as the walk passes them; free

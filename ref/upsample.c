@@ -3,17 +3,33 @@
 
 #include <string.h>
 
+#include "threads.h"
+
+typedef struct {
+    real *out;       // (N,Ho,Wo,C)
+    const real *in;  // (N,H,W,C)
+    size_t H, W, Ho, Wo, C;
+} ResizeJob;
+
+// Output rows [begin, end) of the (N*Ho) rows: a copy each, so blocks of rows run in parallel.
+static void resize_rows(void *ctx, size_t begin, size_t end) {
+    const ResizeJob *r = (const ResizeJob *)ctx;
+    size_t q, j;
+    for (q = begin; q < end; q++) {
+        size_t n = q / r->Ho, i = q % r->Ho;
+        size_t si = ((2 * i + 1) * r->H) / (2 * r->Ho); // floor((i + 0.5) * H / Ho)
+        for (j = 0; j < r->Wo; j++) {
+            size_t sj = ((2 * j + 1) * r->W) / (2 * r->Wo);
+            memcpy(r->out + (q * r->Wo + j) * r->C, r->in + ((n * r->H + si) * r->W + sj) * r->C, r->C * sizeof(real));
+        }
+    }
+}
+
 void resize_nearest_forward(real *out, const real *in,
                             size_t N, size_t H, size_t W, size_t Ho, size_t Wo, size_t C) {
-    size_t n, i, j;
-    for (n = 0; n < N; n++)
-        for (i = 0; i < Ho; i++) {
-            size_t si = ((2 * i + 1) * H) / (2 * Ho); // floor((i + 0.5) * H / Ho)
-            for (j = 0; j < Wo; j++) {
-                size_t sj = ((2 * j + 1) * W) / (2 * Wo);
-                memcpy(out + ((n * Ho + i) * Wo + j) * C, in + ((n * H + si) * W + sj) * C, C * sizeof(real));
-            }
-        }
+    ResizeJob r;
+    r.out = out; r.in = in; r.H = H; r.W = W; r.Ho = Ho; r.Wo = Wo; r.C = C;
+    parallel_range(N * Ho, 16384 / (Wo * C + 1) + 1, resize_rows, &r);
 }
 
 void upsample_nearest2x_forward(real *out, const real *in, size_t N, size_t H, size_t W, size_t C) {

@@ -153,6 +153,91 @@ done:
     return fails;
 }
 
+// gemm_packed (op(B) packed once) and gemm_runs (op(A) given by runs) give exactly gemm()'s
+// bits, for every flag they take, shapes around the tile and the k block, and 1..4 threads.
+typedef struct { const real *A; size_t lda, K, cut; } RunsCtx;
+
+// Row i of the (M,K) matrix at A in runs that end at column `cut` and at multiples of 7,
+// and zeros where A holds exactly 0 (padding): runs of every length, split anywhere.
+static const real *runs_of(void *ctx, size_t i, size_t p, size_t *run) {
+    const RunsCtx *r = (const RunsCtx *)ctx;
+    const real *row = r->A + i * r->lda;
+    size_t end = p < r->cut ? r->cut : (p / 7 + 1) * 7;
+    if (end > r->K) end = r->K;
+    if (row[p] == 0) {
+        *run = 1;
+        return NULL;
+    }
+    *run = end - p;
+    return row + p;
+}
+
+int test_gemm_packed(void) {
+    size_t mr = gemm_tile_m(), nr = gemm_tile_n();
+    static const size_t base[][3] = {{1, 1, 1}, {3, 5, 2}, {40, 30, 700}, {257, 3, 513}};
+    size_t shapes[6][3], s, i;
+    int fails = 0, t, flags;
+    memcpy(shapes, base, sizeof base);
+    shapes[4][0] = mr * 41 + 2; shapes[4][1] = nr * 9 + 1; shapes[4][2] = 300; // several blocks
+    shapes[5][0] = 1100; shapes[5][1] = nr + 3; shapes[5][2] = 2 * GEMM_KC + 1; // > RUNS_BLOCKS row blocks
+    for (s = 0; s < 6; s++) {
+        size_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2], pad = s % 2 ? 3 : 0, ldc = N + pad;
+        real *A = alloc_fill((M + K) * (M + K + pad)), *B = alloc_fill((K + N) * (K + N + pad)), *C0 = alloc_fill(M * ldc);
+        real *want = malloc(M * ldc * sizeof(real)), *got = malloc(M * ldc * sizeof(real));
+        if (!A || !B || !C0 || !want || !got) { harness_failf(__func__, "out of memory"); return fails + 1; }
+        for (i = 0; i < M * K; i += 11) A[i] = 0; // padding for the runs
+        for (flags = 0; flags < 8; flags++) {
+            int ta = (flags & GEMM_TA) != 0, tb = (flags & GEMM_TB) != 0;
+            size_t lda = (ta ? M : K) + pad, ldb = (tb ? K : N) + pad;
+            GemmPackedB pb;
+            RunsCtx rc;
+            memcpy(want, C0, M * ldc * sizeof(real));
+            threads_set(1);
+            if (gemm(want, A, B, M, N, K, ldc, lda, ldb, flags)) { harness_failf(__func__, "%s", mv_error()); fails++; continue; }
+            for (t = 1; t <= 4; t++) {
+                threads_set(t);
+                memcpy(got, C0, M * ldc * sizeof(real));
+                if (gemm_pack_b(&pb, B, K, N, ldb, flags) || gemm_packed(got, A, &pb, M, ldc, lda, flags)) {
+                    harness_failf(__func__, "%s", mv_error());
+                    fails++;
+                }
+                gemm_packed_b_free(&pb);
+                if (memcmp(got, want, M * ldc * sizeof(real)) != 0) {
+                    harness_failf(__func__, "gemm_packed %s %lux%lux%lu, %d threads: not gemm()'s bits", flag_name(flags),
+                                  (unsigned long)M, (unsigned long)N, (unsigned long)K, t);
+                    fails++;
+                }
+                if (ta) continue; // gemm_runs: op(A) is given by rows
+                memcpy(got, C0, M * ldc * sizeof(real));
+                rc.A = A; rc.lda = lda; rc.K = K; rc.cut = K / 3;
+                if (gemm_runs(got, runs_of, &rc, B, M, N, K, ldc, ldb, flags)) {
+                    harness_failf(__func__, "%s", mv_error());
+                    fails++;
+                }
+                if (memcmp(got, want, M * ldc * sizeof(real)) != 0) {
+                    harness_failf(__func__, "gemm_runs %s %lux%lux%lu, %d threads: not gemm()'s bits", flag_name(flags),
+                                  (unsigned long)M, (unsigned long)N, (unsigned long)K, t);
+                    fails++;
+                }
+            }
+        }
+        free(A); free(B); free(C0); free(want); free(got);
+    }
+    threads_set(0);
+    {   // bad arguments: refused with a message, nothing allocated
+        GemmPackedB pb;
+        real b[6] = {0}, c[4] = {0};
+        fails += EXPECT(gemm_pack_b(&pb, b, 3, 2, 1, 0) == MV_ERR && strstr(mv_error(), "ldb") && !pb.raw, "ldb < N accepted");
+        gemm_packed_b_free(&pb);
+        fails += EXPECT(gemm_pack_b(&pb, b, 3, 2, 3, GEMM_TB) == MV_OK, "valid pack refused: %s", mv_error());
+        fails += EXPECT(gemm_packed(c, b, &pb, 2, 1, 3, 0) == MV_ERR && strstr(mv_error(), "ldc"), "ldc < N accepted");
+        fails += EXPECT(gemm_packed(c, b, &pb, 2, 2, 2, 0) == MV_ERR && strstr(mv_error(), "lda"), "lda < K accepted");
+        gemm_packed_b_free(&pb);
+        gemm_packed_b_free(&pb); // twice is harmless
+    }
+    return fails;
+}
+
 int test_gemm_bad_args(void) {
     real a[6] = {0}, b[6] = {0}, c[4] = {0};
     int fails = 0;

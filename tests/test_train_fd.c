@@ -120,3 +120,152 @@ int test_train_fd_unet(void) {
 }
 
 #endif
+
+// ---------------------------------------------------------------------------------------
+// The tape's recompute mode (every precision): a configuration of 3 down blocks with 2
+// layers (63 stages), temporal and 2-D. The gradients (parameters and sample, added to a
+// table that starts at 0.5) and the output are bit-identical to those of the default mode,
+// also with 3 threads, and the tape holds fewer bytes at its peak. One training step with
+// TrainConfig.recompute moves the parameters exactly as the default step.
+#include "../ref/threads.h"
+#include "../ref/train.h"
+
+typedef struct {
+    Tensor out, dx;
+    ParamTable gt;
+    size_t peak;
+} TapeRun;
+
+static int tape_case(TapeRun *r, ParamTable *pt, const UNetConfig *c, const Tensor *x, const Tensor *t, const Tensor *ctx,
+                     const Tensor *w, int recompute) {
+    UNetTape *tp;
+    size_t i;
+    memset(r, 0, sizeof *r);
+    if (unet_grads_alloc(&r->gt, pt)) return MV_ERR;
+    for (i = 0; i < r->gt.numel; i++) r->gt.arena[i] = (real)0.5;
+    if (unet_tape_forward_mode(&tp, &r->out, x, t, ctx, pt, c, recompute)) return MV_ERR;
+    if (unet_tape_backward(tp, &r->gt, &r->dx, w)) { unet_tape_free(tp); return MV_ERR; }
+    r->peak = unet_tape_peak_bytes(tp);
+    unet_tape_free(tp);
+    return MV_OK;
+}
+
+static void tape_run_free(TapeRun *r) {
+    tensor_free(&r->out); tensor_free(&r->dx);
+    free_params(&r->gt);
+}
+
+static int tape_same(const char *what, const TapeRun *a, const TapeRun *b) {
+    int fails = 0;
+    fails += EXPECT(a->out.numel == b->out.numel && memcmp(a->out.data, b->out.data, a->out.numel * sizeof(real)) == 0,
+                    "%s: outputs differ", what);
+    fails += EXPECT(a->dx.numel == b->dx.numel && memcmp(a->dx.data, b->dx.data, a->dx.numel * sizeof(real)) == 0,
+                    "%s: sample gradients differ", what);
+    fails += EXPECT(memcmp(a->gt.arena, b->gt.arena, a->gt.numel * sizeof(real)) == 0, "%s: parameter gradients differ", what);
+    return fails;
+}
+
+static int recompute_case(int temporal) {
+    UNetConfig c;
+    ParamTable pt;
+    Tensor x, t, ctx, w;
+    TapeRun keep, rec, rec3;
+    size_t B = 1, F = temporal ? 3 : 1, H = 8, W = 8;
+    int fails = 0, saved = threads_count();
+    unet_config_default(&c);
+    c.in_channels = 9; c.out_channels = 4; c.n_blocks = 3;
+    c.block_out_channels[0] = 32; c.block_out_channels[1] = 64; c.block_out_channels[2] = 64;
+    c.layers_per_block = 2; c.heads[0] = 2; c.heads[1] = 4; c.heads[2] = 4; c.cross_attention_dim = 8;
+    c.down_cross[0] = 1; c.down_cross[1] = 1; c.down_cross[2] = 0; c.up_cross[0] = 0; c.up_cross[1] = 1; c.up_cross[2] = 1;
+    c.temporal = temporal;
+    params_init(&pt);
+    memset(&x, 0, sizeof x); memset(&t, 0, sizeof t); memset(&ctx, 0, sizeof ctx); memset(&w, 0, sizeof w);
+    memset(&keep, 0, sizeof keep); memset(&rec, 0, sizeof rec); memset(&rec3, 0, sizeof rec3);
+    if (unet_declare_params(&pt, &c) || params_alloc(&pt) || params_procedural(&pt, 12) ||
+        (temporal ? tensor_alloc_v(&x, 5, B, (size_t)9, F, H, W) : tensor_alloc_v(&x, 4, B, (size_t)9, H, W)) ||
+        (temporal ? tensor_alloc_v(&w, 5, B, (size_t)4, F, H, W) : tensor_alloc_v(&w, 4, B, (size_t)4, H, W)) ||
+        tensor_alloc_v(&t, 1, B) || tensor_alloc_v(&ctx, 3, B, (size_t)5, (size_t)8)) {
+        harness_failf("tape_recompute", "setup: %s", mv_error());
+        fails = 1;
+        goto done;
+    }
+    proc_fill(x.data, x.numel, 1, "x", 1.0, 0.0);
+    proc_fill(w.data, w.numel, 2, "w", 1.0, 0.0);
+    proc_fill(ctx.data, ctx.numel, 3, "ctx", 1.0, 0.0);
+    t.data[0] = 654;
+    threads_set(1);
+    if (tape_case(&keep, &pt, &c, &x, &t, &ctx, &w, 0) || tape_case(&rec, &pt, &c, &x, &t, &ctx, &w, 1)) {
+        harness_failf("tape_recompute", "temporal=%d: %s", temporal, mv_error());
+        fails = 1;
+        goto done;
+    }
+    threads_set(3);
+    if (tape_case(&rec3, &pt, &c, &x, &t, &ctx, &w, 1)) {
+        harness_failf("tape_recompute", "temporal=%d: %s", temporal, mv_error());
+        fails = 1;
+        goto done;
+    }
+    printf("  tape_recompute temporal=%d: tape peak %lu bytes keeping every stage input, %lu with checkpoints\n", temporal,
+           (unsigned long)keep.peak, (unsigned long)rec.peak);
+    fails += tape_same(temporal ? "recompute vs keep (temporal)" : "recompute vs keep (2-D)", &keep, &rec);
+    fails += tape_same(temporal ? "recompute, 3 threads vs 1 (temporal)" : "recompute, 3 threads vs 1 (2-D)", &rec, &rec3);
+    fails += EXPECT(rec.peak < keep.peak, "temporal=%d: recompute holds %lu bytes at its peak, not fewer than %lu", temporal,
+                    (unsigned long)rec.peak, (unsigned long)keep.peak);
+done:
+    threads_set(saved);
+    tape_run_free(&keep); tape_run_free(&rec); tape_run_free(&rec3);
+    tensor_free(&x); tensor_free(&t); tensor_free(&ctx); tensor_free(&w);
+    free_params(&pt);
+    return fails;
+}
+
+// One train_step of the default and of the recompute tape: the same parameters, bit for bit.
+static int recompute_train_step(void) {
+    UNetConfig c;
+    ParamTable p[2], gt;
+    AdamState opt[2];
+    TrainConfig tc;
+    Tensor x, t, noise, ctx;
+    double loss[2], l2[2];
+    int m, fails = 0;
+    unet_config_default(&c);
+    c.in_channels = 9; c.out_channels = 4; c.n_blocks = 2; c.block_out_channels[0] = 32; c.block_out_channels[1] = 64;
+    c.layers_per_block = 1; c.heads[0] = 2; c.heads[1] = 4; c.cross_attention_dim = 8;
+    c.down_cross[0] = 1; c.down_cross[1] = 0; c.up_cross[0] = 0; c.up_cross[1] = 1;
+    train_config_default(&tc);
+    tc.only_temporal = 0;
+    memset(&x, 0, sizeof x); memset(&t, 0, sizeof t); memset(&noise, 0, sizeof noise); memset(&ctx, 0, sizeof ctx);
+    memset(opt, 0, sizeof opt);
+    params_init(&p[0]); params_init(&p[1]); params_init(&gt);
+    for (m = 0; m < 2; m++)
+        if (unet_declare_params(&p[m], &c) || params_alloc(&p[m]) || params_procedural(&p[m], 21) || adam_init(&opt[m], p[m].numel)) {
+            fails = 1;
+            goto done;
+        }
+    if (unet_grads_alloc(&gt, &p[0]) || tensor_alloc_v(&x, 5, (size_t)1, (size_t)9, (size_t)2, (size_t)4, (size_t)4) ||
+        tensor_alloc_v(&t, 1, (size_t)1) || tensor_alloc_v(&noise, 5, (size_t)1, (size_t)4, (size_t)2, (size_t)4, (size_t)4) ||
+        tensor_alloc_v(&ctx, 3, (size_t)1, (size_t)3, (size_t)8)) {
+        fails = 1;
+        goto done;
+    }
+    proc_fill(x.data, x.numel, 7, "x_in", 1.0, 0.0);
+    proc_fill(noise.data, noise.numel, 7, "noise", 1.0, 0.0);
+    proc_fill(ctx.data, ctx.numel, 7, "ctx", 1.0, 0.0);
+    t.data[0] = 400;
+    for (m = 0; m < 2; m++) {
+        tc.recompute = m;
+        if (train_step(&p[m], &gt, &opt[m], &tc, &c, &x, &t, &noise, &ctx, &loss[m], &l2[m], NULL)) { fails = 1; goto done; }
+    }
+    fails += EXPECT(loss[0] == loss[1] && l2[0] == l2[1], "train_step: loss or l2_grads differ with recompute");
+    fails += EXPECT(memcmp(p[0].arena, p[1].arena, p[0].numel * sizeof(real)) == 0, "train_step: parameters differ with recompute");
+done:
+    if (fails && *mv_error()) harness_failf("tape_recompute", "train_step: %s", mv_error());
+    adam_free(&opt[0]); adam_free(&opt[1]);
+    tensor_free(&x); tensor_free(&t); tensor_free(&noise); tensor_free(&ctx);
+    free_params(&gt); free_params(&p[0]); free_params(&p[1]);
+    return fails;
+}
+
+int test_tape_recompute(void) {
+    return recompute_case(1) + recompute_case(0) + recompute_train_step();
+}

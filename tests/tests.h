@@ -45,6 +45,7 @@ int test_grad_fd_attention(void);
 int test_grad_fd_upsample_temb(void);
 // test_train_fd.c (float64 builds only)
 int test_train_fd_unet(void);
+int test_tape_recompute(void); // every precision
 
 // ops_tokenizer.c
 int run_tokenize(Case *c);
@@ -56,6 +57,15 @@ int test_fastpath_conv(void);
 int test_fastpath_linear(void);
 int test_fastpath_attention(void);
 int test_fastpath_threads(void);
+int test_fastpath_forward_bits(void);
+int test_fastpath_attention_kinds(void);
+int test_attention_chunks(void);
+int test_fastpath_geglu(void);
+int test_fastpath_attention_threads(void);
+int test_expf_poly(void);
+int test_fastpath_conv_backward(void);
+int test_fastpath_linear_backward(void);
+int test_fastpath_backward_threads(void);
 int test_unet_threads(void);
 
 // ops_pipeline.c
@@ -92,6 +102,7 @@ int test_gemm_edges(void);
 int test_gemm_blocks(void);
 int test_gemm_threads(void);
 int test_gemm_bad_args(void);
+int test_gemm_packed(void);
 int test_parallel_for(void);
 
 // test_badinput.c (the bad-input catalogue, SPEC.md)

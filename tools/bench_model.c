@@ -4,6 +4,11 @@
 //                                     tokenize_*.safetensors files
 //   bench_model unet B F H W          wall time of one UNet forward of the real makeavid
 //                                     configuration with procedural weights (threads: all)
+//   bench_model train B F H W [recompute]
+//                                     wall time of one forward + backward (every parameter's
+//                                     gradient) of the same, keeping every stage's input or
+//                                     (recompute) only checkpoints, and the peak memory
+#define _POSIX_C_SOURCE 200809L // clock_gettime
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +23,25 @@
 // Wall-clock seconds: C99 has only time() (1 s) and clock() (CPU time of all threads), so the
 // benchmark measures with time() over enough repetitions, and reports clock() as well.
 static double wall(void) { return (double)time(NULL); }
+
+// Wall-clock seconds with POSIX's monotonic clock (the training figures are single runs).
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+// The process's peak resident memory in kB (Linux: VmHWM in /proc/self/status), or -1.
+static long peak_rss_kb(void) {
+    char line[256];
+    long kb = -1;
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmHWM:", 6)) kb = atol(line + 6);
+    fclose(f);
+    return kb;
+}
 
 static int bench_tokenize(int argc, char **argv) {
     Tokenizer tok;
@@ -101,6 +125,58 @@ static int bench_unet(size_t B, size_t F, size_t H, size_t W) {
     return 0;
 }
 
+// One training step's UNet work on the real configuration with procedural weights: the taped
+// forward, then the backward of L = sum(out * w) into a gradient table of every parameter.
+static int bench_train(size_t B, size_t F, size_t H, size_t W, int recompute) {
+    UNetConfig c;
+    ParamTable pt, gt;
+    UNetTape *tp;
+    Tensor x, t, ctx, out, dout;
+    double t0, t1, t2;
+    clock_t c0, c1;
+    long rss_weights;
+    size_t i, tape_peak;
+    const char *sfx = recompute ? "_recompute" : "";
+    unet_config_default(&c);
+    params_init(&pt);
+    if (unet_declare_params(&pt, &c) || params_alloc(&pt) || params_procedural(&pt, 1) || unet_grads_alloc(&gt, &pt) ||
+        tensor_alloc_v(&x, 5, B, (size_t)9, F, H, W) || tensor_alloc_v(&t, 1, B) || tensor_alloc_v(&ctx, 3, B, (size_t)77, (size_t)768) ||
+        tensor_alloc_v(&dout, 5, B, (size_t)4, F, H, W)) {
+        fprintf(stderr, "%s\n", mv_error());
+        return 1;
+    }
+    proc_fill(x.data, x.numel, 2, "sample", 1.0, 0.0);
+    proc_fill(ctx.data, ctx.numel, 2, "context", 1.0, 0.0);
+    proc_fill(dout.data, dout.numel, 3, "dout", 1.0, 0.0);
+    for (i = 0; i < B; i++) t.data[i] = (real)(999 - 250 * i);
+    memset(gt.arena, 0, gt.numel * sizeof(real)); // as train_step does: the gradients are resident
+    rss_weights = peak_rss_kb();                   // parameters and gradients, before any activation
+    c0 = clock();
+    t0 = now();
+    if (unet_tape_forward_mode(&tp, &out, &x, &t, &ctx, &pt, &c, recompute)) { fprintf(stderr, "%s\n", mv_error()); return 1; }
+    t1 = now();
+    c1 = clock();
+    if (unet_tape_backward(tp, &gt, NULL, &dout)) { fprintf(stderr, "%s\n", mv_error()); return 1; }
+    t2 = now();
+    tape_peak = unet_tape_peak_bytes(tp);
+    unet_tape_free(tp);
+    printf("UNet training forward + backward (%s), makeavid configuration, sample (%lu,9,%lu,%lu,%lu), %d threads: "
+           "forward %.1f s, backward %.1f s wall; %.1f + %.1f s CPU\n",
+           recompute ? "checkpoints, segments recomputed" : "every stage input kept", (unsigned long)B, (unsigned long)F,
+           (unsigned long)H, (unsigned long)W, threads_count(), t1 - t0, t2 - t1, (double)(c1 - c0) / CLOCKS_PER_SEC,
+           (double)(clock() - c1) / CLOCKS_PER_SEC);
+    printf("unet_train_forward%s_s = %.1f\n", sfx, t1 - t0);
+    printf("unet_backward%s_s = %.1f\n", sfx, t2 - t1);
+    printf("unet_tape%s_peak_bytes = %lu\n", sfx, (unsigned long)tape_peak);
+    if (rss_weights > 0) {
+        printf("unet_train%s_peak_rss_kb = %ld\n", sfx, peak_rss_kb());
+        printf("unet_train%s_activations_peak_kb = %ld\n", sfx, peak_rss_kb() - rss_weights);
+    }
+    tensor_free(&out); tensor_free(&dout); tensor_free(&x); tensor_free(&t); tensor_free(&ctx);
+    free_params(&gt); free_params(&pt);
+    return 0;
+}
+
 // Bytes of the weights `mavref generate` holds: UNet, VAE and CLIP text encoder (defaults).
 #include "../ref/clip.h"
 #include "../ref/vae.h"
@@ -123,6 +199,8 @@ int main(int argc, char **argv) {
     if (argc >= 3 && !strcmp(argv[1], "tokenize")) return bench_tokenize(argc - 2, argv + 2);
     if (argc == 6 && !strcmp(argv[1], "unet"))
         return bench_unet((size_t)atol(argv[2]), (size_t)atol(argv[3]), (size_t)atol(argv[4]), (size_t)atol(argv[5]));
-    fprintf(stderr, "usage: bench_model tokenize FILE... | bench_model unet B F H W\n");
+    if ((argc == 6 || (argc == 7 && !strcmp(argv[6], "recompute"))) && !strcmp(argv[1], "train"))
+        return bench_train((size_t)atol(argv[2]), (size_t)atol(argv[3]), (size_t)atol(argv[4]), (size_t)atol(argv[5]), argc == 7);
+    fprintf(stderr, "usage: bench_model tokenize FILE... | bench_model unet B F H W | bench_model train B F H W [recompute]\n");
     return 2;
 }
