@@ -20,11 +20,8 @@
 #include "../ref/tokenizer.h"
 #include "../ref/unet.h"
 
-// Wall-clock seconds: C99 has only time() (1 s) and clock() (CPU time of all threads), so the
-// benchmark measures with time() over enough repetitions, and reports clock() as well.
-static double wall(void) { return (double)time(NULL); }
-
-// Wall-clock seconds with POSIX's monotonic clock (the training figures are single runs).
+// Wall-clock seconds with POSIX's monotonic clock (tools/ may use POSIX; ref/ stays C99). The
+// figures are single runs; clock() (CPU time of all threads) is reported beside them.
 static double now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -80,8 +77,8 @@ static int bench_tokenize(int argc, char **argv) {
         st_close(&f);
     }
     c0 = clock();
-    w0 = wall();
-    for (rep = 0; rep < 1000 && (reps < 3 || wall() - w0 < 3.0); rep++, reps++)
+    w0 = now();
+    for (rep = 0; rep < 1000 && (reps < 3 || now() - w0 < 3.0); rep++, reps++)
         for (k = 0; k < nstr; k++) (void)tokenize(&tok, (const char *)texts[k], lens[k], ids);
     cpu = (double)(clock() - c0) / CLOCKS_PER_SEC / reps;
     printf("tokenizer: %lu strings (%lu bytes) in %.3f s per pass (CPU time, %d passes)\n", (unsigned long)nstr,
@@ -113,13 +110,13 @@ static int bench_unet(size_t B, size_t F, size_t H, size_t W) {
     proc_fill(ctx.data, ctx.numel, 2, "context", 1.0, 0.0);
     for (i = 0; i < B; i++) t.data[i] = (real)(999 - 250 * i);
     c0 = clock();
-    w0 = wall();
+    w0 = now();
     if (unet_forward(&out, &x, &t, &ctx, &pt, &c, NULL, NULL)) { fprintf(stderr, "%s\n", mv_error()); return 1; }
-    w1 = wall();
-    printf("UNet forward, makeavid configuration, sample (%lu,9,%lu,%lu,%lu), %d threads: %.0f s wall, %.1f s CPU\n",
+    w1 = now();
+    printf("UNet forward, makeavid configuration, sample (%lu,9,%lu,%lu,%lu), %d threads: %.2f s wall, %.1f s CPU\n",
            (unsigned long)B, (unsigned long)F, (unsigned long)H, (unsigned long)W, threads_count(), w1 - w0,
            (double)(clock() - c0) / CLOCKS_PER_SEC);
-    printf("unet_forward_s = %.0f\n", w1 - w0);
+    printf("unet_forward_s = %.2f\n", w1 - w0);
     tensor_free(&out); tensor_free(&x); tensor_free(&t); tensor_free(&ctx);
     free_params(&pt);
     return 0;
