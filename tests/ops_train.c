@@ -49,23 +49,36 @@ static int in_list(const char *list, const char *name) {
     return 0;
 }
 
+// The index of the j-th sampled element of tensor `name` of n values (cases_train.py
+// sample_indices): a splitmix64 stream keyed by the name, as the procedural generator's.
+static size_t sample_index(const char *name, uint64_t seed, size_t j, size_t n) {
+    uint64_t key = proc_splitmix64(seed ^ proc_fnv1a64(name));
+    return (size_t)(proc_splitmix64(key + (uint64_t)j) % (uint64_t)n);
+}
+
 // Check per-tensor summaries of `vals` (an arena of pt's layout) against <prefix>norm and
 // <prefix>dot (in the order of meta `params`, the Flax tree's), and the full tensors of meta
 // `full` against <prefix>.NAME when `full` is set. Tensors in meta `zero_grads` (zero in exact
 // arithmetic; cases_train.py ZERO_REL) must be below min(ZERO_REL, tol) times the global norm.
+// When meta `samples` is present (the unet_grad cases), also each tensor's max|g| against
+// <prefix>max and `samples` elements at sample_index against <prefix>sample (count, samples),
+// both relative to the expected max|g|: element-wise checks of every tensor.
 #define ZERO_REL 1e-6
 static int check_summary(Case *c, const ParamTable *pt, const real *vals, const char *prefix, int full) {
-    Tensor en, ed, view;
+    Tensor en, ed, em, es, view;
     char name[600], pname[512];
-    long dseed;
+    long dseed, nsamp = 0, sseed = 0;
     size_t k, i, worst_n = 0, worst_d = 0, worst_z = 0, nzero = 0;
-    double err_n = 0.0, err_d = 0.0, err_z = 0.0, total = 0.0, zlim;
+    double err_n = 0.0, err_d = 0.0, err_z = 0.0, err_m = 0.0, err_s = 0.0, total = 0.0, zlim;
     real *u = NULL;
     int rc = 0;
     const char *list, *order, *zeros;
-    const Param *worst[3] = {NULL, NULL, NULL};
+    const Param *worst[5] = {NULL, NULL, NULL, NULL, NULL};
+    memset(&em, 0, sizeof em); memset(&es, 0, sizeof es);
     if (case_meta_long(c, "dir_seed", &dseed) || !(list = case_meta_str(c, "full")) || !(order = case_meta_str(c, "params")) ||
         !(zeros = case_meta_str(c, "zero_grads")))
+        return 1;
+    if (st_meta(&c->vec, "samples") && (case_meta_long(c, "samples", &nsamp) || case_meta_long(c, "sample_seed", &sseed)))
         return 1;
     snprintf(name, sizeof name, "%snorm", prefix);
     if (case_read(c, name, &en)) return 1;
@@ -77,6 +90,19 @@ static int check_summary(Case *c, const ParamTable *pt, const real *vals, const 
         rc = 1;
         goto done;
     }
+    if (nsamp > 0) {
+        snprintf(name, sizeof name, "%smax", prefix);
+        if (case_read(c, name, &em)) { rc = 1; goto done; }
+        snprintf(name, sizeof name, "%ssample", prefix);
+        if (case_read(c, name, &es)) { rc = 1; goto done; }
+        if (em.numel != pt->count || es.numel != pt->count * (size_t)nsamp) {
+            harness_failf(c->name, "%s{max,sample} hold %lu and %lu values for %lu tensors", prefix, (unsigned long)em.numel,
+                          (unsigned long)es.numel, (unsigned long)pt->count);
+            c->failed++;
+            rc = 1;
+            goto done;
+        }
+    }
     for (k = 0; k < en.numel; k++) total += (double)en.data[k] * (double)en.data[k];
     total = sqrt(total);
     zlim = (ZERO_REL < c->tol ? ZERO_REL : c->tol) * total;
@@ -84,7 +110,7 @@ static int check_summary(Case *c, const ParamTable *pt, const real *vals, const 
         size_t m = strcspn(order, ",");
         const Param *p;
         const real *v;
-        double n2 = 0.0, dot = 0.0, un = 0.0, e, den;
+        double n2 = 0.0, dot = 0.0, un = 0.0, mx = 0.0, e, den;
         if (m >= sizeof pname || k >= en.numel) { rc = case_error(c, "meta params"); goto done; }
         memcpy(pname, order, m);
         pname[m] = '\0';
@@ -100,6 +126,7 @@ static int check_summary(Case *c, const ParamTable *pt, const real *vals, const 
             n2 += (double)v[i] * (double)v[i];
             dot += (double)v[i] * (double)u[i];
             un += (double)u[i] * (double)u[i];
+            if (fabs((double)v[i]) > mx) mx = fabs((double)v[i]);
         }
         if (in_list(zeros, pname)) { // zero in exact arithmetic: the size of the noise only
             nzero++;
@@ -112,6 +139,17 @@ static int check_summary(Case *c, const ParamTable *pt, const real *vals, const 
         if (e > err_n || e != e) { err_n = e; worst_n = k; worst[0] = p; }
         e = fabs(dot - (double)ed.data[k]) / (den * sqrt(un));
         if (e > err_d || e != e) { err_d = e; worst_d = k; worst[1] = p; }
+        if (nsamp > 0) { // max|g| and the sampled elements, relative to the expected max|g|
+            long j;
+            den = (double)em.data[k] > 0 ? (double)em.data[k] : 1.0;
+            e = fabs(mx - (double)em.data[k]) / den;
+            if (e > err_m || e != e) { err_m = e; worst[3] = p; }
+            for (j = 0; j < nsamp && p->t.numel; j++) {
+                size_t idx = sample_index(p->name, (uint64_t)sseed, (size_t)j, p->t.numel);
+                e = fabs((double)v[idx] - (double)es.data[k * (size_t)nsamp + (size_t)j]) / den;
+                if (e > err_s || e != e) { err_s = e; worst[4] = p; }
+            }
+        }
     }
     (void)worst_n; (void)worst_d; (void)worst_z;
     c->checks++;
@@ -126,6 +164,20 @@ static int check_summary(Case *c, const ParamTable *pt, const real *vals, const 
         printf("  ok %s %s{norm,dot} of %lu tensors: norm rel %.3e (%s), dot rel %.3e (%s); %lu zero gradients at %.2e of "
                "the bound %.2e\n", c->name, prefix, (unsigned long)k, err_n, worst[0] ? worst[0]->name : "-", err_d,
                worst[1] ? worst[1]->name : "-", (unsigned long)nzero, err_z, zlim);
+    }
+    if (nsamp > 0) {
+        c->checks++;
+        if (!(err_m <= c->tol) || !(err_s <= c->tol)) {
+            harness_failf(c->name, "%s{max,sample} of %lu tensors: max rel %.3e (%s), %ld samples each rel %.3e (%s) (tol %.1e)",
+                          prefix, (unsigned long)(k - nzero), err_m, worst[3] ? worst[3]->name : "-", nsamp, err_s,
+                          worst[4] ? worst[4]->name : "-", c->tol);
+            c->failed++;
+            rc = 1;
+        } else {
+            printf("  ok %s %s{max,sample} of %lu tensors: max rel %.3e (%s), %ld samples each rel %.3e (%s)\n", c->name,
+                   prefix, (unsigned long)(k - nzero), err_m, worst[3] ? worst[3]->name : "-", nsamp, err_s,
+                   worst[4] ? worst[4]->name : "-");
+        }
     }
     while (full && *list) {
         size_t n = strcspn(list, ",");
@@ -143,7 +195,7 @@ static int check_summary(Case *c, const ParamTable *pt, const real *vals, const 
     }
 done:
     free(u);
-    tensor_free(&en); tensor_free(&ed);
+    tensor_free(&en); tensor_free(&ed); tensor_free(&em); tensor_free(&es);
     return rc;
 }
 

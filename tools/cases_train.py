@@ -12,8 +12,13 @@ gradient 'g.NAME' of the tensors listed in meta 'full' (every tensor of at most 
 values: the norm gains and biases, the small kernels). The C runner checks gnorm per tensor
 relative to gnorm[i], gdot relative to gnorm[i]*||u_i|| (Cauchy-Schwarz), and g.NAME as usual.
 
+The unet_grad cases also store, for every tensor, gmax[i] = max|g_i| and gsample[i, j] =
+g_i[idx_j] for SAMPLES elements at indices the C runner regenerates (sample_indices: a
+splitmix64 stream of the name, as procgen's), checked relative to gmax[i]: every tensor of
+the real configuration then gets element-wise checks too (meta 'samples', 'sample_seed').
+
 op 'unet_grad': inputs sample, timesteps, context (procedural), w (the output's shape);
-  L = sum(out * w); expected: out, d_sample, gnorm, gdot, g.NAME.
+  L = sum(out * w); expected: out, d_sample, gnorm, gdot, gmax, gsample, g.NAME.
 op 'train_step': inputs clip (Fc,4,h,w) raw latents, noise_k (1,4,F,h,w), meta t_k, start_k
   for k = 0..STEPS-1, context (procedural); meta lr, warmup_steps, decay_steps, end_lr
   (schedule 'warmup_cosine' or 'constant'), weight_decay, only_temporal;
@@ -21,6 +26,7 @@ op 'train_step': inputs clip (Fc,4,h,w) raw latents, noise_k (1,4,F,h,w), meta t
   metric), and the parameter change after step k, delta = p_k - p_0: dnorm_k, ddot_k (as
   gnorm/gdot), and after the last step d_k.NAME for the 'full' tensors.
 """
+import gc
 import json
 import math
 
@@ -37,6 +43,11 @@ from vecspec import Case, normal, rng, np_dtype, proc
 
 DIR_SEED = 777
 FULL_MAX = 256
+SAMPLE_SEED = 778
+SAMPLES = 8
+# the real configuration's gradient is taken in groups of at most this many parameters
+# (0.96 GB in float64): see unet_grad_case
+GROUP_MAX = 120_000_000
 SMALL = mavflax.SMALL
 LATENT_SCALE = 0.18215
 
@@ -59,52 +70,152 @@ ZERO_REL = 1e-6
 TOL_GRAD_F64 = 1e-8
 TOL_GRAD_F32 = 1e-4
 TOL_TRAIN_F32 = 1e-3
+# The real configuration at 8x8 latents, float32, measured mavref f32 against JAX f32: out
+# 4.1e-6, d_sample 6.6e-6, norms 2.7e-6, dots 9.0e-7, max|g| 9.1e-6 and samples 8.3e-6 (both
+# relative to the tensor's max|g|; up_blocks_{0,1} temporal conv biases); ~8x the worst.
+TOL_GRAD_REAL_F32 = 7e-5
 
 
-def _directions(shapes):
-    return {k: procgen.fill(s, DIR_SEED, k, 1.0, 0.0) for k, s in shapes.items()}
+class Summary:
+    """Per-tensor summaries of a gradient (or a parameter change), gathered one tensor at a
+    time: the real model's float64 gradient is 8.8 GB and is never held twice. The direction
+    u_i is generated when its tensor arrives, for the same reason."""
+
+    def __init__(self, shapes, samples=False):
+        self.shapes = shapes
+        self.samples = samples
+        self.stats = {}   # name -> [norm, dot] (+ [max, samples...])
+        self.small = {}   # name -> float64 values of the tensors of at most FULL_MAX values
+
+    def add(self, name, g):
+        g64 = np.asarray(g, np.float64)
+        u = procgen.fill(self.shapes[name], DIR_SEED, name, 1.0, 0.0)
+        st = [np.sqrt(np.sum(g64 ** 2)), np.sum(g64 * u)]
+        del u
+        if self.samples:
+            st += [np.max(np.abs(g64))] + list(g64.reshape(-1)[sample_indices(name, g64.size)])
+        self.stats[name] = st
+        if g64.size <= FULL_MAX:
+            self.small[name] = np.array(g64)
+
+    def tensors(self, prec, prefix, with_full=True):
+        """(tensors, full, zero): gnorm/gdot (gmax/gsample) vectors in the order of `shapes`
+        and the full small tensors, less those that are zero in exact arithmetic."""
+        names = list(self.shapes)
+        gnorm = np.array([self.stats[k][0] for k in names])
+        gdot = np.array([self.stats[k][1] for k in names])
+        total = np.sqrt(np.sum(gnorm ** 2))
+        zero = [k for k, n in zip(names, gnorm) if n < ZERO_REL * total]
+        full = [k for k in names if int(np.prod(self.shapes[k])) <= FULL_MAX and k not in zero]
+        dt = np_dtype(prec)
+        tensors = [(prefix + 'norm', gnorm.astype(dt)), (prefix + 'dot', gdot.astype(dt))]
+        if self.samples:
+            tensors += [(prefix + 'max', np.array([self.stats[k][2] for k in names]).astype(dt)),
+                        (prefix + 'sample', np.array([self.stats[k][3:] for k in names]).astype(dt))]
+        if with_full:
+            tensors += [(prefix + '.' + k, self.small[k].astype(dt)) for k in full]
+        return tensors, full, zero
 
 
-def summarize(flat, shapes, dirs, prec, prefix, with_full=True):
-    """gnorm/gdot vectors and the full tensors of the small parameters."""
-    names = list(shapes)
-    g64 = {k: np.asarray(flat[k], np.float64) for k in names}
-    gnorm = np.array([np.sqrt(np.sum(g64[k] ** 2)) for k in names])
-    gdot = np.array([np.sum(g64[k] * dirs[k]) for k in names])
-    total = np.sqrt(np.sum(gnorm ** 2))
-    zero = [k for k, n in zip(names, gnorm) if n < ZERO_REL * total]
-    full = [k for k in names if int(np.prod(shapes[k])) <= FULL_MAX and k not in zero]
-    dt = np_dtype(prec)
-    tensors = [(prefix + 'norm', gnorm.astype(dt)), (prefix + 'dot', gdot.astype(dt))]
-    if with_full:
-        tensors += [(prefix + '.' + k, g64[k].astype(dt)) for k in full]
-    return tensors, full, zero
+def sample_indices(name, numel):
+    """Indices of the SAMPLES checked elements of tensor `name` (numel values): with
+    key = splitmix64(SAMPLE_SEED ^ fnv1a64(name)), idx_j = splitmix64(key + j) mod numel
+    (tests/ops_train.c sample_index)."""
+    with np.errstate(over='ignore'):
+        key = procgen._splitmix64(np.array([(SAMPLE_SEED ^ procgen.fnv1a64(name)) & procgen.M64], dtype=np.uint64))[0]
+        bits = procgen._splitmix64(key + np.arange(SAMPLES, dtype=np.uint64))
+    return (bits % np.uint64(numel)).astype(np.int64)
 
 
-def unet_grad_case(prec, name, config, seed, B, F, H, W, T, timesteps, level='quick'):
+def summarize(flat, shapes, prec, prefix, with_full=True):
+    """gnorm/gdot vectors and the full tensors of the small parameters of a whole tree."""
+    sm = Summary(shapes)
+    for k in shapes:
+        sm.add(k, flat[k])
+    return sm.tensors(prec, prefix, with_full)
+
+
+def param_groups(shapes, limit):
+    """The parameter names split, in order, into groups of at most `limit` values each."""
+    groups, size = [], limit + 1
+    for k, s in shapes.items():
+        n = int(np.prod(s))
+        if size + n > limit:
+            groups.append([])
+            size = 0
+        groups[-1].append(k)
+        size += n
+    return groups
+
+
+def unet_grad_case(prec, name, config, seed, B, F, H, W, T, timesteps, level='quick', group_max=None,
+                   tol_f32=TOL_GRAD_F32):
+    """group_max: None differentiates every parameter in one jitted jax.grad. Else (the real
+    configuration) the gradient is taken w.r.t. one group of parameters at a time
+    (param_groups), the others passed as non-differentiated arguments (not closed over: XLA
+    would embed them), and op by op, not jitted: XLA's whole-program schedule keeps a
+    transposed copy of every kernel alive (temporaries of ~1.1x the parameters). JAX then holds
+    the parameters once plus one group's gradient and residuals."""
     dt = np_dtype(prec)
     r = rng(seed)
-    meta = {'config': config.to_json(), 'weights_seed': str(seed), 'video': '1', 'dir_seed': str(DIR_SEED)}
+    meta = {'config': config.to_json(), 'weights_seed': str(seed), 'video': '1', 'dir_seed': str(DIR_SEED),
+            'samples': str(SAMPLES), 'sample_seed': str(SAMPLE_SEED)}
     sample = normal(r, (B, config.in_channels, F, H, W), prec)
     w = normal(r, (B, config.out_channels, F, H, W), prec)
     t = np.array(timesteps, dtype=dt)
     context = proc(meta, 'context', (B, T, config.cross_attention_dim), prec, seed, 1.0)
     shapes = mavflax.unet_param_shapes(config)
     meta['params'] = ','.join(shapes)
-    params = mavflax.procedural_tree(shapes, seed, dt, meta)
+    sm = Summary(shapes, samples=True)
+    tj, cj, wj, xj = jnp.asarray(t), jnp.asarray(context), jnp.asarray(w), jnp.asarray(sample)
+    if group_max is None:
+        params = mavflax.procedural_tree(shapes, seed, dt, meta)
 
-    def loss(p, x):
-        y, _ = mavflax.apply_unet(config, p, x, jnp.asarray(t), jnp.asarray(context), dt, taps=False)
-        return jnp.sum(y * jnp.asarray(w)), y
+        def loss(p, x):
+            y, _ = mavflax.apply_unet(config, p, x, tj, cj, dt, taps=False)
+            return jnp.sum(y * wj), y
 
-    (_, y), (gp, gx) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(params, jnp.asarray(sample))
-    flat = mavflax.flatten(gp)
-    tensors, full, zero = summarize(flat, shapes, _directions(shapes), prec, 'g')
+        (_, y), (gp, gx) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(params, xj)
+        del params
+        flat = mavflax.flatten(gp)
+        del gp
+        for k in shapes:
+            sm.add(k, flat.pop(k))
+    else:
+        flatp = mavflax.flatten(mavflax.procedural_tree(shapes, seed, dt, meta))
+
+        def loss(pd, pr, x):
+            y, _ = mavflax.apply_unet(config, mavflax.unflatten({**pd, **pr}), x, tj, cj, dt, taps=False)
+            return jnp.sum(y * wj), y
+
+        grad = jax.value_and_grad(loss, argnums=(0, 2), has_aux=True)
+        y = gx = None
+        for group in param_groups(shapes, group_max):
+            pd = {k: flatp[k] for k in group}
+            pr = {k: v for k, v in flatp.items() if k not in pd}
+            (_, yg), (gp, gxg) = grad(pd, pr, xj)
+            del pd, pr
+            if y is None:
+                y, gx = yg, gxg
+            else:   # every group's pass computes out and d_sample again: the same numbers
+                for a, b in ((yg, y), (gxg, gx)):
+                    e = float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
+                    assert e <= (1e-12 if prec == 'f64' else 1e-5), (name, e)
+            for k in group:
+                sm.add(k, gp.pop(k))
+            del gp, yg, gxg
+            # each op-by-op pass compiles its executables anew (thousands, each with its own
+            # memory mappings, ~10000 per group): drop them before vm.max_map_count is reached
+            jax.clear_caches()
+            gc.collect()
+        del flatp
+    gc.collect()
+    tensors, full, zero = sm.tensors(prec, 'g')
     meta['full'] = ','.join(full)
     meta['zero_grads'] = ','.join(zero)
     tensors = [('sample', sample), ('timesteps', t), ('w', w), ('out', np.asarray(y).astype(dt)),
                ('d_sample', np.asarray(gx).astype(dt))] + tensors
-    tl = TOL_GRAD_F64 if prec == 'f64' else TOL_GRAD_F32
+    tl = TOL_GRAD_F64 if prec == 'f64' else tol_f32
     return Case(name=name, op='unet_grad', seed=seed, tol=tl, tensors=tensors, meta=meta, level=level)
 
 
@@ -186,7 +297,6 @@ def train_case(prec, name, config, seed, F, H, W, T, steps, lr, warmup, decay, t
     opt = tx.init(params)
     sched = make_sched('ddpm', prec)
     sstate = sched.create_state()
-    dirs = _directions(shapes)
     ctx = jnp.asarray(context)
 
     def loss_fn(p, x, tt, noise):
@@ -218,11 +328,11 @@ def train_case(prec, name, config, seed, F, H, W, T, steps, lr, warmup, decay, t
             for n in shapes:
                 if 'temporal' not in n:
                     assert np.all(np.asarray(flat[n]) == p0[n]), n
-        ts, full, zero = summarize(delta, shapes, dirs, prec, f'd{k}', with_full=k == steps - 1)
+        ts, full, zero = summarize(delta, shapes, prec, f'd{k}', with_full=k == steps - 1)
         # AdamW turns a rounding-noise gradient into an O(lr) step: the training cases use
         # configurations without exactly-zero gradients (>= 2 channels per GroupNorm group)
         assert not [z for z in zero if not only_temporal or 'temporal' in z], zero
-        _, _, gz = summarize(mavflax.flatten(g), shapes, dirs, prec, 'g')
+        _, _, gz = summarize(mavflax.flatten(g), shapes, prec, 'g')
         assert not gz, gz
         tensors += ts
     meta['full'] = ','.join(full)
@@ -254,3 +364,12 @@ def cases(prec):
     # constant schedule
     yield train_case(prec, 'train_temporal_constant', TRAIN_MIXED, 5004, 2, 8, 12, 7, 3, 1e-3, 0.0, 0.0, 4, 1e-2, True,
                      level='full')
+    # the real makeavid configuration (930 tensors, 1.1e9 parameters) at 8x8 latents, last: it
+    # runs op by op, thousands of small executables each with its own memory mappings, which
+    # with the jitted programs of the other cases would approach vm.max_map_count (65530)
+    jax.clear_caches()
+    gc.collect()
+    yield unet_grad_case(prec, 'unet_grad_real_b1f2h8w8', mavflax.MAKEAVID, 5005, 1, 2, 8, 8, 77, [500.0],
+                         level='full', group_max=GROUP_MAX, tol_f32=TOL_GRAD_REAL_F32)
+    jax.clear_caches()
+    gc.collect()
