@@ -1,7 +1,7 @@
 // expf_poly.h: e^x in float32 for x <= 0, written so that a compiler can vectorize a loop of it
 // (no calls, no branches): the softmax numerators of the float32 build (ref/attention.c).
 //
-//   n = round(x log2 e)                 (the 1.5*2^23 trick: round to nearest in float)
+//   n = round(x log2 e)                 (the 1.5*2^23 trick: adding it rounds to an integer)
 //   r = x - n ln2                       (Cody-Waite: ln2 = C1 + C2, C1 exact in 9 bits, so
 //                                        n*C1 is exact and r keeps its low bits), |r| <= ln2/2
 //   e^r ~ 1 + r + r^2 P(r)              (Cephes expf's degree-5 P: relative error < 2^-24)
@@ -23,7 +23,11 @@
 static inline float expf_poly(float x) {
     const float shift = 12582912.0f; // 1.5 * 2^23: t + shift - shift rounds t to an integer
     float xc = x < EXPF_POLY_MIN ? EXPF_POLY_MIN : x;
-    float n = (xc * 1.44269504088896341f + shift) - shift; // round(x / ln 2)
+    // round(x / ln 2): t must be ROUNDED to float before shift is taken off again. C99 rounds
+    // on assignment, also where float arithmetic is carried out in a wider format
+    // (FLT_EVAL_METHOD 1 or 2: s390x, x87), where the one-expression form would give no rounding.
+    float t = xc * 1.44269504088896341f + shift;
+    float n = t - shift;
     float r = (xc - n * 0.693359375f) - n * -2.12194440e-4f;
     float p = 1.9875691500e-4f;
     float y, two_n;
