@@ -323,76 +323,93 @@ static int same(const char *what, const real *a, const real *b, size_t n) {
     return EXPECT(memcmp(a, b, n * sizeof(real)) == 0, "%s: not bit-identical", what);
 }
 
+// The buffers of one backward fast-vs-ref check: inputs (x, kernel, dout), a common start for
+// the accumulated gradients g0 (i: input, k: kernel, b: bias), and from it the fast (f), the
+// reference (r), the one-gradient-at-a-time (x) results and the magnitudes (m: the reference
+// run on absolute values, for `within`).
+typedef struct {
+    size_t nin, nk, nout, nb;
+    real *in, *k, *dy, *g0i, *g0k, *g0b, *fi, *fk, *fb, *ri, *rk, *rb, *mi, *mk, *mb, *ai, *ak, *ady, *xi, *xk;
+} BwdBufs;
+
+static void bwd_bufs_free(BwdBufs *b) {
+    free(b->in); free(b->k); free(b->dy); free(b->g0i); free(b->g0k); free(b->g0b); free(b->fi); free(b->fk);
+    free(b->fb); free(b->ri); free(b->rk); free(b->rb); free(b->mi); free(b->mk); free(b->mb); free(b->ai);
+    free(b->ak); free(b->ady); free(b->xi); free(b->xk);
+}
+
+static int bwd_bufs_alloc(BwdBufs *b, size_t nin, size_t nk, size_t nout, size_t nb) {
+    memset(b, 0, sizeof *b);
+    b->nin = nin; b->nk = nk; b->nout = nout; b->nb = nb;
+    b->in = rnd(nin, "in"); b->k = rnd(nk, "k"); b->dy = rnd(nout, "dy");
+    b->g0i = rnd(nin, "g0i"); b->g0k = rnd(nk, "g0k"); b->g0b = rnd(nb, "g0b");
+    if (!b->in || !b->k || !b->dy || !b->g0i || !b->g0k || !b->g0b) { bwd_bufs_free(b); return 1; }
+    b->fi = copyv(b->g0i, nin, 0); b->fk = copyv(b->g0k, nk, 0); b->fb = copyv(b->g0b, nb, 0);
+    b->ri = copyv(b->g0i, nin, 0); b->rk = copyv(b->g0k, nk, 0); b->rb = copyv(b->g0b, nb, 0);
+    b->mi = copyv(b->g0i, nin, 1); b->mk = copyv(b->g0k, nk, 1); b->mb = copyv(b->g0b, nb, 1);
+    b->ai = copyv(b->in, nin, 1); b->ak = copyv(b->k, nk, 1); b->ady = copyv(b->dy, nout, 1);
+    b->xi = copyv(b->g0i, nin, 0); b->xk = copyv(b->g0k, nk, 0);
+    if (!b->fi || !b->fk || !b->fb || !b->ri || !b->rk || !b->rb || !b->mi || !b->mk || !b->mb || !b->ai || !b->ak ||
+        !b->ady || !b->xi || !b->xk) { bwd_bufs_free(b); return 1; }
+    return 0;
+}
+
+// Reset the fast results to the common start (for the reference-switch run).
+static void bwd_bufs_reset_fast(BwdBufs *b) {
+    memcpy(b->fi, b->g0i, b->nin * sizeof(real)); memcpy(b->fk, b->g0k, b->nk * sizeof(real));
+    memcpy(b->fb, b->g0b, b->nb * sizeof(real));
+}
+
 // One conv2d geometry: fast vs ref (each gradient), the reference switch, and NULL gradients.
 static int conv_bwd_case(size_t N, size_t H, size_t W, size_t Ci, size_t Co, const Conv2dGeom *g) {
-    size_t Ho, Wo, nin, nk, nout;
-    real *in, *k, *dy, *g0i, *g0k, *g0b, *fi, *fk, *fb, *ri, *rk, *rb, *mi, *mk, *mb, *ai, *ak, *ady, *xi, *xk;
+    size_t Ho, Wo;
+    BwdBufs b;
     int fails = 0;
     conv2d_out_size(&Ho, &Wo, H, W, g);
-    nin = N * H * W * Ci; nk = g->KH * g->KW * Ci * Co; nout = N * Ho * Wo * Co;
-    in = rnd(nin, "in"); k = rnd(nk, "k"); dy = rnd(nout, "dy");
-    g0i = rnd(nin, "g0i"); g0k = rnd(nk, "g0k"); g0b = rnd(Co, "g0b");
-    if (!in || !k || !dy || !g0i || !g0k || !g0b) return 1;
-    fi = copyv(g0i, nin, 0); fk = copyv(g0k, nk, 0); fb = copyv(g0b, Co, 0);
-    ri = copyv(g0i, nin, 0); rk = copyv(g0k, nk, 0); rb = copyv(g0b, Co, 0);
-    mi = copyv(g0i, nin, 1); mk = copyv(g0k, nk, 1); mb = copyv(g0b, Co, 1);
-    ai = copyv(in, nin, 1); ak = copyv(k, nk, 1); ady = copyv(dy, nout, 1);
-    xi = copyv(g0i, nin, 0); xk = copyv(g0k, nk, 0);
-    if (!fi || !fk || !fb || !ri || !rk || !rb || !mi || !mk || !mb || !ai || !ak || !ady || !xi || !xk) return 1;
-    conv2d_backward(fi, fk, fb, dy, in, k, N, H, W, Ci, Co, g);
-    conv2d_backward_ref(ri, rk, rb, dy, in, k, N, H, W, Ci, Co, g);
-    conv2d_backward_ref(mi, mk, mb, ady, ai, ak, N, H, W, Ci, Co, g);
-    fails += within("conv2d backward dinp fast vs ref", fi, ri, mi, nin, g->KH * g->KW * Co + 1);
-    fails += within("conv2d backward dkernel fast vs ref", fk, rk, mk, nk, N * Ho * Wo + 1);
-    fails += same("conv2d backward dbias fast vs ref", fb, rb, Co); // the same sums in the same order
+    if (bwd_bufs_alloc(&b, N * H * W * Ci, g->KH * g->KW * Ci * Co, N * Ho * Wo * Co, Co)) return 1;
+    conv2d_backward(b.fi, b.fk, b.fb, b.dy, b.in, b.k, N, H, W, Ci, Co, g);
+    conv2d_backward_ref(b.ri, b.rk, b.rb, b.dy, b.in, b.k, N, H, W, Ci, Co, g);
+    conv2d_backward_ref(b.mi, b.mk, b.mb, b.ady, b.ai, b.ak, N, H, W, Ci, Co, g);
+    fails += within("conv2d backward dinp fast vs ref", b.fi, b.ri, b.mi, b.nin, g->KH * g->KW * Co + 1);
+    fails += within("conv2d backward dkernel fast vs ref", b.fk, b.rk, b.mk, b.nk, N * Ho * Wo + 1);
+    fails += same("conv2d backward dbias fast vs ref", b.fb, b.rb, Co); // the same sums in the same order
     // one gradient at a time gives the same bits as all three together
-    conv2d_backward(xi, NULL, NULL, dy, in, k, N, H, W, Ci, Co, g);
-    conv2d_backward(NULL, xk, NULL, dy, in, k, N, H, W, Ci, Co, g);
-    fails += same("conv2d backward dinp alone", xi, fi, nin);
-    fails += same("conv2d backward dkernel alone", xk, fk, nk);
+    conv2d_backward(b.xi, NULL, NULL, b.dy, b.in, b.k, N, H, W, Ci, Co, g);
+    conv2d_backward(NULL, b.xk, NULL, b.dy, b.in, b.k, N, H, W, Ci, Co, g);
+    fails += same("conv2d backward dinp alone", b.xi, b.fi, b.nin);
+    fails += same("conv2d backward dkernel alone", b.xk, b.fk, b.nk);
     // MAVREF_REFERENCE selects the plain loops
-    memcpy(fi, g0i, nin * sizeof(real)); memcpy(fk, g0k, nk * sizeof(real)); memcpy(fb, g0b, Co * sizeof(real));
+    bwd_bufs_reset_fast(&b);
     mv_reference_path = 1;
-    conv2d_backward(fi, fk, fb, dy, in, k, N, H, W, Ci, Co, g);
+    conv2d_backward(b.fi, b.fk, b.fb, b.dy, b.in, b.k, N, H, W, Ci, Co, g);
     mv_reference_path = 0;
-    fails += same("conv2d backward reference switch (dinp)", fi, ri, nin);
-    fails += same("conv2d backward reference switch (dkernel)", fk, rk, nk);
-    free(in); free(k); free(dy); free(g0i); free(g0k); free(g0b); free(fi); free(fk); free(fb); free(ri); free(rk); free(rb);
-    free(mi); free(mk); free(mb); free(ai); free(ak); free(ady); free(xi); free(xk);
+    fails += same("conv2d backward reference switch (dinp)", b.fi, b.ri, b.nin);
+    fails += same("conv2d backward reference switch (dkernel)", b.fk, b.rk, b.nk);
+    bwd_bufs_free(&b);
     return fails;
 }
 
 static int temporal_bwd_case(size_t B, size_t F, size_t S, size_t Ci, size_t Co) {
-    size_t nin = B * F * S * Ci, nk = 3 * Ci * Co, nout = B * F * S * Co;
-    real *in = rnd(nin, "in"), *k = rnd(nk, "k"), *dy = rnd(nout, "dy"), *g0i = rnd(nin, "g0i"), *g0k = rnd(nk, "g0k"),
-         *g0b = rnd(Co, "g0b");
-    real *fi, *fk, *fb, *ri, *rk, *rb, *mi, *mk, *mb, *ai, *ak, *ady, *xi, *xk;
+    BwdBufs b;
     int fails = 0;
-    if (!in || !k || !dy || !g0i || !g0k || !g0b) return 1;
-    fi = copyv(g0i, nin, 0); fk = copyv(g0k, nk, 0); fb = copyv(g0b, Co, 0);
-    ri = copyv(g0i, nin, 0); rk = copyv(g0k, nk, 0); rb = copyv(g0b, Co, 0);
-    mi = copyv(g0i, nin, 1); mk = copyv(g0k, nk, 1); mb = copyv(g0b, Co, 1);
-    ai = copyv(in, nin, 1); ak = copyv(k, nk, 1); ady = copyv(dy, nout, 1);
-    xi = copyv(g0i, nin, 0); xk = copyv(g0k, nk, 0);
-    if (!fi || !fk || !fb || !ri || !rk || !rb || !mi || !mk || !mb || !ai || !ak || !ady || !xi || !xk) return 1;
-    temporal_conv_backward(fi, fk, fb, dy, in, k, B, F, S, Ci, Co);
-    temporal_conv_backward_ref(ri, rk, rb, dy, in, k, B, F, S, Ci, Co);
-    temporal_conv_backward_ref(mi, mk, mb, ady, ai, ak, B, F, S, Ci, Co);
-    fails += within("temporal conv backward dinp fast vs ref", fi, ri, mi, nin, 3 * Co + 1);
-    fails += within("temporal conv backward dkernel fast vs ref", fk, rk, mk, nk, B * F * S + 1);
-    fails += same("temporal conv backward dbias fast vs ref", fb, rb, Co);
-    temporal_conv_backward(xi, NULL, NULL, dy, in, k, B, F, S, Ci, Co);
-    temporal_conv_backward(NULL, xk, NULL, dy, in, k, B, F, S, Ci, Co);
-    fails += same("temporal conv backward dinp alone", xi, fi, nin);
-    fails += same("temporal conv backward dkernel alone", xk, fk, nk);
-    memcpy(fi, g0i, nin * sizeof(real)); memcpy(fk, g0k, nk * sizeof(real)); memcpy(fb, g0b, Co * sizeof(real));
+    if (bwd_bufs_alloc(&b, B * F * S * Ci, 3 * Ci * Co, B * F * S * Co, Co)) return 1;
+    temporal_conv_backward(b.fi, b.fk, b.fb, b.dy, b.in, b.k, B, F, S, Ci, Co);
+    temporal_conv_backward_ref(b.ri, b.rk, b.rb, b.dy, b.in, b.k, B, F, S, Ci, Co);
+    temporal_conv_backward_ref(b.mi, b.mk, b.mb, b.ady, b.ai, b.ak, B, F, S, Ci, Co);
+    fails += within("temporal conv backward dinp fast vs ref", b.fi, b.ri, b.mi, b.nin, 3 * Co + 1);
+    fails += within("temporal conv backward dkernel fast vs ref", b.fk, b.rk, b.mk, b.nk, B * F * S + 1);
+    fails += same("temporal conv backward dbias fast vs ref", b.fb, b.rb, Co);
+    temporal_conv_backward(b.xi, NULL, NULL, b.dy, b.in, b.k, B, F, S, Ci, Co);
+    temporal_conv_backward(NULL, b.xk, NULL, b.dy, b.in, b.k, B, F, S, Ci, Co);
+    fails += same("temporal conv backward dinp alone", b.xi, b.fi, b.nin);
+    fails += same("temporal conv backward dkernel alone", b.xk, b.fk, b.nk);
+    bwd_bufs_reset_fast(&b);
     mv_reference_path = 1;
-    temporal_conv_backward(fi, fk, fb, dy, in, k, B, F, S, Ci, Co);
+    temporal_conv_backward(b.fi, b.fk, b.fb, b.dy, b.in, b.k, B, F, S, Ci, Co);
     mv_reference_path = 0;
-    fails += same("temporal conv backward reference switch (dinp)", fi, ri, nin);
-    fails += same("temporal conv backward reference switch (dkernel)", fk, rk, nk);
-    free(in); free(k); free(dy); free(g0i); free(g0k); free(g0b); free(fi); free(fk); free(fb); free(ri); free(rk); free(rb);
-    free(mi); free(mk); free(mb); free(ai); free(ak); free(ady); free(xi); free(xk);
+    fails += same("temporal conv backward reference switch (dinp)", b.fi, b.ri, b.nin);
+    fails += same("temporal conv backward reference switch (dkernel)", b.fk, b.rk, b.nk);
+    bwd_bufs_free(&b);
     return fails;
 }
 
