@@ -105,7 +105,7 @@ int test_gemm_bad_args(void);
 int test_gemm_packed(void);
 int test_parallel_for(void);
 
-// test_badinput.c (the bad-input catalogue, SPEC.md)
+// test_badinput.c (the bad-input catalogue, SPEC.md section 12)
 int test_bad_st_headers(void);
 int test_bad_st_reads(void);
 int test_bad_outputs(void);
