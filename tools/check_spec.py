@@ -214,7 +214,9 @@ def main():
     keywords = {'if', 'for', 'while', 'return', 'sizeof', 'switch'}
     prefixes = {d.split('_')[0] for d in declared if d not in keywords}
     cited = set()
-    for span in re.finditer(r'`([^`\n]+)`', spec):
+    # code spans may run over a line break; fenced blocks are blanked first (same offsets)
+    unfenced = re.sub(r'```.*?```', lambda m: re.sub(r'[^\n]', ' ', m.group(0)), spec, flags=re.S)
+    for span in re.finditer(r'`([^`]+)`', unfenced):
         s = span.group(1)
         for m in IDENT.finditer(s):
             w = m.group(0)
