@@ -5,7 +5,7 @@
 
 Checks, printing one line per problem and exiting 1 if there is any:
   1. numbering: `## N.` chapters run 1, 2, ...; `### N.M` and `#### N.M.K` headings run from 1
-     under their parent; no unnumbered `##`/`###` heading after the index;
+     under their parent; no heading but the index is unnumbered;
   2. section references: every `§N`, `§N.M`, `§N.M.K` (and each end of `§A-B`) in SPEC.md, and
      every `SPEC.md section N.M` / `SPEC.md sections A-B` in ref/, tests/ and tools/, names an
      existing heading; every `[text](#anchor)`
@@ -101,7 +101,6 @@ def main():
     sections, anchors, titles = set(), set(), []
     in_code = False
     last = [0, 0, 0]
-    seen_index = False
     for ln, line in enumerate(lines, 1):
         if line.startswith('```'):
             in_code = not in_code
@@ -114,12 +113,10 @@ def main():
         titles.append(title)
         anchors.add(slug(title))
         if title == 'Index':
-            seen_index = True
             continue
         num = re.match(r'(\d+(?:\.\d+)*)\.? ', title)
         if not num:
-            if seen_index and level <= 3:
-                problem(f'SPEC.md:{ln}: heading without a number: {line}')
+            problem(f'SPEC.md:{ln}: heading without a number: {line}')
             continue
         parts = [int(p) for p in num.group(1).split('.')]
         depth = level - 2  # ## -> 0, ### -> 1, #### -> 2
