@@ -108,5 +108,6 @@ const CaseRunner case_runners[] = {
     {"noise_normal", run_noise_normal, 4},
     {"image_quantize", run_image_quantize, 1},
     {"image_resize_nearest", run_image_resize_nearest, 6},
+    {"toyworld", run_toyworld, 6},
 };
 const size_t n_case_runners = sizeof case_runners / sizeof case_runners[0];

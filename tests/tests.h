@@ -4,6 +4,9 @@
 
 #include "harness.h"
 
+// ops_toy.c
+int run_toyworld(Case *c);
+
 // ops_basic.c
 int run_groupnorm(Case *c);
 int run_conv2d(Case *c);
