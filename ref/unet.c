@@ -512,7 +512,7 @@ done:
 }
 
 // ---------------------------------------------------------------------------------------
-// Backward (spec/train.md). The forward is run as a tape of stages, each keeping its input
+// Backward (SPEC.md section 5.5). The forward is run as a tape of stages, each keeping its input
 // (the activations at block granularity, the skips included); the backward walks the tape in
 // reverse, each block recomputing its internals from its stored input (ref/blocks.c).
 

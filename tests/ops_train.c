@@ -204,7 +204,7 @@ static const Param *find_param(const ParamTable *pt, const char *name) {
 
 // Check `vals` (an arena of pt's layout) against the summaries <prefix>*, and when `full`
 // is set the full tensors of meta `full`.
-static int check_summary(Case *c, const ParamTable *pt, const real *vals, const char *prefix, int full) {
+int check_summary(Case *c, const ParamTable *pt, const real *vals, const char *prefix, int full) {
     Summary s;
     const char *list, *order, *zeros;
     char pname[512];
