@@ -17,6 +17,7 @@
 #include "tokenizer.h"
 #include "unet.h"
 #include "train.h"
+#include "plot.h"
 #include "procedural.h"
 
 // "mavref CMD: [what: ]<the last error>"; returns 1, the exit status of a failed run.
@@ -368,6 +369,8 @@ out:
 // ---------------------------------------------------------------------------------------
 // train: upstream's training loop on precomputed latents (SPEC.md, `mavref train`)
 
+#define TRAIN_MAX_BATCH 64 // the --batch option's bound
+
 typedef struct {
     UNetConfig cfg;
     TrainConfig tc;
@@ -376,12 +379,17 @@ typedef struct {
     Scheduler sched;
     StFile data;
     size_t nclips;
-    Tensor clip, ctx, x_in, ts, noise; // one step's clip (Fc,4,h,w), context, input, timestep, noise
+    Tensor clip[TRAIN_MAX_BATCH];      // one step's clips (Fc,4,h,w)
+    Tensor ctx, x_in, ts, noise;       // their contexts (B,T,C), the input, timesteps and noise
+    LossPlot plot;                     // the loss per step, for --plot
 } TrainRun;
 
 static void train_run_free(TrainRun *r) {
+    size_t b;
     st_close(&r->data);
-    tensor_free(&r->clip); tensor_free(&r->ctx); tensor_free(&r->x_in); tensor_free(&r->ts); tensor_free(&r->noise);
+    for (b = 0; b < TRAIN_MAX_BATCH; b++) tensor_free(&r->clip[b]);
+    tensor_free(&r->ctx);
+    plot_free(&r->plot); tensor_free(&r->x_in); tensor_free(&r->ts); tensor_free(&r->noise);
     adam_free(&r->opt);
     sched_free(&r->sched);
     free_params(&r->grads); free_params(&r->params);
@@ -419,48 +427,85 @@ static int train_setup(TrainRun *r, const CliArgs *a) {
     return 0;
 }
 
-// One step: the draws of global step g (they depend on (seed, g) only, so a resumed run
-// repeats an uninterrupted one), the collated input, train_step, and its line of output.
-static int train_one_step(TrainRun *r, const CliArgs *a) {
-    long g = r->opt.step, frames = (long)a->frames;
+// Clip b of global step g's batch: its index, window start and timestep. The draws depend on
+// (seed, g, b) only, so a resumed run repeats an uninterrupted one, and clip 0 draws what a
+// batch-1 run draws.
+static void train_draw(const TrainRun *r, const CliArgs *a, long g, size_t b, size_t Fc, size_t *ci, size_t *start, int64_t *t) {
     uint64_t draw = proc_splitmix64((uint64_t)a->seed ^ proc_splitmix64((uint64_t)g));
-    size_t ci = (size_t)(draw % (uint64_t)r->nclips), Fc, H, W, start;
-    int64_t t = (int64_t)(proc_splitmix64(draw + 1) % 1000u);
-    const real *cp;
-    double lr, loss, l2, norm;
+    if (b > 0) draw = proc_splitmix64(draw + 2 + b);
+    *ci = (size_t)(draw % (uint64_t)r->nclips);
+    *t = (int64_t)(proc_splitmix64(draw + 1) % 1000u);
+    if (Fc) *start = (size_t)(proc_splitmix64(draw + 2) % (uint64_t)(Fc - (size_t)a->frames + 1)); // dataset.py: random.randint(0, Fc - F), inclusive
+}
+
+// Read clip ci's latents (Fc,4,h,w) into r->clip[b] and its context (T,C) or (1,T,C) into
+// row b of r->ctx (B,T,C).
+static int train_read_clip(TrainRun *r, const CliArgs *a, size_t b, size_t ci) {
+    size_t B = (size_t)a->batch;
+    Tensor ctx;
     char name[64];
-    tensor_free(&r->clip); tensor_free(&r->ctx);
+    tensor_free(&r->clip[b]);
     snprintf(name, sizeof name, "latents.%lu", (unsigned long)ci);
-    if (st_read(&r->data, name, &r->clip)) return fail(a, "");
-    snprintf(name, sizeof name, "context.%lu", (unsigned long)ci);
-    if (st_read(&r->data, name, &r->ctx)) return fail(a, "");
-    if (r->clip.ndim != 4 || r->clip.shape[1] != 4 || r->clip.shape[0] < (size_t)frames) {
-        fprintf(a->err, "mavref train: latents.%lu must be (F >= %ld, 4, h, w)\n", (unsigned long)ci, frames);
+    if (st_read(&r->data, name, &r->clip[b])) return fail(a, "");
+    if (r->clip[b].ndim != 4 || r->clip[b].shape[1] != 4 || r->clip[b].shape[0] < (size_t)a->frames ||
+        (b > 0 && (r->clip[b].shape[2] != r->clip[0].shape[2] || r->clip[b].shape[3] != r->clip[0].shape[3]))) {
+        fprintf(a->err, "mavref train: latents.%lu must be (F >= %llu, 4, h, w), every clip of one size\n", (unsigned long)ci, a->frames);
         return 2;
     }
-    if (r->ctx.ndim == 2) { r->ctx.ndim = 3; r->ctx.shape[2] = r->ctx.shape[1]; r->ctx.shape[1] = r->ctx.shape[0]; r->ctx.shape[0] = 1; }
-    Fc = r->clip.shape[0]; H = r->clip.shape[2]; W = r->clip.shape[3];
-    start = (size_t)(proc_splitmix64(draw + 2) % (uint64_t)(Fc - (size_t)frames + 1)); // dataset.py: random.randint(0, Fc - F), inclusive
-    tensor_free(&r->x_in); tensor_free(&r->noise); tensor_free(&r->ts);
-    if (tensor_alloc_v(&r->x_in, 5, (size_t)1, (size_t)r->cfg.in_channels, (size_t)frames, H, W) ||
-        tensor_alloc_v(&r->noise, 5, (size_t)1, (size_t)4, (size_t)frames, H, W) || tensor_alloc_v(&r->ts, 1, (size_t)1))
-        return fail(a, "");
+    snprintf(name, sizeof name, "context.%lu", (unsigned long)ci);
+    if (st_read(&r->data, name, &ctx)) return fail(a, "");
+    if (ctx.ndim == 3 && ctx.shape[0] == 1) { ctx.ndim = 2; ctx.shape[0] = ctx.shape[1]; ctx.shape[1] = ctx.shape[2]; }
+    if (ctx.ndim != 2 || (b > 0 && (ctx.shape[0] != r->ctx.shape[1] || ctx.shape[1] != r->ctx.shape[2]))) {
+        fprintf(a->err, "mavref train: context.%lu must be (T, C), every clip's the same\n", (unsigned long)ci);
+        tensor_free(&ctx);
+        return 2;
+    }
+    if (b == 0) {
+        tensor_free(&r->ctx);
+        if (tensor_alloc_v(&r->ctx, 3, B, ctx.shape[0], ctx.shape[1])) { tensor_free(&ctx); return fail(a, ""); }
+    }
+    memcpy(r->ctx.data + b * ctx.numel, ctx.data, ctx.numel * sizeof(real));
+    tensor_free(&ctx);
+    return 0;
+}
+
+// One step: the batch's draws, the collated input, train_step, and its line of output.
+static int train_one_step(TrainRun *r, const CliArgs *a) {
+    long g = r->opt.step;
+    size_t B = (size_t)a->batch, F = (size_t)a->frames, b, ci[TRAIN_MAX_BATCH], Fc[TRAIN_MAX_BATCH], start[TRAIN_MAX_BATCH], H, W;
+    int64_t t[TRAIN_MAX_BATCH];
+    const real *cp[TRAIN_MAX_BATCH];
+    double lr, loss, l2, norm;
+    char name[64];
+    int rc;
     if (r->cfg.in_channels != 9) {
         fprintf(a->err, "mavref train: the training input has 9 channels, the model takes %d\n", r->cfg.in_channels);
         return 2;
     }
+    for (b = 0; b < B; b++) {
+        train_draw(r, a, g, b, 0, &ci[b], &start[b], &t[b]);
+        if ((rc = train_read_clip(r, a, b, ci[b]))) return rc;
+        Fc[b] = r->clip[b].shape[0];
+        train_draw(r, a, g, b, Fc[b], &ci[b], &start[b], &t[b]);
+        cp[b] = r->clip[b].data;
+    }
+    H = r->clip[0].shape[2]; W = r->clip[0].shape[3];
+    tensor_free(&r->x_in); tensor_free(&r->noise); tensor_free(&r->ts);
+    if (tensor_alloc_v(&r->x_in, 5, B, (size_t)r->cfg.in_channels, F, H, W) || tensor_alloc_v(&r->noise, 5, B, (size_t)4, F, H, W) ||
+        tensor_alloc_v(&r->ts, 1, B))
+        return fail(a, "");
     snprintf(name, sizeof name, "train noise %ld", g);
     if (noise_normal(r->noise.data, r->noise.numel, (uint64_t)a->seed, name)) return fail(a, "");
-    cp = r->clip.data;
-    if (train_collate(r->x_in.data, &cp, &Fc, &start, 1, (size_t)frames, H, W, r->noise.data, &t, &r->sched)) return fail(a, "");
-    r->ts.data[0] = (real)t;
+    if (train_collate(r->x_in.data, cp, Fc, start, B, F, H, W, r->noise.data, t, &r->sched)) return fail(a, "");
+    for (b = 0; b < B; b++) r->ts.data[b] = (real)t[b];
     lr = train_lr(&r->tc, r->opt.step);
     if (train_step(&r->params, &r->grads, &r->opt, &r->tc, &r->cfg, &r->x_in, &r->ts, &r->noise, &r->ctx, &loss, &l2, &norm))
         return fail(a, "");
-    fprintf(a->out, "step %ld clip %lu start %lu t %ld lr %.6e loss %.9e l2_grads %.9e trainable_norm %.9e\n", g, (unsigned long)ci,
-            (unsigned long)start, (long)t, lr, loss, l2, norm);
+    fprintf(a->out, "step %ld", g);
+    for (b = 0; b < B; b++) fprintf(a->out, " clip %lu start %lu t %ld", (unsigned long)ci[b], (unsigned long)start[b], (long)t[b]);
+    fprintf(a->out, " lr %.6e loss %.9e l2_grads %.9e trainable_norm %.9e\n", lr, loss, l2, norm);
     fflush(a->out);
-    return 0;
+    return plot_add(&r->plot, (double)g, loss);
 }
 
 // P.params.safetensors (the parameters by Flax name), then P.opt.safetensors (the optimizer).
@@ -479,6 +524,11 @@ static int train_write(TrainRun *r, const CliArgs *a) {
     snprintf(path, sizeof path, "%s.opt.safetensors", a->out_path);
     if (train_save_state(path, &r->params, &r->opt, &r->tc)) return fail(a, "writing");
     fprintf(a->out, "wrote %s (step %ld)\n", path, r->opt.step);
+    if (a->plot && r->plot.n) {
+        snprintf(path, sizeof path, "mavref train: loss of %s, steps %ld-%ld", a->out_path, r->opt.step - (long)a->steps, r->opt.step - 1);
+        if (plot_write_svg(a->plot, &r->plot, path)) return fail(a, "writing");
+        fprintf(a->out, "wrote %s\n", a->plot);
+    }
     return 0;
 }
 

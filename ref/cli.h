@@ -53,11 +53,11 @@ typedef struct {
     int npos;
     unsigned char given[CLI_MAX_OPTIONS]; // by row of cli_options[]: the option was on the line
     // files and names
-    const char *out_path, *merges, *weights, *config, *inputs, *data, *resume;
+    const char *out_path, *merges, *weights, *config, *inputs, *data, *resume, *plot;
     const char *prompt, *negative, *scheduler, *hint, *mask, *noise, *replay;
     const char *unet, *vae, *clip, *unet_config, *hint_unet, *hint_unet_config, *vae_channels;
     // integers
-    unsigned long long procedural, steps, frames, total_steps, seed, width, height, fps;
+    unsigned long long procedural, steps, frames, batch, total_steps, seed, width, height, fps;
     unsigned long long unet_seed, vae_seed, clip_seed, hint_unet_seed;
     unsigned long long vae_layers, clip_width, clip_layers, clip_heads, clip_mlp;
     // numbers

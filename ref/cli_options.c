@@ -35,6 +35,7 @@ const CliOption cli_options[] = {
     {"--steps", TRAIN, OPT_COUNT, F(steps), "N", NULL, 0, LONG_ANY, "training steps"},
     {"--resume", TRAIN, OPT_TEXT, F(resume), "P0", NULL, 0, 0, "continue from P0.params.safetensors and P0.opt.safetensors"},
     {"--frames", TRAIN, OPT_COUNT, F(frames), "F", "24", 1, LONG_ANY, "frames per training window"},
+    {"--batch", TRAIN, OPT_COUNT, F(batch), "N", "1", 1, 64, "clips per step (upstream's effective batch is 4); the loss is their mean"},
     {"--lr", TRAIN, OPT_NUMBER, F(lr), "LR", "5e-5", 0, 0, "peak learning rate"},
     {"--warmup", TRAIN, OPT_NUMBER, F(warmup), "FRAC", "0", 0, 0, "warmup, a fraction of the total steps"},
     {"--decay", TRAIN, OPT_NUMBER, F(decay), "FRAC", "0", 0, 0, "cosine decay, a fraction of the total steps"},
@@ -42,6 +43,7 @@ const CliOption cli_options[] = {
     {"--weight-decay", TRAIN, OPT_NUMBER, F(weight_decay), "WD", "1e-2", 0, 0, "AdamW weight decay"},
     {"--all", TRAIN, OPT_FLAG, F(all), NULL, NULL, 0, 0, "train every parameter, not only the temporal layers"},
     {"--seed", TRAIN, OPT_COUNT, F(seed), "S", "0", 0, ANY, "seed of the clip, window, timestep and noise draws"},
+    {"--plot", TRAIN, OPT_TEXT, F(plot), "FILE", NULL, 0, 0, "write the loss per step as an SVG curve"},
     {"--recompute", TRAIN, OPT_FLAG, F(recompute), NULL, NULL, 0, 0, "keep checkpoints only, recompute in the backward"},
     // generate: the video
     {"--prompt", GEN, OPT_TEXT, F(prompt), "TEXT", NULL, 0, 0, "the prompt (taken as it is, even if it begins with '-')"},

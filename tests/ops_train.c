@@ -261,6 +261,44 @@ out:
     return rc;
 }
 
+// The clips of a training case: "clip" (batch 1) or "clip_0" ... "clip_{B-1}" (meta batch),
+// each (Fc,4,h,w) with the same Fc, h, w.
+static int read_clips(Case *c, Tensor *clips, long B) {
+    char key[32];
+    long b;
+    for (b = 0; b < B; b++) {
+        if (B == 1) snprintf(key, sizeof key, "clip");
+        else snprintf(key, sizeof key, "clip_%ld", b);
+        if (case_input(c, key, &clips[b])) return 1;
+        if (clips[b].ndim != 4 || clips[b].shape[1] != 4 || !tensor_same_shape(&clips[b], &clips[0])) {
+            harness_failf(c->name, "%s must be (Fc,4,h,w) like clip 0", key);
+            c->failed++;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+// Step k's window starts and timesteps: meta start_k / t_k (batch 1) or start_k_b / t_k_b.
+static int read_draws(Case *c, long k, long B, size_t *start, int64_t *t, Tensor *ts) {
+    char key[64];
+    long b, v;
+    for (b = 0; b < B; b++) {
+        if (B == 1) snprintf(key, sizeof key, "start_%ld", k);
+        else snprintf(key, sizeof key, "start_%ld_%ld", k, b);
+        if (case_meta_long(c, key, &v)) return 1;
+        start[b] = (size_t)v;
+        if (B == 1) snprintf(key, sizeof key, "t_%ld", k);
+        else snprintf(key, sizeof key, "t_%ld_%ld", k, b);
+        if (case_meta_long(c, key, &v)) return 1;
+        t[b] = (int64_t)v;
+        ts->data[b] = (real)v;
+    }
+    return 0;
+}
+
+#define TRAIN_MAX_BATCH 8
+
 int run_train_step(Case *c) {
     UNetConfig cfg;
     ParamTable pt, gt;
@@ -268,15 +306,18 @@ int run_train_step(Case *c) {
     AdamState opt;
     Scheduler sch;
     SchedConfig scfg;
-    Tensor clip, ctx, noise, x_in, ts, losses, norms;
+    Tensor clips[TRAIN_MAX_BATCH], ctx, noise, x_in, ts, losses, norms;
+    const real *cp[TRAIN_MAX_BATCH];
+    size_t Fc[TRAIN_MAX_BATCH], start[TRAIN_MAX_BATCH];
+    int64_t t[TRAIN_MAX_BATCH];
     real *p0 = NULL, *delta = NULL;
-    long steps, F, wsteps, dsteps, only, k, v;
+    long steps, F, wsteps, dsteps, only, k, B = 1, b;
     double lr, end_lr, wd;
     const char *kind;
     char key[64];
-    size_t i, H, W, Fc;
+    size_t i, H, W;
     int rc = 1;
-    memset(&clip, 0, sizeof clip); memset(&ctx, 0, sizeof ctx); memset(&noise, 0, sizeof noise);
+    memset(clips, 0, sizeof clips); memset(&ctx, 0, sizeof ctx); memset(&noise, 0, sizeof noise);
     memset(&x_in, 0, sizeof x_in); memset(&ts, 0, sizeof ts); memset(&losses, 0, sizeof losses); memset(&norms, 0, sizeof norms);
     memset(&opt, 0, sizeof opt);
     if (case_meta_long(c, "steps", &steps) || case_meta_long(c, "frames", &F) || case_meta_long(c, "warmup_steps", &wsteps) ||
@@ -284,6 +325,8 @@ int run_train_step(Case *c) {
         case_meta_double(c, "lr", &lr) || case_meta_double(c, "end_lr", &end_lr) || case_meta_double(c, "weight_decay", &wd) ||
         !(kind = case_meta_str(c, "schedule")))
         return 1;
+    if (st_meta(&c->vec, "batch") && case_meta_long(c, "batch", &B)) return 1;
+    if (B < 1 || B > TRAIN_MAX_BATCH) return case_error(c, "batch out of range");
     train_config_default(&tc);
     tc.kind = strcmp(kind, "constant") ? LR_WARMUP_COSINE : LR_CONSTANT;
     tc.lr = lr; tc.end_lr = end_lr; tc.warmup_steps = wsteps; tc.decay_steps = dsteps; tc.weight_decay = wd;
@@ -295,29 +338,20 @@ int run_train_step(Case *c) {
     if (adam_init(&opt, pt.numel) || !(p0 = (real *)malloc(pt.numel * sizeof(real))) ||
         !(delta = (real *)malloc(pt.numel * sizeof(real)))) { case_error(c, "allocation"); goto out; }
     memcpy(p0, pt.arena, pt.numel * sizeof(real));
-    if (case_input(c, "clip", &clip) || case_input(c, "context", &ctx)) goto out;
-    if (clip.ndim != 4 || clip.shape[1] != 4) { harness_failf(c->name, "clip must be (Fc,4,h,w)"); c->failed++; goto out; }
-    Fc = clip.shape[0]; H = clip.shape[2]; W = clip.shape[3];
-    if (tensor_alloc_v(&x_in, 5, (size_t)1, (size_t)9, (size_t)F, H, W) || tensor_alloc_v(&ts, 1, (size_t)1) ||
+    if (read_clips(c, clips, B) || case_input(c, "context", &ctx)) goto out;
+    H = clips[0].shape[2]; W = clips[0].shape[3];
+    for (b = 0; b < B; b++) { Fc[b] = clips[b].shape[0]; cp[b] = clips[b].data; }
+    if (tensor_alloc_v(&x_in, 5, (size_t)B, (size_t)9, (size_t)F, H, W) || tensor_alloc_v(&ts, 1, (size_t)B) ||
         tensor_alloc_v(&losses, 1, (size_t)steps) || tensor_alloc_v(&norms, 1, (size_t)steps)) { case_error(c, "allocation"); goto out; }
     rc = 0;
     for (k = 0; k < steps; k++) {
-        size_t start;
-        int64_t t;
-        const real *cp = clip.data;
         double loss, l2;
-        snprintf(key, sizeof key, "start_%ld", k);
-        if (case_meta_long(c, key, &v)) { rc = 1; break; }
-        start = (size_t)v;
-        snprintf(key, sizeof key, "t_%ld", k);
-        if (case_meta_long(c, key, &v)) { rc = 1; break; }
-        t = (int64_t)v;
+        if (read_draws(c, k, B, start, t, &ts)) { rc = 1; break; }
         snprintf(key, sizeof key, "noise_%ld", k);
         tensor_free(&noise);
         if (case_input(c, key, &noise)) { rc = 1; break; }
-        if (train_collate(x_in.data, &cp, &Fc, &start, 1, (size_t)F, H, W, noise.data, &t, &sch)) { rc = case_error(c, "collate"); break; }
+        if (train_collate(x_in.data, cp, Fc, start, (size_t)B, (size_t)F, H, W, noise.data, t, &sch)) { rc = case_error(c, "collate"); break; }
         if (k == 0) rc |= case_check(c, "x_in_0", &x_in);
-        ts.data[0] = (real)t;
         if (train_step(&pt, &gt, &opt, &tc, &cfg, &x_in, &ts, &noise, &ctx, &loss, &l2, NULL)) { rc = case_error(c, "train_step"); break; }
         losses.data[k] = (real)loss;
         norms.data[k] = (real)l2;
@@ -336,7 +370,8 @@ int run_train_step(Case *c) {
     }
     if (k == steps) rc |= case_check(c, "loss", &losses) | case_check(c, "l2_grads", &norms);
 out:
-    tensor_free(&clip); tensor_free(&ctx); tensor_free(&noise); tensor_free(&x_in); tensor_free(&ts);
+    for (b = 0; b < TRAIN_MAX_BATCH; b++) tensor_free(&clips[b]);
+    tensor_free(&ctx); tensor_free(&noise); tensor_free(&x_in); tensor_free(&ts);
     tensor_free(&losses); tensor_free(&norms);
     free(p0); free(delta);
     adam_free(&opt);

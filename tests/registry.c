@@ -17,6 +17,7 @@ const UnitTest unit_tests[] = {
     {"gemm_packed", test_gemm_packed},
     {"parallel_for", test_parallel_for},
     {"train_resume", test_train_resume},
+    {"train_batch", test_train_batch},
     {"tape_recompute", test_tape_recompute},
     {"fastpath_conv", test_fastpath_conv},
     {"fastpath_linear", test_fastpath_linear},

@@ -13,6 +13,9 @@ int run_vae_decode_grad(Case *c);
 // (norm, dot with a fixed direction, max and sampled elements, small tensors in full).
 int check_summary(Case *c, const ParamTable *pt, const real *vals, const char *prefix, int full);
 
+// test_train_batch.c
+int test_train_batch(void);
+
 // ops_toy.c
 int run_toyworld(Case *c);
 
