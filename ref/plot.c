@@ -89,7 +89,7 @@ static void grid(FILE *fp, const Axes *a) {
     for (k = 0; k <= 4; k++) { // x ticks
         double x = a->x0 + (a->x1 - a->x0) * k / 4.0;
         fprintf(fp, "<line x1=\"%.2f\" y1=\"%.2f\" x2=\"%.2f\" y2=\"%.2f\" stroke=\"#ddd\"/>\n", sx(a, x), PT, sx(a, x), PT + PH);
-        fprintf(fp, "<text x=\"%.2f\" y=\"%.2f\" text-anchor=\"middle\">%.0f</text>\n", sx(a, x), PT + PH + 18, x);
+        fprintf(fp, "<text x=\"%.2f\" y=\"%.2f\" text-anchor=\"middle\">%.6g</text>\n", sx(a, x), PT + PH + 18, x);
     }
     if (a->logy) {
         double e;
