@@ -24,87 +24,6 @@
 
 #define MAX_SKIPS 64
 
-void unet_transpose_bc(real *dst, const real *src, size_t B, size_t C, size_t S, int to_channels_last) {
-    size_t b, c, s;
-    for (b = 0; b < B; b++)
-        for (c = 0; c < C; c++)
-            for (s = 0; s < S; s++) {
-                size_t cf = (b * C + c) * S + s, cl = (b * S + s) * C + c; // channels-first / -last index
-                if (to_channels_last) dst[cl] = src[cf];
-                else dst[cf] = src[cl];
-            }
-}
-
-// Rows [begin, end) of a channel concatenation (blocks of rows run in parallel: copies).
-typedef struct {
-    real *out;           // (n,Ca+Cb)
-    const real *a, *b;   // (n,Ca) (n,Cb)
-    size_t Ca, Cb;
-} ConcatJob;
-static void concat_rows(void *ctx, size_t begin, size_t end) {
-    const ConcatJob *j = (const ConcatJob *)ctx;
-    size_t i;
-    for (i = begin; i < end; i++) {
-        memcpy(j->out + i * (j->Ca + j->Cb), j->a + i * j->Ca, j->Ca * sizeof(real));
-        memcpy(j->out + i * (j->Ca + j->Cb) + j->Ca, j->b + i * j->Cb, j->Cb * sizeof(real));
-    }
-}
-
-// Concatenate along channels: out[..., :Ca] = a, out[..., Ca:] = b (upstream: [hidden, skip]).
-static int concat_channels(Tensor *out, const Tensor *a, const Tensor *b) {
-    size_t n = a->numel / a->shape[4], Ca = a->shape[4], Cb = b->shape[4];
-    ConcatJob j;
-    if (b->numel / Cb != n) return mv_fail("skip connection of shape mismatching the hidden state");
-    if (tensor_alloc_v(out, 5, a->shape[0], a->shape[1], a->shape[2], a->shape[3], Ca + Cb)) return MV_ERR;
-    j.out = out->data; j.a = a->data; j.b = b->data; j.Ca = Ca; j.Cb = Cb;
-    parallel_range(n, 16384 / (Ca + Cb + 1) + 1, concat_rows, &j);
-    return MV_OK;
-}
-
-int unet_check_inputs(const Tensor *sample, const Tensor *timesteps, const Tensor *context, const UNetConfig *c) {
-    size_t B, F, H, W, Cin = (size_t)c->in_channels, mult;
-    if (unet_config_check(c)) return MV_ERR;
-    if (sample->ndim != (c->temporal ? 5 : 4))
-        return mv_fail("sample must be (B, C, %sH, W), got rank %d", c->temporal ? "F, " : "", sample->ndim);
-    B = sample->shape[0];
-    F = c->temporal ? sample->shape[2] : 1;
-    H = sample->shape[sample->ndim - 2];
-    W = sample->shape[sample->ndim - 1];
-    if (sample->shape[1] != Cin) return mv_fail("sample has %lu channels, the model takes %lu", (unsigned long)sample->shape[1], (unsigned long)Cin);
-    mult = (size_t)1 << (c->n_blocks - 1);
-    if (B == 0 || F == 0 || H == 0 || W == 0 || H % mult || W % mult)
-        return mv_fail("sample size %lux%lu must be non-empty and divisible by %lu (one halving per down block)",
-                       (unsigned long)H, (unsigned long)W, (unsigned long)mult);
-    if (tensor_expect_shape(timesteps, "timesteps", 1, B)) return MV_ERR;
-    if (context->ndim != 3 || context->shape[0] != B || context->shape[2] != (size_t)c->cross_attention_dim)
-        return mv_fail("context must be (B=%lu, T, %d)", (unsigned long)B, c->cross_attention_dim);
-    return MV_OK;
-}
-
-// ---------------------------------------------------------------------------------------
-// The parameters outside the blocks (each fetched here only).
-
-int unet_temb_params(ParamTable *pt, size_t c0, Tensor **w) {
-    static const char *nm[4] = {"time_embedding.linear_1.kernel", "time_embedding.linear_1.bias",
-                                "time_embedding.linear_2.kernel", "time_embedding.linear_2.bias"};
-    int i;
-    for (i = 0; i < 4; i++)
-        if (!(w[i] = params_get(pt, nm[i]))) return MV_ERR;
-    if (tensor_expect_shape(w[0], nm[0], 2, c0, 4 * c0) || tensor_expect_shape(w[1], nm[1], 1, 4 * c0) ||
-        tensor_expect_shape(w[2], nm[2], 2, 4 * c0, 4 * c0) || tensor_expect_shape(w[3], nm[3], 1, 4 * c0))
-        return MV_ERR;
-    return MV_OK;
-}
-
-int unet_outnorm_params(ParamTable *pt, size_t c0, const real **gs, const real **gb) {
-    Tensor *ts = params_get(pt, "conv_norm_out.scale"), *tb = ts ? params_get(pt, "conv_norm_out.bias") : NULL;
-    if (!ts || !tb) return MV_ERR;
-    if (tensor_expect_shape(ts, "conv_norm_out.scale", 1, c0) || tensor_expect_shape(tb, "conv_norm_out.bias", 1, c0)) return MV_ERR;
-    *gs = ts->data;
-    *gb = tb->data;
-    return MV_OK;
-}
-
 // ---------------------------------------------------------------------------------------
 // The stage list: the network's order, written once.
 
@@ -127,6 +46,8 @@ static void stage_transformer(UNetTape *tp, const char *fmt, int i, int j, int h
 // The forward hands the hidden state after the newest stage to the tap callback as `fmt`.
 static void stage_tap(UNetTape *tp, const char *fmt, int i) { snprintf(tp->st[tp->n - 1].tap, sizeof tp->st[0].tap, fmt, i); }
 
+// The stages of configuration tp->c, in the order of upstream's __call__; each skip is pushed
+// on a stack as it is made, and each up-block layer pops the newest.
 static int stages_build(UNetTape *tp) {
     const UNetConfig *c = &tp->c;
     int nb = c->n_blocks, L = c->layers_per_block, i, j, stack[MAX_SKIPS], ns = 0;
@@ -174,6 +95,110 @@ static int stages_build(UNetTape *tp) {
     return ns == 0 && tp->n <= cap ? MV_OK : mv_fail("internal: UNet stage list inconsistent");
 }
 
+// ---------------------------------------------------------------------------------------
+// The parameters outside the blocks (each fetched here only).
+
+int unet_temb_params(ParamTable *pt, size_t c0, Tensor **w) {
+    static const char *nm[4] = {"time_embedding.linear_1.kernel", "time_embedding.linear_1.bias",
+                                "time_embedding.linear_2.kernel", "time_embedding.linear_2.bias"};
+    int i;
+    for (i = 0; i < 4; i++)
+        if (!(w[i] = params_get(pt, nm[i]))) return MV_ERR;
+    if (tensor_expect_shape(w[0], nm[0], 2, c0, 4 * c0) || tensor_expect_shape(w[1], nm[1], 1, 4 * c0) ||
+        tensor_expect_shape(w[2], nm[2], 2, 4 * c0, 4 * c0) || tensor_expect_shape(w[3], nm[3], 1, 4 * c0))
+        return MV_ERR;
+    return MV_OK;
+}
+
+int unet_outnorm_params(ParamTable *pt, size_t c0, const real **gs, const real **gb) {
+    Tensor *ts = params_get(pt, "conv_norm_out.scale"), *tb = ts ? params_get(pt, "conv_norm_out.bias") : NULL;
+    if (!ts || !tb) return MV_ERR;
+    if (tensor_expect_shape(ts, "conv_norm_out.scale", 1, c0) || tensor_expect_shape(tb, "conv_norm_out.bias", 1, c0)) return MV_ERR;
+    *gs = ts->data;
+    *gb = tb->data;
+    return MV_OK;
+}
+
+// ---------------------------------------------------------------------------------------
+// One stage.
+
+// (B,C,S) <-> (B,S,C).
+void unet_transpose_bc(real *dst, const real *src, size_t B, size_t C, size_t S, int to_channels_last) {
+    size_t b, c, s;
+    for (b = 0; b < B; b++)
+        for (c = 0; c < C; c++)
+            for (s = 0; s < S; s++) {
+                size_t cf = (b * C + c) * S + s, cl = (b * S + s) * C + c; // channels-first / -last index
+                if (to_channels_last) dst[cl] = src[cf];
+                else dst[cf] = src[cl];
+            }
+}
+
+// Rows [begin, end) of a channel concatenation (blocks of rows run in parallel: copies).
+typedef struct {
+    real *out;           // (n,Ca+Cb)
+    const real *a, *b;   // (n,Ca) (n,Cb)
+    size_t Ca, Cb;
+} ConcatJob;
+static void concat_rows(void *ctx, size_t begin, size_t end) {
+    const ConcatJob *j = (const ConcatJob *)ctx;
+    size_t i;
+    for (i = begin; i < end; i++) {
+        memcpy(j->out + i * (j->Ca + j->Cb), j->a + i * j->Ca, j->Ca * sizeof(real));
+        memcpy(j->out + i * (j->Ca + j->Cb) + j->Ca, j->b + i * j->Cb, j->Cb * sizeof(real));
+    }
+}
+
+// Concatenate along channels: out[..., :Ca] = a, out[..., Ca:] = b (upstream: [hidden, skip]).
+static int concat_channels(Tensor *out, const Tensor *a, const Tensor *b) {
+    size_t n = a->numel / a->shape[4], Ca = a->shape[4], Cb = b->shape[4];
+    ConcatJob j;
+    if (b->numel / Cb != n) return mv_fail("skip connection of shape mismatching the hidden state");
+    if (tensor_alloc_v(out, 5, a->shape[0], a->shape[1], a->shape[2], a->shape[3], Ca + Cb)) return MV_ERR;
+    j.out = out->data; j.a = a->data; j.b = b->data; j.Ca = Ca; j.Cb = Cb;
+    parallel_range(n, 16384 / (Ca + Cb + 1) + 1, concat_rows, &j);
+    return MV_OK;
+}
+
+int unet_stage_forward(UNetTape *tp, const Stage *s, const Tensor *in, Tensor *out) {
+    const BlockDims *d = &tp->d;
+    ParamTable *pt = tp->pt;
+    size_t c0 = (size_t)tp->c.block_out_channels[0];
+    switch (s->kind) {
+    case ST_CONV: return conv_block_forward(out, in, pt, s->name, d, s->g);
+    case ST_RESNET: return resnet_forward(out, in, tp->temb.data, pt, s->name, d);
+    case ST_TRANSFORMER: return transformer_forward(out, in, tp->ctx.data, pt, s->name, s->heads, d);
+    case ST_UPSAMPLE:
+        if (tensor_alloc_v(out, 5, d->B, d->F, 2 * in->shape[2], 2 * in->shape[3], in->shape[4])) return MV_ERR;
+        upsample_nearest2x_forward(out->data, in->data, d->B * d->F, in->shape[2], in->shape[3], in->shape[4]);
+        return MV_OK;
+    case ST_OUTNORM: { // silu(GroupNorm(h)), statistics over all frames
+        const real *gs, *gb;
+        if (unet_outnorm_params(pt, c0, &gs, &gb) || tensor_alloc(out, 5, in->shape)) return MV_ERR;
+        groupnorm_forward(out->data, NULL, NULL, in->data, gs, gb, d->B, d->F * in->shape[2] * in->shape[3], c0, 32, 1e-5);
+        silu_forward(out->data, out->data, out->numel);
+        return MV_OK;
+    }
+    default: return mv_fail("internal: UNet stage %s reads no input", s->name);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The walk.
+
+// Hand a tap to the caller; in 2-D mode (F = 1, no temporal layers) as (B,H,W,C), the layout
+// of the 2-D model, instead of (B,1,H,W,C).
+static int emit(const UNetTape *tp, const char *name, const Tensor *t) {
+    Tensor v;
+    if (!tp->tap) return MV_OK;
+    if (tp->c.temporal || t->ndim != 5) return tp->tap(tp->user, name, t);
+    v = *t;
+    v.owned = 0;
+    v.ndim = 4;
+    v.shape[1] = t->shape[2]; v.shape[2] = t->shape[3]; v.shape[3] = t->shape[4];
+    return tp->tap(tp->user, name, &v);
+}
+
 int unet_stage_needs_input(const Stage *s) { return s->kind != ST_PUSH && s->kind != ST_CONCAT; }
 
 // Which stage inputs the first walk keeps: none (the forward), all, or with KEEP_CHECKPOINTS
@@ -211,45 +236,6 @@ void unet_tape_free(UNetTape *tp) {
     free(tp->st);
     tensor_free(&tp->sinus); tensor_free(&tp->temb); tensor_free(&tp->ctx);
     free(tp);
-}
-
-// ---------------------------------------------------------------------------------------
-// The walk.
-
-// Hand a tap to the caller; in 2-D mode (F = 1, no temporal layers) as (B,H,W,C), the layout
-// of the 2-D model, instead of (B,1,H,W,C).
-static int emit(const UNetTape *tp, const char *name, const Tensor *t) {
-    Tensor v;
-    if (!tp->tap) return MV_OK;
-    if (tp->c.temporal || t->ndim != 5) return tp->tap(tp->user, name, t);
-    v = *t;
-    v.owned = 0;
-    v.ndim = 4;
-    v.shape[1] = t->shape[2]; v.shape[2] = t->shape[3]; v.shape[3] = t->shape[4];
-    return tp->tap(tp->user, name, &v);
-}
-
-int unet_stage_forward(UNetTape *tp, const Stage *s, const Tensor *in, Tensor *out) {
-    const BlockDims *d = &tp->d;
-    ParamTable *pt = tp->pt;
-    size_t c0 = (size_t)tp->c.block_out_channels[0];
-    switch (s->kind) {
-    case ST_CONV: return conv_block_forward(out, in, pt, s->name, d, s->g);
-    case ST_RESNET: return resnet_forward(out, in, tp->temb.data, pt, s->name, d);
-    case ST_TRANSFORMER: return transformer_forward(out, in, tp->ctx.data, pt, s->name, s->heads, d);
-    case ST_UPSAMPLE:
-        if (tensor_alloc_v(out, 5, d->B, d->F, 2 * in->shape[2], 2 * in->shape[3], in->shape[4])) return MV_ERR;
-        upsample_nearest2x_forward(out->data, in->data, d->B * d->F, in->shape[2], in->shape[3], in->shape[4]);
-        return MV_OK;
-    case ST_OUTNORM: { // silu(GroupNorm(h)), statistics over all frames
-        const real *gs, *gb;
-        if (unet_outnorm_params(pt, c0, &gs, &gb) || tensor_alloc(out, 5, in->shape)) return MV_ERR;
-        groupnorm_forward(out->data, NULL, NULL, in->data, gs, gb, d->B, d->F * in->shape[2] * in->shape[3], c0, 32, 1e-5);
-        silu_forward(out->data, out->data, out->numel);
-        return MV_OK;
-    }
-    default: return mv_fail("internal: UNet stage %s reads no input", s->name);
-    }
 }
 
 // ST_PUSH: skip = h. The forward hands h itself to the skip and carries on with a view of it;
@@ -301,6 +287,26 @@ int unet_walk(UNetTape *tp, int from, int to, Tensor *h, int rerun) {
         }
         if (!rerun && s->tap[0] && emit(tp, s->tap, h)) return MV_ERR;
     }
+    return MV_OK;
+}
+
+int unet_check_inputs(const Tensor *sample, const Tensor *timesteps, const Tensor *context, const UNetConfig *c) {
+    size_t B, F, H, W, Cin = (size_t)c->in_channels, mult;
+    if (unet_config_check(c)) return MV_ERR;
+    if (sample->ndim != (c->temporal ? 5 : 4))
+        return mv_fail("sample must be (B, C, %sH, W), got rank %d", c->temporal ? "F, " : "", sample->ndim);
+    B = sample->shape[0];
+    F = c->temporal ? sample->shape[2] : 1;
+    H = sample->shape[sample->ndim - 2];
+    W = sample->shape[sample->ndim - 1];
+    if (sample->shape[1] != Cin) return mv_fail("sample has %lu channels, the model takes %lu", (unsigned long)sample->shape[1], (unsigned long)Cin);
+    mult = (size_t)1 << (c->n_blocks - 1);
+    if (B == 0 || F == 0 || H == 0 || W == 0 || H % mult || W % mult)
+        return mv_fail("sample size %lux%lu must be non-empty and divisible by %lu (one halving per down block)",
+                       (unsigned long)H, (unsigned long)W, (unsigned long)mult);
+    if (tensor_expect_shape(timesteps, "timesteps", 1, B)) return MV_ERR;
+    if (context->ndim != 3 || context->shape[0] != B || context->shape[2] != (size_t)c->cross_attention_dim)
+        return mv_fail("context must be (B=%lu, T, %d)", (unsigned long)B, c->cross_attention_dim);
     return MV_OK;
 }
 
