@@ -181,14 +181,24 @@ static int tap_name(void *user, const char *name, const Tensor *t) {
     return MV_OK;
 }
 
+// A tap that stops the forward at the tap named `user` (each block boundary in turn: the walk
+// then holds skips, and the hidden state may be a view of one; make sanitize / valgrind see
+// that nothing leaks).
+static int tap_stop(void *user, const char *name, const Tensor *t) {
+    (void)t;
+    return strcmp(name, (const char *)user) ? MV_OK : mv_fail("stopped at %s", name);
+}
+
 // The forward walks the tape's stage list keeping nothing (the skips shared, not copied): its
-// output is the tape's, bit for bit, and its taps are the documented ones at block boundaries.
+// output is the tape's, bit for bit, its taps are the documented ones at block boundaries, and
+// a tap's error stops it at any of them.
 static int forward_same(const TapeRun *keep, ParamTable *pt, const UNetConfig *c, const Tensor *x, const Tensor *t,
                         const Tensor *ctx) {
     static const char *want = "tap.time_proj,tap.time_embedding,tap.conv_in,tap.down_blocks_0,tap.down_blocks_1,"
                               "tap.down_blocks_2,tap.mid_block,tap.up_blocks_0,tap.up_blocks_1,tap.up_blocks_2,tap.conv_out";
     TapNames tn;
     Tensor y;
+    const char *p;
     int fails = 0;
     memset(&tn, 0, sizeof tn);
     if (unet_forward(&y, x, t, ctx, pt, c, tap_name, &tn)) {
@@ -199,6 +209,16 @@ static int forward_same(const TapeRun *keep, ParamTable *pt, const UNetConfig *c
                     "temporal=%d: unet_forward differs from the tape's forward", c->temporal);
     fails += EXPECT(strcmp(tn.names, want) == 0, "temporal=%d: taps %s, expected %s", c->temporal, tn.names, want);
     tensor_free(&y);
+    for (p = want; *p; p += *p == ',') {
+        char name[32];
+        size_t k = strcspn(p, ",");
+        memcpy(name, p, k);
+        name[k] = 0;
+        p += k;
+        fails += EXPECT(unet_forward(&y, x, t, ctx, pt, c, tap_stop, name) == MV_ERR && !y.data && strstr(mv_error(), name),
+                        "temporal=%d: a tap failing at %s did not stop the forward with its message", c->temporal, name);
+        tensor_free(&y);
+    }
     return fails;
 }
 
