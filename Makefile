@@ -56,7 +56,7 @@ HEADERS  := $(wildcard ref/*.h tests/*.h)
 
 PY := tools/.venv/bin/python
 
-.PHONY: all test cross-test sanitize bench-model clean tools-env vectors demo bench bench-run fuzz valgrind FORCE
+.PHONY: all test cross-test sanitize bench-model clean tools-env vectors demo bench bench-run fuzz valgrind check-spec FORCE
 
 all: bin/mavref
 
@@ -207,6 +207,10 @@ fuzz:
 valgrind: $(BUILD)/run_tests
 	valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect \
 	  $(BUILD)/run_tests --vectors vectors --level quick $(TESTARGS)
+
+# make check-spec: every section, file and function SPEC.md cites exists (python3, stdlib only).
+check-spec:
+	python3 tools/check_spec.py
 
 tools-env:
 	python3 -m venv tools/.venv

@@ -310,7 +310,7 @@ done:
 }
 
 // ---------------------------------------------------------------------------------------
-// Backward passes of the blocks (spec/train.md). Each recomputes its block's forward from the
+// Backward passes of the blocks (SPEC.md sections 5.1-5.3). Each recomputes its block's forward from the
 // block input (keeping the internal activations it needs only for the duration of the call),
 // then differentiates it with the operators' X_backward functions. Gradients ACCUMULATE (+=).
 

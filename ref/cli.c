@@ -511,7 +511,7 @@ static int cmd_compare(int argc, char **argv) {
     return bad ? 1 : 0;
 }
 
-// mavref train: upstream's training loop on precomputed latents (spec/train.md).
+// mavref train: upstream's training loop on precomputed latents (SPEC.md section 10).
 static int train_fail(const char *what) {
     fprintf(stderr, "mavref train: %s%s%s\n", what, *what ? ": " : "", mv_error());
     return 1;

@@ -36,7 +36,7 @@ void train_set_schedule(TrainConfig *t, double lr, double warmup, double decay, 
     }
 }
 
-// In double (optax evaluates the warmup/cosine formula in float32; spec/train.md).
+// In double (optax evaluates the warmup/cosine formula in float32; SPEC.md section 10.1).
 double train_lr(const TrainConfig *t, long count) {
     double c, D, alpha, cd;
     if (t->kind == LR_CONSTANT) return t->lr;

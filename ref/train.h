@@ -1,4 +1,4 @@
-// train.h: upstream's training step (flax_trainer.py, dataset.py; spec/train.md):
+// train.h: upstream's training step (flax_trainer.py, dataset.py; SPEC.md section 10):
 //   x_in = [add_noise(x0, noise, t), 0, hint]   x0 = 0.18215 * latents, hint = x0's first frame
 //   loss = mean((noise - unet(x_in, t, ctx))^2)
 //   g = dloss/dparams (all parameters); l2_grads = ||g|| (upstream's logged metric)

@@ -48,7 +48,7 @@ static void stage_tap(UNetTape *tp, const char *fmt, int i) { snprintf(tp->st[tp
 
 // The stages of configuration tp->c, in the order of upstream's __call__; each skip is pushed
 // on a stack as it is made, and each up-block layer pops the newest.
-static int stages_build(UNetTape *tp) {
+static int unet_stages_build(UNetTape *tp) {
     const UNetConfig *c = &tp->c;
     int nb = c->n_blocks, L = c->layers_per_block, i, j, stack[MAX_SKIPS], ns = 0;
     int cap = 8 + nb * (4 * L + 4) + nb * (3 * (L + 1) + 2);
@@ -332,7 +332,7 @@ int unet_run(UNetTape **tape, Tensor *out, const Tensor *sample, const Tensor *t
     tp->d.B = B; tp->d.F = F; tp->d.temporal = c->temporal; tp->d.Tctx = context->shape[1]; tp->d.Cctx = context->shape[2];
     tp->d.Ct = 4 * c0; tp->d.gn_eps = 1e-5; tp->d.plain_names = 0;
     tp->H = H; tp->W = W;
-    if (stages_build(tp)) goto done;
+    if (unet_stages_build(tp)) goto done;
     stages_plan(tp, keep);
     if (tensor_alloc(&tp->ctx, 3, context->shape)) goto done;
     memcpy(tp->ctx.data, context->data, context->numel * sizeof(real));

@@ -52,7 +52,7 @@ int unet_forward(Tensor *out, const Tensor *sample, const Tensor *timesteps, con
                  ParamTable *pt, const UNetConfig *c, UNetTapFn tap, void *user);
 
 // ---------------------------------------------------------------------------------------
-// Backward (spec/train.md).
+// Backward (SPEC.md section 5.5).
 
 // A gradient table with p's names, shapes and layout (one zeroed arena): the gradient of
 // p->p[i] is g->p[i], at the same offset.
@@ -64,7 +64,7 @@ int unet_grads_alloc(ParamTable *g, const ParamTable *p);
 typedef struct UNetTape UNetTape;
 int unet_tape_forward(UNetTape **tape, Tensor *out, const Tensor *sample, const Tensor *timesteps,
                       const Tensor *context, ParamTable *pt, const UNetConfig *c);
-// The same with a choice of the memory/time trade-off (spec/train.md). recompute = 0: as
+// The same with a choice of the memory/time trade-off (SPEC.md section 5.5). recompute = 0: as
 // unet_tape_forward, every stage input is kept. recompute = 1: only checkpoints are kept (the
 // input of every k-th stage, k ~ sqrt(stages)) and the skips; the backward re-runs the forward
 // of each segment from its checkpoint before walking it back (about one more forward in all).

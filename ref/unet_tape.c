@@ -1,8 +1,8 @@
-// unet_tape.c: the UNet's backward (spec/train.md). The forward's stage list (ref/unet.c) is
-// walked once keeping each stage's input (the activations at block granularity, the skips
-// included); the backward walks the list in reverse, each block recomputing its internals from
-// its stored input (ref/blocks.c). With recomputation only checkpoints are kept, and each
-// segment is re-run from its checkpoint before it is walked back.
+// unet_tape.c: the UNet's backward (SPEC.md section 5.5). The forward's stage list
+// (ref/unet.c) is walked once keeping each stage's input (the activations at block
+// granularity, the skips included); the backward walks the list in reverse, each block
+// recomputing its internals from its stored input (ref/blocks.c). With recomputation only
+// checkpoints are kept, and each segment is re-run from its checkpoint before it is walked back.
 #include "unet_stages.h"
 #include "activations.h"
 #include "embeddings.h"

@@ -1,5 +1,5 @@
 // ops_model.c: corpus runners for the composite blocks and the whole UNet (vectors from
-// tools/mavflax.py, mavref's Flax implementation of upstream's model, see spec).
+// tools/mavflax.py, mavref's Flax implementation of upstream's model, SPEC.md section 5.7).
 //
 // Every parameter of a case is procedural: meta `params` lists the names, `gen.NAME` their
 // descriptions. The runner declares them, fills them with mavref's own procedural rule

@@ -64,7 +64,7 @@ static size_t sample_index(const char *name, uint64_t seed, size_t j, size_t n) 
 // <prefix>max and `samples` elements at sample_index against <prefix>sample (count, samples),
 // both relative to the expected max|g|: element-wise checks of every tensor.
 #define ZERO_REL 1e-6
-static int check_summary(Case *c, const ParamTable *pt, const real *vals, const char *prefix, int full) {
+int check_summary(Case *c, const ParamTable *pt, const real *vals, const char *prefix, int full) {
     Tensor en, ed, em, es, view;
     char name[600], pname[512];
     long dseed, nsamp = 0, sseed = 0;

@@ -33,6 +33,7 @@ CASE_MODULES = [
     'cases_sched',
     'cases_train',
     'cases_pipeline',
+    'cases_toy',
 ]
 
 PRECS = ('f32', 'f64')
