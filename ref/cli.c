@@ -28,6 +28,12 @@ static int fail(const CliArgs *a, const char *what) {
     return 1;
 }
 
+// An input that cannot be read or is malformed: "mavref CMD: <the last error>", exit status 2.
+static int bad_input(const CliArgs *a) {
+    fprintf(a->err, "mavref %s: %s\n", a->command, mv_error());
+    return 2;
+}
+
 // A usage error: "mavref CMD: message", exit status 2.
 static int usage_error(const CliArgs *a, const char *message) {
     fprintf(a->err, "mavref %s: %s (mavref %s --help)\n", a->command, message, a->command);
@@ -420,7 +426,7 @@ static int train_setup(TrainRun *r, const CliArgs *a) {
         return fail(a, "weights");
     }
     train_set_schedule(&r->tc, a->lr, a->warmup, a->decay, a->total_steps ? (long)a->total_steps : r->opt.step + (long)a->steps);
-    if (st_open(&r->data, a->data)) return fail(a, "");
+    if (st_open(&r->data, a->data)) return bad_input(a);
     for (r->nclips = 0;; r->nclips++) {
         snprintf(path, sizeof path, "latents.%lu", (unsigned long)r->nclips);
         if (!st_find(&r->data, path)) break;
@@ -628,7 +634,7 @@ static int vae_setup(VaeRun *r, const CliArgs *a) {
         return fail(a, "weights");
     }
     train_set_schedule(&r->tc, a->lr, a->warmup, a->decay, a->total_steps ? (long)a->total_steps : r->opt.step + (long)a->steps);
-    if (st_open(&r->data, a->data)) return fail(a, "");
+    if (st_open(&r->data, a->data)) return bad_input(a);
     for (r->nclips = 0;; r->nclips++) {
         snprintf(path, sizeof path, "frames.%lu", (unsigned long)r->nclips);
         if (!st_find(&r->data, path)) break;
