@@ -19,7 +19,9 @@ enum {
     CMD_UNET = 1 << 3,
     CMD_TOKENIZE = 1 << 4,
     CMD_ENCODE_TEXT = 1 << 5,
-    CMD_GENERATE = 1 << 6
+    CMD_GENERATE = 1 << 6,
+    CMD_TOYWORLD = 1 << 7,
+    CMD_TRAIN_VAE = 1 << 8
 };
 
 typedef enum {
@@ -57,13 +59,13 @@ typedef struct {
     const char *prompt, *negative, *scheduler, *hint, *mask, *noise, *replay;
     const char *unet, *vae, *clip, *unet_config, *hint_unet, *hint_unet_config, *vae_channels;
     // integers
-    unsigned long long procedural, steps, frames, batch, total_steps, seed, width, height, fps;
+    unsigned long long procedural, steps, frames, batch, total_steps, seed, clips, size, width, height, fps;
     unsigned long long unet_seed, vae_seed, clip_seed, hint_unet_seed;
     unsigned long long vae_layers, clip_width, clip_layers, clip_heads, clip_mlp;
     // numbers
-    double rtol, atol, lr, warmup, decay, weight_decay, guidance, guidance_image;
+    double rtol, atol, lr, warmup, decay, weight_decay, guidance, guidance_image, kl;
     // flags
-    int taps, two_d, all, recompute, ppm_frames, quiet;
+    int taps, two_d, all, recompute, ppm_frames, quiet, held_out;
 } CliArgs;
 
 extern const CliOption cli_options[];
