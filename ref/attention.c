@@ -14,6 +14,7 @@
 // dk, dv), chunks are cut by sizes alone, so results do not depend on the thread count.
 #include "attention.h"
 #include "expf_poly.h"
+#include "engine.h"
 #include "gemm.h"
 #include "threads.h"
 
@@ -123,7 +124,7 @@ static void rows_linear(real *y, size_t ys, const real *x, size_t xs, const real
         if (bias) memcpy(y + t * ys, bias, O * sizeof(real));
         else memset(y + t * ys, 0, O * sizeof(real));
     }
-    if (!mv_reference_path) { // fast path: y += x kernel as one matrix product
+    if (!engine_reference()) { // fast path: y += x kernel as one matrix product
         product(y, x, kernel, T, O, I, ys, xs, O, GEMM_ACC);
         return;
     }
@@ -232,7 +233,7 @@ static void attend_block(const AttnCore *c, size_t i, size_t h, size_t q0, real 
     real *o = c->o + (i * c->Tq + q0) * D + h * d; // (nb,d) at stride D
     const real *k = c->k + kv * Tk * D + h * d;    // (Tk,d) at stride D
     const real *v = c->v + kv * Tk * D + h * d;    // (Tk,d) at stride D
-    int fast = !mv_reference_path && Tk >= ATTN_GEMM_MIN_KEYS;
+    int fast = !engine_reference() && Tk >= ATTN_GEMM_MIN_KEYS;
     for (r = 0; r < nb; r++)
         for (e = 0; e < d; e++) q[r * D + e] /= sqrt_d; // q / sqrt(d), as the memory-efficient path
     // scores of the block: p[r,j] = q_(q0+r) . k_j over this head's channels; a causal row q0+r
@@ -381,7 +382,7 @@ static void rows_linear_backward(real *dx, size_t dxs, real *dkernel, real *dbia
                                  const real *dy, size_t dys, const real *x, size_t xs, const real *kernel,
                                  size_t T, size_t I, size_t O) {
     size_t t, i, o;
-    if (!mv_reference_path) { // fast path: the bias sums row by row, the rest as two matrix products
+    if (!engine_reference()) { // fast path: the bias sums row by row, the rest as two matrix products
         if (dbias)
             for (t = 0; t < T; t++)
                 for (o = 0; o < O; o++) dbias[o] += dy[t * dys + o];
@@ -422,7 +423,7 @@ static void attend_block_backward(const AttnCore *c, size_t i, size_t h, size_t 
     const real *dO = c->dO + at;                           // (nb,d) at stride D
     const real *k = c->k + kv * Tk * D + h * d, *v = c->v + kv * Tk * D + h * d; // (Tk,d) each, at stride D
     real *dk = c->dk + kv * Tk * D + h * d, *dv = c->dv + kv * Tk * D + h * d;   // (Tk,d) each, at stride D
-    int fast = !mv_reference_path && Tk >= ATTN_GEMM_MIN_KEYS;
+    int fast = !engine_reference() && Tk >= ATTN_GEMM_MIN_KEYS;
     for (r = 0; r < nb; r++)
         for (e = 0; e < d; e++) q[r * D + e] /= sqrt_d; // recompute the forward's qs = q / sqrt(d)
     // recompute as the forward: s_rj = qs_r . k_j (masked keys j >= nk left out)

@@ -657,8 +657,6 @@ done:
 }
 
 int main(int argc, char **argv) {
-    const char *ref = getenv("MAVREF_REFERENCE");
-    mv_reference_path = ref && *ref && strcmp(ref, "0") != 0; // run the plain loops instead of the fast path
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         fputs(usage, argc < 2 ? stderr : stdout);
         if (argc >= 2) fputs(usage_more, stdout);

@@ -10,6 +10,7 @@
 #include "tests.h"
 #include "../ref/attention.h"
 #include "../ref/conv.h"
+#include "../ref/engine.h"
 #include "../ref/expf_poly.h"
 #include "../ref/linear.h"
 #include "../ref/procedural.h"
@@ -117,9 +118,9 @@ int test_fastpath_attention(void) {
     memset(&w, 0, sizeof w);
     w.wq = wq; w.wk = wk; w.wv = wv; w.wo = wo; w.bo = bo; w.Cq = w.Ckv = C; w.heads = heads; w.dim_head = C / heads;
     fails += attention_self_forward(fast, x, &w, N, T) != MV_OK;
-    mv_reference_path = 1;
+    engine_set_reference(1);
     fails += attention_self_forward(ref, x, &w, N, T) != MV_OK;
-    mv_reference_path = 0;
+    engine_set_reference(0);
     for (i = 0; i < n; i++) {
         if (fabs((double)ref[i]) > m) m = fabs((double)ref[i]);
         if (fabs((double)fast[i] - (double)ref[i]) > d) d = fabs((double)fast[i] - (double)ref[i]);
@@ -380,9 +381,9 @@ static int conv_bwd_case(size_t N, size_t H, size_t W, size_t Ci, size_t Co, con
     fails += same("conv2d backward dkernel alone", b.xk, b.fk, b.nk);
     // MAVREF_REFERENCE selects the plain loops
     bwd_bufs_reset_fast(&b);
-    mv_reference_path = 1;
+    engine_set_reference(1);
     conv2d_backward(b.fi, b.fk, b.fb, b.dy, b.in, b.k, N, H, W, Ci, Co, g);
-    mv_reference_path = 0;
+    engine_set_reference(0);
     fails += same("conv2d backward reference switch (dinp)", b.fi, b.ri, b.nin);
     fails += same("conv2d backward reference switch (dkernel)", b.fk, b.rk, b.nk);
     bwd_bufs_free(&b);
@@ -404,9 +405,9 @@ static int temporal_bwd_case(size_t B, size_t F, size_t S, size_t Ci, size_t Co)
     fails += same("temporal conv backward dinp alone", b.xi, b.fi, b.nin);
     fails += same("temporal conv backward dkernel alone", b.xk, b.fk, b.nk);
     bwd_bufs_reset_fast(&b);
-    mv_reference_path = 1;
+    engine_set_reference(1);
     temporal_conv_backward(b.fi, b.fk, b.fb, b.dy, b.in, b.k, B, F, S, Ci, Co);
-    mv_reference_path = 0;
+    engine_set_reference(0);
     fails += same("temporal conv backward reference switch (dinp)", b.fi, b.ri, b.nin);
     fails += same("temporal conv backward reference switch (dkernel)", b.fk, b.rk, b.nk);
     bwd_bufs_free(&b);
@@ -450,9 +451,9 @@ int test_fastpath_linear_backward(void) {
         linear_backward(xx, NULL, NULL, dy, x, k, N, I, O);
         fails += same("linear backward dx alone", xx, fx, N * I);
         memcpy(fx, g0x, N * I * sizeof(real)); memcpy(fk, g0k, I * O * sizeof(real));
-        mv_reference_path = 1;
+        engine_set_reference(1);
         linear_backward(fx, fk, NULL, dy, x, k, N, I, O);
-        mv_reference_path = 0;
+        engine_set_reference(0);
         fails += same("linear backward reference switch (dx)", fx, rx, N * I);
         fails += same("linear backward reference switch (dkernel)", fk, rk, I * O);
         free(x); free(k); free(dy); free(g0x); free(g0k); free(g0b); free(fx); free(fk); free(fb); free(rx); free(rk); free(rb);
@@ -626,9 +627,9 @@ int test_fastpath_attention_kinds(void) {
         char what[96];
         if (attn_run_init(&r, &shapes[k])) { attn_run_free(&r); return fails + 1; }
         fails += attn_run_once(&r, 0);
-        mv_reference_path = 1;
+        engine_set_reference(1);
         fails += attn_run_once(&r, 1);
-        mv_reference_path = 0;
+        engine_set_reference(0);
         snprintf(what, sizeof what, "attention shape %lu forward fast vs ref", (unsigned long)k);
         fails += close_scaled(what, r.out[0], r.out[1], attn_rows(&r.s) * r.s.Cq, 128);
         for (i = 0; i < 10; i++) {
@@ -653,13 +654,13 @@ int test_attention_chunks(void) {
         {2, 2, 2, 0, 2, 65600, 8, 8, 2, 4, 0, 1},     // 131072 pixels per chunk: the second clip spans two
     };
     int fails = 0, k;
-    mv_reference_path = 1;
+    engine_set_reference(1);
     for (k = 0; k < 3; k++) {
         AttnRun r;
         AttnShape piece = whole[k];
         size_t cut = k == 0 ? 70000 : 1, rows0, i; // piece 0: sequences (self) or clips/prompts 0..cut-1
         real *g1[10];
-        if (attn_run_init(&r, &whole[k])) { attn_run_free(&r); mv_reference_path = 0; return fails + 1; }
+        if (attn_run_init(&r, &whole[k])) { attn_run_free(&r); engine_set_reference(0); return fails + 1; }
         fails += attn_run_once(&r, 0);
         // the same as two calls: piece 0, then piece 1 adding to the same weight gradients
         for (i = 0; i < 10; i++) memcpy(r.g[1][i], r.g0[i], r.n[i] * sizeof(real));
@@ -680,7 +681,7 @@ int test_attention_chunks(void) {
                                 k, grad_names[i]);
         attn_run_free(&r);
     }
-    mv_reference_path = 0;
+    engine_set_reference(0);
     return fails;
 }
 
@@ -701,10 +702,10 @@ int test_fastpath_geglu(void) {
         }
         fails += geglu_forward(yf, x, k, b, N, C, H, gk) != MV_OK;
         fails += geglu_backward(gf[0], gf[1], gf[2], dy, x, k, b, N, C, H, gk) != MV_OK;
-        mv_reference_path = 1;
+        engine_set_reference(1);
         fails += geglu_forward(yr, x, k, b, N, C, H, gk) != MV_OK;
         fails += geglu_backward(gr[0], gr[1], gr[2], dy, x, k, b, N, C, H, gk) != MV_OK;
-        mv_reference_path = 0;
+        engine_set_reference(0);
         fails += close_scaled("geglu forward fast vs ref", yf, yr, N * H, 64);
         fails += close_scaled("geglu backward dx fast vs ref", gf[0], gr[0], n[0], 128);
         fails += close_scaled("geglu backward dkernel fast vs ref", gf[1], gr[1], n[1], 128);
