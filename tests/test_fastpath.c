@@ -104,8 +104,9 @@ int test_fastpath_linear(void) {
     return fails;
 }
 
-// Attention as a whole: fast vs reference path agree to a few hundred eps of the output's
-// scale (softmax, two products of up to 300 terms), and both are deterministic.
+// Attention as a whole: the entry point's fast path vs the plain attention_forward_ref agree to
+// a few hundred eps of the output's scale (softmax, two products of up to 300 terms); with the
+// switch on (engine.h), the entry point gives the plain path's bits.
 int test_fastpath_attention(void) {
     size_t N = 3, T = 131, C = 64, heads = 4, n = N * T * C, i;
     AttnWeights w;
@@ -117,10 +118,17 @@ int test_fastpath_attention(void) {
     for (i = 0; i < C * C; i++) { wq[i] *= (real)0.125; wk[i] *= (real)0.125; wv[i] *= (real)0.125; wo[i] *= (real)0.125; }
     memset(&w, 0, sizeof w);
     w.wq = wq; w.wk = wk; w.wv = wv; w.wo = wo; w.bo = bo; w.Cq = w.Ckv = C; w.heads = heads; w.dim_head = C / heads;
-    fails += attention_self_forward(fast, x, &w, N, T) != MV_OK;
-    engine_set_reference(1);
-    fails += attention_self_forward(ref, x, &w, N, T) != MV_OK;
-    engine_set_reference(0);
+    {
+        AttnView v = {0, 0, 1, 0, 1};
+        v.nseq = N; v.T = v.Tk = T;
+        engine_set_reference(0);
+        fails += attention_self_forward(fast, x, &w, N, T) != MV_OK;
+        fails += attention_forward_ref(ref, x, NULL, &w, &v) != MV_OK;
+        engine_set_reference(1);
+        fails += attention_self_forward(x, x, &w, N, T) != MV_OK; // in place, through the door
+        engine_set_reference(0);
+        fails += EXPECT(memcmp(x, ref, n * sizeof(real)) == 0, "attention entry point with the switch on: not the plain path's bits");
+    }
     for (i = 0; i < n; i++) {
         if (fabs((double)ref[i]) > m) m = fabs((double)ref[i]);
         if (fabs((double)fast[i] - (double)ref[i]) > d) d = fabs((double)fast[i] - (double)ref[i]);
@@ -531,10 +539,32 @@ static real *attn_weights(AttnWeights *w, const AttnShape *s) {
     return p;
 }
 
-static int attn_fwd(const AttnShape *s, real *out, const real *x, const real *ctx, const AttnWeights *w) {
+// The sequences of a shape as the two paths see them (attention.h), and their context.
+static AttnView attn_view(const AttnShape *s) {
+    AttnView v;
+    v.nseq = s->kind == 0 ? s->B : s->kind == 1 ? s->B * s->F : s->B * s->S;
+    v.T = s->kind == 2 ? s->F : s->T;
+    v.S = s->kind == 2 ? s->S : 1;
+    v.Tk = s->kind == 1 ? s->Tk : v.T;
+    v.per_ctx = s->kind == 1 ? s->F : 1;
+    return v;
+}
+
+// Which way to run attention: through the entry points (the door, engine.h), or straight
+// into the fast or the plain path.
+enum { VIA_ENTRY, VIA_FAST, VIA_REF };
+
+static int attn_fwd_via(int via, const AttnShape *s, real *out, const real *x, const real *ctx, const AttnWeights *w) {
+    AttnView v = attn_view(s);
+    if (via == VIA_FAST) return attention_forward_fast(out, x, s->kind == 1 ? ctx : NULL, w, &v);
+    if (via == VIA_REF) return attention_forward_ref(out, x, s->kind == 1 ? ctx : NULL, w, &v);
     if (s->kind == 0) return attention_self_forward(out, x, w, s->B, s->T);
     if (s->kind == 1) return attention_cross_forward(out, x, ctx, w, s->B, s->F, s->T, s->Tk);
     return attention_temporal_forward(out, x, w, s->B, s->F, s->S);
+}
+
+static int attn_fwd(const AttnShape *s, real *out, const real *x, const real *ctx, const AttnWeights *w) {
+    return attn_fwd_via(VIA_ENTRY, s, out, x, ctx, w);
 }
 
 // g: 10 gradient buffers dx dctx dwq dwk dwv dwo dbo dbq dbk dbv (sizes: attn_grad_sizes)
@@ -544,12 +574,20 @@ static void attn_grad_sizes(size_t *n, const AttnShape *s) {
     n[2] = s->Cq * D; n[3] = n[4] = s->Ckv * D; n[5] = D * s->Cq; n[6] = s->Cq; n[7] = n[8] = n[9] = D;
 }
 
-static int attn_bwd(const AttnShape *s, real **g, const real *dout, const real *x, const real *ctx, const AttnWeights *w) {
+static int attn_bwd_via(int via, const AttnShape *s, real **g, const real *dout, const real *x, const real *ctx,
+                        const AttnWeights *w) {
     AttnGrads dw;
+    AttnView v = attn_view(s);
     dw.dwq = g[2]; dw.dwk = g[3]; dw.dwv = g[4]; dw.dwo = g[5]; dw.dbo = g[6]; dw.dbq = g[7]; dw.dbk = g[8]; dw.dbv = g[9];
+    if (via == VIA_FAST) return attention_backward_fast(g[0], s->kind == 1 ? g[1] : NULL, &dw, dout, x, s->kind == 1 ? ctx : NULL, w, &v);
+    if (via == VIA_REF) return attention_backward_ref(g[0], s->kind == 1 ? g[1] : NULL, &dw, dout, x, s->kind == 1 ? ctx : NULL, w, &v);
     if (s->kind == 0) return attention_self_backward(g[0], &dw, dout, x, w, s->B, s->T);
     if (s->kind == 1) return attention_cross_backward(g[0], g[1], &dw, dout, x, ctx, w, s->B, s->F, s->T, s->Tk);
     return attention_temporal_backward(g[0], &dw, dout, x, w, s->B, s->F, s->S);
+}
+
+static int attn_bwd(const AttnShape *s, real **g, const real *dout, const real *x, const real *ctx, const AttnWeights *w) {
+    return attn_bwd_via(VIA_ENTRY, s, g, dout, x, ctx, w);
 }
 
 // max |a - b| <= tol * max |b| (tol in eps of the build)
@@ -596,16 +634,19 @@ static int attn_run_init(AttnRun *r, const AttnShape *s) {
     return 0;
 }
 
-// Run forward and backward into slot k (gradients restarted from g0).
-static int attn_run_once(AttnRun *r, int k) {
+// Run forward and backward into slot k (gradients restarted from g0), by the way `via` says.
+static int attn_run_via(AttnRun *r, int k, int via) {
     size_t i;
     for (i = 0; i < 10; i++) memcpy(r->g[k][i], r->g0[i], r->n[i] * sizeof(real));
-    if (attn_fwd(&r->s, r->out[k], r->x, r->ctx, &r->w) || attn_bwd(&r->s, r->g[k], r->dout, r->x, r->ctx, &r->w)) {
+    if (attn_fwd_via(via, &r->s, r->out[k], r->x, r->ctx, &r->w) ||
+        attn_bwd_via(via, &r->s, r->g[k], r->dout, r->x, r->ctx, &r->w)) {
         harness_failf("attention", "%s", mv_error());
         return 1;
     }
     return 0;
 }
+
+static int attn_run_once(AttnRun *r, int k) { return attn_run_via(r, k, VIA_ENTRY); }
 
 static const char *const grad_names[10] = {"dx", "dctx", "dwq", "dwk", "dwv", "dwo", "dbo", "dbq", "dbk", "dbv"};
 
@@ -626,10 +667,8 @@ int test_fastpath_attention_kinds(void) {
         AttnRun r;
         char what[96];
         if (attn_run_init(&r, &shapes[k])) { attn_run_free(&r); return fails + 1; }
-        fails += attn_run_once(&r, 0);
-        engine_set_reference(1);
-        fails += attn_run_once(&r, 1);
-        engine_set_reference(0);
+        fails += attn_run_via(&r, 0, VIA_FAST);
+        fails += attn_run_via(&r, 1, VIA_REF);
         snprintf(what, sizeof what, "attention shape %lu forward fast vs ref", (unsigned long)k);
         fails += close_scaled(what, r.out[0], r.out[1], attn_rows(&r.s) * r.s.Cq, 128);
         for (i = 0; i < 10; i++) {
@@ -638,15 +677,24 @@ int test_fastpath_attention_kinds(void) {
             snprintf(what, sizeof what, "attention shape %lu backward %s fast vs ref", (unsigned long)k, grad_names[i]);
             fails += close_scaled(what, r.g[0][i], r.g[1][i], r.n[i], 256);
         }
+        // the entry points with the switch on give the plain path's bits
+        engine_set_reference(1);
+        fails += attn_run_via(&r, 0, VIA_ENTRY);
+        engine_set_reference(0);
+        fails += EXPECT(memcmp(r.out[0], r.out[1], attn_rows(&r.s) * r.s.Cq * sizeof(real)) == 0,
+                        "attention shape %lu: the switch does not give attention_forward_ref's bits", (unsigned long)k);
+        for (i = 0; i < 10; i++)
+            fails += EXPECT(memcmp(r.g[0][i], r.g[1][i], r.n[i] * sizeof(real)) == 0,
+                            "attention shape %lu: the switch does not give attention_backward_ref's %s", (unsigned long)k, grad_names[i]);
         attn_run_free(&r);
     }
     return fails;
 }
 
-// The readable path's chunks (ATTN_CHUNK_REALS reals per buffer) are invisible: one call over
-// more sequences than a chunk holds gives the bits of two calls over the pieces (every sum runs
-// over the same rows in the same order), forward and backward. Sizes just over one chunk of
-// 2^21 reals at width 8.
+// The plain path through the entry points: one call over many sequences gives the bits of two
+// calls over the pieces (every sum runs over the same rows in the same order), forward and
+// backward, also where a prompt's frames or a clip's pixels are cut between the calls. Sizes
+// just over one chunk of the fast path (ATTN_CHUNK_REALS, 2^21 reals at width 8).
 int test_attention_chunks(void) {
     static const AttnShape whole[3] = {
         {0, 131075, 1, 2, 2, 0, 8, 8, 2, 4, 0, 1},    // 131072 sequences of 2 rows per chunk
