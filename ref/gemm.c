@@ -69,6 +69,9 @@ void gemm_ref(real *C, const real *A, const real *B,
 #define GEMM_MIN_PARALLEL ((size_t)1 << 20)
 
 size_t gemm_tile_m(void) { return MR; }
+
+static int g_no_memory = 0; // tests: act as if no packing buffer could be allocated
+void gemm_simulate_no_memory(int on) { g_no_memory = on; }
 size_t gemm_tile_n(void) { return NR; }
 
 // Where FMA contraction is allowed: in the kernel only (spec/gemm.md). gcc -std=c99 turns
@@ -432,7 +435,7 @@ static int run_job(GemmJob *gp) {
     if ((size_t)workers > n_tasks) workers = (int)n_tasks;
     g.per_worker = (WORK_A + (g.packed ? 0 : WORK_B) + WORK_T + ALIGN_REALS - 1) / ALIGN_REALS * ALIGN_REALS;
     bytes = ((size_t)workers * g.per_worker + ALIGN_REALS) * sizeof(real);
-    raw = malloc(bytes);
+    raw = g_no_memory ? NULL : malloc(bytes);
     if (!raw) { // no packing buffers: the plain product, which needs none
         job_ref(&g);
         return MV_OK;
@@ -472,7 +475,7 @@ int gemm_pack_b(GemmPackedB *pb, const real *B, size_t K, size_t N, size_t ldb, 
                        (unsigned long)K, (unsigned long)N, (flags & GEMM_TB) ? " stored transposed" : "");
     pb->B = B; pb->K = K; pb->N = N; pb->ldb = ldb; pb->tb = (flags & GEMM_TB) != 0;
     if (mv_mul_size(&n, K, packed_width(N)) || mv_add_size(&n, n, ALIGN_REALS) || mv_mul_size(&n, n, sizeof(real)) ||
-        !(pb->raw = malloc(n)))
+        g_no_memory || !(pb->raw = malloc(n)))
         return MV_OK; // too large to pack: gemm_packed uses B where it is
     pb->panels = (real *)pb->raw + (ALIGN_REALS - ((uintptr_t)pb->raw / sizeof(real)) % ALIGN_REALS) % ALIGN_REALS;
     if (K == 0 || N == 0) return MV_OK;
@@ -513,7 +516,7 @@ int gemm_packed(real *C, const real *A, const GemmPackedB *pb, size_t M, size_t 
         return mv_fail("gemm: lda %lu too small for op(A) (%lu,%lu)%s", (unsigned long)lda,
                        (unsigned long)M, (unsigned long)pb->K, g.ta ? " stored transposed" : "");
     if (!pb->panels) // B could not be packed: the same product from B itself
-        return gemm(C, A, pb->B, M, pb->N, pb->K, ldc, lda, pb->ldb, flags | (pb->tb ? GEMM_TB : 0));
+        return gemm(C, A, pb->B, M, pb->N, pb->K, ldc, lda, pb->ldb, (flags & ~GEMM_TB) | (pb->tb ? GEMM_TB : 0));
     return run_packed(&g, pb, M, ldc);
 }
 

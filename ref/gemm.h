@@ -86,4 +86,8 @@ int gemm_runs(real *C,                  // (M,N), leading dimension ldc
 size_t gemm_tile_m(void);
 size_t gemm_tile_n(void);
 
+// For tests: on != 0 makes gemm, gemm_pack_b and the products act as if no packing buffer
+// could be allocated, so that the plain fallbacks run. Not to be called while a product runs.
+void gemm_simulate_no_memory(int on);
+
 #endif
