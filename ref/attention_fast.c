@@ -167,13 +167,13 @@ static void attend_block(const AttnCore *c, size_t i, size_t h, size_t q0, real 
     real *o = c->o + (i * c->Tq + q0) * D + h * d; // (nb,d) at stride D
     const real *k = c->k + kv * Tk * D + h * d;    // (Tk,d) at stride D
     const real *v = c->v + kv * Tk * D + h * d;    // (Tk,d) at stride D
-    int fast = Tk >= ATTN_GEMM_MIN_KEYS;
+    int tiles = Tk >= ATTN_GEMM_MIN_KEYS; // the tiles as matrix products (else loops)
     for (r = 0; r < nb; r++)
         for (e = 0; e < d; e++) q[r * D + e] /= sqrt_d; // q / sqrt(d), as the memory-efficient path
     // scores of the block: p[r,j] = q_(q0+r) . k_j over this head's channels; a causal row q0+r
     // has keys 0..q0+r only (FlaxCLIP adds finfo.min to the others: exp gives 0)
     // (each p[r,j] still sums its d products in order e = 0..d-1)
-    if (fast) // the whole tile as one product (nb,d) x (d,Tk); causal rows ignore the scores past their last key below
+    if (tiles) // the whole tile as one product (nb,d) x (d,Tk); causal rows ignore the scores past their last key below
         gemm(p, q, k, nb, Tk, d, Tk, D, D, GEMM_TB);
     else {
         for (j = 0; j < Tk; j++) // k transposed, so the score loop runs contiguously over keys
@@ -193,7 +193,7 @@ static void attend_block(const AttnCore *c, size_t i, size_t h, size_t q0, real 
     // stable softmax numerators: p = exp(p - rowmax), l = row sum (in double)
     softmax_numerators(p, l, nb, Tk, q0, w->causal);
     // o_r = (p_r V) / l_r for this head's channels
-    if (fast) // (nb,Tk) x (Tk,d) into this head's channels of o
+    if (tiles) // (nb,Tk) x (Tk,d) into this head's channels of o
         gemm(o, p, v, nb, d, Tk, D, Tk, D, 0);
     else
         for (r = 0; r < nb; r++) {
@@ -307,7 +307,7 @@ static int temporal_forward(real *out, const real *x, const AttnWeights *w, size
 // The backward of attend_block for query rows q0.. of sequence i, head h: recomputes the block's
 // qs (in c->q, divided in place), its P (tile p) and o (c->o) as the forward, then accumulates
 // dq (c->dq, divided by sqrt(d) at the end) and the key/value block's dk, dv (c->dk, c->dv);
-// c->dO holds do = dout Wo^T. Each step is one matrix product on the fast path, or its loop.
+// c->dO holds do = dout Wo^T. Each step is one matrix product, or its loop for short key sequences.
 static void attend_block_backward(const AttnCore *c, size_t i, size_t h, size_t q0, real *p, real *dp, double *l) {
     const AttnWeights *w = c->w;
     size_t d = w->dim_head, D = w->heads * d, Tk = c->Tk, nb = min_size(c->Tq - q0, ATTN_QUERY_BLOCK);
@@ -317,11 +317,11 @@ static void attend_block_backward(const AttnCore *c, size_t i, size_t h, size_t 
     const real *dO = c->dO + at;                           // (nb,d) at stride D
     const real *k = c->k + kv * Tk * D + h * d, *v = c->v + kv * Tk * D + h * d; // (Tk,d) each, at stride D
     real *dk = c->dk + kv * Tk * D + h * d, *dv = c->dv + kv * Tk * D + h * d;   // (Tk,d) each, at stride D
-    int fast = Tk >= ATTN_GEMM_MIN_KEYS;
+    int tiles = Tk >= ATTN_GEMM_MIN_KEYS; // the tiles as matrix products (else loops)
     for (r = 0; r < nb; r++)
         for (e = 0; e < d; e++) q[r * D + e] /= sqrt_d; // recompute the forward's qs = q / sqrt(d)
     // recompute as the forward: s_rj = qs_r . k_j (masked keys j >= nk left out)
-    if (fast) gemm(p, q, k, nb, Tk, d, Tk, D, D, GEMM_TB);
+    if (tiles) gemm(p, q, k, nb, Tk, d, Tk, D, D, GEMM_TB);
     else
         for (r = 0; r < nb; r++)
             for (j = 0; j < KEYS(q0 + r); j++) {
@@ -332,7 +332,7 @@ static void attend_block_backward(const AttnCore *c, size_t i, size_t h, size_t 
     // p_rj = exp(s_rj - max_j s_rj), l_r = sum_j p_rj (in double); masked keys get 0
     softmax_numerators(p, l, nb, Tk, q0, w->causal);
     // o_r = (sum_j p_rj v_j) / l_r, then P_rj = p_rj / l_r
-    if (fast) gemm(o, p, v, nb, d, Tk, D, Tk, D, 0);
+    if (tiles) gemm(o, p, v, nb, d, Tk, D, Tk, D, 0);
     else
         for (r = 0; r < nb; r++) {
             memset(o + r * D, 0, d * sizeof(real));
@@ -344,7 +344,7 @@ static void attend_block_backward(const AttnCore *c, size_t i, size_t h, size_t 
         for (j = 0; j < Tk; j++) p[r * Tk + j] = (real)((double)p[r * Tk + j] / l[r]);
     }
     // forward was: o_r = sum_j P_rj v_j, so dP_rj = do_r . v_j and dv_j += P_rj do_r
-    if (fast) {
+    if (tiles) {
         gemm(dp, dO, v, nb, Tk, d, Tk, D, D, GEMM_TB);            // dP = do v^T (nb,Tk)
         gemm(dv, p, dO, Tk, d, nb, D, Tk, D, GEMM_TA | GEMM_ACC); // dv += P^T do (Tk,d)
     } else
@@ -368,7 +368,7 @@ static void attend_block_backward(const AttnCore *c, size_t i, size_t h, size_t 
         for (j = nk; j < Tk; j++) dpr[j] = 0;
     }
     // forward was: s_rj = qs_r . k_j, so dqs_r += sum_j ds_rj k_j and dk_j += ds_rj qs_r
-    if (fast) {
+    if (tiles) {
         gemm(dq, dp, k, nb, d, Tk, D, Tk, D, GEMM_ACC);           // dqs += ds k (nb,d)
         gemm(dk, dp, q, Tk, d, nb, D, Tk, D, GEMM_TA | GEMM_ACC); // dk += ds^T qs (Tk,d)
     } else
