@@ -49,7 +49,7 @@ static void absv(real *dst, const real *src, size_t n) {
     for (i = 0; i < n; i++) dst[i] = (real)fabs((double)src[i]);
 }
 
-int test_fastpath_conv(void) {
+static int fastpath_conv(void) {
     static const Conv2dGeom geoms[4] = {{3, 3, 1, 1, 1, 1, 1}, {1, 1, 1, 0, 0, 0, 0}, {3, 3, 2, 1, 1, 1, 1}, {3, 3, 2, 0, 1, 0, 1}};
     size_t N = 2, H = 9, W = 7, Ci = 37, Co = 53, g;
     int fails = 0;
@@ -88,7 +88,7 @@ int test_fastpath_conv(void) {
     return fails;
 }
 
-int test_fastpath_linear(void) {
+static int fastpath_linear(void) {
     size_t N = 67, I = 300, O = 77, i;
     real *x = rnd(N * I, "x"), *k = rnd(I * O, "k"), *b = rnd(O, "b"), *fast = rnd(N * O, "f"), *ref = rnd(N * O, "r"),
          *mag = rnd(N * O, "m"), *ax = rnd(N * I, "ax"), *ak = rnd(I * O, "ak");
@@ -107,7 +107,7 @@ int test_fastpath_linear(void) {
 // Attention as a whole: the entry point's fast path vs the plain attention_forward_ref agree to
 // a few hundred eps of the output's scale (softmax, two products of up to 300 terms); with the
 // switch on (engine.h), the entry point gives the plain path's bits.
-int test_fastpath_attention(void) {
+static int fastpath_attention(void) {
     size_t N = 3, T = 131, C = 64, heads = 4, n = N * T * C, i;
     AttnWeights w;
     real *x = rnd(n, "x"), *wq = rnd(C * C, "wq"), *wk = rnd(C * C, "wk"), *wv = rnd(C * C, "wv"), *wo = rnd(C * C, "wo"),
@@ -139,7 +139,7 @@ int test_fastpath_attention(void) {
 }
 
 // Every operator with a fast path gives the same bits for 1, 2, 3 and 4 threads.
-int test_fastpath_threads(void) {
+static int fastpath_threads(void) {
     static const Conv2dGeom g3 = {3, 3, 1, 1, 1, 1, 1};
     size_t N = 2, H = 24, W = 20, Ci = 64, Co = 96, nin = N * H * W * Ci, nout = N * H * W * Co;
     real *in = rnd(nin, "in"), *k = rnd(9 * Ci * Co, "k"), *b = rnd(Co, "b"), *out1 = rnd(nout, "o1"), *outn = rnd(nout, "on");
@@ -185,7 +185,7 @@ int test_fastpath_threads(void) {
 // threads: conv2d (patches read from the image) = gemm() on the patch matrix built
 // explicitly; the temporal conv (a product per clip and tap) = gemm() per clip, frame and
 // tap; GroupNorm and LayerNorm (parallel) = their plain loops; the upsampler copies.
-int test_fastpath_forward_bits(void) {
+static int fastpath_forward_bits(void) {
     static const Conv2dGeom geoms[5] = {{3, 3, 1, 1, 1, 1, 1}, {3, 3, 2, 1, 1, 1, 1}, {3, 3, 2, 0, 1, 0, 1}, {2, 3, 1, 0, 2, 2, 0},
                                         {3, 3, 1, 0, 0, 0, 0}};
     static const size_t cis[5] = {37, 9, 300, 4, 16};
@@ -422,7 +422,7 @@ static int temporal_bwd_case(size_t B, size_t F, size_t S, size_t Ci, size_t Co)
     return fails;
 }
 
-int test_fastpath_conv_backward(void) {
+static int fastpath_conv_backward(void) {
     static const Conv2dGeom geoms[6] = {{3, 3, 1, 1, 1, 1, 1}, {1, 1, 1, 0, 0, 0, 0}, {3, 3, 2, 1, 1, 1, 1},
                                         {3, 3, 2, 0, 1, 0, 1}, {1, 1, 2, 0, 0, 0, 0}, {2, 3, 1, 0, 1, 2, 0}};
     size_t g;
@@ -436,7 +436,7 @@ int test_fastpath_conv_backward(void) {
     return fails;
 }
 
-int test_fastpath_linear_backward(void) {
+static int fastpath_linear_backward(void) {
     static const size_t sizes[3][3] = {{67, 300, 77}, {1, 5, 3}, {300, 33, 290}};
     int fails = 0, s;
     for (s = 0; s < 3; s++) {
@@ -471,7 +471,7 @@ int test_fastpath_linear_backward(void) {
 }
 
 // The backward fast paths give the same bits for 1, 2, 3 and 4 threads.
-int test_fastpath_backward_threads(void) {
+static int fastpath_backward_threads(void) {
     static const Conv2dGeom geoms[2] = {{3, 3, 1, 1, 1, 1, 1}, {3, 3, 2, 1, 1, 1, 1}};
     size_t N = 2, H = 24, W = 20, Ci = 64, Co = 96, nin = N * H * W * Ci, nk = 9 * Ci * Co, nout = N * H * W * Co, g;
     real *in = rnd(nin, "in"), *k = rnd(nk, "k"), *dy = rnd(nout, "dy");
@@ -650,7 +650,7 @@ static int attn_run_once(AttnRun *r, int k) { return attn_run_via(r, k, VIA_ENTR
 
 static const char *const grad_names[10] = {"dx", "dctx", "dwq", "dwk", "dwv", "dwo", "dbo", "dbq", "dbk", "dbv"};
 
-int test_fastpath_attention_kinds(void) {
+static int fastpath_attention_kinds(void) {
     static const AttnShape shapes[] = {
         {0, 2, 1, 67, 67, 0, 32, 32, 2, 16, 0, 0},  // self, two query blocks, gemm tiles
         {0, 3, 1, 9, 9, 0, 16, 16, 2, 8, 0, 0},     // self, short: loops
@@ -708,7 +708,7 @@ int test_attention_chunks(void) {
         AttnShape piece = whole[k];
         size_t cut = k == 0 ? 70000 : 1, rows0, i; // piece 0: sequences (self) or clips/prompts 0..cut-1
         real *g1[10];
-        if (attn_run_init(&r, &whole[k])) { attn_run_free(&r); engine_set_reference(0); return fails + 1; }
+        if (attn_run_init(&r, &whole[k])) { attn_run_free(&r); engine_set_reference(-1); return fails + 1; }
         fails += attn_run_once(&r, 0);
         // the same as two calls: piece 0, then piece 1 adding to the same weight gradients
         for (i = 0; i < 10; i++) memcpy(r.g[1][i], r.g0[i], r.n[i] * sizeof(real));
@@ -729,12 +729,12 @@ int test_attention_chunks(void) {
                                 k, grad_names[i]);
         attn_run_free(&r);
     }
-    engine_set_reference(0);
+    engine_set_reference(-1);
     return fails;
 }
 
 // GEGLU fast (gemm, parallel gate) vs the row loop, forward and backward.
-int test_fastpath_geglu(void) {
+static int fastpath_geglu(void) {
     size_t N = 300, C = 40, H = 96, kind;
     int fails = 0;
     for (kind = 0; kind < 2; kind++) {
@@ -766,7 +766,7 @@ int test_fastpath_geglu(void) {
 
 // Attention (forward and backward, each kind), the activations and GEGLU give the same bits
 // for 1, 2, 3 and 4 threads.
-int test_fastpath_attention_threads(void) {
+static int fastpath_attention_threads(void) {
     static const AttnShape shapes[3] = {
         {0, 3, 1, 67, 67, 0, 32, 32, 2, 16, 0, 0},
         {1, 2, 3, 37, 77, 0, 32, 24, 2, 16, 0, 0},
@@ -844,3 +844,26 @@ int test_expf_poly(void) {
     }
     return 0;
 }
+
+// ---------------------------------------------------------------------------------------
+// The checks above run on the fast path whatever MAVREF_REFERENCE says (a corpus run may have
+// the switch on); each gives the switch back to the environment's value when done.
+static int on_fast_path(int (*check)(void)) {
+    int fails;
+    engine_set_reference(0);
+    fails = check();
+    engine_set_reference(-1);
+    return fails;
+}
+
+int test_fastpath_conv(void) { return on_fast_path(fastpath_conv); }
+int test_fastpath_linear(void) { return on_fast_path(fastpath_linear); }
+int test_fastpath_attention(void) { return on_fast_path(fastpath_attention); }
+int test_fastpath_threads(void) { return on_fast_path(fastpath_threads); }
+int test_fastpath_forward_bits(void) { return on_fast_path(fastpath_forward_bits); }
+int test_fastpath_conv_backward(void) { return on_fast_path(fastpath_conv_backward); }
+int test_fastpath_linear_backward(void) { return on_fast_path(fastpath_linear_backward); }
+int test_fastpath_backward_threads(void) { return on_fast_path(fastpath_backward_threads); }
+int test_fastpath_attention_kinds(void) { return on_fast_path(fastpath_attention_kinds); }
+int test_fastpath_geglu(void) { return on_fast_path(fastpath_geglu); }
+int test_fastpath_attention_threads(void) { return on_fast_path(fastpath_attention_threads); }
