@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "compare.h"
+#include "engine.h"
 #include "safetensors.h"
 #include "clip.h"
 #include "noise.h"
@@ -657,6 +658,7 @@ done:
 }
 
 int main(int argc, char **argv) {
+    engine_set_reference(-1); // MAVREF_REFERENCE=1: the plain loops instead of the fast path
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         fputs(usage, argc < 2 ? stderr : stdout);
         if (argc >= 2) fputs(usage_more, stdout);

@@ -4,16 +4,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int g_reference = -1; // -1: not read from the environment yet
+static int g_reference = 0;
 
-static int from_environment(void) {
+int engine_reference(void) { return g_reference; }
+
+void engine_set_reference(int on) {
     const char *e = getenv("MAVREF_REFERENCE");
-    return e && *e && strcmp(e, "0") != 0;
+    g_reference = on < 0 ? e && *e && strcmp(e, "0") != 0 : on != 0;
 }
-
-int engine_reference(void) {
-    if (g_reference < 0) g_reference = from_environment();
-    return g_reference;
-}
-
-void engine_set_reference(int on) { g_reference = on < 0 ? from_environment() : on != 0; }

@@ -14,12 +14,12 @@
 
 #include "mavref.h"
 
-// Nonzero: run the plain loops. Until engine_set_reference() is called this is the value of
-// the environment variable MAVREF_REFERENCE (on when set to anything but "" or "0"), read at
-// the first call. Call from the caller's thread, never from inside a parallel task.
+// Nonzero: run the plain loops. Off until engine_set_reference() turns it on. Call from the
+// caller's thread, never from inside a parallel task.
 int engine_reference(void);
 
-// Set the switch (tests compare the two paths with it); on < 0 restores the environment's.
+// Set the switch: on > 0 the plain loops, 0 the fast path, on < 0 as the environment variable
+// MAVREF_REFERENCE says (on when set to anything but "" or "0"; the command line does this).
 void engine_set_reference(int on);
 
 #endif

@@ -701,14 +701,14 @@ int test_attention_chunks(void) {
         {1, 2, 65600, 2, 3, 0, 8, 8, 2, 4, 0, 1},     // 131072 frames per chunk: the second prompt spans two
         {2, 2, 2, 0, 2, 65600, 8, 8, 2, 4, 0, 1},     // 131072 pixels per chunk: the second clip spans two
     };
-    int fails = 0, k;
+    int fails = 0, k, saved = engine_reference();
     engine_set_reference(1);
     for (k = 0; k < 3; k++) {
         AttnRun r;
         AttnShape piece = whole[k];
         size_t cut = k == 0 ? 70000 : 1, rows0, i; // piece 0: sequences (self) or clips/prompts 0..cut-1
         real *g1[10];
-        if (attn_run_init(&r, &whole[k])) { attn_run_free(&r); engine_set_reference(-1); return fails + 1; }
+        if (attn_run_init(&r, &whole[k])) { attn_run_free(&r); engine_set_reference(saved); return fails + 1; }
         fails += attn_run_once(&r, 0);
         // the same as two calls: piece 0, then piece 1 adding to the same weight gradients
         for (i = 0; i < 10; i++) memcpy(r.g[1][i], r.g0[i], r.n[i] * sizeof(real));
@@ -729,7 +729,7 @@ int test_attention_chunks(void) {
                                 k, grad_names[i]);
         attn_run_free(&r);
     }
-    engine_set_reference(-1);
+    engine_set_reference(saved);
     return fails;
 }
 
@@ -846,13 +846,13 @@ int test_expf_poly(void) {
 }
 
 // ---------------------------------------------------------------------------------------
-// The checks above run on the fast path whatever MAVREF_REFERENCE says (a corpus run may have
-// the switch on); each gives the switch back to the environment's value when done.
+// The checks above run on the fast path whatever the switch (engine.h) was, and leave it as
+// they found it.
 static int on_fast_path(int (*check)(void)) {
-    int fails;
+    int fails, saved = engine_reference();
     engine_set_reference(0);
     fails = check();
-    engine_set_reference(-1);
+    engine_set_reference(saved);
     return fails;
 }
 
