@@ -802,9 +802,7 @@ static int print_help(FILE *fp, int full) {
 }
 
 int mavref_main(int argc, char **argv, FILE *out, FILE *err) {
-    const char *ref = getenv("MAVREF_REFERENCE");
     size_t i;
-    mv_reference_path = ref && *ref && strcmp(ref, "0") != 0; // run the plain loops instead of the fast path
     if (argc < 2) return print_help(err, 0);
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) return print_help(out, 1);
     for (i = 0; i < N_COMMANDS; i++)
