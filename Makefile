@@ -56,7 +56,7 @@ HEADERS  := $(wildcard ref/*.h tests/*.h)
 
 PY := tools/.venv/bin/python
 
-.PHONY: all test cross-test sanitize bench-model clean tools-env vectors demo bench bench-run fuzz valgrind FORCE
+.PHONY: torch-env fixtures all test cross-test sanitize bench-model clean tools-env vectors demo bench bench-run fuzz valgrind FORCE
 
 all: bin/mavref
 
@@ -229,3 +229,18 @@ clean:
 	rm -rf build bin
 
 FORCE:
+
+# make torch-env: the PyTorch side of the checkpoint fixtures, a venv over Debian's CPU torch
+# (apt-get install python3-torch: 1.13.1) with diffusers 0.16.1 and transformers 4.30.2.
+# make fixtures: vectors/model/ (small published-format folders, an LDM single file) and the
+# parameters the Flax libraries load from them (vectors/model/expected/), see tools/fixtures_*.py.
+PYT := tools/.venv-torch/bin/python
+torch-env:
+	/usr/bin/python3 -m venv --system-site-packages tools/.venv-torch
+	$(PYT) -m pip install diffusers==0.16.1 huggingface_hub==0.14.1 transformers==4.30.2 safetensors==0.3.1
+
+fixtures:
+	rm -rf vectors/model tools/.cache/fixtures
+	JAX_PLATFORMS=cpu HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) tools/fixtures_flax.py unet
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PYT) tools/fixtures_torch.py
+	JAX_PLATFORMS=cpu HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) tools/fixtures_flax.py expected
