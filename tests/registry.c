@@ -8,6 +8,8 @@ const UnitTest unit_tests[] = {
     {"safetensors_dtypes", test_st_dtypes},
     {"safetensors_bad_files", test_st_bad_files},
     {"procedural_generator", test_procedural},
+    {"ckpt_msgpack_fixtures", test_ckpt_msgpack_fixtures},
+    {"ckpt_safetensors", test_ckpt_safetensors},
     {"tokenizer_utf8", test_tokenizer_utf8},
     {"tokenizer_limits", test_tokenizer_limits},
     {"gemm_edges", test_gemm_edges},
