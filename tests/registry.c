@@ -10,6 +10,8 @@ const UnitTest unit_tests[] = {
     {"procedural_generator", test_procedural},
     {"ckpt_msgpack_fixtures", test_ckpt_msgpack_fixtures},
     {"ckpt_safetensors", test_ckpt_safetensors},
+    {"ckpt_torch_fixtures", test_ckpt_torch_fixtures},
+    {"ckpt_pickle_refusals", test_ckpt_pickle_refusals},
     {"tokenizer_utf8", test_tokenizer_utf8},
     {"tokenizer_limits", test_tokenizer_limits},
     {"gemm_edges", test_gemm_edges},

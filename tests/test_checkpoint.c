@@ -113,3 +113,41 @@ int test_ckpt_safetensors(void) {
     ck_close(&f);
     return fails;
 }
+
+int test_ckpt_torch_fixtures(void) {
+    static const char *files[] = {"torch_f32.pt", "torch_f16.pt", "torch_bf16.pt", "torch_views.pt", "torch_nested.pt"};
+    size_t i;
+    int fails = 0;
+    for (i = 0; i < sizeof files / sizeof files[0]; i++) fails += check_fixture(files[i], CK_TORCH_ZIP);
+    return fails;
+}
+
+// Pickles that name a global a state dict never needs (written by Python's pickle, see
+// tools/ckpt_fixtures.py): refused by name, and nothing they ask for happens.
+int test_ckpt_pickle_refusals(void) {
+    static const struct { const char *file, *global; } cases[] = {
+        {"evil_os_system.pt", "the global os.system,"},
+        {"evil_posix_system.pt", "the global posix.system,"},
+        {"evil_builtins_eval.pt", "the global builtins.eval,"},
+        {"evil_builtins_getattr.pt", "the global builtins.getattr,"},
+        {"evil_subprocess_popen.pt", "the global subprocess.Popen,"},
+        {"evil_builtins_exec_p4.pt", "the global builtins.exec,"},
+        {"torch_legacy.pt", "legacy torch.save format"},
+    };
+    size_t i;
+    int fails = 0;
+    FILE *fp;
+    remove("build/ckpt-PWNED");
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char path[256];
+        CkFile f;
+        snprintf(path, sizeof path, FIXTURES "%s", cases[i].file);
+        mv_clear_error();
+        if (ck_open(&f, path) == MV_OK) { harness_failf(cases[i].file, "opened"); ck_close(&f); fails++; continue; }
+        fails += EXPECT(strstr(mv_error(), path) && strstr(mv_error(), cases[i].global), "%s: message lacks the file or '%s': %s", cases[i].file, cases[i].global, mv_error());
+    }
+    fp = fopen("build/ckpt-PWNED", "rb");
+    fails += EXPECT(fp == NULL, "a refused pickle's command ran (build/ckpt-PWNED exists)");
+    if (fp) fclose(fp);
+    return fails;
+}

@@ -100,6 +100,8 @@ int test_procedural(void);
 // test_checkpoint.c (fixtures written by flax and torch: vectors/checkpoint)
 int test_ckpt_msgpack_fixtures(void);
 int test_ckpt_safetensors(void);
+int test_ckpt_torch_fixtures(void);
+int test_ckpt_pickle_refusals(void);
 
 // test_gemm.c
 int test_gemm_edges(void);

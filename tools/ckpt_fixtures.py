@@ -194,12 +194,12 @@ with open(os.path.join(out, "torch_dtypes.json"), "w") as fp:
 print("torch", torch.__version__)
 '''
 
-EVIL = {  # fixture name -> (module, name, args): what the pickle would call
-    'evil_os_system': ('os', 'system', ('touch build/ckpt-PWNED',)),
-    'evil_posix_system': ('posix', 'system', ('touch build/ckpt-PWNED',)),
-    'evil_builtins_eval': ('builtins', 'eval', ('open("build/ckpt-PWNED", "w")',)),
-    'evil_builtins_getattr': ('builtins', 'getattr', (0, 'real')),
-    'evil_subprocess_popen': ('subprocess', 'Popen', (['touch', 'build/ckpt-PWNED'],)),
+EVIL = {  # fixture name -> (module, name, args, protocol): what the pickle would call
+    'evil_posix_system': ('os', 'system', ('touch build/ckpt-PWNED',), 2),   # os.system pickles as posix.system
+    'evil_builtins_eval': ('builtins', 'eval', ('open("build/ckpt-PWNED", "w")',), 2),
+    'evil_builtins_getattr': ('builtins', 'getattr', (0, 'real'), 2),
+    'evil_subprocess_popen': ('subprocess', 'Popen', (['touch', 'build/ckpt-PWNED'],), 2),
+    'evil_builtins_exec_p4': ('builtins', 'exec', ('open("build/ckpt-PWNED", "w")',), 4),  # STACK_GLOBAL
 }
 
 
@@ -216,10 +216,14 @@ def evil_fixtures(out):
         def __reduce__(self):
             return (self.fn, self.args)
 
-    for name, (mod, fn, args) in EVIL.items():
+    pickles = {}
+    for name, (mod, fn, args, proto) in EVIL.items():
         target = getattr(importlib.import_module(mod), fn)
-        data = pickle.dumps({'weight': Evil(target, args)}, protocol=2)
-        assert (mod + '\n' + fn).encode() in data or fn.encode() in data
+        pickles[name] = pickle.dumps({'weight': Evil(target, args)}, protocol=proto, fix_imports=False)
+        assert fn.encode() in pickles[name]
+    # The name os.system itself, as a hand-made pickle would spell it (pickle.dumps writes posix.system).
+    pickles['evil_os_system'] = b'\x80\x02}q\x00X\x06\x00\x00\x00weightq\x01cos\nsystem\nq\x02X\x16\x00\x00\x00touch build/ckpt-PWNEDq\x03\x85q\x04Rq\x05s.'
+    for name, data in pickles.items():
         with zipfile.ZipFile(os.path.join(out, name + '.pt'), 'w', zipfile.ZIP_STORED) as z:
             for member, payload in (('archive/data.pkl', data), ('archive/version', b'3\n')):
                 z.writestr(zipfile.ZipInfo(member, date_time=(2020, 1, 1, 0, 0, 0)), payload)  # reproducible bytes
