@@ -673,6 +673,9 @@ static int add_tensor(CkFile *f, size_t *cap, const Unpickler *u, const char *na
         e->offset = s->offset + t->offset * st_dtype_size(t->dtype); // inside the storage: checked at rebuild
         return MV_OK;
     }
+    if ((uint64_t)e->numel > s->numel) // a stride-0 expansion: bounded by the file, as every other tensor is
+        return mv_fail("%s: tensor '%s' has %lu elements, more than its storage's %llu (an expanded view); save it with .contiguous()",
+                       f->path, name, (unsigned long)e->numel, (unsigned long long)s->numel);
     for (k = 0; k < t->ndim; k++) span += (t->shape[k] - 1) * t->stride[k]; // no overflow: checked at rebuild
     if (span > VIEW_MAX_SPAN / st_dtype_size(t->dtype))
         return mv_fail("%s: tensor '%s' is a non-contiguous view spanning %llu elements of its storage; mavref reads views up to %u bytes (save it with .contiguous())",
