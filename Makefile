@@ -13,6 +13,7 @@
 #   make bench            GEMM GFLOP/s (NATIVE=1 build) against the FMA peak and OpenBLAS
 #   make tools-env        create the exporter's Python environment in tools/.venv (pinned)
 #   make vectors          regenerate vectors/ and vectors/manifest.txt from the FLAX model
+#   make ckpt-fixtures    regenerate vectors/checkpoint/ (flax.serialization and torch.save files)
 #   make demo             the main job on the embedded default
 #   make clean
 #
@@ -54,9 +55,9 @@ TEST_SRC := $(wildcard tests/*.c)
 TEST_OBJ := $(patsubst tests/%.c,$(BUILD)/tests/%.o,$(TEST_SRC))
 HEADERS  := $(wildcard ref/*.h tests/*.h)
 
-PY := tools/.venv/bin/python
+PY ?= tools/.venv/bin/python
 
-.PHONY: torch-env fixtures all test cross-test sanitize bench-model clean tools-env vectors demo bench bench-run fuzz valgrind FORCE
+.PHONY: torch-env fixtures all test cross-test sanitize bench-model clean tools-env vectors ckpt-fixtures demo bench bench-run fuzz valgrind FORCE
 
 all: bin/mavref
 
@@ -216,6 +217,13 @@ tools-env:
 vectors:
 	@test -x $(PY) || { echo "run 'make tools-env' first"; exit 1; }
 	JAX_PLATFORMS=cpu HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) tools/export_vectors.py --out vectors
+
+# The checkpoint readers' fixtures: files written by flax.serialization.to_bytes and torch.save
+# (Debian's python3-torch for /usr/bin/python3: apt-get install python3-torch), with the values
+# the libraries hold, for tests/test_checkpoint.c.
+ckpt-fixtures:
+	@test -x $(PY) || { echo "run 'make tools-env' first"; exit 1; }
+	JAX_PLATFORMS=cpu $(PY) tools/ckpt_fixtures.py vectors/checkpoint
 
 # The main job on the embedded default: `mavref generate` replays a recorded FLAX pipeline run
 # (a small makeavid-shaped configuration with procedural weights, shipped in vectors/), writes

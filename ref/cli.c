@@ -1,7 +1,8 @@
 // cli.c: the `mavref` command.
 //
 //   mavref --help
-//   mavref info FILE                        tensors, dtypes, shapes and metadata of a safetensors file
+//   mavref info FILE                        tensors, dtypes, shapes of a safetensors, Flax msgpack or torch.save file
+//   mavref convert IN OUT                   any of those to safetensors (same names, the build's reals)
 //   mavref compare A B [--rtol R] [--atol A] per-tensor metrics; exit 1 on any mismatch
 //
 // Every error prints one line naming the file and what is wrong, and exits non-zero.
@@ -9,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "checkpoint.h"
 #include "compare.h"
 #include "safetensors.h"
 #include "clip.h"
@@ -24,7 +26,11 @@ static const char *usage =
     "\n"
     "usage:\n"
     "  mavref info FILE\n"
-    "      list the tensors of a safetensors file: name, dtype, shape, and its metadata\n"
+    "      list the tensors of a checkpoint: name, dtype, shape (safetensors: and its metadata).\n"
+    "      Reads safetensors, Flax msgpack (flax.serialization) and torch.save zip files.\n"
+    "  mavref convert IN OUT\n"
+    "      write every tensor of the checkpoint IN to the safetensors file OUT, same names,\n"
+    "      as " REAL_NAME " (exact widening of float16/bfloat16; integers only when exact)\n"
     "  mavref compare A B [--rtol R] [--atol T]\n"
     "      compare every tensor of A with the tensor of the same name in B (B is the expected\n"
     "      side). Prints max abs error, max relative error, NMSE, rel = max_abs/max|B| and the\n"
@@ -430,21 +436,60 @@ done:
 }
 
 static int cmd_info(int argc, char **argv) {
-    StFile f;
+    CkFile f;
+    StFile st;
     size_t i, total = 0;
     char shp[160];
     if (argc != 1) { fprintf(stderr, "mavref info: expected one FILE\n%s", usage); return 2; }
-    if (st_open(&f, argv[0])) { fprintf(stderr, "mavref info: %s\n", mv_error()); return 2; }
-    printf("%s: %lu tensors\n", argv[0], (unsigned long)f.count);
-    for (i = 0; i < f.nmeta; i++) printf("  meta %s = %s\n", f.meta_keys[i], f.meta_values[i]);
+    if (ck_open(&f, argv[0])) { fprintf(stderr, "mavref info: %s\n", mv_error()); return 2; }
+    printf("%s: %s, %lu tensors\n", argv[0], ck_format_name(f.format), (unsigned long)f.count);
+    if (f.format == CK_SAFETENSORS && st_open(&st, argv[0]) == MV_OK) {
+        for (i = 0; i < st.nmeta; i++) printf("  meta %s = %s\n", st.meta_keys[i], st.meta_values[i]);
+        st_close(&st);
+    }
     for (i = 0; i < f.count; i++) {
-        const StEntry *e = &f.entries[i];
+        const CkEntry *e = &f.entries[i];
         printf("  %-60s %-5s %s\n", e->name, st_dtype_name(e->dtype), shape_str(shp, sizeof shp, e->ndim, e->shape));
         total += e->numel;
     }
     printf("  total elements: %lu\n", (unsigned long)total);
-    st_close(&f);
+    ck_close(&f);
     return 0;
+}
+
+// mavref convert IN OUT: every tensor of IN (any format ck_open reads) into a safetensors file
+// with the same names, as the build's reals. One tensor is in memory at a time while reading;
+// the writer holds the copies until its atomic save.
+static int cmd_convert(int argc, char **argv) {
+    CkFile f;
+    StWriter w;
+    size_t i;
+    int rc = 2;
+    if (argc != 2) { fprintf(stderr, "mavref convert: expected IN OUT\n%s", usage); return 2; }
+    if (ck_open(&f, argv[0])) { fprintf(stderr, "mavref convert: %s\n", mv_error()); return 2; }
+    st_writer_init(&w);
+    for (i = 0; i < f.count; i++) {
+        const CkEntry *e = &f.entries[i];
+        Tensor t;
+        if (tensor_alloc(&t, e->ndim, e->shape)) { fprintf(stderr, "mavref convert: %s: tensor '%s': %s\n", argv[0], e->name, mv_error()); goto done; }
+        if (ck_read_into(&f, e, t.data) || st_writer_add(&w, e->name, &t, ST_REAL)) {
+            tensor_free(&t);
+            fprintf(stderr, "mavref convert: %s\n", mv_error());
+            goto done;
+        }
+        tensor_free(&t);
+    }
+    if (st_writer_meta(&w, "producer", "mavref convert " REAL_NAME) || st_writer_meta(&w, "source_format", ck_format_name(f.format)) ||
+        st_writer_save(&w, argv[1])) {
+        fprintf(stderr, "mavref convert: %s\n", mv_error());
+        goto done;
+    }
+    printf("wrote %s: %lu tensors from %s (%s)\n", argv[1], (unsigned long)f.count, argv[0], ck_format_name(f.format));
+    rc = 0;
+done:
+    st_writer_free(&w);
+    ck_close(&f);
+    return rc;
 }
 
 static int parse_num(const char *opt, const char *s, double *out) {
@@ -665,6 +710,7 @@ int main(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "info")) return cmd_info(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "convert")) return cmd_convert(argc - 2, argv + 2);
     if (!strcmp(argv[1], "compare")) return cmd_compare(argc - 2, argv + 2);
     if (!strcmp(argv[1], "unet")) return cmd_unet(argc - 2, argv + 2);
     if (!strcmp(argv[1], "train")) return cmd_train(argc - 2, argv + 2);

@@ -97,6 +97,12 @@ int test_st_dtypes(void);
 int test_st_bad_files(void);
 int test_procedural(void);
 
+// test_checkpoint.c (fixtures written by flax and torch: vectors/checkpoint)
+int test_ckpt_msgpack_fixtures(void);
+int test_ckpt_safetensors(void);
+int test_ckpt_torch_fixtures(void);
+int test_ckpt_pickle_refusals(void);
+
 // test_gemm.c
 int test_gemm_edges(void);
 int test_gemm_blocks(void);
