@@ -155,9 +155,9 @@ int ckm_map(char *flax, size_t cap, CkmLayout *layout, const ParamTable *pt, Ckm
             if (strcmp(last, from[i]) == 0) {
                 snprintf(cand, sizeof cand, "%.*s%s.%s", (int)(last - base), base, to[i], strcmp(leaf, "weight") == 0 ? "kernel" : leaf);
                 if (find_param(pt, cand)) {
-                    strcpy(key, cand);
-                    if (strcmp(leaf, "weight") == 0) set_reversed(layout, ndim);
+                    if (strcmp(leaf, "weight") == 0) set_reversed(layout, ndim); // before key (and leaf) change
                     else set_identity(layout, ndim);
+                    strcpy(key, cand);
                     goto check;
                 }
             }
@@ -396,6 +396,10 @@ int ckm_load(ParamTable *pt, const CkmSource *src, const CkmOptions *opt) {
         for (ax = 0; ax < nd && ax < MV_MAXDIM; ax++) shape[ax] = t->shape[ax];
         if (opt->ldm) {
             char comp;
+            if (starts(name, "state_dict/")) name += 11; // an LDM .ckpt nests its weights there
+            // only the wanted component's names are rewritten (the others need other sizes)
+            if (!starts(name, opt->ldm == 'u' ? "model.diffusion_model." : opt->ldm == 'v' ? "first_stage_model." : "cond_stage_model.transformer."))
+                continue;
             int r = ckm_ldm_name(ldm, sizeof ldm, &comp, name, opt->ldm_layers, opt->ldm_blocks);
             if (r < 0) { mv_fail_prefix("%s", src->path); goto done; }
             if (r == 0 || comp != opt->ldm) continue;
@@ -446,29 +450,21 @@ done:
 }
 
 // ---------------------------------------------------------------------------------------
-// safetensors as a source.
+// A checkpoint file as a source.
 
-static int st_source_read(void *ctx, size_t i, real *dst) {
-    CkmStFile *s = (CkmStFile *)ctx;
-    const StEntry *e = &s->f.entries[i];
-    Tensor t;
-    int k;
-    memset(&t, 0, sizeof t);
-    t.ndim = e->ndim;
-    for (k = 0; k < e->ndim; k++) t.shape[k] = e->shape[k];
-    t.numel = e->numel;
-    t.data = dst;
-    return st_read_into(&s->f, e->name, &t);
+static int ck_source_read(void *ctx, size_t i, real *dst) {
+    CkmFile *s = (CkmFile *)ctx;
+    return ck_read_into(&s->f, &s->f.entries[i], dst);
 }
 
-int ckm_st_open(CkmStFile *s, const char *path) {
+int ckm_open(CkmFile *s, const char *path) {
     size_t i;
     memset(s, 0, sizeof *s);
-    if (st_open(&s->f, path)) return MV_ERR;
+    if (ck_open(&s->f, path)) return MV_ERR;
     s->src.t = (CkmTensor *)mv_calloc(s->f.count ? s->f.count : 1, sizeof(CkmTensor), "tensor list");
-    if (!s->src.t) { st_close(&s->f); return MV_ERR; }
+    if (!s->src.t) { ck_close(&s->f); return MV_ERR; }
     for (i = 0; i < s->f.count; i++) {
-        const StEntry *e = &s->f.entries[i];
+        const CkEntry *e = &s->f.entries[i];
         int k;
         s->src.t[i].name = e->name;
         s->src.t[i].ndim = e->ndim;
@@ -478,12 +474,12 @@ int ckm_st_open(CkmStFile *s, const char *path) {
     s->src.path = s->f.path;
     s->src.count = s->f.count;
     s->src.ctx = s;
-    s->src.read = st_source_read;
+    s->src.read = ck_source_read;
     return MV_OK;
 }
 
-void ckm_st_close(CkmStFile *s) {
+void ckm_close(CkmFile *s) {
     free(s->src.t);
-    st_close(&s->f);
+    ck_close(&s->f);
     memset(s, 0, sizeof *s);
 }

@@ -18,6 +18,7 @@
 #ifndef MAVREF_CKPT_MAP_H
 #define MAVREF_CKPT_MAP_H
 
+#include "checkpoint.h"
 #include "params.h"
 
 typedef enum {
@@ -79,12 +80,13 @@ typedef struct {
 } CkmOptions;
 int ckm_load(ParamTable *pt, const CkmSource *src, const CkmOptions *opt);
 
-// A safetensors file as a CkmSource (any names). ckm_st_close frees what ckm_st_open made.
+// Any checkpoint file ck_open reads (safetensors, Flax msgpack, torch zip) as a CkmSource.
+// ckm_close frees what ckm_open made; the struct must not move while open.
 typedef struct {
-    StFile f;
+    CkFile f;
     CkmSource src;
-} CkmStFile;
-int ckm_st_open(CkmStFile *s, const char *path);
-void ckm_st_close(CkmStFile *s);
+} CkmFile;
+int ckm_open(CkmFile *s, const char *path);
+void ckm_close(CkmFile *s);
 
 #endif

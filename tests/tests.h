@@ -97,6 +97,14 @@ int test_st_dtypes(void);
 int test_st_bad_files(void);
 int test_procedural(void);
 
+// test_model_dir.c (published folders against the Flax libraries' loaded parameters: vectors/model)
+int test_model_makeavid_unet(void);
+int test_model_makeavid_vae_clip(void);
+int test_model_sd15_formats(void);
+int test_model_dir_folders(void);
+int test_model_mismatch_messages(void);
+int test_model_tokenizer_hf(void);
+
 // test_checkpoint.c (fixtures written by flax and torch: vectors/checkpoint)
 int test_ckpt_msgpack_fixtures(void);
 int test_ckpt_safetensors(void);
