@@ -50,6 +50,7 @@ const UnitTest unit_tests[] = {
     {"badinput_st_reads", test_bad_st_reads},
     {"badinput_ckpt_truncated_corrupt", test_bad_ckpt_truncated_corrupt},
     {"badinput_ckpt_msgpack", test_bad_ckpt_msgpack},
+    {"badinput_ckpt_torch", test_bad_ckpt_torch},
     {"badinput_outputs", test_bad_outputs},
     {"badinput_weights", test_bad_weights},
     {"badinput_config", test_bad_config},

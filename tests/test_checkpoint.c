@@ -326,3 +326,154 @@ int test_ckpt_int_exactness(void) {
     ck_close(&f);
     return fails;
 }
+
+// ---------------------------------------------------------------------------------------
+// Lying torch archives: a small zip writer (stored members) and a pickle builder, so each
+// case changes one thing in an otherwise well-formed archive.
+
+typedef struct { unsigned char b[8192]; size_t n; } Bytes;
+
+static void put(Bytes *o, const void *p, size_t n) {
+    if (o->n + n <= sizeof o->b) memcpy(o->b + o->n, p, n);
+    o->n += n;
+}
+static void put_u16(Bytes *o, unsigned v) { unsigned char b[2]; b[0] = (unsigned char)v; b[1] = (unsigned char)(v >> 8); put(o, b, 2); }
+static void put_u32(Bytes *o, uint32_t v) { put_u16(o, v & 0xFFFF); put_u16(o, v >> 16); }
+static void put_op(Bytes *o, const char *ops) { put(o, ops, strlen(ops)); }
+static void pk_str(Bytes *o, const char *s) { put_op(o, "X"); put_u32(o, (uint32_t)strlen(s)); put_op(o, s); }
+static void pk_int(Bytes *o, uint64_t v) { // LONG1 with 8 bytes: any value
+    unsigned char b[10];
+    int k;
+    b[0] = 0x8a; b[1] = 8;
+    for (k = 0; k < 8; k++) b[2 + k] = (unsigned char)(v >> (8 * k));
+    put(o, b, 10);
+}
+static void pk_global(Bytes *o, const char *mod, const char *name) { put_op(o, "c"); put_op(o, mod); put_op(o, "\n"); put_op(o, name); put_op(o, "\n"); }
+
+// _rebuild_tensor_v2(('storage', torch.<stype>, key, 'cpu', numel), offset, size, stride, False, {})
+static void pk_tensor(Bytes *o, const char *stype, const char *key, uint64_t numel, uint64_t offset, int ndim, const uint64_t *size, const uint64_t *stride) {
+    int k;
+    pk_global(o, "torch._utils", "_rebuild_tensor_v2");
+    put_op(o, "((");
+    pk_str(o, "storage"); pk_global(o, "torch", stype); pk_str(o, key); pk_str(o, "cpu"); pk_int(o, numel);
+    put_op(o, "tQ");
+    pk_int(o, offset);
+    put_op(o, "(");
+    for (k = 0; k < ndim; k++) pk_int(o, size[k]);
+    put_op(o, "t(");
+    for (k = 0; k < ndim; k++) pk_int(o, stride[k]);
+    put_op(o, "t\x89}tR");
+}
+
+static uint32_t crc32_bytes(const unsigned char *b, size_t n) {
+    uint32_t c = 0xFFFFFFFFu;
+    size_t i;
+    int k;
+    for (i = 0; i < n; i++) {
+        c ^= b[i];
+        for (k = 0; k < 8; k++) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1)));
+    }
+    return ~c;
+}
+
+// A zip of stored members: "archive/data.pkl" = pkl, "archive/data/0" = 64 bytes (method
+// `method` for data.pkl; `bad_crc` breaks its checksum).
+static void make_zip(Bytes *z, const Bytes *pkl, int method, int bad_crc) {
+    static const unsigned char storage[64] = {0, 0, 128, 63};
+    const char *names[2] = {"archive/data.pkl", "archive/data/0"};
+    const unsigned char *data[2];
+    size_t len[2], off[2], cd, cd_size, i;
+    data[0] = pkl->b; len[0] = pkl->n;
+    data[1] = storage; len[1] = sizeof storage;
+    z->n = 0;
+    for (i = 0; i < 2; i++) {
+        off[i] = z->n;
+        put_op(z, "PK\3\4"); put_u16(z, 20); put_u16(z, 0); put_u16(z, i ? 0 : (unsigned)method); put_u32(z, 0);
+        put_u32(z, crc32_bytes(data[i], len[i]) ^ (uint32_t)(i ? 0 : bad_crc)); put_u32(z, (uint32_t)len[i]); put_u32(z, (uint32_t)len[i]);
+        put_u16(z, (unsigned)strlen(names[i])); put_u16(z, 0); put_op(z, names[i]); put(z, data[i], len[i]);
+    }
+    cd = z->n;
+    for (i = 0; i < 2; i++) {
+        put_op(z, "PK\1\2"); put_u16(z, 20); put_u16(z, 20); put_u16(z, 0); put_u16(z, i ? 0 : (unsigned)method); put_u32(z, 0);
+        put_u32(z, crc32_bytes(data[i], len[i]) ^ (uint32_t)(i ? 0 : bad_crc)); put_u32(z, (uint32_t)len[i]); put_u32(z, (uint32_t)len[i]);
+        put_u16(z, (unsigned)strlen(names[i])); put_u16(z, 0); put_u16(z, 0); put_u16(z, 0); put_u16(z, 0); put_u32(z, 0);
+        put_u32(z, (uint32_t)off[i]); put_op(z, names[i]);
+    }
+    cd_size = z->n - cd;
+    put_op(z, "PK\5\6"); put_u16(z, 0); put_u16(z, 0); put_u16(z, 2); put_u16(z, 2);
+    put_u32(z, (uint32_t)cd_size); put_u32(z, (uint32_t)cd); put_u16(z, 0);
+}
+
+int test_bad_ckpt_torch(void) {
+    enum { OK, OS_SYSTEM, NEWOBJ, MEMO, MEMO_HUGE, NO_STOP, NUMEL_WRONG, NUMEL_OVERFLOW, OUTSIDE, EXTENT, RANK7, INTKEY, ROOT_LIST,
+           DEEP, NO_MEMBER, EXPANDED, COMPRESSED, BADCRC, BIGINT, SHORT_PID, NCASES };
+    static const char *needles[NCASES] = {
+        NULL, "names the global os.system, which a state dict never needs", "opcode 0x81", "memo entry 7, which was never stored",
+        "memo index 4294967295 is out of range", "without a STOP", "storage 'archive/data/0' holds 64 bytes, but 15 elements",
+        "elements of F32 need 0", "reaches element 21 of storage '0', which holds 16", "extent overflows", "rank 7", "dict key is a int",
+        "holds a list, not a state dict", "nested deeper than 32", "has no member 'archive/data/9'", "an expanded view",
+        "is compressed (method 8)", "CRC-32", "integer of 9 bytes", "not ('storage', type, key, location, numel)"};
+    static const uint64_t s2[2] = {2, 4}, c2[2] = {4, 1}, t2[2] = {4, 2}, tst[2] = {1, 4};
+    static const uint64_t big[2] = {(uint64_t)1 << 40, (uint64_t)1 << 40}, r7[7] = {1, 1, 1, 1, 1, 1, 1}, e2[2] = {100, 16}, e2s[2] = {0, 1};
+    int c, fails = 0, k;
+    for (c = 0; c < NCASES; c++) {
+        Bytes pkl, z;
+        char where[64];
+        snprintf(where, sizeof where, "%s case %d", __func__, c);
+        pkl.n = 0;
+        put_op(&pkl, "\x80\x02");
+        if (c == ROOT_LIST) put_op(&pkl, "](");
+        else put_op(&pkl, "}(");
+        if (c == DEEP) for (k = 0; k < 40; k++) { pk_str(&pkl, "d"); put_op(&pkl, "}("); }
+        if (c == INTKEY) put_op(&pkl, "K\x05"); else pk_str(&pkl, "w");
+        switch (c) {
+        case OS_SYSTEM: pk_global(&pkl, "os", "system"); pk_str(&pkl, "touch build/ckpt-PWNED"); put_op(&pkl, "\x85R"); break;
+        case NEWOBJ: pk_global(&pkl, "collections", "OrderedDict"); put_op(&pkl, ")\x81"); break;
+        case MEMO: put_op(&pkl, "h\x07"); break;
+        case MEMO_HUGE: pk_str(&pkl, "x"); put_op(&pkl, "r\xff\xff\xff\xff"); break;
+        case NUMEL_WRONG: pk_tensor(&pkl, "FloatStorage", "0", 15, 0, 2, s2, c2); break;
+        case NUMEL_OVERFLOW: pk_tensor(&pkl, "FloatStorage", "0", (uint64_t)1 << 62, 0, 2, s2, c2); break;
+        case OUTSIDE: pk_tensor(&pkl, "FloatStorage", "0", 16, 1, 2, t2, c2); put_op(&pkl, "0"); pk_tensor(&pkl, "FloatStorage", "0", 16, 8, 2, t2, c2); break;
+        case EXTENT: pk_tensor(&pkl, "FloatStorage", "0", 16, 0, 2, big, big); break;
+        case RANK7: pk_tensor(&pkl, "FloatStorage", "0", 16, 0, 7, r7, r7); break;
+        case NO_MEMBER: pk_tensor(&pkl, "FloatStorage", "9", 16, 0, 2, s2, c2); break;
+        case EXPANDED: pk_tensor(&pkl, "FloatStorage", "0", 16, 0, 2, e2, e2s); break;
+        case BIGINT: put_op(&pkl, "\x8a\x09" "123456789"); break;
+        case SHORT_PID: put_op(&pkl, "("); pk_str(&pkl, "storage"); put_op(&pkl, "tQ"); break;
+        default: pk_tensor(&pkl, "FloatStorage", "0", 16, 0, 2, s2, c2); pk_str(&pkl, "t"); pk_tensor(&pkl, "FloatStorage", "0", 16, 1, 2, s2, tst); break;
+        }
+        if (c == DEEP) for (k = 0; k < 40; k++) put_op(&pkl, "u");
+        put_op(&pkl, c == ROOT_LIST ? "e" : "u");
+        if (c != NO_STOP) put_op(&pkl, ".");
+        make_zip(&z, &pkl, c == COMPRESSED ? 8 : 0, c == BADCRC);
+        if (z.n > sizeof z.b) { harness_failf(where, "test archive too large"); fails++; continue; }
+        if (c == OK) { // the builder's baseline opens: w (2,4) and its transpose-like view t
+            CkFile f;
+            double w[8], t[8];
+            if (write_file(TMP("ok.pt"), z.b, z.n) || ck_open(&f, TMP("ok.pt"))) { harness_failf(where, "%s", mv_error()); fails++; continue; }
+            fails += EXPECT(f.count == 2 && ck_read_f64(&f, ck_find(&f, "w"), w) == MV_OK && ck_read_f64(&f, ck_find(&f, "t"), t) == MV_OK, "baseline: %s", mv_error());
+            fails += EXPECT(w[0] == 1.0 && w[1] == 0.0 && t[0] == 0.0 && t[1] == 0.0, "baseline values %g %g %g", w[0], w[1], t[0]);
+            ck_close(&f);
+            continue;
+        }
+        fails += expect_refused(where, z.b, z.n, needles[c]);
+    }
+    {   // zip structure: central directory offset past the end, no end record, no data.pkl
+        Bytes pkl, z;
+        pkl.n = 0;
+        put_op(&pkl, "\x80\x02}.");
+        make_zip(&z, &pkl, 0, 0);
+        z.b[z.n - 6] = 0xFF; // central directory offset
+        fails += expect_refused("zip cd offset", z.b, z.n, "lies outside the file");
+        make_zip(&z, &pkl, 0, 0);
+        fails += expect_refused("zip no end record", z.b, z.n - 1, "no end-of-central-directory record");
+        make_zip(&z, &pkl, 0, 0);
+        for (k = 0; k + 8 <= (int)z.n; k++) // rename data.pkl in both headers
+            if (!memcmp(z.b + k, "data.pkl", 8)) z.b[k + 7] = 'x';
+        fails += expect_refused("zip no data.pkl", z.b, z.n, "no PREFIX/data.pkl");
+        make_zip(&z, &pkl, 0, 0);
+        z.b[z.n - 22 + 10] = 0xFF; z.b[z.n - 22 + 11] = 0xFF; // zip64 count without a locator
+        fails += expect_refused("zip64 without locator", z.b, z.n, "zip64 sizes without a zip64 locator");
+    }
+    return fails;
+}
