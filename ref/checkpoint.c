@@ -313,6 +313,9 @@ static int mp_ndarray(MpReader *r, CkEntry *e, uint64_t len) {
     MpHead h;
     size_t k;
     int ndim;
+    if (len > r->f->size - start)
+        return mv_fail("%s: truncated: tensor '%s' (%llu bytes at offset %llu) runs past the end of the file", r->f->path, e->name,
+                       (unsigned long long)len, (unsigned long long)start);
     if (mp_head(r, &h, e->name)) return MV_ERR;
     if (h.kind != MP_ARRAY || h.u != 3)
         return mv_fail("%s: tensor '%s': array payload is not [shape, dtype, bytes]", r->f->path, e->name);
@@ -588,12 +591,12 @@ static int decode_checked(const CkFile *f, const CkEntry *e, const unsigned char
     case ST_U64: { uint64_t u = 0; int k; for (k = 7; k >= 0; k--) u = (u << 8) | b[k]; mag = u; break; }
     default: *out = st_decode(b, e->dtype); return MV_OK; // at most 32 bits: exact in double, checked below for float
     }
-    for (; mag >> bits; bits++) {}
     {
         uint64_t m = mag;
         int tz = 0;
-        while (m && !(m & 1)) { m >>= 1; tz++; }
-        if (bits - tz > mant)
+        while (m && !(m & 1)) { m >>= 1; tz++; } // significant bits: from the lowest set bit ...
+        while (m) { m >>= 1; bits++; }           // ... to the highest
+        if (bits > mant)
             return mv_fail("%s: tensor '%s': %s value %s%llu at element %lu is not exact in %s", f->path, e->name, st_dtype_name(e->dtype),
                            neg ? "-" : "", (unsigned long long)mag, (unsigned long)idx, mant == 24 ? "float32" : "float64");
     }

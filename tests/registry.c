@@ -18,6 +18,7 @@ const UnitTest unit_tests[] = {
     {"ckpt_safetensors", test_ckpt_safetensors},
     {"ckpt_torch_fixtures", test_ckpt_torch_fixtures},
     {"ckpt_pickle_refusals", test_ckpt_pickle_refusals},
+    {"ckpt_int_exactness", test_ckpt_int_exactness},
     {"tokenizer_utf8", test_tokenizer_utf8},
     {"tokenizer_limits", test_tokenizer_limits},
     {"gemm_edges", test_gemm_edges},
@@ -53,6 +54,9 @@ const UnitTest unit_tests[] = {
 #endif
     {"badinput_st_headers", test_bad_st_headers},
     {"badinput_st_reads", test_bad_st_reads},
+    {"badinput_ckpt_truncated_corrupt", test_bad_ckpt_truncated_corrupt},
+    {"badinput_ckpt_msgpack", test_bad_ckpt_msgpack},
+    {"badinput_ckpt_torch", test_bad_ckpt_torch},
     {"badinput_outputs", test_bad_outputs},
     {"badinput_weights", test_bad_weights},
     {"badinput_config", test_bad_config},

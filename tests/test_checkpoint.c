@@ -151,3 +151,329 @@ int test_ckpt_pickle_refusals(void) {
     if (fp) fclose(fp);
     return fails;
 }
+
+// ---------------------------------------------------------------------------------------
+// Hostile files: every one must fail at ck_open with a message naming the file and the
+// problem; nothing may crash (these run under `make sanitize` too).
+
+#define STR2(x) #x
+#define STR(x) STR2(x)
+#define TMP(name) "build/ckpt-f" STR(MAVREF_PRECISION) "-" name
+
+static int write_file(const char *path, const void *data, size_t n) {
+    FILE *fp = fopen(path, "wb");
+    int ok;
+    if (!fp) return MV_ERR;
+    ok = n == 0 || fwrite(data, 1, n, fp) == n;
+    ok = (fclose(fp) == 0) && ok;
+    return ok ? MV_OK : MV_ERR;
+}
+
+static unsigned char *read_file(const char *path, size_t *n) {
+    FILE *fp = fopen(path, "rb");
+    unsigned char *b;
+    long len;
+    if (!fp) return NULL;
+    fseek(fp, 0, SEEK_END);
+    len = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    b = (unsigned char *)malloc((size_t)len + 1);
+    if (b && fread(b, 1, (size_t)len, fp) != (size_t)len) { free(b); b = NULL; }
+    fclose(fp);
+    *n = (size_t)len;
+    return b;
+}
+
+// ck_open(bytes) must fail naming the file and containing `needle`.
+static int expect_refused(const char *where, const void *bytes, size_t n, const char *needle) {
+    const char *p = TMP("hostile.bin");
+    CkFile f;
+    if (write_file(p, bytes, n)) { harness_failf(where, "cannot write %s", p); return 1; }
+    mv_clear_error();
+    if (ck_open(&f, p) == MV_OK) { harness_failf(where, "opened a hostile file (expected '%s')", needle); ck_close(&f); return 1; }
+    if (!strstr(mv_error(), p) || !strstr(mv_error(), needle)) { harness_failf(where, "message lacks the file or '%s': %s", needle, mv_error()); return 1; }
+    return 0;
+}
+
+// After a successful open, every tensor must read both ways or fail with a message.
+static int read_all(const CkFile *f, const char *where) {
+    size_t i;
+    int fails = 0;
+    for (i = 0; i < f->count; i++) {
+        const CkEntry *e = &f->entries[i];
+        double *d = (double *)malloc((e->numel + 1) * sizeof *d);
+        real *r = (real *)malloc((e->numel + 1) * sizeof *r);
+        mv_clear_error();
+        if (d && r && ck_read_f64(f, e, d) != MV_OK && !mv_error()[0]) { harness_failf(where, "a read failed without a message"); fails++; }
+        mv_clear_error();
+        if (d && r && ck_read_into(f, e, r) != MV_OK && !mv_error()[0]) { harness_failf(where, "a read failed without a message"); fails++; }
+        free(d);
+        free(r);
+    }
+    return fails;
+}
+
+// Every prefix of every fixture is refused; every single-byte corruption either is refused
+// with a message or opens and reads (or fails to read) cleanly.
+int test_bad_ckpt_truncated_corrupt(void) {
+    static const char *files[] = {"flax_mixed.msgpack", "flax_chunked.msgpack", "torch_views.pt", "torch_f16.pt", "torch_nested.pt"};
+    const char *p = TMP("mutant.bin");
+    size_t i, k;
+    int fails = 0;
+    for (i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char path[256];
+        size_t n;
+        unsigned char *b;
+        snprintf(path, sizeof path, FIXTURES "%s", files[i]);
+        b = read_file(path, &n);
+        if (!b) { harness_failf(__func__, "cannot read %s", path); fails++; continue; }
+        for (k = 0; k < n && fails < 5; k += k < 256 || n - k < 256 ? 1 : 7) { // truncated at k bytes (every 7th in the middle of large files)
+            CkFile f;
+            if (write_file(p, b, k)) { fails++; break; }
+            mv_clear_error();
+            if (ck_open(&f, p) == MV_OK) { harness_failf(files[i], "a %lu-byte prefix opened", (unsigned long)k); ck_close(&f); fails++; }
+            else if (!strstr(mv_error(), p)) { harness_failf(files[i], "prefix %lu: message lacks the file: %s", (unsigned long)k, mv_error()); fails++; }
+        }
+        for (k = 0; k < n && fails < 5; k++) { // byte k inverted
+            CkFile f;
+            b[k] ^= 0xFF;
+            if (write_file(p, b, n)) { fails++; break; }
+            b[k] ^= 0xFF;
+            mv_clear_error();
+            if (ck_open(&f, p) == MV_OK) {
+                fails += read_all(&f, files[i]);
+                ck_close(&f);
+            } else if (!strstr(mv_error(), p)) { harness_failf(files[i], "byte %lu inverted: message lacks the file: %s", (unsigned long)k, mv_error()); fails++; }
+        }
+        free(b);
+    }
+    return fails;
+}
+
+// Lying and absurd msgpack files, written byte by byte.
+int test_bad_ckpt_msgpack(void) {
+    static const struct { const char *bytes; size_t n; const char *needle; } cases[] = {
+#define C(s, needle) {s, sizeof s - 1, needle}
+        // {"a": ext1 [[2], "float32", 4 bytes]}: data shorter than dtype x shape
+        C("\x81\xa1" "a" "\xc7\x11\x01\x93\x91\x02\xa7" "float32" "\xc4\x04\0\0\0\0", "4 data bytes, but dtype float32"),
+        // the ext payload claims 255 bytes; the file ends first
+        C("\x81\xa1" "a" "\xc7\xff\x01\x93\x91\x01\xa7" "float32" "\xc4\x04\0\0\0\0", "truncated"),
+        // bin32 length far past the end of the file
+        C("\x81\xa1" "a" "\xc9\0\0\0\x20\x01\x93\x91\x01\xa7" "float32" "\xc6\x7f\xff\xff\xff", "truncated"),
+        // shape whose element count overflows 64 bits
+        C("\x81\xa1" "a" "\xc7\x27\x01\x93\x93\xcf\0\0\0\x01\0\0\0\0\xcf\0\0\0\x01\0\0\0\0\xcf\0\0\0\x01\0\0\0\0\xa7" "float32" "\xc4\0", "element count overflows"),
+        // numel x 4 bytes overflows
+        C("\x81\xa1" "a" "\xc7\x15\x01\x93\x91\xcf\x40\0\0\0\0\0\0\0\xa7" "float32" "\xc4\0", "overflows"),
+        // absurd shape that fits: 2^40 elements, no bytes
+        C("\x81\xa1" "a" "\xc7\x15\x01\x93\x91\xcf\0\0\x01\0\0\0\0\0\xa7" "float32" "\xc4\0", "0 data bytes, but dtype float32"),
+        C("\x81\xa1" "a" "\xc7\x0f\x01\x93\x91\x01\xa9" "complex64" "\xc4\0", "dtype 'complex64' is not one mavref reads"),
+        C("\x81\xa1" "a" "\xc7\x13\x01\x93\x97\1\1\1\1\1\1\1\xa7" "float32" "\xc4\0", "rank 7 exceeds 6"),
+        C("\x81\xa1" "a" "\xc7\x0a\x01\x93\x91\x01\x05\xc4\x04\0\0\0\0", "expected a string"),
+        C("\x81\xa1" "a" "\xc7\x0b\x01\x92\x91\x01\xa7" "float32", "not [shape, dtype, bytes]"),
+        C("\x81\xa1" "a" "\xc7\x10\x01\x93\x91\x01\xa7" "float32" "\xc4\x04\0\0\0\0", "disagrees with its contents"),
+        C("\x81\xa1" "a" "\xd7\x02\0\0\0\0\0\0\0\0", "complex number"),
+        C("\x81\xa1" "a" "\xd4\x05\0", "extension type 5"),
+        C("\x81\xa1" "a" "\xa3" "abc", "is a msgpack string"),
+        C("\x81\xa1" "a" "\xc1", "byte 0xc1"),
+        C("\x81\xa1" "a" "\xc0\x00", "1 bytes follow the msgpack map"),
+        C("\x82\xa1" "a" "\x01\xa1" "a" "\x02", "two tensors are named 'a'"),
+        C("\x81\xa3" "a/b" "\x01", "holds '/'"),
+        C("\x81\xdb\xff\xff\xff\xff", "longer than"),
+        C("\x81\xa1" "a" "\x82\xa1" "b" "\x01\xb9" "__msgpack_chunked_array__" "\xc3", "is not its map's first key"),
+        // chunked: shape (3,), one chunk of 2 elements
+        C("\x81\xa1" "a" "\x83\xb9" "__msgpack_chunked_array__" "\xc3\xa5" "shape" "\x81\xa1" "0" "\x03\xa6" "chunks" "\x81\xa1" "0"
+          "\xc7\x15\x01\x93\x91\x02\xa7" "float32" "\xc4\x08\0\0\0\0\0\0\0\0", "chunks hold 2 elements, the shape needs 3"),
+        C("\x81\xa1" "a" "\x83\xb9" "__msgpack_chunked_array__" "\xc3\xa5" "shape" "\x81\xa1" "1" "\x03\xa6" "chunks" "\x80", "has key '1' where '0' belongs"),
+        C("\x81\xa1" "a" "\x81\xb9" "__msgpack_chunked_array__" "\xc2", "is not true"),
+        C("\x91\x01", "unrecognised first bytes"),
+#undef C
+    };
+    unsigned char deep[3 * 80 + 1];
+    size_t i;
+    int fails = 0;
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char where[64];
+        snprintf(where, sizeof where, "%s case %lu", __func__, (unsigned long)i);
+        fails += expect_refused(where, cases[i].bytes, cases[i].n, cases[i].needle);
+    }
+    for (i = 0; i < 80; i++) { deep[3 * i] = 0x81; deep[3 * i + 1] = 0xa1; deep[3 * i + 2] = 'a'; }
+    deep[240] = 0x01;
+    fails += expect_refused("msgpack deep nesting", deep, sizeof deep, "nested deeper than 64 levels");
+    return fails;
+}
+
+// Integers are widened only when exact: -2^63 is a power of two (exact in float and double),
+// 2^53 + 1 needs 54 significant bits, 2^24 + 1 needs 25 (exact in double, not in float).
+int test_ckpt_int_exactness(void) {
+    static const unsigned char file[] = {0x83, 0xa1, 'a', 0xd3, 0x80, 0, 0, 0, 0, 0, 0, 0, 0xa1, 'b', 0xcf, 0, 0x20, 0, 0, 0, 0, 0, 1,
+                                         0xa1, 'c', 0xce, 1, 0, 0, 1};
+    const char *p = TMP("ints.msgpack");
+    CkFile f;
+    double d = 0;
+    real r = 0;
+    int fails = 0;
+    if (write_file(p, file, sizeof file) || ck_open(&f, p)) { harness_failf(__func__, "%s", mv_error()); return 1; }
+    fails += EXPECT(ck_read_f64(&f, ck_find(&f, "a"), &d) == MV_OK && d == -9223372036854775808.0, "-2^63 as double: %s", mv_error());
+    fails += EXPECT(ck_read_into(&f, ck_find(&f, "a"), &r) == MV_OK && r == (real)-9223372036854775808.0, "-2^63 as real: %s", mv_error());
+    mv_clear_error();
+    fails += EXPECT(ck_read_f64(&f, ck_find(&f, "b"), &d) == MV_ERR && strstr(mv_error(), "9007199254740993") && strstr(mv_error(), "not exact"), "2^53+1: %s", mv_error());
+    mv_clear_error();
+#if MAVREF_PRECISION == 32
+    fails += EXPECT(ck_read_into(&f, ck_find(&f, "c"), &r) == MV_ERR && strstr(mv_error(), "16777217"), "2^24+1 in float: %s", mv_error());
+#else
+    fails += EXPECT(ck_read_into(&f, ck_find(&f, "c"), &r) == MV_OK && r == 16777217.0, "2^24+1 in double: %s", mv_error());
+#endif
+    ck_close(&f);
+    return fails;
+}
+
+// ---------------------------------------------------------------------------------------
+// Lying torch archives: a small zip writer (stored members) and a pickle builder, so each
+// case changes one thing in an otherwise well-formed archive.
+
+typedef struct { unsigned char b[8192]; size_t n; } Bytes;
+
+static void put(Bytes *o, const void *p, size_t n) {
+    if (o->n + n <= sizeof o->b) memcpy(o->b + o->n, p, n);
+    o->n += n;
+}
+static void put_u16(Bytes *o, unsigned v) { unsigned char b[2]; b[0] = (unsigned char)v; b[1] = (unsigned char)(v >> 8); put(o, b, 2); }
+static void put_u32(Bytes *o, uint32_t v) { put_u16(o, v & 0xFFFF); put_u16(o, v >> 16); }
+static void put_op(Bytes *o, const char *ops) { put(o, ops, strlen(ops)); }
+static void pk_str(Bytes *o, const char *s) { put_op(o, "X"); put_u32(o, (uint32_t)strlen(s)); put_op(o, s); }
+static void pk_int(Bytes *o, uint64_t v) { // LONG1 with 8 bytes: any value
+    unsigned char b[10];
+    int k;
+    b[0] = 0x8a; b[1] = 8;
+    for (k = 0; k < 8; k++) b[2 + k] = (unsigned char)(v >> (8 * k));
+    put(o, b, 10);
+}
+static void pk_global(Bytes *o, const char *mod, const char *name) { put_op(o, "c"); put_op(o, mod); put_op(o, "\n"); put_op(o, name); put_op(o, "\n"); }
+
+// _rebuild_tensor_v2(('storage', torch.<stype>, key, 'cpu', numel), offset, size, stride, False, {})
+static void pk_tensor(Bytes *o, const char *stype, const char *key, uint64_t numel, uint64_t offset, int ndim, const uint64_t *size, const uint64_t *stride) {
+    int k;
+    pk_global(o, "torch._utils", "_rebuild_tensor_v2");
+    put_op(o, "((");
+    pk_str(o, "storage"); pk_global(o, "torch", stype); pk_str(o, key); pk_str(o, "cpu"); pk_int(o, numel);
+    put_op(o, "tQ");
+    pk_int(o, offset);
+    put_op(o, "(");
+    for (k = 0; k < ndim; k++) pk_int(o, size[k]);
+    put_op(o, "t(");
+    for (k = 0; k < ndim; k++) pk_int(o, stride[k]);
+    put_op(o, "t\x89}tR");
+}
+
+static uint32_t crc32_bytes(const unsigned char *b, size_t n) {
+    uint32_t c = 0xFFFFFFFFu;
+    size_t i;
+    int k;
+    for (i = 0; i < n; i++) {
+        c ^= b[i];
+        for (k = 0; k < 8; k++) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1)));
+    }
+    return ~c;
+}
+
+// A zip of stored members: "archive/data.pkl" = pkl, "archive/data/0" = 64 bytes (method
+// `method` for data.pkl; `bad_crc` breaks its checksum).
+static void make_zip(Bytes *z, const Bytes *pkl, int method, int bad_crc) {
+    static const unsigned char storage[64] = {0, 0, 128, 63};
+    const char *names[2] = {"archive/data.pkl", "archive/data/0"};
+    const unsigned char *data[2];
+    size_t len[2], off[2], cd, cd_size, i;
+    data[0] = pkl->b; len[0] = pkl->n;
+    data[1] = storage; len[1] = sizeof storage;
+    z->n = 0;
+    for (i = 0; i < 2; i++) {
+        off[i] = z->n;
+        put_op(z, "PK\3\4"); put_u16(z, 20); put_u16(z, 0); put_u16(z, i ? 0 : (unsigned)method); put_u32(z, 0);
+        put_u32(z, crc32_bytes(data[i], len[i]) ^ (uint32_t)(i ? 0 : bad_crc)); put_u32(z, (uint32_t)len[i]); put_u32(z, (uint32_t)len[i]);
+        put_u16(z, (unsigned)strlen(names[i])); put_u16(z, 0); put_op(z, names[i]); put(z, data[i], len[i]);
+    }
+    cd = z->n;
+    for (i = 0; i < 2; i++) {
+        put_op(z, "PK\1\2"); put_u16(z, 20); put_u16(z, 20); put_u16(z, 0); put_u16(z, i ? 0 : (unsigned)method); put_u32(z, 0);
+        put_u32(z, crc32_bytes(data[i], len[i]) ^ (uint32_t)(i ? 0 : bad_crc)); put_u32(z, (uint32_t)len[i]); put_u32(z, (uint32_t)len[i]);
+        put_u16(z, (unsigned)strlen(names[i])); put_u16(z, 0); put_u16(z, 0); put_u16(z, 0); put_u16(z, 0); put_u32(z, 0);
+        put_u32(z, (uint32_t)off[i]); put_op(z, names[i]);
+    }
+    cd_size = z->n - cd;
+    put_op(z, "PK\5\6"); put_u16(z, 0); put_u16(z, 0); put_u16(z, 2); put_u16(z, 2);
+    put_u32(z, (uint32_t)cd_size); put_u32(z, (uint32_t)cd); put_u16(z, 0);
+}
+
+int test_bad_ckpt_torch(void) {
+    enum { OK, OS_SYSTEM, NEWOBJ, MEMO, MEMO_HUGE, NO_STOP, NUMEL_WRONG, NUMEL_OVERFLOW, OUTSIDE, EXTENT, RANK7, INTKEY, ROOT_LIST,
+           DEEP, NO_MEMBER, EXPANDED, COMPRESSED, BADCRC, BIGINT, SHORT_PID, NCASES };
+    static const char *needles[NCASES] = {
+        NULL, "names the global os.system, which a state dict never needs", "opcode 0x81", "memo entry 7, which was never stored",
+        "memo index 4294967295 is out of range", "without a STOP", "storage 'archive/data/0' holds 64 bytes, but 15 elements",
+        "elements of F32 need 0", "reaches element 21 of storage '0', which holds 16", "extent overflows", "rank 7", "dict key is a int",
+        "holds a list, not a state dict", "nested deeper than 32", "has no member 'archive/data/9'", "an expanded view",
+        "is compressed (method 8)", "CRC-32", "integer of 9 bytes", "not ('storage', type, key, location, numel)"};
+    static const uint64_t s2[2] = {2, 4}, c2[2] = {4, 1}, t2[2] = {4, 2}, tst[2] = {1, 4};
+    static const uint64_t big[2] = {(uint64_t)1 << 40, (uint64_t)1 << 40}, r7[7] = {1, 1, 1, 1, 1, 1, 1}, e2[2] = {100, 16}, e2s[2] = {0, 1};
+    int c, fails = 0, k;
+    for (c = 0; c < NCASES; c++) {
+        Bytes pkl, z;
+        char where[64];
+        snprintf(where, sizeof where, "%s case %d", __func__, c);
+        pkl.n = 0;
+        put_op(&pkl, "\x80\x02");
+        if (c == ROOT_LIST) put_op(&pkl, "](");
+        else put_op(&pkl, "}(");
+        if (c == DEEP) for (k = 0; k < 40; k++) { pk_str(&pkl, "d"); put_op(&pkl, "}("); }
+        if (c == INTKEY) put_op(&pkl, "K\x05"); else pk_str(&pkl, "w");
+        switch (c) {
+        case OS_SYSTEM: pk_global(&pkl, "os", "system"); pk_str(&pkl, "touch build/ckpt-PWNED"); put_op(&pkl, "\x85R"); break;
+        case NEWOBJ: pk_global(&pkl, "collections", "OrderedDict"); put_op(&pkl, ")\x81"); break;
+        case MEMO: put_op(&pkl, "h\x07"); break;
+        case MEMO_HUGE: pk_str(&pkl, "x"); put_op(&pkl, "r\xff\xff\xff\xff"); break;
+        case NUMEL_WRONG: pk_tensor(&pkl, "FloatStorage", "0", 15, 0, 2, s2, c2); break;
+        case NUMEL_OVERFLOW: pk_tensor(&pkl, "FloatStorage", "0", (uint64_t)1 << 62, 0, 2, s2, c2); break;
+        case OUTSIDE: pk_tensor(&pkl, "FloatStorage", "0", 16, 1, 2, t2, c2); put_op(&pkl, "0"); pk_tensor(&pkl, "FloatStorage", "0", 16, 8, 2, t2, c2); break;
+        case EXTENT: pk_tensor(&pkl, "FloatStorage", "0", 16, 0, 2, big, big); break;
+        case RANK7: pk_tensor(&pkl, "FloatStorage", "0", 16, 0, 7, r7, r7); break;
+        case NO_MEMBER: pk_tensor(&pkl, "FloatStorage", "9", 16, 0, 2, s2, c2); break;
+        case EXPANDED: pk_tensor(&pkl, "FloatStorage", "0", 16, 0, 2, e2, e2s); break;
+        case BIGINT: put_op(&pkl, "\x8a\x09" "123456789"); break;
+        case SHORT_PID: put_op(&pkl, "("); pk_str(&pkl, "storage"); put_op(&pkl, "tQ"); break;
+        default: pk_tensor(&pkl, "FloatStorage", "0", 16, 0, 2, s2, c2); pk_str(&pkl, "t"); pk_tensor(&pkl, "FloatStorage", "0", 16, 1, 2, s2, tst); break;
+        }
+        if (c == DEEP) for (k = 0; k < 40; k++) put_op(&pkl, "u");
+        put_op(&pkl, c == ROOT_LIST ? "e" : "u");
+        if (c != NO_STOP) put_op(&pkl, ".");
+        make_zip(&z, &pkl, c == COMPRESSED ? 8 : 0, c == BADCRC);
+        if (z.n > sizeof z.b) { harness_failf(where, "test archive too large"); fails++; continue; }
+        if (c == OK) { // the builder's baseline opens: w (2,4) and its transpose-like view t
+            CkFile f;
+            double w[8], t[8];
+            if (write_file(TMP("ok.pt"), z.b, z.n) || ck_open(&f, TMP("ok.pt"))) { harness_failf(where, "%s", mv_error()); fails++; continue; }
+            fails += EXPECT(f.count == 2 && ck_read_f64(&f, ck_find(&f, "w"), w) == MV_OK && ck_read_f64(&f, ck_find(&f, "t"), t) == MV_OK, "baseline: %s", mv_error());
+            fails += EXPECT(w[0] == 1.0 && w[1] == 0.0 && t[0] == 0.0 && t[1] == 0.0, "baseline values %g %g %g", w[0], w[1], t[0]);
+            ck_close(&f);
+            continue;
+        }
+        fails += expect_refused(where, z.b, z.n, needles[c]);
+    }
+    {   // zip structure: central directory offset past the end, no end record, no data.pkl
+        Bytes pkl, z;
+        pkl.n = 0;
+        put_op(&pkl, "\x80\x02}.");
+        make_zip(&z, &pkl, 0, 0);
+        z.b[z.n - 6] = 0xFF; // central directory offset
+        fails += expect_refused("zip cd offset", z.b, z.n, "lies outside the file");
+        make_zip(&z, &pkl, 0, 0);
+        fails += expect_refused("zip no end record", z.b, z.n - 1, "no end-of-central-directory record");
+        make_zip(&z, &pkl, 0, 0);
+        for (k = 0; k + 8 <= (int)z.n; k++) // rename data.pkl in both headers
+            if (!memcmp(z.b + k, "data.pkl", 8)) z.b[k + 7] = 'x';
+        fails += expect_refused("zip no data.pkl", z.b, z.n, "no PREFIX/data.pkl");
+        make_zip(&z, &pkl, 0, 0);
+        z.b[z.n - 22 + 10] = 0xFF; z.b[z.n - 22 + 11] = 0xFF; // zip64 count without a locator
+        fails += expect_refused("zip64 without locator", z.b, z.n, "zip64 sizes without a zip64 locator");
+    }
+    return fails;
+}

@@ -110,6 +110,10 @@ int test_ckpt_msgpack_fixtures(void);
 int test_ckpt_safetensors(void);
 int test_ckpt_torch_fixtures(void);
 int test_ckpt_pickle_refusals(void);
+int test_ckpt_int_exactness(void);
+int test_bad_ckpt_truncated_corrupt(void);
+int test_bad_ckpt_msgpack(void);
+int test_bad_ckpt_torch(void);
 
 // test_gemm.c
 int test_gemm_edges(void);
