@@ -49,7 +49,7 @@ BUILDROOT ?= build
 OPTTAG    := $(if $(filter-out $(OPT_DEFAULT),$(OPT)),-o$(subst $(eval) ,,$(subst -,,$(subst =,,$(OPT)))))
 BUILD     := $(BUILDROOT)/$(CCNAME)-f$(PRECISION)-t$(THREADS)-n$(NATIVE)$(OPTTAG)-s$(SAN)
 
-LIB_SRC  := $(filter-out ref/cli.c,$(wildcard ref/*.c))
+LIB_SRC  := $(filter-out ref/main.c,$(wildcard ref/*.c))
 LIB_OBJ  := $(patsubst ref/%.c,$(BUILD)/ref/%.o,$(LIB_SRC))
 TEST_SRC := $(wildcard tests/*.c)
 TEST_OBJ := $(patsubst tests/%.c,$(BUILD)/tests/%.o,$(TEST_SRC))
@@ -73,7 +73,7 @@ $(BUILD)/libmavref.a: $(LIB_OBJ)
 	rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/mavref: $(BUILD)/ref/cli.o $(BUILD)/libmavref.a
+$(BUILD)/mavref: $(BUILD)/ref/main.o $(BUILD)/libmavref.a
 	$(CC) $(CFLAGS_ALL) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/run_tests: $(TEST_OBJ) $(BUILD)/libmavref.a
