@@ -57,6 +57,7 @@ typedef struct {
     const char *out_path, *merges, *weights, *config, *inputs, *data, *resume;
     const char *prompt, *negative, *scheduler, *hint, *mask, *noise, *replay;
     const char *unet, *vae, *clip, *unet_config, *hint_unet, *hint_unet_config, *vae_channels;
+    const char *model, *hint_model; // published folders (ref/model_dir.h)
     // integers
     unsigned long long procedural, steps, frames, total_steps, seed, width, height, fps;
     unsigned long long unet_seed, vae_seed, clip_seed, hint_unet_seed;

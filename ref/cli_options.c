@@ -25,6 +25,8 @@ const CliOption cli_options[] = {
     {"--weights", CMD_UNET | CMD_ENCODE_TEXT | TRAIN, OPT_TEXT, F(weights), "W", NULL, 0, 0, "weights: a safetensors file by Flax names"},
     {"--procedural", CMD_UNET | CMD_ENCODE_TEXT | TRAIN, OPT_COUNT, F(procedural), "SEED", NULL, 0, ANY, "weights from the procedural generator"},
     {"--config", CMD_UNET | TRAIN, OPT_TEXT, F(config), "JSON", NULL, 0, 0, "a diffusers UNet config.json (default: makeavid)"},
+    {"--model", CMD_UNET | CMD_ENCODE_TEXT | CMD_TOKENIZE | TRAIN | GEN, OPT_TEXT, F(model), "DIR", NULL, 0, 0,
+     "a published model folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/): configs, tokenizer and weights in any of their published formats"},
     {"--merges", CMD_TOKENIZE | CMD_ENCODE_TEXT | GEN, OPT_TEXT, F(merges), "FILE", NULL, 0, 0, "CLIP merges (default $MAVREF_MERGES, else vectors/clip/clip_merges.txt)"},
     // unet
     {"--inputs", CMD_UNET, OPT_TEXT, F(inputs), "IN", NULL, 0, 0, "sample, timesteps and context"},
@@ -75,6 +77,7 @@ const CliOption cli_options[] = {
     {"--clip-heads", GEN, OPT_COUNT, F(clip_heads), "N", NULL, 1, 1000, "CLIP heads (default 12)"},
     {"--clip-mlp", GEN, OPT_COUNT, F(clip_mlp), "N", NULL, 1, 1000000, "CLIP MLP width (default 3072)"},
     // generate: the hint latent without --hint (SD 1.5's 2-D UNet, as upstream)
+    {"--hint-model", GEN, OPT_TEXT, F(hint_model), "DIR|FILE", NULL, 0, 0, "SD 1.5 for the hint latent: a diffusers folder (PyTorch or Flax weights) or the single-file original checkpoint"},
     {"--hint-unet", GEN, OPT_TEXT, F(hint_unet), "W", NULL, 0, 0, "2-D UNet weights for the hint latent"},
     {"--hint-unet-seed", GEN, OPT_COUNT, F(hint_unet_seed), "S", NULL, 0, ANY, "procedural 2-D UNet weights instead"},
     {"--hint-unet-config", GEN, OPT_TEXT, F(hint_unet_config), "JSON", NULL, 0, 0, "2-D UNet config.json (default: SD 1.5)"},
