@@ -252,3 +252,5 @@ fixtures:
 	JAX_PLATFORMS=cpu HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) tools/fixtures_flax.py unet
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PYT) tools/fixtures_torch.py
 	JAX_PLATFORMS=cpu HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) tools/fixtures_flax.py expected
+	JAX_PLATFORMS=cpu HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) tools/fixtures_flax.py pipeline f32
+	JAX_PLATFORMS=cpu HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) tools/fixtures_flax.py pipeline f64

@@ -14,6 +14,7 @@ const UnitTest unit_tests[] = {
     {"model_dir_folders", test_model_dir_folders},
     {"model_mismatch_messages", test_model_mismatch_messages},
     {"model_tokenizer_hf", test_model_tokenizer_hf},
+    {"model_pipeline", test_model_pipeline},
     {"cli_model", test_cli_model},
     {"ckpt_msgpack_fixtures", test_ckpt_msgpack_fixtures},
     {"ckpt_safetensors", test_ckpt_safetensors},

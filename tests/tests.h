@@ -104,6 +104,7 @@ int test_model_sd15_formats(void);
 int test_model_dir_folders(void);
 int test_model_mismatch_messages(void);
 int test_model_tokenizer_hf(void);
+int test_model_pipeline(void);
 int test_cli_model(void); // test_cli.c
 
 // test_checkpoint.c (fixtures written by flax and torch: vectors/checkpoint)

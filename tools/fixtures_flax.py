@@ -263,6 +263,75 @@ def expected():
     print('expected parameters written to', os.path.join(OUT, 'expected'))
 
 
+# --- the FLAX pipeline on the folders --------------------------------------------------------
+# fixtures_flax.py pipeline f32|f64: upstream's pipeline (tools/cases_pipeline.generate, the same
+# steps as jax_inference.py) run with the networks as the libraries load vectors/model/makeavid
+# (and SD 1.5's UNet from vectors/model/sd15 for the hint latent), the tokenizer read from the
+# folder by transformers' CLIPTokenizer. Writes vectors/model/pipeline_<kind>_<prec>.safetensors.
+
+PIPE = [  # name, scheduler, steps, guidance, prompt, neg_prompt, mask kind, seed
+    ('hint', 'dpm', 2, 7.5, 'a person dancing on the beach, 4k', 'blurry', 'rect', 14001),
+    ('imagegen', 'ddim', 2, 9.0, 'a red car in the rain', '', 'imagegen', 14002),
+]
+PIPE_FRAMES, PIPE_LAT = 2, (8, 6)
+
+
+def pipeline(prec):
+    import cases_pipeline as cp
+    from diffusers import FlaxAutoencoderKL
+    from transformers import CLIPTextConfig, CLIPTokenizer, FlaxCLIPTextModel
+    from vecspec import np_dtype, normal, rng
+    dt = np_dtype(prec)
+    mk, sd = os.path.join(OUT, 'makeavid'), os.path.join(OUT, 'sd15')
+    cast = lambda p: jax.tree_util.tree_map(lambda x: jnp.asarray(np.asarray(x).astype(np.float32).astype(dt)), p)
+    with open(os.path.join(mk, 'unet', 'diffusion_flax_model.msgpack'), 'rb') as f:
+        unet_p = cast(serialization.msgpack_restore(f.read()))
+    with open(os.path.join(mk, 'vae', 'config.json')) as f:
+        vae = FlaxAutoencoderKL.from_config(json.load(f), dtype=dt)
+    vae_p = cast(diffusers_convert(load_npz('makeavid_vae_bin'), vae))
+    clip = FlaxCLIPTextModel(CLIPTextConfig.from_pretrained(os.path.join(mk, 'text_encoder')), dtype=dt)
+    clip_p = cast(transformers_convert(load_npz('makeavid_clip_bin'), clip))
+    with open(os.path.join(mk, 'unet', 'config.json')) as f:
+        ucfg = mavflax.UNetConfig.from_json({k: v for k, v in json.load(f).items() if k in mavflax.UNetConfig.__dataclass_fields__})
+    with open(os.path.join(sd, 'unet', 'config.json')) as f:
+        c2 = json.load(f)
+    u2cfg = mavflax.UNetConfig.from_json({k: c2[k] for k in mavflax.UNetConfig.__dataclass_fields__ if k in c2})
+    su = diffusers_convert(load_npz('sd15_unet'), sd_unet_model())
+    ren = mavref_2d_name(mavflax.unet_param_shapes(u2cfg, video=False))
+    u2_p = cast(unflatten_dict({tuple(ren('.'.join(k)).split('.')): v for k, v in flatten_dict(su).items()}))
+    nets = dict(clip=clip, clip_p=clip_p, vae=vae, vae_p=vae_p, unet_config=ucfg, unet_p=unet_p,
+                unet2d_config=u2cfg, unet2d_p=u2_p)
+    tok = CLIPTokenizer.from_pretrained(os.path.join(mk, 'tokenizer'))
+    ids_of = lambda t: tok([t], truncation=True, max_length=77, padding='max_length', return_tensors='np').input_ids.astype(np.int64)
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    h, w = PIPE_LAT
+    H, W = h * factor, w * factor
+    for name, kind, steps, guidance, prompt, neg, mask_kind, seed in PIPE:
+        r = rng(seed)
+        imagegen = mask_kind == 'imagegen'
+        hint_u8, mask_u8 = cp.make_images(r, H, W, 'zero' if imagegen else mask_kind)
+        noise = normal(r, (1, 4, PIPE_FRAMES, h, w), prec)
+        hint_noise = normal(r, (1, 4, h, w), prec) if imagegen else None
+        ids, neg_ids = ids_of(prompt), ids_of(neg)
+        res = cp.generate(prec, kind, steps, guidance, ids, neg_ids, hint_u8, mask_u8, noise, hint_noise, nets=nets)
+        t = {'hint': hint_u8, 'mask': mask_u8, 'noise': np.asarray(noise, dt), 'ids': ids, 'neg_ids': neg_ids,
+             'text_emb': np.asarray(res['text_emb'], dt), 'latents': np.asarray(res['latents_steps'][-1], dt)}
+        if imagegen:
+            t['hint_noise'] = np.asarray(hint_noise, dt)
+        meta = {'prompt': prompt, 'neg_prompt': neg, 'scheduler': kind, 'steps': str(steps), 'guidance': repr(guidance),
+                'frames': str(PIPE_FRAMES), 'height': str(H), 'width': str(W), 'imagegen': '1' if imagegen else '0',
+                'tol': repr(cp.TOL_PIPE_F64 if prec == 'f64' else cp.TOL_PIPE_F32)}
+        save_file({k: np.ascontiguousarray(v) for k, v in t.items()}, os.path.join(OUT, f'pipeline_{name}_{prec}.safetensors'),
+                  metadata=meta)
+    print('pipeline cases written', prec)
+
+
 if __name__ == '__main__':
     jax.config.update('jax_platforms', 'cpu')
-    {'unet': unet, 'expected': expected}[sys.argv[1]]()
+    if sys.argv[1] == 'pipeline':
+        if sys.argv[2] == 'f64':
+            jax.config.update('jax_enable_x64', True)
+        jax.config.update('jax_default_matmul_precision', 'highest')
+        pipeline(sys.argv[2])
+    else:
+        {'unet': unet, 'expected': expected}[sys.argv[1]]()

@@ -41,6 +41,10 @@ VAE = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=
            norm_num_groups=32, sample_size=16, scaling_factor=0.18215)
 CLIP = dict(vocab_size=300, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24,
             max_position_embeddings=77, hidden_act='quick_gelu', layer_norm_eps=1e-5, projection_dim=16)
+# makeavid's text encoder: the whole CLIP vocabulary (the tokenizer's ids reach 49407), its width
+# the UNets' cross-attention dim, so the folder runs end to end (fixtures_flax.py pipeline)
+CLIP_FULL = dict(CLIP, vocab_size=49408, hidden_size=8, intermediate_size=16, projection_dim=8,
+                 bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
 
 
 def randomize(model, seed):
@@ -96,7 +100,7 @@ def makeavid_vae_clip():
     vae = randomize(AutoencoderKL(**VAE), 11).half()
     vae.save_pretrained(os.path.join(d, 'vae'))  # diffusion_pytorch_model.bin, fp16
     dump('makeavid_vae_bin', bin_state_dict(os.path.join(d, 'vae', 'diffusion_pytorch_model.bin')))
-    clip = randomize(CLIPTextModel(CLIPTextConfig(**CLIP)), 12).half()
+    clip = randomize(CLIPTextModel(CLIPTextConfig(**CLIP_FULL)), 12).half()
     clip.save_pretrained(os.path.join(d, 'text_encoder'), safe_serialization=False)  # pytorch_model.bin
     sd = bin_state_dict(os.path.join(d, 'text_encoder', 'pytorch_model.bin'))
     assert sd['text_model.embeddings.position_ids'].dtype == torch.int64
