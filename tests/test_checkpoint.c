@@ -477,3 +477,131 @@ int test_bad_ckpt_torch(void) {
     }
     return fails;
 }
+
+// ---------------------------------------------------------------------------------------
+// Offsets beyond 4 GiB (the real UNet: 4.4 GB of msgpack, or a zip64 torch archive) in
+// sparse files: the gap is a hole, so the files cost no disk on file systems with holes
+// (ext4, xfs, btrfs, tmpfs, APFS). The tensors after the gap hold known values.
+
+#define BIG_GAP (((uint64_t)1 << 32) + 4096) // bytes of zeros before the tail
+
+// Write `n` bytes at the current end, or move `gap` bytes forward (leaving a hole).
+static int skip_forward(FILE *fp, uint64_t gap) {
+    while (gap > 0) {
+        long step = gap > (1u << 30) ? (long)(1u << 30) : (long)gap;
+        if (fseek(fp, step, SEEK_CUR)) return MV_ERR;
+        gap -= (uint64_t)step;
+    }
+    return MV_OK;
+}
+
+int test_ckpt_beyond_4gb(void) {
+    const char *pm = TMP("big.msgpack"), *pz = TMP("big.pt");
+    static const float tail[4] = {1.5f, -2.25f, 3.0f, 1e-3f};
+    unsigned char tailb[16];
+    uint64_t gap_numel = BIG_GAP / 4;
+    Bytes h, pkl, z;
+    FILE *fp;
+    CkFile f;
+    double got[4];
+    int fails = 0, k;
+    for (k = 0; k < 4; k++) { uint32_t u; memcpy(&u, &tail[k], 4); tailb[4 * k] = (unsigned char)u; tailb[4 * k + 1] = (unsigned char)(u >> 8); tailb[4 * k + 2] = (unsigned char)(u >> 16); tailb[4 * k + 3] = (unsigned char)(u >> 24); }
+    // msgpack: {"gap": four 1 GiB arrays + one of 4096 bytes, then "tail": (4,) f32}, as flax chunks big arrays
+    fp = fopen(pm, "wb");
+    if (!fp) { harness_failf(__func__, "cannot write %s", pm); return 1; }
+    h.n = 0;
+    put_op(&h, "\x82\xa3" "gap" "\x85");
+    for (k = 0; k < 5; k++) {
+        uint32_t bytes = k < 4 ? (1u << 30) : 4096u, numel = bytes / 4;
+        unsigned char hdr[32];
+        size_t m = 0;
+        char key[2];
+        key[0] = (char)('0' + k); key[1] = 0;
+        put_op(&h, "\xa1"); put_op(&h, key);
+        // ext32 type 1: [ [numel], "float32", bin32 ]
+        hdr[m++] = 0x93; hdr[m++] = 0x91; hdr[m++] = 0xce;
+        hdr[m++] = (unsigned char)(numel >> 24); hdr[m++] = (unsigned char)(numel >> 16); hdr[m++] = (unsigned char)(numel >> 8); hdr[m++] = (unsigned char)numel;
+        hdr[m++] = 0xa7; memcpy(hdr + m, "float32", 7); m += 7;
+        hdr[m++] = 0xc6; hdr[m++] = (unsigned char)(bytes >> 24); hdr[m++] = (unsigned char)(bytes >> 16); hdr[m++] = (unsigned char)(bytes >> 8); hdr[m++] = (unsigned char)bytes;
+        {
+            uint32_t len = (uint32_t)m + bytes;
+            unsigned char e[6] = {0xc9, 0, 0, 0, 0, 1};
+            e[1] = (unsigned char)(len >> 24); e[2] = (unsigned char)(len >> 16); e[3] = (unsigned char)(len >> 8); e[4] = (unsigned char)len;
+            put(&h, e, 6);
+        }
+        put(&h, hdr, m);
+        if (fwrite(h.b, 1, h.n, fp) != h.n || skip_forward(fp, k < 4 ? (1u << 30) : 4096u)) { fails++; break; }
+        h.n = 0;
+    }
+    put_op(&h, "\xa4" "tail" "\xc7\x1d\x01\x93\x91\x04\xa7" "float32" "\xc4\x10");
+    put(&h, tailb, 16);
+    if (fails || fwrite(h.b, 1, h.n, fp) != h.n) fails++;
+    if (fclose(fp) != 0) fails++;
+    if (fails) { harness_failf(__func__, "cannot write %s", pm); remove(pm); return 1; }
+    if (ck_open(&f, pm)) { harness_failf(__func__, "%s", mv_error()); fails++; }
+    else {
+        const CkEntry *e = ck_find(&f, "tail");
+        fails += EXPECT(f.count == 6 && e && e->offset > ((uint64_t)1 << 32), "msgpack: %lu tensors, tail at %llu", (unsigned long)f.count, e ? (unsigned long long)e->offset : 0ull);
+        fails += EXPECT(e && ck_read_f64(&f, e, got) == MV_OK && got[0] == 1.5 && got[1] == -2.25 && got[3] == (double)1e-3f, "msgpack tail: %s", mv_error());
+        ck_close(&f);
+    }
+    remove(pm);
+
+    // torch zip64: archive/data/0 holds BIG_GAP + 16 bytes (the tail last), then data.pkl
+    // beyond 4 GiB; a (4,) tensor views the storage's last 16 bytes.
+    pkl.n = 0;
+    put_op(&pkl, "\x80\x02}(");
+    pk_str(&pkl, "tail");
+    {
+        uint64_t sz = 4, st = 1;
+        pk_tensor(&pkl, "FloatStorage", "0", gap_numel + 4, gap_numel, 1, &sz, &st);
+    }
+    put_op(&pkl, "u.");
+    fp = fopen(pz, "wb");
+    if (!fp) { harness_failf(__func__, "cannot write %s", pz); return fails + 1; }
+    {
+        const char *n0 = "archive/data/0", *n1 = "archive/data.pkl";
+        uint64_t size0 = BIG_GAP + 16, off1, cd, cd_size, z64;
+        z.n = 0;
+        put_op(&z, "PK\3\4"); put_u16(&z, 45); put_u16(&z, 0); put_u16(&z, 0); put_u32(&z, 0); put_u32(&z, 0);
+        put_u32(&z, 0xFFFFFFFFu); put_u32(&z, 0xFFFFFFFFu); put_u16(&z, (unsigned)strlen(n0)); put_u16(&z, 20);
+        put_op(&z, n0); put_u16(&z, 1); put_u16(&z, 16); put_u32(&z, (uint32_t)size0); put_u32(&z, (uint32_t)(size0 >> 32));
+        put_u32(&z, (uint32_t)size0); put_u32(&z, (uint32_t)(size0 >> 32));
+        if (fwrite(z.b, 1, z.n, fp) != z.n || skip_forward(fp, BIG_GAP) || fwrite(tailb, 1, 16, fp) != 16) fails++;
+        off1 = z.n + size0;
+        z.n = 0;
+        put_op(&z, "PK\3\4"); put_u16(&z, 20); put_u16(&z, 0); put_u16(&z, 0); put_u32(&z, 0); put_u32(&z, crc32_bytes(pkl.b, pkl.n));
+        put_u32(&z, (uint32_t)pkl.n); put_u32(&z, (uint32_t)pkl.n); put_u16(&z, (unsigned)strlen(n1)); put_u16(&z, 0);
+        put_op(&z, n1); put(&z, pkl.b, pkl.n);
+        cd = off1 + z.n;
+        // central directory: data/0 (sizes in zip64), data.pkl (offset in zip64)
+        put_op(&z, "PK\1\2"); put_u16(&z, 45); put_u16(&z, 45); put_u16(&z, 0); put_u16(&z, 0); put_u32(&z, 0); put_u32(&z, 0);
+        put_u32(&z, 0xFFFFFFFFu); put_u32(&z, 0xFFFFFFFFu); put_u16(&z, (unsigned)strlen(n0)); put_u16(&z, 20); put_u16(&z, 0);
+        put_u16(&z, 0); put_u16(&z, 0); put_u32(&z, 0); put_u32(&z, 0); put_op(&z, n0);
+        put_u16(&z, 1); put_u16(&z, 16); put_u32(&z, (uint32_t)size0); put_u32(&z, (uint32_t)(size0 >> 32)); put_u32(&z, (uint32_t)size0); put_u32(&z, (uint32_t)(size0 >> 32));
+        put_op(&z, "PK\1\2"); put_u16(&z, 45); put_u16(&z, 45); put_u16(&z, 0); put_u16(&z, 0); put_u32(&z, 0); put_u32(&z, crc32_bytes(pkl.b, pkl.n));
+        put_u32(&z, (uint32_t)pkl.n); put_u32(&z, (uint32_t)pkl.n); put_u16(&z, (unsigned)strlen(n1)); put_u16(&z, 12); put_u16(&z, 0);
+        put_u16(&z, 0); put_u16(&z, 0); put_u32(&z, 0); put_u32(&z, 0xFFFFFFFFu); put_op(&z, n1);
+        put_u16(&z, 1); put_u16(&z, 8); put_u32(&z, (uint32_t)off1); put_u32(&z, (uint32_t)(off1 >> 32));
+        cd_size = off1 + z.n - cd;
+        z64 = off1 + z.n;
+        put_op(&z, "PK\6\6"); put_u32(&z, 44); put_u32(&z, 0); put_u16(&z, 45); put_u16(&z, 45); put_u32(&z, 0); put_u32(&z, 0);
+        put_u32(&z, 2); put_u32(&z, 0); put_u32(&z, 2); put_u32(&z, 0);
+        put_u32(&z, (uint32_t)cd_size); put_u32(&z, (uint32_t)(cd_size >> 32)); put_u32(&z, (uint32_t)cd); put_u32(&z, (uint32_t)(cd >> 32));
+        put_op(&z, "PK\6\7"); put_u32(&z, 0); put_u32(&z, (uint32_t)z64); put_u32(&z, (uint32_t)(z64 >> 32)); put_u32(&z, 1);
+        put_op(&z, "PK\5\6"); put_u16(&z, 0); put_u16(&z, 0); put_u16(&z, 0xFFFF); put_u16(&z, 0xFFFF);
+        put_u32(&z, 0xFFFFFFFFu); put_u32(&z, 0xFFFFFFFFu); put_u16(&z, 0);
+        if (fails || fwrite(z.b, 1, z.n, fp) != z.n) fails++;
+    }
+    if (fclose(fp) != 0) fails++;
+    if (fails) { harness_failf(__func__, "cannot write %s", pz); remove(pz); return fails; }
+    if (ck_open(&f, pz)) { harness_failf(__func__, "%s", mv_error()); fails++; }
+    else {
+        const CkEntry *e = ck_find(&f, "tail");
+        fails += EXPECT(f.count == 1 && e && e->offset > ((uint64_t)1 << 32), "zip64: tail at %llu", e ? (unsigned long long)e->offset : 0ull);
+        fails += EXPECT(e && ck_read_f64(&f, e, got) == MV_OK && got[0] == 1.5 && got[1] == -2.25 && got[3] == (double)1e-3f, "zip64 tail: %s", mv_error());
+        ck_close(&f);
+    }
+    remove(pz);
+    return fails;
+}
