@@ -406,13 +406,14 @@ static void make_zip(Bytes *z, const Bytes *pkl, int method, int bad_crc) {
 
 int test_bad_ckpt_torch(void) {
     enum { OK, OS_SYSTEM, NEWOBJ, MEMO, MEMO_HUGE, NO_STOP, NUMEL_WRONG, NUMEL_OVERFLOW, OUTSIDE, EXTENT, RANK7, INTKEY, ROOT_LIST,
-           DEEP, NO_MEMBER, EXPANDED, COMPRESSED, BADCRC, BIGINT, SHORT_PID, NCASES };
+           DEEP, NO_MEMBER, EXPANDED, COMPRESSED, BADCRC, BIGINT, SHORT_PID, COMPLEX, NCASES };
     static const char *needles[NCASES] = {
         NULL, "names the global os.system, which a state dict never needs", "opcode 0x81", "memo entry 7, which was never stored",
         "memo index 4294967295 is out of range", "without a STOP", "storage 'archive/data/0' holds 64 bytes, but 15 elements",
         "elements of F32 need 0", "reaches element 21 of storage '0', which holds 16", "extent overflows", "rank 7", "dict key is a int",
         "holds a list, not a state dict", "nested deeper than 32", "has no member 'archive/data/9'", "an expanded view",
-        "is compressed (method 8)", "CRC-32", "integer of 9 bytes", "not ('storage', type, key, location, numel)"};
+        "is compressed (method 8)", "CRC-32", "integer of 9 bytes", "not ('storage', type, key, location, numel)",
+        "tensors of torch.ComplexFloatStorage, a type mavref does not read"};
     static const uint64_t s2[2] = {2, 4}, c2[2] = {4, 1}, t2[2] = {4, 2}, tst[2] = {1, 4};
     static const uint64_t big[2] = {(uint64_t)1 << 40, (uint64_t)1 << 40}, r7[7] = {1, 1, 1, 1, 1, 1, 1}, e2[2] = {100, 16}, e2s[2] = {0, 1};
     int c, fails = 0, k;
@@ -438,6 +439,7 @@ int test_bad_ckpt_torch(void) {
         case RANK7: pk_tensor(&pkl, "FloatStorage", "0", 16, 0, 7, r7, r7); break;
         case NO_MEMBER: pk_tensor(&pkl, "FloatStorage", "9", 16, 0, 2, s2, c2); break;
         case EXPANDED: pk_tensor(&pkl, "FloatStorage", "0", 16, 0, 2, e2, e2s); break;
+        case COMPLEX: pk_tensor(&pkl, "ComplexFloatStorage", "0", 8, 0, 2, s2, c2); break;
         case BIGINT: put_op(&pkl, "\x8a\x09" "123456789"); break;
         case SHORT_PID: put_op(&pkl, "("); pk_str(&pkl, "storage"); put_op(&pkl, "tQ"); break;
         default: pk_tensor(&pkl, "FloatStorage", "0", 16, 0, 2, s2, c2); pk_str(&pkl, "t"); pk_tensor(&pkl, "FloatStorage", "0", 16, 1, 2, s2, tst); break;
