@@ -84,14 +84,16 @@ int ck_set_shape(const CkFile *f, CkEntry *e, int ndim, const uint64_t *shape) {
     int k;
     if (ndim > MV_MAXDIM) return mv_fail("%s: tensor '%s': rank %d exceeds %d", f->path, e->name, ndim, MV_MAXDIM);
     e->ndim = ndim;
-    for (k = 0; k < ndim; k++) {
+    for (k = 0; k < ndim; k++) { // in 64 bits first, so the message is the same on every machine
         if (shape[k] != 0 && numel > UINT64_MAX / shape[k])
             return mv_fail("%s: tensor '%s': element count overflows", f->path, e->name);
         numel *= shape[k];
+    }
+    if (numel > UINT64_MAX / st_dtype_size(e->dtype)) return mv_fail("%s: tensor '%s': byte size overflows", f->path, e->name);
+    for (k = 0; k < ndim; k++) {
         if (shape[k] > (uint64_t)(size_t)-1) return mv_fail("%s: tensor '%s': dimension %llu does not fit this machine's size_t", f->path, e->name, (unsigned long long)shape[k]);
         e->shape[k] = (size_t)shape[k];
     }
-    if (numel > UINT64_MAX / st_dtype_size(e->dtype)) return mv_fail("%s: tensor '%s': byte size overflows", f->path, e->name);
     nbytes = numel * st_dtype_size(e->dtype);
     if (nbytes > (uint64_t)(size_t)-1 || numel > (uint64_t)(size_t)-1)
         return mv_fail("%s: tensor '%s': %llu bytes do not fit this machine's size_t", f->path, e->name, (unsigned long long)nbytes);

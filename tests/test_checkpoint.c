@@ -263,9 +263,9 @@ int test_bad_ckpt_msgpack(void) {
         // shape whose element count overflows 64 bits
         C("\x81\xa1" "a" "\xc7\x27\x01\x93\x93\xcf\0\0\0\x01\0\0\0\0\xcf\0\0\0\x01\0\0\0\0\xcf\0\0\0\x01\0\0\0\0\xa7" "float32" "\xc4\0", "element count overflows"),
         // numel x 4 bytes overflows
-        C("\x81\xa1" "a" "\xc7\x15\x01\x93\x91\xcf\x40\0\0\0\0\0\0\0\xa7" "float32" "\xc4\0", "overflows"),
-        // absurd shape that fits: 2^40 elements, no bytes
-        C("\x81\xa1" "a" "\xc7\x15\x01\x93\x91\xcf\0\0\x01\0\0\0\0\0\xa7" "float32" "\xc4\0", "0 data bytes, but dtype float32"),
+        C("\x81\xa1" "a" "\xc7\x15\x01\x93\x91\xcf\x40\0\0\0\0\0\0\0\xa7" "float32" "\xc4\0", "byte size overflows"),
+        // absurd shape that fits (even a 32-bit size_t): 2^28 elements, no bytes
+        C("\x81\xa1" "a" "\xc7\x15\x01\x93\x91\xcf\0\0\0\0\x10\0\0\0\xa7" "float32" "\xc4\0", "0 data bytes, but dtype float32 and its shape need 1073741824"),
         C("\x81\xa1" "a" "\xc7\x0f\x01\x93\x91\x01\xa9" "complex64" "\xc4\0", "dtype 'complex64' is not one mavref reads"),
         C("\x81\xa1" "a" "\xc7\x13\x01\x93\x97\1\1\1\1\1\1\1\xa7" "float32" "\xc4\0", "rank 7 exceeds 6"),
         C("\x81\xa1" "a" "\xc7\x0a\x01\x93\x91\x01\x05\xc4\x04\0\0\0\0", "expected a string"),
