@@ -449,8 +449,8 @@ static PkVal *reduce(Unpickler *u, PkVal *fn, PkVal *args) {
         return pk_new(u, PK_DICT);
     case G_REBUILD_V2: return rebuild_tensor(u, args, 0);
     case G_REBUILD_V1: return rebuild_tensor(u, args, 1);
-    case G_PARAM: case G_PARAM_STATE:
-        if (args->n < 1 || args->items[0]->kind != PK_TENSOR) { mv_fail("%s: data.pkl: _rebuild_parameter of a non-tensor", u->f->path); return NULL; }
+    case G_PARAM: case G_PARAM_STATE: // (data, requires_grad, backward_hooks[, state])
+        if (args->n != (pk_globals[fn->i].kind == G_PARAM ? 3u : 4u) || args->items[0]->kind != PK_TENSOR) { mv_fail("%s: data.pkl: _rebuild_parameter of a non-tensor", u->f->path); return NULL; }
         return args->items[0];
     default:
         mv_fail("%s: data.pkl calls the storage class %s.%s; state dicts name it only in persistent ids", u->f->path, pk_globals[fn->i].module, pk_globals[fn->i].name);
@@ -464,6 +464,11 @@ static PkVal *find_global(Unpickler *u, const char *module, const char *name) {
     PkVal *v;
     for (i = 0; i < N_GLOBALS; i++)
         if (!strcmp(pk_globals[i].module, module) && !strcmp(pk_globals[i].name, name)) break;
+    if (i == N_GLOBALS && !strcmp(module, "torch") && strlen(name) > 7 && !strcmp(name + strlen(name) - 7, "Storage")) {
+        mv_fail("%s: data.pkl holds tensors of torch.%.200s, a type mavref does not read (float16/32/64, bfloat16, [u]int8, int16/32/64, bool)",
+                u->f->path, name);
+        return NULL;
+    }
     if (i == N_GLOBALS) {
         mv_fail("%s: data.pkl names the global %.200s.%.200s, which a state dict never needs; refused (nothing in the pickle was run)", u->f->path, module, name);
         return NULL;

@@ -263,9 +263,9 @@ int test_bad_ckpt_msgpack(void) {
         // shape whose element count overflows 64 bits
         C("\x81\xa1" "a" "\xc7\x27\x01\x93\x93\xcf\0\0\0\x01\0\0\0\0\xcf\0\0\0\x01\0\0\0\0\xcf\0\0\0\x01\0\0\0\0\xa7" "float32" "\xc4\0", "element count overflows"),
         // numel x 4 bytes overflows
-        C("\x81\xa1" "a" "\xc7\x15\x01\x93\x91\xcf\x40\0\0\0\0\0\0\0\xa7" "float32" "\xc4\0", "overflows"),
-        // absurd shape that fits: 2^40 elements, no bytes
-        C("\x81\xa1" "a" "\xc7\x15\x01\x93\x91\xcf\0\0\x01\0\0\0\0\0\xa7" "float32" "\xc4\0", "0 data bytes, but dtype float32"),
+        C("\x81\xa1" "a" "\xc7\x15\x01\x93\x91\xcf\x40\0\0\0\0\0\0\0\xa7" "float32" "\xc4\0", "byte size overflows"),
+        // absurd shape that fits (even a 32-bit size_t): 2^28 elements, no bytes
+        C("\x81\xa1" "a" "\xc7\x15\x01\x93\x91\xcf\0\0\0\0\x10\0\0\0\xa7" "float32" "\xc4\0", "0 data bytes, but dtype float32 and its shape need 1073741824"),
         C("\x81\xa1" "a" "\xc7\x0f\x01\x93\x91\x01\xa9" "complex64" "\xc4\0", "dtype 'complex64' is not one mavref reads"),
         C("\x81\xa1" "a" "\xc7\x13\x01\x93\x97\1\1\1\1\1\1\1\xa7" "float32" "\xc4\0", "rank 7 exceeds 6"),
         C("\x81\xa1" "a" "\xc7\x0a\x01\x93\x91\x01\x05\xc4\x04\0\0\0\0", "expected a string"),
@@ -406,13 +406,14 @@ static void make_zip(Bytes *z, const Bytes *pkl, int method, int bad_crc) {
 
 int test_bad_ckpt_torch(void) {
     enum { OK, OS_SYSTEM, NEWOBJ, MEMO, MEMO_HUGE, NO_STOP, NUMEL_WRONG, NUMEL_OVERFLOW, OUTSIDE, EXTENT, RANK7, INTKEY, ROOT_LIST,
-           DEEP, NO_MEMBER, EXPANDED, COMPRESSED, BADCRC, BIGINT, SHORT_PID, NCASES };
+           DEEP, NO_MEMBER, EXPANDED, COMPRESSED, BADCRC, BIGINT, SHORT_PID, COMPLEX, NCASES };
     static const char *needles[NCASES] = {
         NULL, "names the global os.system, which a state dict never needs", "opcode 0x81", "memo entry 7, which was never stored",
         "memo index 4294967295 is out of range", "without a STOP", "storage 'archive/data/0' holds 64 bytes, but 15 elements",
         "elements of F32 need 0", "reaches element 21 of storage '0', which holds 16", "extent overflows", "rank 7", "dict key is a int",
         "holds a list, not a state dict", "nested deeper than 32", "has no member 'archive/data/9'", "an expanded view",
-        "is compressed (method 8)", "CRC-32", "integer of 9 bytes", "not ('storage', type, key, location, numel)"};
+        "is compressed (method 8)", "CRC-32", "integer of 9 bytes", "not ('storage', type, key, location, numel)",
+        "tensors of torch.ComplexFloatStorage, a type mavref does not read"};
     static const uint64_t s2[2] = {2, 4}, c2[2] = {4, 1}, t2[2] = {4, 2}, tst[2] = {1, 4};
     static const uint64_t big[2] = {(uint64_t)1 << 40, (uint64_t)1 << 40}, r7[7] = {1, 1, 1, 1, 1, 1, 1}, e2[2] = {100, 16}, e2s[2] = {0, 1};
     int c, fails = 0, k;
@@ -438,6 +439,7 @@ int test_bad_ckpt_torch(void) {
         case RANK7: pk_tensor(&pkl, "FloatStorage", "0", 16, 0, 7, r7, r7); break;
         case NO_MEMBER: pk_tensor(&pkl, "FloatStorage", "9", 16, 0, 2, s2, c2); break;
         case EXPANDED: pk_tensor(&pkl, "FloatStorage", "0", 16, 0, 2, e2, e2s); break;
+        case COMPLEX: pk_tensor(&pkl, "ComplexFloatStorage", "0", 8, 0, 2, s2, c2); break;
         case BIGINT: put_op(&pkl, "\x8a\x09" "123456789"); break;
         case SHORT_PID: put_op(&pkl, "("); pk_str(&pkl, "storage"); put_op(&pkl, "tQ"); break;
         default: pk_tensor(&pkl, "FloatStorage", "0", 16, 0, 2, s2, c2); pk_str(&pkl, "t"); pk_tensor(&pkl, "FloatStorage", "0", 16, 1, 2, s2, tst); break;
@@ -475,5 +477,133 @@ int test_bad_ckpt_torch(void) {
         z.b[z.n - 22 + 10] = 0xFF; z.b[z.n - 22 + 11] = 0xFF; // zip64 count without a locator
         fails += expect_refused("zip64 without locator", z.b, z.n, "zip64 sizes without a zip64 locator");
     }
+    return fails;
+}
+
+// ---------------------------------------------------------------------------------------
+// Offsets beyond 4 GiB (the real UNet: 4.4 GB of msgpack, or a zip64 torch archive) in
+// sparse files: the gap is a hole, so the files cost no disk on file systems with holes
+// (ext4, xfs, btrfs, tmpfs, APFS). The tensors after the gap hold known values.
+
+#define BIG_GAP (((uint64_t)1 << 32) + 4096) // bytes of zeros before the tail
+
+// Write `n` bytes at the current end, or move `gap` bytes forward (leaving a hole).
+static int skip_forward(FILE *fp, uint64_t gap) {
+    while (gap > 0) {
+        long step = gap > (1u << 30) ? (long)(1u << 30) : (long)gap;
+        if (fseek(fp, step, SEEK_CUR)) return MV_ERR;
+        gap -= (uint64_t)step;
+    }
+    return MV_OK;
+}
+
+int test_ckpt_beyond_4gb(void) {
+    const char *pm = TMP("big.msgpack"), *pz = TMP("big.pt");
+    static const float tail[4] = {1.5f, -2.25f, 3.0f, 1e-3f};
+    unsigned char tailb[16];
+    uint64_t gap_numel = BIG_GAP / 4;
+    Bytes h, pkl, z;
+    FILE *fp;
+    CkFile f;
+    double got[4] = {0, 0, 0, 0};
+    int fails = 0, bad = 0, k;
+    for (k = 0; k < 4; k++) { uint32_t u; memcpy(&u, &tail[k], 4); tailb[4 * k] = (unsigned char)u; tailb[4 * k + 1] = (unsigned char)(u >> 8); tailb[4 * k + 2] = (unsigned char)(u >> 16); tailb[4 * k + 3] = (unsigned char)(u >> 24); }
+    // msgpack: {"gap": four 1 GiB arrays + one of 4096 bytes, then "tail": (4,) f32}, as flax chunks big arrays
+    fp = fopen(pm, "wb");
+    if (!fp) { harness_failf(__func__, "cannot write %s", pm); return 1; }
+    h.n = 0;
+    put_op(&h, "\x82\xa3" "gap" "\x85");
+    for (k = 0; k < 5; k++) {
+        uint32_t bytes = k < 4 ? (1u << 30) : 4096u, numel = bytes / 4;
+        unsigned char hdr[32];
+        size_t m = 0;
+        char key[2];
+        key[0] = (char)('0' + k); key[1] = 0;
+        put_op(&h, "\xa1"); put_op(&h, key);
+        // ext32 type 1: [ [numel], "float32", bin32 ]
+        hdr[m++] = 0x93; hdr[m++] = 0x91; hdr[m++] = 0xce;
+        hdr[m++] = (unsigned char)(numel >> 24); hdr[m++] = (unsigned char)(numel >> 16); hdr[m++] = (unsigned char)(numel >> 8); hdr[m++] = (unsigned char)numel;
+        hdr[m++] = 0xa7; memcpy(hdr + m, "float32", 7); m += 7;
+        hdr[m++] = 0xc6; hdr[m++] = (unsigned char)(bytes >> 24); hdr[m++] = (unsigned char)(bytes >> 16); hdr[m++] = (unsigned char)(bytes >> 8); hdr[m++] = (unsigned char)bytes;
+        {
+            uint32_t len = (uint32_t)m + bytes;
+            unsigned char e[6] = {0xc9, 0, 0, 0, 0, 1};
+            e[1] = (unsigned char)(len >> 24); e[2] = (unsigned char)(len >> 16); e[3] = (unsigned char)(len >> 8); e[4] = (unsigned char)len;
+            put(&h, e, 6);
+        }
+        put(&h, hdr, m);
+        if (fwrite(h.b, 1, h.n, fp) != h.n || skip_forward(fp, k < 4 ? (1u << 30) : 4096u)) { fails++; break; }
+        h.n = 0;
+    }
+    put_op(&h, "\xa4" "tail" "\xc7\x1d\x01\x93\x91\x04\xa7" "float32" "\xc4\x10");
+    put(&h, tailb, 16);
+    if (fails || fwrite(h.b, 1, h.n, fp) != h.n) fails++;
+    if (fclose(fp) != 0) fails++;
+    if (fails) { harness_failf(__func__, "cannot write %s", pm); remove(pm); return 1; }
+    if (ck_open(&f, pm)) { harness_failf(__func__, "%s", mv_error()); fails++; }
+    else {
+        const CkEntry *e = ck_find(&f, "tail");
+        fails += EXPECT(f.count == 6 && e && e->offset > ((uint64_t)1 << 32), "msgpack: %lu tensors, tail at %llu", (unsigned long)f.count, e ? (unsigned long long)e->offset : 0ull);
+        fails += EXPECT(e && ck_read_f64(&f, e, got) == MV_OK && got[0] == 1.5 && got[1] == -2.25 && got[3] == (double)tail[3], "msgpack tail: got %g %g %g %g %s", got[0], got[1], got[2], got[3], mv_error());
+        ck_close(&f);
+    }
+    remove(pm);
+
+    // torch zip64: archive/data/0 holds BIG_GAP + 16 bytes (the tail last), then data.pkl
+    // beyond 4 GiB; a (4,) tensor views the storage's last 16 bytes.
+    pkl.n = 0;
+    put_op(&pkl, "\x80\x02}(");
+    pk_str(&pkl, "tail");
+    {
+        uint64_t sz = 4, st = 1;
+        pk_tensor(&pkl, "FloatStorage", "0", gap_numel + 4, gap_numel, 1, &sz, &st);
+    }
+    put_op(&pkl, "u.");
+    fp = fopen(pz, "wb");
+    if (!fp) { harness_failf(__func__, "cannot write %s", pz); return fails + 1; }
+    {
+        const char *n0 = "archive/data/0", *n1 = "archive/data.pkl";
+        uint64_t size0 = BIG_GAP + 16, off1, cd, cd_size, z64;
+        z.n = 0;
+        put_op(&z, "PK\3\4"); put_u16(&z, 45); put_u16(&z, 0); put_u16(&z, 0); put_u32(&z, 0); put_u32(&z, 0);
+        put_u32(&z, 0xFFFFFFFFu); put_u32(&z, 0xFFFFFFFFu); put_u16(&z, (unsigned)strlen(n0)); put_u16(&z, 20);
+        put_op(&z, n0); put_u16(&z, 1); put_u16(&z, 16); put_u32(&z, (uint32_t)size0); put_u32(&z, (uint32_t)(size0 >> 32));
+        put_u32(&z, (uint32_t)size0); put_u32(&z, (uint32_t)(size0 >> 32));
+        if (fwrite(z.b, 1, z.n, fp) != z.n || skip_forward(fp, BIG_GAP) || fwrite(tailb, 1, 16, fp) != 16) bad = 1;
+        off1 = z.n + size0;
+        z.n = 0;
+        put_op(&z, "PK\3\4"); put_u16(&z, 20); put_u16(&z, 0); put_u16(&z, 0); put_u32(&z, 0); put_u32(&z, crc32_bytes(pkl.b, pkl.n));
+        put_u32(&z, (uint32_t)pkl.n); put_u32(&z, (uint32_t)pkl.n); put_u16(&z, (unsigned)strlen(n1)); put_u16(&z, 0);
+        put_op(&z, n1); put(&z, pkl.b, pkl.n);
+        cd = off1 + z.n;
+        // central directory: data/0 (sizes in zip64), data.pkl (offset in zip64)
+        put_op(&z, "PK\1\2"); put_u16(&z, 45); put_u16(&z, 45); put_u16(&z, 0); put_u16(&z, 0); put_u32(&z, 0); put_u32(&z, 0);
+        put_u32(&z, 0xFFFFFFFFu); put_u32(&z, 0xFFFFFFFFu); put_u16(&z, (unsigned)strlen(n0)); put_u16(&z, 20); put_u16(&z, 0);
+        put_u16(&z, 0); put_u16(&z, 0); put_u32(&z, 0); put_u32(&z, 0); put_op(&z, n0);
+        put_u16(&z, 1); put_u16(&z, 16); put_u32(&z, (uint32_t)size0); put_u32(&z, (uint32_t)(size0 >> 32)); put_u32(&z, (uint32_t)size0); put_u32(&z, (uint32_t)(size0 >> 32));
+        put_op(&z, "PK\1\2"); put_u16(&z, 45); put_u16(&z, 45); put_u16(&z, 0); put_u16(&z, 0); put_u32(&z, 0); put_u32(&z, crc32_bytes(pkl.b, pkl.n));
+        put_u32(&z, (uint32_t)pkl.n); put_u32(&z, (uint32_t)pkl.n); put_u16(&z, (unsigned)strlen(n1)); put_u16(&z, 12); put_u16(&z, 0);
+        put_u16(&z, 0); put_u16(&z, 0); put_u32(&z, 0); put_u32(&z, 0xFFFFFFFFu); put_op(&z, n1);
+        put_u16(&z, 1); put_u16(&z, 8); put_u32(&z, (uint32_t)off1); put_u32(&z, (uint32_t)(off1 >> 32));
+        cd_size = off1 + z.n - cd;
+        z64 = off1 + z.n;
+        put_op(&z, "PK\6\6"); put_u32(&z, 44); put_u32(&z, 0); put_u16(&z, 45); put_u16(&z, 45); put_u32(&z, 0); put_u32(&z, 0);
+        put_u32(&z, 2); put_u32(&z, 0); put_u32(&z, 2); put_u32(&z, 0);
+        put_u32(&z, (uint32_t)cd_size); put_u32(&z, (uint32_t)(cd_size >> 32)); put_u32(&z, (uint32_t)cd); put_u32(&z, (uint32_t)(cd >> 32));
+        put_op(&z, "PK\6\7"); put_u32(&z, 0); put_u32(&z, (uint32_t)z64); put_u32(&z, (uint32_t)(z64 >> 32)); put_u32(&z, 1);
+        put_op(&z, "PK\5\6"); put_u16(&z, 0); put_u16(&z, 0); put_u16(&z, 0xFFFF); put_u16(&z, 0xFFFF);
+        put_u32(&z, 0xFFFFFFFFu); put_u32(&z, 0xFFFFFFFFu); put_u16(&z, 0);
+        if (!bad && fwrite(z.b, 1, z.n, fp) != z.n) bad = 1;
+    }
+    if (fclose(fp) != 0) bad = 1;
+    if (bad) { harness_failf(__func__, "cannot write %s", pz); remove(pz); return fails + 1; }
+    if (ck_open(&f, pz)) { harness_failf(__func__, "%s", mv_error()); fails++; }
+    else {
+        const CkEntry *e = ck_find(&f, "tail");
+        fails += EXPECT(f.count == 1 && e && e->offset > ((uint64_t)1 << 32), "zip64: tail at %llu", e ? (unsigned long long)e->offset : 0ull);
+        fails += EXPECT(e && ck_read_f64(&f, e, got) == MV_OK && got[0] == 1.5 && got[1] == -2.25 && got[3] == (double)tail[3], "zip64 tail: got %g %g %g %g %s", got[0], got[1], got[2], got[3], mv_error());
+        ck_close(&f);
+    }
+    remove(pz);
     return fails;
 }
