@@ -793,7 +793,7 @@ static int print_help(FILE *fp, int full) {
     size_t i;
     fprintf(fp, "mavref: portable C99 reference implementation of Make-A-Video SD (" REAL_NAME " build)\n\n");
     for (i = 0; i < N_COMMANDS; i++) {
-        if (full) cli_usage(fp, &commands[i].c);
+        if (full) { cli_usage(fp, &commands[i].c); fprintf(fp, "\n"); }
         else fprintf(fp, "usage: mavref %s %s\n", commands[i].c.name, commands[i].c.synopsis);
     }
     if (full) fputs(trailer, fp);

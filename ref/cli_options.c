@@ -41,7 +41,7 @@ const CliOption cli_options[] = {
     {"--lr", TRAIN, OPT_NUMBER, F(lr), "LR", "5e-5", 0, 0, "peak learning rate"},
     {"--warmup", TRAIN | TVAE, OPT_NUMBER, F(warmup), "FRAC", "0", 0, 0, "warmup, a fraction of the total steps"},
     {"--decay", TRAIN | TVAE, OPT_NUMBER, F(decay), "FRAC", "0", 0, 0, "cosine decay, a fraction of the total steps"},
-    {"--total-steps", TRAIN | TVAE, OPT_COUNT, F(total_steps), "T", "0", 0, LONG_ANY, "the schedule's total steps (0: this run's end)"},
+    {"--total-steps", TRAIN | TVAE, OPT_COUNT, F(total_steps), "T", "0", 0, LONG_ANY, "the schedule's total steps; 0: this run's last step"},
     {"--weight-decay", TRAIN | TVAE, OPT_NUMBER, F(weight_decay), "WD", "1e-2", 0, 0, "AdamW weight decay"},
     {"--all", TRAIN, OPT_FLAG, F(all), NULL, NULL, 0, 0, "train every parameter, not only the temporal layers"},
     {"--seed", TRAIN, OPT_COUNT, F(seed), "S", "0", 0, ANY, "seed of the clip, window, timestep and noise draws"},
