@@ -98,6 +98,8 @@ const CliOption cli_options[] = {
     {"--guidance-image", GEN, OPT_NUMBER, F(guidance_image), "G", NULL, 0, 0, "guidance of the hint run (default: --guidance)"},
 };
 const size_t n_cli_options = sizeof cli_options / sizeof cli_options[0];
+// CliArgs.given has a flag per row: a table longer than CLI_MAX_OPTIONS does not compile.
+typedef char cli_options_fit_in_given[sizeof cli_options / sizeof cli_options[0] <= CLI_MAX_OPTIONS ? 1 : -1];
 
 // ---------------------------------------------------------------------------------------
 // Parsing
