@@ -736,9 +736,9 @@ static const struct { CliCommand c; CommandFn run; } commands[] = {
       "      FAIL line is the first place the two diverge.\n"
       "      Exit status: 0 all match, 1 a mismatch, 2 bad usage or unreadable input.\n"}, cmd_compare},
     {{"train", CMD_TRAIN, 0, 0, "", "--data D --steps N --out P (--weights W | --procedural SEED | --resume P0) [options]",
-      "      upstream's training step (SPEC.md section 10.3) for N steps, batch 1: D holds\n"
-      "      latents.<i> (Fc,4,h,w) raw VAE latents and context.<i> (77,768) per clip i = 0, 1, ...;\n"
-      "      each step draws a clip, a window of F frames, a timestep and noise from (S, step).\n"
+      "      upstream's training step (SPEC.md section 10.3) for N steps: D holds latents.<i>\n"
+      "      (Fc,4,h,w) raw VAE latents and context.<i> (77,768) per clip i = 0, 1, ...; each step\n"
+      "      draws --batch clips, each a window of F frames, a timestep and noise from (S, step).\n"
       "      Trains only the temporal layers unless --all; AdamW (--warmup/--decay: the fractions\n"
       "      of T = total steps as upstream), gradient clip 1. Prints loss and the gradient norm\n"
       "      per step; writes P.params.safetensors (Flax names) and P.opt.safetensors (mu.NAME,\n"
