@@ -57,7 +57,7 @@ HEADERS  := $(wildcard ref/*.h tests/*.h)
 
 PY ?= tools/.venv/bin/python
 
-.PHONY: torch-env fixtures all test cross-test sanitize bench-model clean tools-env vectors ckpt-fixtures demo bench bench-run fuzz valgrind FORCE
+.PHONY: torch-env fixtures all test cross-test sanitize bench-model clean tools-env vectors ckpt-fixtures demo bench bench-run fuzz valgrind check-spec FORCE
 
 all: bin/mavref
 
@@ -208,6 +208,10 @@ fuzz:
 valgrind: $(BUILD)/run_tests
 	valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect \
 	  $(BUILD)/run_tests --vectors vectors --level quick $(TESTARGS)
+
+# make check-spec: every section, file and function SPEC.md cites exists (python3, stdlib only).
+check-spec:
+	python3 tools/check_spec.py
 
 tools-env:
 	python3 -m venv tools/.venv

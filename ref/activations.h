@@ -35,7 +35,7 @@ int geglu_forward(real *out,                               // (N,H)
                   size_t N, size_t C, size_t H, GeluKind kind);
 
 // ---------------------------------------------------------------------------------------
-// Backward passes (spec/backward.md). They ACCUMULATE (+=) into the gradient buffers.
+// Backward passes (SPEC.md section 4.8). They ACCUMULATE (+=) into the gradient buffers.
 
 // Derivatives, evaluated in double:
 //   silu'(x)      = s (1 + x (1 - s)),  s = sigmoid(x)

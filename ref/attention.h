@@ -57,7 +57,7 @@ int attention_temporal_forward(real *out,       // (B,F,S,Cq)
                                const AttnWeights *w, size_t B, size_t F, size_t S);
 
 // ---------------------------------------------------------------------------------------
-// Backward (spec/backward.md). Gradients of one layer's weights, shaped as in AttnWeights;
+// Backward (SPEC.md section 4.9). Gradients of one layer's weights, shaped as in AttnWeights;
 // every pointer may be NULL (not wanted, e.g. frozen weights); dbq/dbk/dbv are used only when
 // the layer has those biases. All gradients ACCUMULATE (+=) into caller-zeroed buffers.
 typedef struct {

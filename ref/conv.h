@@ -55,7 +55,7 @@ int conv_pseudo3d_forward(real *out,                   // (B,F,Ho,Wo,Co)
                           const Conv2dGeom *g);
 
 // ---------------------------------------------------------------------------------------
-// Backward passes (spec/backward.md). Each ACCUMULATES (+=) into its gradient buffers, which
+// Backward passes (SPEC.md sections 4.3-4.5). Each ACCUMULATES (+=) into its gradient buffers, which
 // the caller zeroes once per step; every gradient pointer may be NULL (gradient not wanted,
 // e.g. a frozen weight). dout is the gradient of the loss with respect to `out`.
 

@@ -1,5 +1,5 @@
 // gemm.c: matrix products. gemm_ref is the textbook loop; gemm adds the same products in
-// cache-sized blocks with a register-tile kernel the compiler vectorizes (see spec/gemm.md).
+// cache-sized blocks with a register-tile kernel the compiler vectorizes (see SPEC.md section 11).
 #include "gemm.h"
 #include "threads.h"
 
@@ -71,7 +71,7 @@ void gemm_ref(real *C, const real *A, const real *B,
 size_t gemm_tile_m(void) { return MR; }
 size_t gemm_tile_n(void) { return NR; }
 
-// Where FMA contraction is allowed: in the kernel only (spec/gemm.md). gcc -std=c99 turns
+// Where FMA contraction is allowed: in the kernel only (SPEC.md section 11.3). gcc -std=c99 turns
 // contraction off for the whole file, so the kernel asks for it by attribute, and for -O3
 // (-O2 leaves the tile in memory: 90 instead of 210 GFLOP/s with AVX-512); on x86 it also
 // asks for 512-bit vectors, which -march=native does not use by default. clang contracts

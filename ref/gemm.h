@@ -11,7 +11,7 @@
 // from 0, which is then added to C. gemm() may fuse each multiply-add of a chain into one
 // FMA (one rounding instead of two) where the build has FMA instructions. The two differ
 // only in rounding, by at most about 2(K+1) eps sum_k |a||b| per element. gemm() gives
-// bit-identical results for any thread count (see spec/gemm.md).
+// bit-identical results for any thread count (see SPEC.md section 11.6).
 //
 // C must not overlap A or B. With K == 0, C is zeroed (or left alone with GEMM_ACC).
 // The element type is `real` (float or double, see mavref.h).

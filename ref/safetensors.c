@@ -388,6 +388,13 @@ int st_writer_add(StWriter *w, const char *name, const Tensor *t, StDtype dtype)
     return MV_OK;
 }
 
+int st_writer_add_u8(StWriter *w, const char *name, const unsigned char *v, int ndim, const size_t *shape) {
+    StWriterItem *it = writer_new_item(w, name, ST_U8, ndim, shape);
+    if (!it) return MV_ERR;
+    memcpy(it->bytes, v, it->nbytes);
+    return MV_OK;
+}
+
 int st_writer_add_i64(StWriter *w, const char *name, const int64_t *v, int ndim, const size_t *shape) {
     StWriterItem *it = writer_new_item(w, name, ST_I64, ndim, shape);
     size_t i;

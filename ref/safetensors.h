@@ -75,6 +75,7 @@ void st_writer_init(StWriter *w);
 // Adds a tensor stored as `dtype` (ST_F32 or ST_F64 for reals).
 int st_writer_add(StWriter *w, const char *name, const Tensor *t, StDtype dtype);
 int st_writer_add_i64(StWriter *w, const char *name, const int64_t *v, int ndim, const size_t *shape);
+int st_writer_add_u8(StWriter *w, const char *name, const unsigned char *v, int ndim, const size_t *shape);
 int st_writer_meta(StWriter *w, const char *key, const char *value);
 int st_writer_save(const StWriter *w, const char *path);
 void st_writer_free(StWriter *w);

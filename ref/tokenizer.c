@@ -9,7 +9,7 @@
 //   5. str.lower() (with Python's Final_Sigma rule)
 //   6. the pre-tokenizer regex: specials | 's 't 're 've 'm 'll 'd | L+ | N | [^\s L N]+
 //   7. each chunk's UTF-8 bytes -> byte symbols, last one with </w>, then BPE merges by rank
-// and finally BOS + first 75 ids + EOS, padded with EOS. spec/tokenizer.md has the details.
+// and finally BOS + first 75 ids + EOS, padded with EOS. SPEC.md section 7 has the details.
 #include "tokenizer.h"
 
 #include <stdio.h>

@@ -4,7 +4,7 @@
 // installed, called as SD calls it: tokenizer(text, padding="max_length", max_length=77,
 // truncation=True). That is: <|startoftext|> (49406), the first 75 BPE tokens of the text,
 // <|endoftext|> (49407), then 49407 as padding up to 77 ids. The steps are in
-// spec/tokenizer.md; the Unicode and ftfy tables are generated (ref/unicode_tables.c).
+// SPEC.md section 7; the Unicode and ftfy tables are generated (ref/unicode_tables.c).
 // ftfy's mojibake repair (re-decoding text that was decoded with the wrong one of ten
 // single-byte encodings, CESU-8, lossy sequences, C1 controls) is implemented in full.
 #ifndef MAVREF_TOKENIZER_H

@@ -1,5 +1,5 @@
 // ops_model.c: corpus runners for the composite blocks and the whole UNet (vectors from
-// tools/mavflax.py, mavref's Flax implementation of upstream's model, see spec).
+// tools/mavflax.py, mavref's Flax implementation of upstream's model, SPEC.md section 5.7).
 //
 // Every parameter of a case is procedural: meta `params` lists the names, `gen.NAME` their
 // descriptions. The runner declares them, fills them with mavref's own procedural rule
@@ -116,74 +116,75 @@ static int check_block(Case *c, Tensor *got, const BlockDims *d) {
     return case_check(c, "y", got);
 }
 
-int run_resnet(Case *c) {
-    Bag b = {0};
+// What a block runner holds: its inputs (the bag), the block's parameters and its output y.
+typedef struct {
+    Bag b;
     ParamTable pt;
     BlockDims d;
-    Tensor *x, *temb, y;
-    int rc = 1;
-    params_init(&pt);
-    memset(&y, 0, sizeof y);
-    if (!(x = block_input(c, &b, &d)) || !(temb = bag_input(c, &b, "temb"))) goto out;
-    d.Ct = temb->shape[1];
-    if (case_params(c, &pt, "blk", NULL)) goto out;
-    if (resnet_forward(&y, x, temb->data, &pt, "blk", &d)) { case_error(c, "resnet_forward"); goto out; }
-    rc = check_block(c, &y, &d);
-out:
-    tensor_free(&y);
-    free_params(&pt);
-    bag_free(&b);
+    Tensor y;
+} BlockRun;
+
+// Start a block case: x (returned; NULL on error) and the procedural parameters "blk.*".
+static Tensor *block_begin(Case *c, BlockRun *r) {
+    Tensor *x;
+    memset(r, 0, sizeof *r);
+    if (!(x = block_input(c, &r->b, &r->d)) || case_params(c, &r->pt, "blk", NULL)) return NULL;
+    return x;
+}
+
+// End it: check y when the forward ran (ok), free everything; the runner's result.
+static int block_end(Case *c, BlockRun *r, int ok) {
+    int rc = ok ? check_block(c, &r->y, &r->d) : 1;
+    tensor_free(&r->y);
+    free_params(&r->pt);
+    bag_free(&r->b);
     return rc;
 }
 
+int run_resnet(Case *c) {
+    BlockRun r;
+    Tensor *x = block_begin(c, &r), *temb;
+    int ok = 0;
+    if (x && (temb = bag_input(c, &r.b, "temb"))) {
+        r.d.Ct = temb->shape[1];
+        ok = resnet_forward(&r.y, x, temb->data, &r.pt, "blk", &r.d) == MV_OK;
+        if (!ok) case_error(c, "resnet_forward");
+    }
+    return block_end(c, &r, ok);
+}
+
 int run_transformer(Case *c) {
-    Bag b = {0};
-    ParamTable pt;
-    BlockDims d;
-    Tensor *x, *ctx, y;
+    BlockRun r;
+    Tensor *x, *ctx;
     long heads;
-    int rc = 1;
-    params_init(&pt);
-    memset(&y, 0, sizeof y);
+    int ok = 0;
     if (case_meta_long(c, "heads", &heads)) return 1;
-    if (!(x = block_input(c, &b, &d)) || !(ctx = bag_input(c, &b, "context"))) goto out;
-    if (case_expect_rank(c, ctx, "context (B,T,Cctx)", 3)) goto out;
-    d.Tctx = ctx->shape[1];
-    d.Cctx = ctx->shape[2];
-    if (case_params(c, &pt, "blk", NULL)) goto out;
-    if (transformer_forward(&y, x, ctx->data, &pt, "blk", (size_t)heads, &d)) { case_error(c, "transformer_forward"); goto out; }
-    rc = check_block(c, &y, &d);
-out:
-    tensor_free(&y);
-    free_params(&pt);
-    bag_free(&b);
-    return rc;
+    x = block_begin(c, &r);
+    if (x && (ctx = bag_input(c, &r.b, "context")) && !case_expect_rank(c, ctx, "context (B,T,Cctx)", 3)) {
+        r.d.Tctx = ctx->shape[1];
+        r.d.Cctx = ctx->shape[2];
+        ok = transformer_forward(&r.y, x, ctx->data, &r.pt, "blk", (size_t)heads, &r.d) == MV_OK;
+        if (!ok) case_error(c, "transformer_forward");
+    }
+    return block_end(c, &r, ok);
 }
 
 static int run_sampler(Case *c, int up) {
     static const Conv2dGeom conv3 = {3, 3, 1, 1, 1, 1, 1}, down3 = {3, 3, 2, 1, 1, 1, 1};
-    Bag b = {0};
-    ParamTable pt;
-    BlockDims d;
-    Tensor *x, *in, y;
+    BlockRun r;
+    Tensor *x = block_begin(c, &r), *in = x;
     size_t shape[5];
-    int rc = 1;
-    params_init(&pt);
-    memset(&y, 0, sizeof y);
-    if (!(x = block_input(c, &b, &d)) || case_params(c, &pt, "blk", NULL)) goto out;
-    in = x;
-    if (up) { // nearest 2x per frame, then the 3x3 conv
-        shape[0] = d.B; shape[1] = d.F; shape[2] = 2 * x->shape[2]; shape[3] = 2 * x->shape[3]; shape[4] = x->shape[4];
-        if (!(in = bag_alloc(c, &b, 5, shape))) goto out;
-        upsample_nearest2x_forward(in->data, x->data, d.B * d.F, x->shape[2], x->shape[3], x->shape[4]);
+    int ok = 0;
+    if (x && up) { // nearest 2x per frame, then the 3x3 conv
+        shape[0] = r.d.B; shape[1] = r.d.F; shape[2] = 2 * x->shape[2]; shape[3] = 2 * x->shape[3]; shape[4] = x->shape[4];
+        if ((in = bag_alloc(c, &r.b, 5, shape)) != NULL)
+            upsample_nearest2x_forward(in->data, x->data, r.d.B * r.d.F, x->shape[2], x->shape[3], x->shape[4]);
     }
-    if (conv_block_forward(&y, in, &pt, "blk.conv", &d, up ? &conv3 : &down3)) { case_error(c, "conv_block_forward"); goto out; }
-    rc = check_block(c, &y, &d);
-out:
-    tensor_free(&y);
-    free_params(&pt);
-    bag_free(&b);
-    return rc;
+    if (in) {
+        ok = conv_block_forward(&r.y, in, &r.pt, "blk.conv", &r.d, up ? &conv3 : &down3) == MV_OK;
+        if (!ok) case_error(c, "conv_block_forward");
+    }
+    return block_end(c, &r, ok);
 }
 int run_downsample(Case *c) { return run_sampler(c, 0); }
 int run_upsample(Case *c) { return run_sampler(c, 1); }

@@ -204,7 +204,7 @@ static const Param *find_param(const ParamTable *pt, const char *name) {
 
 // Check `vals` (an arena of pt's layout) against the summaries <prefix>*, and when `full`
 // is set the full tensors of meta `full`.
-static int check_summary(Case *c, const ParamTable *pt, const real *vals, const char *prefix, int full) {
+int check_summary(Case *c, const ParamTable *pt, const real *vals, const char *prefix, int full) {
     Summary s;
     const char *list, *order, *zeros;
     char pname[512];
@@ -261,6 +261,44 @@ out:
     return rc;
 }
 
+// The clips of a training case, in the bag: "clip" (batch 1) or "clip_0" ... "clip_{B-1}"
+// (meta batch), each (Fc,4,h,w) with the same Fc, h, w.
+static int read_clips(Case *c, Bag *bag, Tensor **clips, long B) {
+    char key[32];
+    long b;
+    for (b = 0; b < B; b++) {
+        if (B == 1) snprintf(key, sizeof key, "clip");
+        else snprintf(key, sizeof key, "clip_%ld", b);
+        if (!(clips[b] = bag_input(c, bag, key))) return 1;
+        if (clips[b]->ndim != 4 || clips[b]->shape[1] != 4 || !tensor_same_shape(clips[b], clips[0])) {
+            harness_failf(c->name, "%s must be (Fc,4,h,w) like clip 0", key);
+            c->failed++;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+// Step k's window starts and timesteps: meta start_k / t_k (batch 1) or start_k_b / t_k_b.
+static int read_draws(Case *c, long k, long B, size_t *start, int64_t *t, Tensor *ts) {
+    char key[64];
+    long b, v;
+    for (b = 0; b < B; b++) {
+        if (B == 1) snprintf(key, sizeof key, "start_%ld", k);
+        else snprintf(key, sizeof key, "start_%ld_%ld", k, b);
+        if (case_meta_long(c, key, &v)) return 1;
+        start[b] = (size_t)v;
+        if (B == 1) snprintf(key, sizeof key, "t_%ld", k);
+        else snprintf(key, sizeof key, "t_%ld_%ld", k, b);
+        if (case_meta_long(c, key, &v)) return 1;
+        t[b] = (int64_t)v;
+        ts->data[b] = (real)v;
+    }
+    return 0;
+}
+
+#define TRAIN_MAX_BATCH 8
+
 // Every parameter tensor that train_step must leave alone (only_temporal) is unchanged:
 // delta (pt's layout) is exactly zero there.
 static int check_frozen(Case *c, const ParamTable *pt, const TrainConfig *tc, const real *delta, long step) {
@@ -275,8 +313,8 @@ static int check_frozen(Case *c, const ParamTable *pt, const TrainConfig *tc, co
     return 1;
 }
 
-// The case's training configuration (meta), or 1 and a FAIL line.
-static int read_train_config(Case *c, TrainConfig *tc, long *steps, long *frames) {
+// The case's training configuration and batch (meta), or 1 and a FAIL line.
+static int read_train_config(Case *c, TrainConfig *tc, long *steps, long *frames, long *batch) {
     long wsteps, dsteps, only;
     double lr, end_lr, wd;
     const char *kind;
@@ -285,6 +323,9 @@ static int read_train_config(Case *c, TrainConfig *tc, long *steps, long *frames
         case_meta_double(c, "lr", &lr) || case_meta_double(c, "end_lr", &end_lr) || case_meta_double(c, "weight_decay", &wd) ||
         !(kind = case_meta_str(c, "schedule")))
         return 1;
+    *batch = 1;
+    if (st_meta(&c->vec, "batch") && case_meta_long(c, "batch", batch)) return 1;
+    if (*batch < 1 || *batch > TRAIN_MAX_BATCH) { case_error(c, "batch out of range"); return 1; }
     train_config_default(tc);
     tc->kind = strcmp(kind, "constant") ? LR_WARMUP_COSINE : LR_CONSTANT;
     tc->lr = lr; tc->end_lr = end_lr; tc->warmup_steps = wsteps; tc->decay_steps = dsteps; tc->weight_decay = wd;
@@ -293,22 +334,25 @@ static int read_train_config(Case *c, TrainConfig *tc, long *steps, long *frames
 }
 
 int run_train_step(Case *c) {
-    Bag b = {0};
+    Bag bag = {0};
     UNetConfig cfg;
     ParamTable pt, gt;
     TrainConfig tc;
     AdamState opt;
     Scheduler sch;
     SchedConfig scfg;
-    Tensor *clip, *ctx, *x_in, *ts, *losses, *norms, noise;
+    Tensor *clips[TRAIN_MAX_BATCH], *ctx, *x_in, *ts, *losses, *norms, noise;
+    const real *cp[TRAIN_MAX_BATCH];
+    size_t Fc[TRAIN_MAX_BATCH], start[TRAIN_MAX_BATCH], shape[5];
+    int64_t t[TRAIN_MAX_BATCH];
     real *p0 = NULL, *delta = NULL;
-    long steps, F, k, v;
+    long steps, F, k, B, b;
     char key[64];
-    size_t i, H, W, Fc, shape[5];
+    size_t i, H, W;
     int rc = 1;
     params_init(&pt); params_init(&gt);
     memset(&opt, 0, sizeof opt); memset(&sch, 0, sizeof sch); memset(&noise, 0, sizeof noise);
-    if (read_train_config(c, &tc, &steps, &F)) return 1;
+    if (read_train_config(c, &tc, &steps, &F, &B)) return 1;
     sched_config_sd(&scfg);
     if (load_model(c, &cfg, &pt)) goto out;
     if (unet_grads_alloc(&gt, &pt)) { case_error(c, "gradient table"); goto out; }
@@ -316,33 +360,22 @@ int run_train_step(Case *c) {
     if (adam_init(&opt, pt.numel) || !(p0 = (real *)malloc(pt.numel * sizeof(real))) ||
         !(delta = (real *)malloc(pt.numel * sizeof(real)))) { case_error(c, "allocation"); goto out; }
     memcpy(p0, pt.arena, pt.numel * sizeof(real));
-    if (!(clip = bag_input(c, &b, "clip")) || !(ctx = bag_input(c, &b, "context"))) goto out;
-    if (clip->ndim != 4 || clip->shape[1] != 4) { harness_failf(c->name, "clip must be (Fc,4,h,w)"); c->failed++; goto out; }
-    Fc = clip->shape[0]; H = clip->shape[2]; W = clip->shape[3];
-    shape[0] = 1; shape[1] = 9; shape[2] = (size_t)F; shape[3] = H; shape[4] = W;
-    if (!(x_in = bag_alloc(c, &b, 5, shape))) goto out;
-    shape[0] = 1;
-    if (!(ts = bag_alloc(c, &b, 1, shape))) goto out;
+    if (read_clips(c, &bag, clips, B) || !(ctx = bag_input(c, &bag, "context"))) goto out;
+    H = clips[0]->shape[2]; W = clips[0]->shape[3];
+    for (b = 0; b < B; b++) { Fc[b] = clips[b]->shape[0]; cp[b] = clips[b]->data; }
+    shape[0] = (size_t)B; shape[1] = 9; shape[2] = (size_t)F; shape[3] = H; shape[4] = W;
+    if (!(x_in = bag_alloc(c, &bag, 5, shape)) || !(ts = bag_alloc(c, &bag, 1, shape))) goto out; // ts: (B)
     shape[0] = (size_t)steps;
-    if (!(losses = bag_alloc(c, &b, 1, shape)) || !(norms = bag_alloc(c, &b, 1, shape))) goto out;
+    if (!(losses = bag_alloc(c, &bag, 1, shape)) || !(norms = bag_alloc(c, &bag, 1, shape))) goto out;
     rc = 0;
     for (k = 0; k < steps; k++) {
-        size_t start;
-        int64_t t;
-        const real *cp = clip->data;
         double loss, l2;
-        snprintf(key, sizeof key, "start_%ld", k);
-        if (case_meta_long(c, key, &v)) { rc = 1; break; }
-        start = (size_t)v;
-        snprintf(key, sizeof key, "t_%ld", k);
-        if (case_meta_long(c, key, &v)) { rc = 1; break; }
-        t = (int64_t)v;
+        if (read_draws(c, k, B, start, t, ts)) { rc = 1; break; }
         snprintf(key, sizeof key, "noise_%ld", k);
         tensor_free(&noise);
         if (case_input(c, key, &noise)) { rc = 1; break; }
-        if (train_collate(x_in->data, &cp, &Fc, &start, 1, (size_t)F, H, W, noise.data, &t, &sch)) { rc = case_error(c, "collate"); break; }
+        if (train_collate(x_in->data, cp, Fc, start, (size_t)B, (size_t)F, H, W, noise.data, t, &sch)) { rc = case_error(c, "collate"); break; }
         if (k == 0) rc |= case_check(c, "x_in_0", x_in);
-        ts->data[0] = (real)t;
         if (train_step(&pt, &gt, &opt, &tc, &cfg, x_in, ts, &noise, ctx, &loss, &l2, NULL)) { rc = case_error(c, "train_step"); break; }
         losses->data[k] = (real)loss;
         norms->data[k] = (real)l2;
@@ -359,7 +392,7 @@ out:
     adam_free(&opt);
     sched_free(&sch);
     free_params(&gt); free_params(&pt);
-    bag_free(&b);
+    bag_free(&bag);
     return rc;
 }
 

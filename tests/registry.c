@@ -31,6 +31,7 @@ const UnitTest unit_tests[] = {
     {"gemm_packed", test_gemm_packed},
     {"parallel_for", test_parallel_for},
     {"train_resume", test_train_resume},
+    {"train_batch", test_train_batch},
     {"tape_recompute", test_tape_recompute},
     {"fastpath_conv", test_fastpath_conv},
     {"fastpath_linear", test_fastpath_linear},
@@ -87,6 +88,8 @@ const CaseRunner case_runners[] = {
     {"groupnorm", run_groupnorm, 8},
     {"conv2d", run_conv2d, 9},
     {"vae", run_vae, 2},
+    {"vae_encode_grad", run_vae_encode_grad, 2},
+    {"vae_decode_grad", run_vae_decode_grad, 2},
     {"clip_text", run_clip_text, 2},
     {"resnet", run_resnet, 6},
     {"transformer", run_transformer, 7},
@@ -128,5 +131,6 @@ const CaseRunner case_runners[] = {
     {"noise_normal", run_noise_normal, 4},
     {"image_quantize", run_image_quantize, 1},
     {"image_resize_nearest", run_image_resize_nearest, 6},
+    {"toyworld", run_toyworld, 6},
 };
 const size_t n_case_runners = sizeof case_runners / sizeof case_runners[0];

@@ -3,6 +3,21 @@
 #define MAVREF_TESTS_H
 
 #include "harness.h"
+#include "../ref/params.h"
+
+// ops_vae.c
+int run_vae_encode_grad(Case *c);
+int run_vae_decode_grad(Case *c);
+
+// ops_train.c: a gradient (or parameter change) against the exporter's per-tensor summaries
+// (norm, dot with a fixed direction, max and sampled elements, small tensors in full).
+int check_summary(Case *c, const ParamTable *pt, const real *vals, const char *prefix, int full);
+
+// test_train_batch.c
+int test_train_batch(void);
+
+// ops_toy.c
+int run_toyworld(Case *c);
 
 // ops_basic.c
 int run_groupnorm(Case *c);
@@ -126,7 +141,7 @@ int test_gemm_bad_args(void);
 int test_gemm_packed(void);
 int test_parallel_for(void);
 
-// test_badinput.c (the bad-input catalogue, SPEC.md)
+// test_badinput.c (the bad-input catalogue, SPEC.md section 12)
 int test_bad_st_headers(void);
 int test_bad_st_reads(void);
 int test_bad_outputs(void);

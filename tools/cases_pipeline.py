@@ -2,7 +2,7 @@
 InferenceUNetPseudo3D.prepare_inputs + _generate (jax_inference.py L184-238, L326-483), on
 small procedural networks: transformers' CLIPTokenizer and FlaxCLIPTextModel, mavflax's
 UNetPseudo3DConditionModel (= upstream's Flax UNet), diffusers' FlaxAutoencoderKL and the
-Flax DPM-Solver++ / DDIM schedulers with SD's configuration. Order of work: spec/pipeline.md.
+Flax DPM-Solver++ / DDIM schedulers with SD's configuration. Order of work: SPEC.md section 9.1.
 
 Every weight is procedural (mavflax.proc_rule; CLIP's 'embedding' tables scale 1 offset 0 as
 in cases_clip_text.py), regenerated on the C side from the three seeds in the metadata.
