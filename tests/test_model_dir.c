@@ -212,6 +212,29 @@ int test_model_tokenizer_hf(void) {
     fails += EXPECT(x[0] == CLIP_BOS && x[1] == CLIP_EOS, "empty text");
     free_tokenizer(&a);
     free_tokenizer(&b);
+    // truncated copies of either file are refused naming the file; nothing crashes
+    {
+        static const char *const src[2] = {MD "/makeavid/tokenizer/vocab.json", MD "/makeavid/tokenizer/merges.txt"};
+        static const char *const cut[2] = {"build/test_tok_vocab.json", "build/test_tok_merges.txt"};
+        static const double frac[5] = {0.0, 0.001, 0.3, 0.7, 0.99999};
+        int which, k;
+        for (which = 0; which < 2; which++)
+            for (k = 0; k < 5; k++) {
+                FILE *in = fopen(src[which], "rb"), *out = fopen(cut[which], "wb");
+                long n, j;
+                if (!in || !out) { if (in) fclose(in); if (out) fclose(out); fails += EXPECT(0, "cannot copy %s", src[which]); continue; }
+                fseek(in, 0, SEEK_END);
+                n = (long)(ftell(in) * frac[k]);
+                fseek(in, 0, SEEK_SET);
+                for (j = 0; j < n; j++) fputc(fgetc(in), out);
+                fclose(in);
+                fclose(out);
+                fails += EXPECT(build_tokenizer_hf(&b, which ? src[0] : cut[0], which ? cut[1] : src[1]) != 0 &&
+                                    strstr(mv_error(), cut[which]) != NULL,
+                                "%s cut to %.5f: expected an error naming it, got '%s'", src[which], frac[k], mv_error());
+                remove(cut[which]);
+            }
+    }
     // a vocab.json that is not CLIP's is refused naming the file
     fails += EXPECT(build_tokenizer_hf(&b, MD "/makeavid/tokenizer/merges.txt", MD "/makeavid/tokenizer/merges.txt") != 0 &&
                     strstr(mv_error(), "vocab") == NULL && strstr(mv_error(), "merges.txt"), "bad vocab: %s", mv_error());
