@@ -870,6 +870,8 @@ static const struct { CliCommand c; CommandFn run; } commands[] = {
     {{"generate", CMD_GENERATE, 0, 0, "", "--prompt TEXT (--hint IMAGE.ppm | --hint-unet W) --out PREFIX [options]",
       "      text (and a hint image) to video, as upstream's jax_inference.py; writes\n"
       "      PREFIX.gif, PREFIX.y4m and PREFIX_latents.safetensors (final latents).\n"
+      "      The published model: --model DIR (every network, its config, the tokenizer) and\n"
+      "      --hint-model DIR|FILE (SD 1.5 for the hint latent; README \"Run the published model\").\n"
       "      Weights: --unet W --vae W --clip W (safetensors by Flax names), or procedural:\n"
       "      --unet-seed S --vae-seed S --clip-seed S. No --hint: as upstream, SD 1.5's 2-D UNet\n"
       "      makes the hint latent (--hint-unet W or --hint-unet-seed S). --replay CASE reruns a\n"
