@@ -21,7 +21,8 @@ enum {
     CMD_ENCODE_TEXT = 1 << 5,
     CMD_GENERATE = 1 << 6,
     CMD_TOYWORLD = 1 << 7,
-    CMD_TRAIN_VAE = 1 << 8
+    CMD_TRAIN_VAE = 1 << 8,
+    CMD_CONVERT = 1 << 9
 };
 
 typedef enum {
@@ -58,6 +59,7 @@ typedef struct {
     const char *out_path, *merges, *weights, *config, *inputs, *data, *resume, *plot;
     const char *prompt, *negative, *scheduler, *hint, *mask, *noise, *replay;
     const char *unet, *vae, *clip, *unet_config, *hint_unet, *hint_unet_config, *vae_channels;
+    const char *model, *hint_model; // published folders (ref/model_dir.h)
     // integers
     unsigned long long procedural, steps, frames, batch, total_steps, seed, clips, size, width, height, fps;
     unsigned long long unet_seed, vae_seed, clip_seed, hint_unet_seed;
