@@ -493,6 +493,30 @@ static void train_run_free(TrainRun *r) {
     free_params(&r->grads); free_params(&r->params);
 }
 
+// --resume P0: the parameters and optimizer state that run P0 wrote (P0.params.safetensors,
+// P0.opt.safetensors). 0, or 1 after a message.
+static int resume_run(ParamTable *params, AdamState *opt, TrainConfig *tc, const CliArgs *a) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s.params.safetensors", a->resume);
+    if (params_load(params, path, 0)) return fail(a, "resume");
+    snprintf(path, sizeof path, "%s.opt.safetensors", a->resume);
+    if (train_load_state(path, params, opt, tc)) return fail(a, "resume");
+    return 0;
+}
+
+// A training run's data file (--data) and its number of clips: the consecutive tensors
+// NAME.0, NAME.1, ... 0, or 2 after a message (unreadable, or no NAME.0).
+static int open_clips(StFile *data, size_t *nclips, const char *name, const CliArgs *a) {
+    char key[256];
+    if (st_open(data, a->data)) return bad_input(a);
+    for (*nclips = 0;; (*nclips)++) {
+        snprintf(key, sizeof key, "%s.%lu", name, (unsigned long)*nclips);
+        if (!st_find(data, key)) break;
+    }
+    if (*nclips == 0) { fprintf(a->err, "mavref %s: %s holds no tensor '%s.0'\n", a->command, a->data, name); return 2; }
+    return 0;
+}
+
 // The model, its weights (or a resumed run's), the optimizer, the schedule and the data file.
 static int train_setup(TrainRun *r, const CliArgs *a) {
     SchedConfig scfg;
@@ -509,10 +533,7 @@ static int train_setup(TrainRun *r, const CliArgs *a) {
         adam_init(&r->opt, r->params.numel) || sched_init(&r->sched, SCHED_DDIM, &scfg, 0, 1))
         return fail(a, "setup");
     if (a->resume) {
-        snprintf(path, sizeof path, "%s.params.safetensors", a->resume);
-        if (params_load(&r->params, path, 0)) return fail(a, "resume");
-        snprintf(path, sizeof path, "%s.opt.safetensors", a->resume);
-        if (train_load_state(path, &r->params, &r->opt, &r->tc)) return fail(a, "resume");
+        if (resume_run(&r->params, &r->opt, &r->tc, a)) return 1;
     } else if (a->model) {
         char w[1024];
         if (md_weights_path(w, sizeof w, a->model, "unet") || md_load_weights(&r->params, w, 0)) return fail(a, "weights");
@@ -520,13 +541,7 @@ static int train_setup(TrainRun *r, const CliArgs *a) {
         return fail(a, "weights");
     }
     train_set_schedule(&r->tc, a->lr, a->warmup, a->decay, a->total_steps ? (long)a->total_steps : r->opt.step + (long)a->steps);
-    if (st_open(&r->data, a->data)) return bad_input(a);
-    for (r->nclips = 0;; r->nclips++) {
-        snprintf(path, sizeof path, "latents.%lu", (unsigned long)r->nclips);
-        if (!st_find(&r->data, path)) break;
-    }
-    if (r->nclips == 0) { fprintf(a->err, "mavref train: %s holds no tensor 'latents.0'\n", a->data); return 2; }
-    return 0;
+    return open_clips(&r->data, &r->nclips, "latents", a);
 }
 
 // Clip b of global step g's batch: its index, window start and timestep. The draws depend on
@@ -709,7 +724,6 @@ static void vae_run_free(VaeRun *r) {
 }
 
 static int vae_setup(VaeRun *r, const CliArgs *a) {
-    char path[1024];
     vae_config_default(&r->cfg);
     if (a->vae_channels && (r->cfg.n_blocks = mv_parse_int_list(a->vae_channels, r->cfg.block_out_channels, VAE_MAX_BLOCKS)) < 1)
         return usage_error(a, "bad --vae-channels");
@@ -721,21 +735,12 @@ static int vae_setup(VaeRun *r, const CliArgs *a) {
         adam_init(&r->opt, r->params.numel))
         return fail(a, "setup");
     if (a->resume) {
-        snprintf(path, sizeof path, "%s.params.safetensors", a->resume);
-        if (params_load(&r->params, path, 0)) return fail(a, "resume");
-        snprintf(path, sizeof path, "%s.opt.safetensors", a->resume);
-        if (train_load_state(path, &r->params, &r->opt, &r->tc)) return fail(a, "resume");
+        if (resume_run(&r->params, &r->opt, &r->tc, a)) return 1;
     } else if (load_weights(&r->params, a->weights, a->procedural)) {
         return fail(a, "weights");
     }
     train_set_schedule(&r->tc, a->lr, a->warmup, a->decay, a->total_steps ? (long)a->total_steps : r->opt.step + (long)a->steps);
-    if (st_open(&r->data, a->data)) return bad_input(a);
-    for (r->nclips = 0;; r->nclips++) {
-        snprintf(path, sizeof path, "frames.%lu", (unsigned long)r->nclips);
-        if (!st_find(&r->data, path)) break;
-    }
-    if (r->nclips == 0) { fprintf(a->err, "mavref train-vae: %s holds no tensor 'frames.0'\n", a->data); return 2; }
-    return 0;
+    return open_clips(&r->data, &r->nclips, "frames", a);
 }
 
 // Image b of step g: frame f of clip ci, both drawn from (seed, g, b); pixels to [-1, 1].
