@@ -48,7 +48,9 @@ BUILDROOT ?= build
 OPTTAG    := $(if $(filter-out $(OPT_DEFAULT),$(OPT)),-o$(subst $(eval) ,,$(subst -,,$(subst =,,$(OPT)))))
 BUILD     := $(BUILDROOT)/$(CCNAME)-f$(PRECISION)-t$(THREADS)-n$(NATIVE)$(OPTTAG)-s$(SAN)
 
-LIB_SRC  := $(filter-out ref/cli.c,$(wildcard ref/*.c))
+# cli.c and check.c are the command (check.c starts processes: POSIX), not the library
+CLI_SRC  := ref/cli.c ref/check.c
+LIB_SRC  := $(filter-out $(CLI_SRC),$(wildcard ref/*.c))
 LIB_OBJ  := $(patsubst ref/%.c,$(BUILD)/ref/%.o,$(LIB_SRC))
 TEST_SRC := $(wildcard tests/*.c)
 TEST_OBJ := $(patsubst tests/%.c,$(BUILD)/tests/%.o,$(TEST_SRC))
@@ -72,10 +74,11 @@ $(BUILD)/libmavref.a: $(LIB_OBJ)
 	rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/mavref: $(BUILD)/ref/cli.o $(BUILD)/libmavref.a
+$(BUILD)/mavref: $(patsubst ref/%.c,$(BUILD)/ref/%.o,$(CLI_SRC)) $(BUILD)/libmavref.a
 	$(CC) $(CFLAGS_ALL) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/run_tests: $(TEST_OBJ) $(BUILD)/libmavref.a
+# the check tests (tests/test_check.c) run the mavref next to run_tests
+$(BUILD)/run_tests: $(TEST_OBJ) $(BUILD)/libmavref.a | $(BUILD)/mavref
 	$(CC) $(CFLAGS_ALL) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # bin/ always holds the binaries of the configuration built last.
