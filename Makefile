@@ -14,6 +14,8 @@
 #   make tools-env        create the exporter's Python environment in tools/.venv (pinned)
 #   make vectors          regenerate vectors/ and vectors/manifest.txt from the FLAX model
 #   make demo             the main job on the embedded default
+#   make install PREFIX=p libmavref.a, the headers (p/include/mavref/), mavref and mavref.pc
+#   make install-test     install into a temporary prefix, build tools/example_install with pkg-config, run it
 #   make clean
 #
 # Never add fast-math options (the O-fast level, fast-math or any of its parts): this is a numerical reference.
@@ -58,7 +60,7 @@ HEADERS  := $(wildcard ref/*.h tests/*.h)
 
 PY := tools/.venv/bin/python
 
-.PHONY: all test cross-test sanitize bench-model clean tools-env vectors demo bench bench-run fuzz valgrind FORCE
+.PHONY: install install-test all test cross-test sanitize bench-model clean tools-env vectors demo bench bench-run fuzz valgrind FORCE
 
 all: bin/mavref
 
@@ -227,6 +229,24 @@ DEMO_CASE := vectors/f$(PRECISION)/pipeline_dpm_s5_hintmask.safetensors
 demo: bin/mavref
 	@mkdir -p out
 	./bin/mavref generate --replay $(DEMO_CASE) --out out/demo --fps 8
+
+# make install PREFIX=/usr/local [PRECISION=64]: the library, its headers under
+# PREFIX/include/mavref/, the command and a pkg-config file. The headers' `real` follows
+# MAVREF_PRECISION, so mavref.pc passes the installed build's value to the compiler.
+PREFIX ?= /usr/local
+INSTALL_HEADERS := $(filter-out ref/check.h,$(wildcard ref/*.h))
+install: $(BUILD)/libmavref.a $(BUILD)/mavref
+	mkdir -p $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/mavref $(DESTDIR)$(PREFIX)/bin
+	cp $(BUILD)/libmavref.a $(DESTDIR)$(PREFIX)/lib/
+	cp $(INSTALL_HEADERS) $(DESTDIR)$(PREFIX)/include/mavref/
+	cp $(BUILD)/mavref $(DESTDIR)$(PREFIX)/bin/
+	{ echo 'prefix=$(PREFIX)'; echo 'libdir=$${prefix}/lib'; echo 'includedir=$${prefix}/include'; echo; \
+	  echo 'Name: mavref'; echo 'Description: portable C99 reference implementation of Make-A-Video SD ($(if $(filter 64,$(PRECISION)),float64,float32))'; \
+	  echo 'Version: 0.1'; echo 'Cflags: -I$${includedir} -DMAVREF_PRECISION=$(PRECISION)'; \
+	  echo 'Libs: -L$${libdir} -lmavref -lm$(if $(filter 1,$(THREADS)), -pthread)'; } > $(DESTDIR)$(PREFIX)/lib/pkgconfig/mavref.pc
+
+install-test:
+	tools/example_install/test.sh $(PRECISION)
 
 clean:
 	rm -rf build bin
