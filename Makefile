@@ -60,7 +60,7 @@ HEADERS  := $(wildcard ref/*.h tests/*.h)
 
 PY := tools/.venv/bin/python
 
-.PHONY: install install-test all test cross-test sanitize bench-model clean tools-env vectors demo bench bench-run fuzz valgrind FORCE
+.PHONY: contract install install-test all test cross-test sanitize bench-model clean tools-env vectors demo bench bench-run fuzz valgrind FORCE
 
 all: bin/mavref
 
@@ -221,6 +221,11 @@ tools-env:
 vectors:
 	@test -x $(PY) || { echo "run 'make tools-env' first"; exit 1; }
 	JAX_PLATFORMS=cpu HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) tools/export_vectors.py --out vectors
+	$(PY) tools/contract.py --vectors vectors
+
+# vectors/contract.json from the manifest and the files' headers (standard library only)
+contract:
+	python3 tools/contract.py --vectors vectors
 
 # The main job on the embedded default: `mavref generate` replays a recorded FLAX pipeline run
 # (a small makeavid-shaped configuration with procedural weights, shipped in vectors/), writes

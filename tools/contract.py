@@ -124,12 +124,12 @@ def layout(op, name, ndim):
         return 'IO'
     if base.endswith(('bias', 'scale')):
         return 'C'
+    if op in ('unet', 'unet_grad') and name in ('sample', 'out', 'w', 'd_sample'):
+        return 'BCFHW' if ndim == 5 else 'BCHW'
     if op in ('activation', 'activation_grad', 'sched_schedule', 'sched_step', 'noise_normal', 'tokenize',
               'image_quantize', 'clip_text', 'pipeline', 'train_step', 'sched_add_noise') or \
             (op == 'unet_grad' and name not in ('context', 'timesteps')):
         return 'any' if not (op == 'clip_text' and name == 'hidden') else 'BSC'
-    if op in ('unet', 'unet_grad') and name in ('sample', 'out', 'w', 'd_sample'):
-        return 'BCFHW' if ndim == 5 else 'BCHW'
     if op == 'vae':
         return 'BCHW'
     if name in ('t', 'timesteps'):
@@ -250,12 +250,61 @@ def render(cases):
     return '\n'.join(out) + '\n'
 
 
+def spec_table(cases):
+    """The per-op contract table of SPEC.md (python3 tools/contract.py --spec)."""
+    ops = {}
+    for c in cases:
+        o = ops.setdefault(c['op'], {'n': {'f32': 0, 'f64': 0}, 'attrs': [], 'roles': {}, 'tol': {}, 'plug': c['pluggable']})
+        o['n'][c['precision']] += 1
+        for k in c['attrs']:
+            if k not in o['attrs']:
+                o['attrs'].append(k)
+        for t in c['tensors']:
+            if t['source'] == 'gen' and t['role'] == 'param' and c['op'] in ('unet', 'unet_grad', 'train_step'):
+                continue
+            key = t['name'] if t['name'].count('.') < 2 else t['name'].split('.')[0] + '.*'
+            if key.startswith(('g.', 'd2.', 'tap.')) or key[:-1].endswith(('sample.', 'timesteps.', 'w.', 'out.')):
+                key = key.split('.')[0] + '.*'
+            r = o['roles'].setdefault(t['role'], {})
+            r.setdefault(key, set()).add(t['layout'])
+            if t['role'] == 'output':
+                lo, hi = o['tol'].get((key, c['precision']), (t['tol'], t['tol']))
+                o['tol'][(key, c['precision'])] = (min(lo, t['tol']), max(hi, t['tol']))
+        if 'param_count' in c['attrs']:
+            o['roles'].setdefault('param', {}).setdefault('@network', set()).add('')
+
+    def names(o, role):
+        items = o['roles'].get(role, {})
+        return ', '.join('network (meta `params`, `weights_seed`)' if k == '@network' else
+                         f'`{k}` {"/".join(sorted(v))}'.strip() for k, v in items.items()) or '-'
+
+    def tols(o):
+        out = []
+        for (k, prec), (lo, hi) in sorted(o['tol'].items()):
+            if prec == 'f32':
+                out.append(f'{k} {lo:.1e}' + (f'..{hi:.1e}' if hi != lo else ''))
+        return '; '.join(dict.fromkeys(out))
+
+    lines = ['| op | cases f32/f64 | inputs | params | outputs | attributes | f32 tol (f64: 1e-10 unless stated) |',
+             '|---|---|---|---|---|---|---|']
+    for op, o in ops.items():
+        plug = '' if o['plug'] else ' (not pluggable)'
+        lines.append(f'| `{op}`{plug} | {o["n"]["f32"]}/{o["n"]["f64"]} | {names(o, "input")} | {names(o, "param")} | '
+                     f'{names(o, "output")} | {", ".join(o["attrs"]) or "-"} | {tols(o)} |')
+    return '\n'.join(lines)
+
+
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument('--spec', action='store_true', help="print SPEC.md's per-op contract table")
     ap.add_argument('--vectors', default='vectors')
     ap.add_argument('--check', action='store_true', help='fail if vectors/contract.json is not up to date')
     args = ap.parse_args()
-    text = render(build(args.vectors))
+    cases = build(args.vectors)
+    if args.spec:
+        print(spec_table(cases))
+        return
+    text = render(cases)
     path = os.path.join(args.vectors, 'contract.json')
     if args.check:
         old = open(path).read() if os.path.exists(path) else ''
