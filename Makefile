@@ -14,6 +14,8 @@
 #   make tools-env        create the exporter's Python environment in tools/.venv (pinned)
 #   make vectors          regenerate vectors/ and vectors/manifest.txt from the FLAX model
 #   make demo             the main job on the embedded default
+#   make backends-env     tools/backends/.venv: Debian's python3-torch + diffusers, transformers (pinned)
+#   make conformance      mavref check of diffusers/transformers (PyTorch) and numpy, float32 and float64
 #   make install PREFIX=p libmavref.a, the headers (p/include/mavref/), mavref and mavref.pc
 #   make install-test     install into a temporary prefix, build tools/example_install with pkg-config, run it
 #   make clean
@@ -60,7 +62,7 @@ HEADERS  := $(wildcard ref/*.h tests/*.h)
 
 PY := tools/.venv/bin/python
 
-.PHONY: contract install install-test all test cross-test sanitize bench-model clean tools-env vectors demo bench bench-run fuzz valgrind FORCE
+.PHONY: backends-env conformance contract install install-test all test cross-test sanitize bench-model clean tools-env vectors demo bench bench-run fuzz valgrind FORCE
 
 all: bin/mavref
 
@@ -222,6 +224,32 @@ vectors:
 	@test -x $(PY) || { echo "run 'make tools-env' first"; exit 1; }
 	JAX_PLATFORMS=cpu HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) tools/export_vectors.py --out vectors
 	$(PY) tools/contract.py --vectors vectors
+
+# The other implementations `mavref check` runs (tools/backends/): PyTorch from Debian
+# (apt-get install python3-torch: 1.13.1 for /usr/bin/python3), the rest pinned from PyPI.
+BACKENDS_PY := tools/backends/.venv/bin/python
+backends-env:
+	/usr/bin/python3 -m venv --system-site-packages tools/backends/.venv
+	$(BACKENDS_PY) -m pip install --quiet safetensors==0.4.5 diffusers==0.16.1 huggingface_hub==0.14.1 transformers==4.30.2
+
+# make conformance [LEVEL=quick]: the ops each backend covers, both precisions; the tables go
+# to $(BUILDROOT)/conformance-<backend>-f<precision>.txt. Failures are findings, not errors.
+TORCH_OPS := activation,dense,layernorm,groupnorm,conv2d,temporal_conv,geglu,attention_self,attention_cross,\
+attention_temporal,attention_clip,upsample_nearest,timestep_embedding,sched_add_noise,activation_grad,dense_grad,\
+layernorm_grad,groupnorm_grad,conv2d_grad,temporal_conv_grad,geglu_grad,attention_self_grad,attention_cross_grad,\
+attention_temporal_grad,upsample_nearest_grad,timestep_embedding_grad
+NUMPY_OPS := activation,dense,layernorm,groupnorm,conv2d,geglu,upsample_nearest
+CONFORMANCE_LEVEL := $(if $(filter quick,$(LEVEL)),quick,full)
+conformance: $(BUILD)/mavref
+	@test -x $(BACKENDS_PY) || { echo "run 'make backends-env' first"; exit 1; }
+	@mkdir -p $(BUILDROOT)
+	@for p in 32 64; do \
+	  $(BUILD)/mavref check --backend '$(BACKENDS_PY) tools/backends/torch_hf.py {case} {out}' --ops '$(TORCH_OPS)' \
+	    --precision $$p --level $(CONFORMANCE_LEVEL) --timeout 300 > $(BUILDROOT)/conformance-torch-f$$p.txt; \
+	  $(BUILD)/mavref check --backend '$(BACKENDS_PY) tools/backends/numpy_ops.py {case} {out}' --ops '$(NUMPY_OPS)' \
+	    --precision $$p --level $(CONFORMANCE_LEVEL) --timeout 300 > $(BUILDROOT)/conformance-numpy-f$$p.txt; \
+	done; \
+	for f in $(BUILDROOT)/conformance-*-f*.txt; do echo "== $$f"; sed -n '/^op  /,$$p' $$f; done
 
 # vectors/contract.json from the manifest and the files' headers (standard library only)
 contract:
