@@ -52,9 +52,7 @@ BUILDROOT ?= build
 OPTTAG    := $(if $(filter-out $(OPT_DEFAULT),$(OPT)),-o$(subst $(eval) ,,$(subst -,,$(subst =,,$(OPT)))))
 BUILD     := $(BUILDROOT)/$(CCNAME)-f$(PRECISION)-t$(THREADS)-n$(NATIVE)$(OPTTAG)-s$(SAN)
 
-# cli.c and check.c are the command (check.c starts processes: POSIX), not the library
-CLI_SRC  := ref/cli.c ref/check.c
-LIB_SRC  := $(filter-out $(CLI_SRC),$(wildcard ref/*.c))
+LIB_SRC  := $(filter-out ref/main.c,$(wildcard ref/*.c))
 LIB_OBJ  := $(patsubst ref/%.c,$(BUILD)/ref/%.o,$(LIB_SRC))
 TEST_SRC := $(wildcard tests/*.c)
 TEST_OBJ := $(patsubst tests/%.c,$(BUILD)/tests/%.o,$(TEST_SRC))
@@ -78,7 +76,7 @@ $(BUILD)/libmavref.a: $(LIB_OBJ)
 	rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/mavref: $(patsubst ref/%.c,$(BUILD)/ref/%.o,$(CLI_SRC)) $(BUILD)/libmavref.a
+$(BUILD)/mavref: $(BUILD)/ref/main.o $(BUILD)/libmavref.a
 	$(CC) $(CFLAGS_ALL) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # the check tests (tests/test_check.c) run the mavref next to run_tests
@@ -267,7 +265,7 @@ demo: bin/mavref
 # PREFIX/include/mavref/, the command and a pkg-config file. The headers' `real` follows
 # MAVREF_PRECISION, so mavref.pc passes the installed build's value to the compiler.
 PREFIX ?= /usr/local
-INSTALL_HEADERS := $(filter-out ref/check.h,$(wildcard ref/*.h))
+INSTALL_HEADERS := $(wildcard ref/*.h)
 install: $(BUILD)/libmavref.a $(BUILD)/mavref
 	mkdir -p $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/mavref $(DESTDIR)$(PREFIX)/bin
 	cp $(BUILD)/libmavref.a $(DESTDIR)$(PREFIX)/lib/

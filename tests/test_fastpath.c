@@ -29,7 +29,6 @@ static real *rnd(size_t n, const char *name) {
 // `mag` holds sum|a||b| per element (the same operator run on absolute values).
 static int within(const char *what, const real *fast, const real *ref, const real *mag, size_t n, size_t K) {
     size_t i;
-    double worst = 0;
     for (i = 0; i < n; i++) {
         double bound = 2.0 * (double)(K + 1) * REAL_EPS * fabs((double)mag[i]) + 1e-30;
         double r = fabs((double)fast[i] - (double)ref[i]) / bound;
@@ -38,7 +37,6 @@ static int within(const char *what, const real *fast, const real *ref, const rea
                           (double)fast[i], (double)ref[i], (unsigned long)K);
             return 1;
         }
-        if (r > worst) worst = r;
     }
     return 0;
 }

@@ -50,21 +50,21 @@ static int fd_case(int temporal) {
     if ((temporal ? tensor_alloc_v(&x, 5, B, (size_t)9, F, H, W) : tensor_alloc_v(&x, 4, B, (size_t)9, H, W)) ||
         (temporal ? tensor_alloc_v(&w, 5, B, (size_t)4, F, H, W) : tensor_alloc_v(&w, 4, B, (size_t)4, H, W)) ||
         tensor_alloc_v(&t, 1, B) || tensor_alloc_v(&ctx, 3, B, T, (size_t)8))
-        goto done;
+        goto out;
     proc_fill(x.data, x.numel, 1, "x", 1.0, 0.0);
     proc_fill(w.data, w.numel, 2, "w", 1.0, 0.0);
     proc_fill(ctx.data, ctx.numel, 3, "ctx", 1.0, 0.0);
     t.data[0] = 321;
     p0 = (real *)malloc(pt.numel * sizeof(real)); up = (real *)malloc(pt.numel * sizeof(real));
     ux = (real *)malloc(x.numel * sizeof(real)); x0 = (real *)malloc(x.numel * sizeof(real));
-    if (!p0 || !up || !ux || !x0) goto done;
+    if (!p0 || !up || !ux || !x0) goto out;
     memcpy(p0, pt.arena, pt.numel * sizeof(real));
     memcpy(x0, x.data, x.numel * sizeof(real));
     proc_fill(up, pt.numel, 4, "u_params", 1.0, 0.0);
     proc_fill(ux, x.numel, 5, "u_sample", 1.0, 0.0);
     // the gradient table starts at 0.5: the backward must add to it
     for (i = 0; i < gt.numel; i++) gt.arena[i] = 0.5;
-    if (unet_backward(&gt, &dx, &out, &w, &x, &t, &ctx, &pt, &c)) { harness_failf("train_fd", "%s", mv_error()); goto done; }
+    if (unet_backward(&gt, &dx, &out, &w, &x, &t, &ctx, &pt, &c)) { harness_failf("train_fd", "%s", mv_error()); goto out; }
     // u = r + a g with a random r and a = 0.05 |r| / |g|: a random direction in a million
     // dimensions is nearly orthogonal to g, and <u, g> would be a cancellation
     for (i = 0; i < pt.numel; i++) {
@@ -98,17 +98,17 @@ static int fd_case(int temporal) {
     for (i = 0; i < pt.numel; i++) pt.arena[i] = p0[i] - (real)h * up[i];
     for (i = 0; i < x.numel; i++) x.data[i] = x0[i] - (real)h * ux[i];
     lm = loss_at(&pt, &c, &x, &t, &ctx, &w, &err);
-    if (err) { harness_failf("train_fd", "%s", mv_error()); goto done; }
+    if (err) { harness_failf("train_fd", "%s", mv_error()); goto out; }
     fd = (lp - lm) / (2 * h);
     rel = fabs(fd - dot) / fabs(dot);
     printf("  train_fd temporal=%d: %lu params, <u,g> %.12e, finite difference %.12e, rel %.2e (|u||g| %.3e)\n", temporal,
            (unsigned long)pt.numel, dot, fd, rel, sqrt(unorm * gnorm));
         if (!(rel <= 1e-6)) {
         harness_failf("train_fd", "temporal=%d: <u,g> %.12e vs finite difference %.12e (rel %.2e)", temporal, dot, fd, rel);
-        goto done;
+        goto out;
     }
     fail = 0;
-done:
+out:
     free(p0); free(up); free(ux); free(x0);
     tensor_free(&x); tensor_free(&t); tensor_free(&ctx); tensor_free(&w);
     free_params(&gt); free_params(&pt);
@@ -187,7 +187,7 @@ static int recompute_case(int temporal) {
         tensor_alloc_v(&t, 1, B) || tensor_alloc_v(&ctx, 3, B, (size_t)5, (size_t)8)) {
         harness_failf("tape_recompute", "setup: %s", mv_error());
         fails = 1;
-        goto done;
+        goto out;
     }
     proc_fill(x.data, x.numel, 1, "x", 1.0, 0.0);
     proc_fill(w.data, w.numel, 2, "w", 1.0, 0.0);
@@ -197,13 +197,13 @@ static int recompute_case(int temporal) {
     if (tape_case(&keep, &pt, &c, &x, &t, &ctx, &w, 0) || tape_case(&rec, &pt, &c, &x, &t, &ctx, &w, 1)) {
         harness_failf("tape_recompute", "temporal=%d: %s", temporal, mv_error());
         fails = 1;
-        goto done;
+        goto out;
     }
     threads_set(3);
     if (tape_case(&rec3, &pt, &c, &x, &t, &ctx, &w, 1)) {
         harness_failf("tape_recompute", "temporal=%d: %s", temporal, mv_error());
         fails = 1;
-        goto done;
+        goto out;
     }
     printf("  tape_recompute temporal=%d: tape peak %lu bytes keeping every stage input, %lu with checkpoints\n", temporal,
            (unsigned long)keep.peak, (unsigned long)rec.peak);
@@ -211,7 +211,7 @@ static int recompute_case(int temporal) {
     fails += tape_same(temporal ? "recompute, 3 threads vs 1 (temporal)" : "recompute, 3 threads vs 1 (2-D)", &rec, &rec3);
     fails += EXPECT(rec.peak < keep.peak, "temporal=%d: recompute holds %lu bytes at its peak, not fewer than %lu", temporal,
                     (unsigned long)rec.peak, (unsigned long)keep.peak);
-done:
+out:
     threads_set(saved);
     tape_run_free(&keep); tape_run_free(&rec); tape_run_free(&rec3);
     tensor_free(&x); tensor_free(&t); tensor_free(&ctx); tensor_free(&w);
@@ -240,13 +240,13 @@ static int recompute_train_step(void) {
     for (m = 0; m < 2; m++)
         if (unet_declare_params(&p[m], &c) || params_alloc(&p[m]) || params_procedural(&p[m], 21) || adam_init(&opt[m], p[m].numel)) {
             fails = 1;
-            goto done;
+            goto out;
         }
     if (unet_grads_alloc(&gt, &p[0]) || tensor_alloc_v(&x, 5, (size_t)1, (size_t)9, (size_t)2, (size_t)4, (size_t)4) ||
         tensor_alloc_v(&t, 1, (size_t)1) || tensor_alloc_v(&noise, 5, (size_t)1, (size_t)4, (size_t)2, (size_t)4, (size_t)4) ||
         tensor_alloc_v(&ctx, 3, (size_t)1, (size_t)3, (size_t)8)) {
         fails = 1;
-        goto done;
+        goto out;
     }
     proc_fill(x.data, x.numel, 7, "x_in", 1.0, 0.0);
     proc_fill(noise.data, noise.numel, 7, "noise", 1.0, 0.0);
@@ -254,11 +254,11 @@ static int recompute_train_step(void) {
     t.data[0] = 400;
     for (m = 0; m < 2; m++) {
         tc.recompute = m;
-        if (train_step(&p[m], &gt, &opt[m], &tc, &c, &x, &t, &noise, &ctx, &loss[m], &l2[m], NULL)) { fails = 1; goto done; }
+        if (train_step(&p[m], &gt, &opt[m], &tc, &c, &x, &t, &noise, &ctx, &loss[m], &l2[m], NULL)) { fails = 1; goto out; }
     }
     fails += EXPECT(loss[0] == loss[1] && l2[0] == l2[1], "train_step: loss or l2_grads differ with recompute");
     fails += EXPECT(memcmp(p[0].arena, p[1].arena, p[0].numel * sizeof(real)) == 0, "train_step: parameters differ with recompute");
-done:
+out:
     if (fails && *mv_error()) harness_failf("tape_recompute", "train_step: %s", mv_error());
     adam_free(&opt[0]); adam_free(&opt[1]);
     tensor_free(&x); tensor_free(&t); tensor_free(&noise); tensor_free(&ctx);

@@ -117,6 +117,11 @@ int test_bad_unet_inputs(void);
 int test_bad_clip_ids(void);
 int test_bad_images(void);
 
+// test_cli.c (the mavref command line, in-process)
+int test_cli_help(void);
+int test_cli_bad_options(void);
+int test_cli_dash_text(void);
+
 // ops_sched.c
 int run_sched_schedule(Case *c);
 int run_sched_step(Case *c);
