@@ -235,7 +235,7 @@ backends-env:
 TORCH_OPS := activation,dense,layernorm,groupnorm,conv2d,temporal_conv,geglu,attention_self,attention_cross,\
 attention_temporal,attention_clip,upsample_nearest,timestep_embedding,sched_add_noise,activation_grad,dense_grad,\
 layernorm_grad,groupnorm_grad,conv2d_grad,temporal_conv_grad,geglu_grad,attention_self_grad,attention_cross_grad,\
-attention_temporal_grad,upsample_nearest_grad,timestep_embedding_grad
+attention_temporal_grad,upsample_nearest_grad,timestep_embedding_grad,resnet,downsample,upsample,transformer
 NUMPY_OPS := activation,dense,layernorm,groupnorm,conv2d,geglu,upsample_nearest
 CONFORMANCE_LEVEL := $(if $(filter quick,$(LEVEL)),quick,full)
 conformance: $(BUILD)/mavref

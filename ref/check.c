@@ -24,7 +24,7 @@
 // One op's row of the summary table.
 typedef struct {
     char op[64];
-    int pass, fail, skip;
+    int pass, fail, skip, uncovered; // skip: not pluggable; uncovered: the adapter's status 3
     double worst_ratio;      // largest rel/tol over its passing and failing comparisons
     char first_fail[128];    // the first failing case
 } OpRow;
@@ -224,7 +224,8 @@ static int compare_outputs(const JsonValue *cs, const char *casep, const char *o
     return ok;
 }
 
-// Run the adapter on one case and judge it. Returns 1 on pass, 0 on failure.
+// Run the adapter on one case and judge it. Returns 1 on pass, 0 on failure, 2 when the
+// adapter exits with status 3: the backend does not cover the case.
 static int run_one(const CheckOpts *o, const JsonValue *cs, const char *casep, const char *dir, char *msg, size_t cap,
                    double *worst_ratio) {
     static char cmd[8192], full[16384];
@@ -258,6 +259,8 @@ static int run_one(const CheckOpts *o, const JsonValue *cs, const char *casep, c
     if (code == 128 + 9) { snprintf(msg, cap, "FAIL the adapter was killed (SIGKILL: ignored the timeout's TERM, or out of memory)"); return 0; }
     if (code > 128) { snprintf(msg, cap, "FAIL the adapter crashed (signal %d)%s%s", code - 128, tail[0] ? ": " : "", tail); return 0; }
     if (code == 127) { snprintf(msg, cap, "FAIL the adapter could not be run (status 127)%s%s", tail[0] ? ": " : "", tail); return 0; }
+    // status 3: the backend says it does not implement this case (a partial backend)
+    if (code == 3) { snprintf(msg, cap, "SKIP not covered by the backend%s%s", tail[0] ? ": " : "", tail); return 2; }
     if (code != 0) { snprintf(msg, cap, "FAIL the adapter exited with status %d%s%s", code, tail[0] ? ": " : "", tail); return 0; }
     code = compare_outputs(cs, casep, outp, msg, cap, worst_ratio);
     if (code) { remove(outp); remove(logp); } // kept on failure, to look at
@@ -285,7 +288,7 @@ int check_run(const CheckOpts *opts, FILE *out, FILE *err) {
     char *text;
     size_t len, i, nrows = 0;
     OpRow rows[128];
-    int npass = 0, nfail = 0, nskip = 0, made_dir = 0;
+    int npass = 0, nfail = 0, nskip = 0, nuncovered = 0, made_dir = 0;
     const char *prec;
     if (!o.vectors) o.vectors = "vectors";
     if (!o.ops) o.ops = "*";
@@ -339,21 +342,24 @@ int check_run(const CheckOpts *opts, FILE *out, FILE *err) {
         ok = run_one(&o, cs, casep, dir, msg, sizeof msg, &ratio);
         fprintf(out, "%-24s %-44s %s\n", op, name, msg);
         if (ratio > row->worst_ratio) row->worst_ratio = ratio;
-        if (ok) { row->pass++; npass++; }
+        if (ok == 2) { row->uncovered++; nuncovered++; }
+        else if (ok) { row->pass++; npass++; }
         else {
             if (!row->fail) snprintf(row->first_fail, sizeof row->first_fail, "%s", name);
             row->fail++;
             nfail++;
         }
     }
-    fprintf(out, "\n%-24s %5s %5s %5s  %-12s %s\n", "op", "pass", "fail", "skip", "max rel/tol", "first failing case");
+    fprintf(out, "\n%-24s %5s %5s %7s %9s  %-12s %s\n", "op", "pass", "fail", "not cov", "not plug", "max rel/tol",
+            "first failing case");
     for (i = 0; i < nrows; i++)
-        fprintf(out, "%-24s %5d %5d %5d  %-12.3g %s\n", rows[i].op, rows[i].pass, rows[i].fail, rows[i].skip, rows[i].worst_ratio,
+        fprintf(out, "%-24s %5d %5d %7d %9d  %-12.3g %s\n", rows[i].op, rows[i].pass, rows[i].fail, rows[i].uncovered, rows[i].skip,
+                rows[i].worst_ratio,
                rows[i].fail ? rows[i].first_fail : "-");
-    fprintf(out, "check: %d passed, %d failed, %d not pluggable\n", npass, nfail, nskip);
+    fprintf(out, "check: %d passed, %d failed, %d not covered by the backend, %d not pluggable\n", npass, nfail, nuncovered, nskip);
     if (made_dir && !nfail) remove(dir); // empty when everything passed
     json_free(&root);
-    if (npass + nfail == 0) { fprintf(err, "mavref check: no case selected\n"); return 2; }
+    if (npass + nfail + nuncovered == 0) { fprintf(err, "mavref check: no case selected\n"); return 2; }
     return nfail ? 1 : 0;
 }
 #else

@@ -137,7 +137,8 @@ def layout(op, name, ndim):
     if op.startswith(('timestep_embedding', 'dense', 'layernorm', 'geglu')):
         return '...C'
     if op.startswith(('attention', 'transformer')) or name == 'context':
-        return 'BSC' if ndim == 3 else ('BFHWC' if ndim == 5 else '...C')
+        return 'BSC' if ndim == 3 else 'BFHWC' if ndim == 5 else \
+            'NHWC' if ndim == 4 and op.startswith('transformer') else '...C'
     if name == 'temb':
         return '...C'
     if ndim == 5:

@@ -20,6 +20,8 @@ for f64 cases). Backward ops run the same forward under torch.autograd with the 
     attention_clip           transformers CLIPAttention with its causal mask
     upsample_nearest         torch.nn.functional.interpolate(mode='nearest')
     timestep_embedding       diffusers Timesteps + TimestepEmbedding
+    resnet, downsample,      diffusers ResnetBlock2D, Downsample2D, Upsample2D, Transformer2DModel
+    upsample, transformer    (the 2-D cases; the pseudo-3D ones are not in diffusers: status 3)
     sched_add_noise          diffusers DDIMScheduler(SD 1.5's schedule).add_noise
     *_grad                   torch.autograd.grad of the above
 
@@ -187,9 +189,63 @@ def sched_add_noise(case, T, dt):
     return {'noisy': s.add_noise(T['x0'], T['noise'], T['t'].long())}
 
 
+# The 2-D blocks (the cases with NHWC x: SD 1.5's own blocks, no temporal layers), with the
+# Flax parameter names mapped to diffusers' PyTorch names.
+def _torch_names(T):
+    out = {}
+    for n, v in T.items():
+        if not n.endswith(('.kernel', '.bias', '.scale')):
+            continue
+        t = n.replace('.spatial_conv', '').replace('to_out_0', 'to_out.0').replace('net_0', 'net.0')
+        t = t.replace('net_2', 'net.2').replace('transformer_blocks_0', 'transformer_blocks.0')
+        out[t.rsplit('.', 1)[0] + ('.bias' if n.endswith('.bias') else '.weight')] = v
+    return out
+
+
+def _two_d(case, T):
+    if T['x'].ndim != 4:
+        print(f'torch_hf: {case.op} with video input (pseudo-3D) is not in diffusers', file=sys.stderr)
+        sys.exit(3)
+
+
+def resnet(case, T, dt):
+    from diffusers.models.resnet import ResnetBlock2D
+    _two_d(case, T)
+    m = ResnetBlock2D(in_channels=case.attr('in_channels', int), out_channels=case.attr('out_channels', int),
+                      temb_channels=T['temb'].shape[-1], groups=32, eps=1e-5)
+    return {'y': _load(m, _torch_names(T), dt)(T['x'], T['temb'])}
+
+
+def downsample(case, T, dt):
+    from diffusers.models.resnet import Downsample2D
+    _two_d(case, T)
+    C = case.attr('channels', int)
+    p = _torch_names(T)
+    p.update({'Conv2d_0.' + k[5:]: v for k, v in p.items() if k.startswith('conv.')})  # 0.16's alias of conv
+    return {'y': _load(Downsample2D(C, use_conv=True, out_channels=C, padding=1), p, dt)(T['x'])}
+
+
+def upsample(case, T, dt):
+    from diffusers.models.resnet import Upsample2D
+    _two_d(case, T)
+    C = case.attr('channels', int)
+    return {'y': _load(Upsample2D(C, use_conv=True, out_channels=C), _torch_names(T), dt)(T['x'])}
+
+
+def transformer(case, T, dt):
+    from diffusers.models.transformer_2d import Transformer2DModel
+    _two_d(case, T)
+    x, ctx, heads = T['x'], T['context'], case.attr('heads', int)
+    C = x.shape[1]
+    m = Transformer2DModel(num_attention_heads=heads, attention_head_dim=C // heads, in_channels=C,
+                           cross_attention_dim=ctx.shape[-1], norm_num_groups=32,
+                           use_linear_projection=T['proj_in.kernel'].ndim == 2)
+    return {'y': _load(m, _torch_names(T), dt)(x, encoder_hidden_states=ctx).sample}
+
+
 FORWARD = {f.__name__: f for f in (activation, dense, layernorm, groupnorm, conv2d, temporal_conv, geglu, attention_self,
                                    attention_cross, attention_temporal, attention_clip, upsample_nearest,
-                                   timestep_embedding, sched_add_noise)}
+                                   timestep_embedding, sched_add_noise, resnet, downsample, upsample, transformer)}
 
 
 def backward(case, T, dt):
