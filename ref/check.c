@@ -44,13 +44,16 @@ static int glob_match(const char *pat, const char *s) {
 static int ops_match(const char *globs, const char *op) {
     char one[128];
     while (globs && *globs) {
-        size_t n = strcspn(globs, ",");
+        size_t n;
+        while (*globs == ' ') globs++; // "a, b" as well as "a,b"
+        n = strcspn(globs, ", ");
         if (n < sizeof one) {
             memcpy(one, globs, n);
             one[n] = '\0';
             if (glob_match(one, op)) return 1;
         }
-        globs += n + (globs[n] == ',');
+        globs += n;
+        while (*globs == ' ' || *globs == ',') globs++;
     }
     return 0;
 }
