@@ -31,13 +31,11 @@ import os
 import sys
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import mavcase  # noqa: E402
 
-torch.set_num_threads(int(os.environ.get('MAVREF_THREADS', '1')))
+torch = F = None  # imported in main() once the case is known to be covered (torch takes seconds)
 
 
 class _Bound:
@@ -262,12 +260,22 @@ def backward(case, T, dt):
     return {'d_' + n: (g if g is not None else torch.zeros_like(T[n])) for n, g in zip(wrt, grads)}
 
 
+BLOCKS_2D = ('resnet', 'downsample', 'upsample', 'transformer')
+
+
 def main():
+    global torch, F
     case = mavcase.load(sys.argv[1], layout='torch')
-    dt = torch.float32 if case.precision == 'f32' else torch.float64
     if case.op not in FORWARD and not (case.op.endswith('_grad') and case.op[:-5] in FORWARD):
         print(f'torch_hf: {case.op} is not covered by diffusers/transformers here', file=sys.stderr)
         sys.exit(3)
+    if case.op in BLOCKS_2D and len(case.tensors['x']['shape']) != 4:
+        print(f'torch_hf: {case.op} with video input (pseudo-3D) is not in diffusers', file=sys.stderr)
+        sys.exit(3)
+    import torch
+    import torch.nn.functional as F
+    torch.set_num_threads(int(os.environ.get('MAVREF_THREADS', '1')))
+    dt = torch.float32 if case.precision == 'f32' else torch.float64
     T = {}
     for bag in (case.inputs, case.params, case.aux):
         for n, a in bag.items():
