@@ -248,7 +248,9 @@ conformance: $(BUILD)/mavref
 	  $(BUILD)/mavref check --backend '$(BACKENDS_PY) tools/backends/numpy_ops.py {case} {out}' --ops '$(NUMPY_OPS)' \
 	    --precision $$p --level $(CONFORMANCE_LEVEL) --timeout 300 > $(BUILDROOT)/conformance-numpy-f$$p.txt; \
 	done; \
-	for f in $(BUILDROOT)/conformance-*-f*.txt; do echo "== $$f"; sed -n '/^op  /,$$p' $$f; done
+	python3 tools/conformance_table.py "diffusers/transformers f32=$(BUILDROOT)/conformance-torch-f32.txt" \
+	  "diffusers/transformers f64=$(BUILDROOT)/conformance-torch-f64.txt" "numpy f32=$(BUILDROOT)/conformance-numpy-f32.txt" \
+	  "numpy f64=$(BUILDROOT)/conformance-numpy-f64.txt"
 
 # vectors/contract.json from the manifest and the files' headers (standard library only)
 contract:
