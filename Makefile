@@ -13,6 +13,7 @@
 #   make bench            GEMM GFLOP/s (NATIVE=1 build) against the FMA peak and OpenBLAS
 #   make tools-env        create the exporter's Python environment in tools/.venv (pinned)
 #   make vectors          regenerate vectors/ and vectors/manifest.txt from the FLAX model
+#   make ckpt-fixtures    regenerate vectors/checkpoint/ (flax.serialization and torch.save files)
 #   make demo             the main job on the embedded default
 #   make backends-env     tools/backends/.venv: Debian's python3-torch + diffusers, transformers (pinned)
 #   make conformance      mavref check of diffusers/transformers (PyTorch) and numpy, float32 and float64
@@ -58,9 +59,9 @@ TEST_SRC := $(wildcard tests/*.c)
 TEST_OBJ := $(patsubst tests/%.c,$(BUILD)/tests/%.o,$(TEST_SRC))
 HEADERS  := $(wildcard ref/*.h tests/*.h)
 
-PY := tools/.venv/bin/python
+PY ?= tools/.venv/bin/python
 
-.PHONY: backends-env conformance contract install install-test all test cross-test sanitize bench-model clean tools-env vectors demo bench bench-run fuzz valgrind FORCE
+.PHONY: backends-env conformance contract install install-test torch-env fixtures all test cross-test sanitize bench-model clean tools-env vectors ckpt-fixtures demo bench bench-run fuzz valgrind check-spec FORCE
 
 all: bin/mavref
 
@@ -213,6 +214,10 @@ valgrind: $(BUILD)/run_tests
 	valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect \
 	  $(BUILD)/run_tests --vectors vectors --level quick $(TESTARGS)
 
+# make check-spec: every section, file and function SPEC.md cites exists (python3, stdlib only).
+check-spec:
+	python3 tools/check_spec.py
+
 tools-env:
 	python3 -m venv tools/.venv
 	$(PY) -m pip install --quiet --no-deps -r tools/requirements.lock
@@ -256,6 +261,13 @@ conformance: $(BUILD)/mavref
 contract:
 	python3 tools/contract.py --vectors vectors
 
+# The checkpoint readers' fixtures: files written by flax.serialization.to_bytes and torch.save
+# (Debian's python3-torch for /usr/bin/python3: apt-get install python3-torch), with the values
+# the libraries hold, for tests/test_checkpoint.c.
+ckpt-fixtures:
+	@test -x $(PY) || { echo "run 'make tools-env' first"; exit 1; }
+	JAX_PLATFORMS=cpu $(PY) tools/ckpt_fixtures.py vectors/checkpoint
+
 # The main job on the embedded default: `mavref generate` replays a recorded FLAX pipeline run
 # (a small makeavid-shaped configuration with procedural weights, shipped in vectors/), writes
 # out/demo.gif and out/demo.y4m, and reports how closely its final latents match FLAX's.
@@ -286,3 +298,20 @@ clean:
 	rm -rf build bin
 
 FORCE:
+
+# make torch-env: the PyTorch side of the checkpoint fixtures, a venv over Debian's CPU torch
+# (apt-get install python3-torch: 1.13.1) with diffusers 0.16.1 and transformers 4.30.2.
+# make fixtures: vectors/model/ (small published-format folders, an LDM single file) and the
+# parameters the Flax libraries load from them (vectors/model/expected/), see tools/fixtures_*.py.
+PYT := tools/.venv-torch/bin/python
+torch-env:
+	/usr/bin/python3 -m venv --system-site-packages tools/.venv-torch
+	$(PYT) -m pip install diffusers==0.16.1 huggingface_hub==0.14.1 transformers==4.30.2 safetensors==0.3.1
+
+fixtures:
+	rm -rf vectors/model tools/.cache/fixtures
+	JAX_PLATFORMS=cpu HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) tools/fixtures_flax.py unet
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PYT) tools/fixtures_torch.py
+	JAX_PLATFORMS=cpu HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) tools/fixtures_flax.py expected
+	JAX_PLATFORMS=cpu HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) tools/fixtures_flax.py pipeline f32
+	JAX_PLATFORMS=cpu HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) tools/fixtures_flax.py pipeline f64

@@ -52,7 +52,7 @@ int transformer_forward(Tensor *out,        // (B,F,H,W,C)
                         ParamTable *pt, const char *prefix, size_t heads, const BlockDims *d);
 
 // ---------------------------------------------------------------------------------------
-// Backward passes (spec/train.md). Given the block's forward inputs and dout, the gradient of
+// Backward passes (SPEC.md sections 5.1-5.3). Given the block's forward inputs and dout, the gradient of
 // the block's output, they ACCUMULATE (+=) the input gradients (dx, dtemb, dctx, dinp: each
 // may be NULL) and every parameter's gradient into gt, a ParamTable with pt's layout (the
 // gradient of a parameter sits at the same arena offset; gt NULL: no weight gradients).

@@ -9,8 +9,10 @@
 #include <string.h>
 
 #include "check.h"
+#include "checkpoint.h"
 #include "cli.h"
 #include "compare.h"
+#include "model_dir.h"
 #include "safetensors.h"
 #include "clip.h"
 #include "noise.h"
@@ -18,12 +20,21 @@
 #include "tokenizer.h"
 #include "unet.h"
 #include "train.h"
+#include "plot.h"
+#include "toyworld.h"
+#include "vae_train.h"
 #include "procedural.h"
 
 // "mavref CMD: [what: ]<the last error>"; returns 1, the exit status of a failed run.
 static int fail(const CliArgs *a, const char *what) {
     fprintf(a->err, "mavref %s: %s%s%s\n", a->command, what, *what ? ": " : "", mv_error());
     return 1;
+}
+
+// An input that cannot be read or is malformed: "mavref CMD: <the last error>", exit status 2.
+static int bad_input(const CliArgs *a) {
+    fprintf(a->err, "mavref %s: %s\n", a->command, mv_error());
+    return 2;
 }
 
 // A usage error: "mavref CMD: message", exit status 2.
@@ -41,20 +52,58 @@ static const char *merges_path(const char *given) {
 // info, compare
 
 static int cmd_info(const CliArgs *a) {
-    StFile f;
+    CkFile f;
+    StFile st;
     size_t i, total = 0;
     char shp[160];
-    if (st_open(&f, a->pos[0])) { fprintf(a->err, "mavref info: %s\n", mv_error()); return 2; }
-    fprintf(a->out, "%s: %lu tensors\n", a->pos[0], (unsigned long)f.count);
-    for (i = 0; i < f.nmeta; i++) fprintf(a->out, "  meta %s = %s\n", f.meta_keys[i], f.meta_values[i]);
+    if (ck_open(&f, a->pos[0])) { fprintf(a->err, "mavref info: %s\n", mv_error()); return 2; }
+    fprintf(a->out, "%s: %s, %lu tensors\n", a->pos[0], ck_format_name(f.format), (unsigned long)f.count);
+    if (f.format == CK_SAFETENSORS && st_open(&st, a->pos[0]) == MV_OK) {
+        for (i = 0; i < st.nmeta; i++) fprintf(a->out, "  meta %s = %s\n", st.meta_keys[i], st.meta_values[i]);
+        st_close(&st);
+    }
     for (i = 0; i < f.count; i++) {
-        const StEntry *e = &f.entries[i];
+        const CkEntry *e = &f.entries[i];
         fprintf(a->out, "  %-60s %-5s %s\n", e->name, st_dtype_name(e->dtype), shape_str(shp, sizeof shp, e->ndim, e->shape));
         total += e->numel;
     }
     fprintf(a->out, "  total elements: %lu\n", (unsigned long)total);
-    st_close(&f);
+    ck_close(&f);
     return 0;
+}
+
+// mavref convert IN OUT: every tensor of IN (any format ck_open reads) into a safetensors file
+// with the same names, as the build's reals. One tensor is in memory at a time while reading;
+// the writer holds the copies until its atomic save.
+static int cmd_convert(const CliArgs *a) {
+    CkFile f;
+    StWriter w;
+    size_t i;
+    int rc = 2;
+    if (ck_open(&f, a->pos[0])) { fprintf(a->err, "mavref convert: %s\n", mv_error()); return 2; }
+    st_writer_init(&w);
+    for (i = 0; i < f.count; i++) {
+        const CkEntry *e = &f.entries[i];
+        Tensor t;
+        if (tensor_alloc(&t, e->ndim, e->shape)) { fprintf(a->err, "mavref convert: %s: tensor '%s': %s\n", a->pos[0], e->name, mv_error()); goto done; }
+        if (ck_read_into(&f, e, t.data) || st_writer_add(&w, e->name, &t, ST_REAL)) {
+            tensor_free(&t);
+            fprintf(a->err, "mavref convert: %s\n", mv_error());
+            goto done;
+        }
+        tensor_free(&t);
+    }
+    if (st_writer_meta(&w, "producer", "mavref convert " REAL_NAME) || st_writer_meta(&w, "source_format", ck_format_name(f.format)) ||
+        st_writer_save(&w, a->pos[1])) {
+        fprintf(a->err, "mavref convert: %s\n", mv_error());
+        goto done;
+    }
+    fprintf(a->out, "wrote %s: %lu tensors from %s (%s)\n", a->pos[1], (unsigned long)f.count, a->pos[0], ck_format_name(f.format));
+    rc = 0;
+done:
+    st_writer_free(&w);
+    ck_close(&f);
+    return rc;
 }
 
 // One tensor of B (expected) against A's of the same name: prints a line, returns 1 on a
@@ -117,7 +166,7 @@ static int cmd_compare(const CliArgs *a) {
 static int tokenize_text(const CliArgs *a, const char *text, int32_t ids[CLIP_CONTEXT]) {
     Tokenizer tok;
     int n;
-    if (build_tokenizer(&tok, merges_path(a->merges))) { fail(a, ""); return 2; }
+    if (a->model ? md_load_tokenizer(&tok, a->model) : build_tokenizer(&tok, merges_path(a->merges))) { fail(a, ""); return 2; }
     n = tokenize(&tok, text, strlen(text), ids);
     free_tokenizer(&tok);
     return n < 0 ? fail(a, "") : 0;
@@ -141,16 +190,17 @@ static int cmd_encode_text(const CliArgs *a) {
     Tensor hidden;
     StWriter w;
     int k, rc;
-    if (!a->out_path || (!a->weights) == !cli_given(a, "--procedural"))
-        return usage_error(a, "needs PROMPT, --out and one of --weights / --procedural");
+    if (!a->out_path || (!!a->weights + cli_given(a, "--procedural") + !!a->model) != 1)
+        return usage_error(a, "needs PROMPT, --out and one of --weights / --procedural / --model");
     if ((rc = tokenize_text(a, a->pos[0], ids32))) return rc;
     for (k = 0; k < CLIP_CONTEXT; k++) ids[k] = ids32[k];
     clip_config_default(&cfg);
     params_init(&pt);
     st_writer_init(&w);
     memset(&hidden, 0, sizeof hidden);
-    if (clip_declare_params(&pt, &cfg) || params_alloc(&pt) ||
-        (a->weights ? params_load(&pt, a->weights, 0) : params_procedural(&pt, (uint64_t)a->procedural)) ||
+    if ((a->model ? md_load_clip(&pt, &cfg, a->model)
+                  : clip_declare_params(&pt, &cfg) || params_alloc(&pt) ||
+                        (a->weights ? params_load(&pt, a->weights, 0) : params_procedural(&pt, (uint64_t)a->procedural))) ||
         clip_text_forward(&hidden, ids, 1, CLIP_CONTEXT, &pt, &cfg) || st_writer_add_i64(&w, "ids", ids, 2, shp) ||
         st_writer_add(&w, "hidden", &hidden, ST_REAL) || st_writer_save(&w, a->out_path)) {
         rc = fail(a, "");
@@ -207,8 +257,44 @@ static int load_weights(ParamTable *pt, const char *file, unsigned long long see
 }
 
 // The inputs and networks of a run that is not a replay: MV_ERR with mv_error() set.
+// The scheduler of a model folder: mavref's pipeline computes SD 1.x's schedule; a folder whose
+// scheduler_config.json asks for another is refused, naming the key.
+static int model_scheduler_check(const char *dir) {
+    SchedConfig c, sd;
+    char path[4096];
+    if ((size_t)snprintf(path, sizeof path, "%s/scheduler/scheduler_config.json", dir) >= sizeof path) return mv_fail("%s: path too long", dir);
+    if (sched_config_load(&c, path)) return MV_ERR;
+    sched_config_sd(&sd);
+    if (c.num_train_timesteps != sd.num_train_timesteps) return mv_fail("%s: \"num_train_timesteps\" %d; mavref's pipeline uses %d", path, c.num_train_timesteps, sd.num_train_timesteps);
+    if (c.beta_start != sd.beta_start) return mv_fail("%s: \"beta_start\" %g; mavref's pipeline uses %g", path, c.beta_start, sd.beta_start);
+    if (c.beta_end != sd.beta_end) return mv_fail("%s: \"beta_end\" %g; mavref's pipeline uses %g", path, c.beta_end, sd.beta_end);
+    if (c.steps_offset != sd.steps_offset) return mv_fail("%s: \"steps_offset\" %d; mavref's pipeline uses %d", path, c.steps_offset, sd.steps_offset);
+    if (c.set_alpha_to_one != sd.set_alpha_to_one) return mv_fail("%s: \"set_alpha_to_one\" differs from SD 1.x's", path);
+    return MV_OK;
+}
+
+// The networks, configs and tokenizer of --model DIR and --hint-model DIR|FILE.
+static int generate_load_model(Models *m, const CliArgs *a) {
+    if (model_scheduler_check(a->model) || md_load_tokenizer(&m->tok, a->model) || md_load_unet(&m->unet_p, &m->unet, a->model, 1) ||
+        md_load_vae(&m->vae_p, &m->vae, a->model) || md_load_clip(&m->clip_p, &m->clip, a->model))
+        return MV_ERR;
+    return MV_OK;
+}
+
 static int generate_load(GenOptions *o, Models *m, Image *hint, Image *mask, Tensor *noise, const CliArgs *a) {
-    if ((a->unet_config && unet_config_load(&m->unet, a->unet_config)) || build_tokenizer(&m->tok, merges_path(a->merges)) ||
+    if (a->model && generate_load_model(m, a)) return MV_ERR;
+    if (a->hint_model) { // SD 1.5 (a folder, or the single file with SD 1.5's configuration)
+        unet_config_default(&m->unet2d);
+        m->unet2d.temporal = 0;
+        m->unet2d.in_channels = 4;
+        // a single file has no config.json: SD 1.5's, or --hint-unet-config
+        if ((a->hint_unet_config && unet_config_load(&m->unet2d, a->hint_unet_config)) ||
+            md_load_hint_unet(&m->unet2d_p, &m->unet2d, a->hint_model))
+            return MV_ERR;
+        m->have_unet2d = 1;
+    }
+    if ((!a->model && a->unet_config && unet_config_load(&m->unet, a->unet_config)) ||
+        (!a->model && build_tokenizer(&m->tok, merges_path(a->merges))) ||
         (a->hint && image_read_pnm(hint, a->hint)) || (a->mask && image_read_pnm(mask, a->mask)))
         return MV_ERR;
     if (a->noise) {
@@ -219,9 +305,9 @@ static int generate_load(GenOptions *o, Models *m, Image *hint, Image *mask, Ten
     }
     o->hint = a->hint ? hint : NULL;
     o->mask = a->mask ? mask : NULL;
-    if (unet_declare_params(&m->unet_p, &m->unet) || params_alloc(&m->unet_p) || load_weights(&m->unet_p, a->unet, a->unet_seed) ||
+    if (!a->model && (unet_declare_params(&m->unet_p, &m->unet) || params_alloc(&m->unet_p) || load_weights(&m->unet_p, a->unet, a->unet_seed) ||
         vae_declare_params(&m->vae_p, &m->vae) || params_alloc(&m->vae_p) || load_weights(&m->vae_p, a->vae, a->vae_seed) ||
-        clip_declare_params(&m->clip_p, &m->clip) || params_alloc(&m->clip_p) || load_weights(&m->clip_p, a->clip, a->clip_seed))
+        clip_declare_params(&m->clip_p, &m->clip) || params_alloc(&m->clip_p) || load_weights(&m->clip_p, a->clip, a->clip_seed)))
         return MV_ERR;
     if (a->hint_unet || cli_given(a, "--hint-unet-seed")) { // SD 1.5's 2-D UNet, for the hint latent when no --hint is given
         unet_config_default(&m->unet2d);
@@ -294,7 +380,13 @@ static int cmd_generate(const CliArgs *a) {
     if ((rc = generate_settings(&o, &m, a))) return rc;
     if (!a->out_path || (!a->replay && !a->prompt)) return usage_error(a, "needs --prompt and --out (or --replay CASE and --out)");
     if (strlen(a->out_path) > 1024 - 32) return usage_error(a, "--out prefix too long");
-    if (!a->replay && ((!a->unet) == !cli_given(a, "--unet-seed") || (!a->vae) == !cli_given(a, "--vae-seed") ||
+    if (a->model && (a->unet || a->vae || a->clip || cli_given(a, "--unet-seed") || cli_given(a, "--vae-seed") ||
+                     cli_given(a, "--clip-seed") || a->unet_config || a->replay))
+        return usage_error(a, "--model DIR gives every network, its config and the tokenizer: no --unet/--vae/--clip, "
+                              "their seeds, --unet-config or --replay with it");
+    if (a->hint_model && (a->hint_unet || cli_given(a, "--hint-unet-seed")))
+        return usage_error(a, "--hint-model and --hint-unet / --hint-unet-seed are alternatives");
+    if (!a->replay && !a->model && ((!a->unet) == !cli_given(a, "--unet-seed") || (!a->vae) == !cli_given(a, "--vae-seed") ||
                        (!a->clip) == !cli_given(a, "--clip-seed")))
         return usage_error(a, "give each network's weights: --unet W or --unet-seed S, --vae W or --vae-seed S, "
                               "--clip W or --clip-seed S (no model is downloaded)");
@@ -337,18 +429,25 @@ static int cmd_unet(const CliArgs *a) {
     TapSink sink;
     Tensor sample, t, ctx, out;
     int rc = 2;
-    if (!a->inputs || !a->out_path || (!a->weights) == !cli_given(a, "--procedural"))
-        return usage_error(a, "needs --inputs, --out and exactly one of --weights / --procedural");
+    char mcfg[4096];
+    if (!a->inputs || !a->out_path || (!!a->weights + cli_given(a, "--procedural") + !!a->model) != 1)
+        return usage_error(a, "needs --inputs, --out and exactly one of --weights / --procedural / --model");
+    if (a->model && a->config) return usage_error(a, "--model DIR has its own unet/config.json: no --config");
     unet_config_default(&cfg);
     if (a->two_d) { cfg.temporal = 0; cfg.in_channels = 4; }
-    if (a->config && unet_config_load(&cfg, a->config)) { fail(a, ""); return 2; }
+    if (a->model) snprintf(mcfg, sizeof mcfg, "%s/unet/config.json", a->model);
+    if ((a->config || a->model) && unet_config_load(&cfg, a->model ? mcfg : a->config)) { fail(a, ""); return 2; }
     params_init(&pt);
     st_writer_init(&w);
     memset(&sample, 0, sizeof sample); memset(&t, 0, sizeof t); memset(&ctx, 0, sizeof ctx); memset(&out, 0, sizeof out);
     if (st_open(&f, a->inputs)) { fail(a, ""); return 2; }
     if (st_read(&f, "sample", &sample) || st_read(&f, "timesteps", &t) || st_read(&f, "context", &ctx)) { fail(a, ""); goto out; }
     if (unet_check_inputs(&sample, &t, &ctx, &cfg)) { fail(a, a->inputs); goto out; } // before minutes of loading weights
-    if (unet_declare_params(&pt, &cfg) || params_alloc(&pt) || load_weights(&pt, a->weights, a->procedural)) { fail(a, ""); goto out; }
+    if (a->model ? md_load_unet(&pt, &cfg, a->model, !a->two_d)
+                 : unet_declare_params(&pt, &cfg) || params_alloc(&pt) || load_weights(&pt, a->weights, a->procedural)) {
+        fail(a, "");
+        goto out;
+    }
     sink.w = &w;
     if (unet_forward(&out, &sample, &t, &ctx, &pt, &cfg, a->taps ? write_tap : NULL, &sink) ||
         st_writer_add(&w, "out", &out, ST_REAL) || st_writer_meta(&w, "producer", "mavref " REAL_NAME) ||
@@ -367,7 +466,9 @@ out:
 }
 
 // ---------------------------------------------------------------------------------------
-// train: upstream's training loop on precomputed latents (SPEC.md, `mavref train`)
+// train: upstream's training loop on precomputed latents (SPEC.md section 10.3)
+
+#define TRAIN_MAX_BATCH 64 // the --batch option's bound
 
 typedef struct {
     UNetConfig cfg;
@@ -377,12 +478,17 @@ typedef struct {
     Scheduler sched;
     StFile data;
     size_t nclips;
-    Tensor clip, ctx, x_in, ts, noise; // one step's clip (Fc,4,h,w), context, input, timestep, noise
+    Tensor clip[TRAIN_MAX_BATCH];      // one step's clips (Fc,4,h,w)
+    Tensor ctx, x_in, ts, noise;       // their contexts (B,T,C), the input, timesteps and noise
+    LossPlot plot;                     // the loss per step, for --plot
 } TrainRun;
 
 static void train_run_free(TrainRun *r) {
+    size_t b;
     st_close(&r->data);
-    tensor_free(&r->clip); tensor_free(&r->ctx); tensor_free(&r->x_in); tensor_free(&r->ts); tensor_free(&r->noise);
+    for (b = 0; b < TRAIN_MAX_BATCH; b++) tensor_free(&r->clip[b]);
+    tensor_free(&r->ctx);
+    plot_free(&r->plot); tensor_free(&r->x_in); tensor_free(&r->ts); tensor_free(&r->noise);
     adam_free(&r->opt);
     sched_free(&r->sched);
     free_params(&r->grads); free_params(&r->params);
@@ -393,7 +499,8 @@ static int train_setup(TrainRun *r, const CliArgs *a) {
     SchedConfig scfg;
     char path[1024];
     unet_config_default(&r->cfg);
-    if (a->config && unet_config_load(&r->cfg, a->config)) return fail(a, "");
+    if (a->model) snprintf(path, sizeof path, "%s/unet/config.json", a->model);
+    if ((a->config || a->model) && unet_config_load(&r->cfg, a->model ? path : a->config)) return fail(a, "");
     train_config_default(&r->tc);
     r->tc.only_temporal = !a->all;
     r->tc.weight_decay = a->weight_decay;
@@ -407,11 +514,14 @@ static int train_setup(TrainRun *r, const CliArgs *a) {
         if (params_load(&r->params, path, 0)) return fail(a, "resume");
         snprintf(path, sizeof path, "%s.opt.safetensors", a->resume);
         if (train_load_state(path, &r->params, &r->opt, &r->tc)) return fail(a, "resume");
+    } else if (a->model) {
+        char w[1024];
+        if (md_weights_path(w, sizeof w, a->model, "unet") || md_load_weights(&r->params, w, 0)) return fail(a, "weights");
     } else if (load_weights(&r->params, a->weights, a->procedural)) {
         return fail(a, "weights");
     }
     train_set_schedule(&r->tc, a->lr, a->warmup, a->decay, a->total_steps ? (long)a->total_steps : r->opt.step + (long)a->steps);
-    if (st_open(&r->data, a->data)) return fail(a, "");
+    if (st_open(&r->data, a->data)) return bad_input(a);
     for (r->nclips = 0;; r->nclips++) {
         snprintf(path, sizeof path, "latents.%lu", (unsigned long)r->nclips);
         if (!st_find(&r->data, path)) break;
@@ -420,66 +530,112 @@ static int train_setup(TrainRun *r, const CliArgs *a) {
     return 0;
 }
 
-// One step: the draws of global step g (they depend on (seed, g) only, so a resumed run
-// repeats an uninterrupted one), the collated input, train_step, and its line of output.
-static int train_one_step(TrainRun *r, const CliArgs *a) {
-    long g = r->opt.step, frames = (long)a->frames;
+// Clip b of global step g's batch: its index, window start and timestep. The draws depend on
+// (seed, g, b) only, so a resumed run repeats an uninterrupted one, and clip 0 draws what a
+// batch-1 run draws.
+static void train_draw(const TrainRun *r, const CliArgs *a, long g, size_t b, size_t Fc, size_t *ci, size_t *start, int64_t *t) {
     uint64_t draw = proc_splitmix64((uint64_t)a->seed ^ proc_splitmix64((uint64_t)g));
-    size_t ci = (size_t)(draw % (uint64_t)r->nclips), Fc, H, W, start;
-    int64_t t = (int64_t)(proc_splitmix64(draw + 1) % 1000u);
-    const real *cp;
-    double lr, loss, l2, norm;
+    if (b > 0) draw = proc_splitmix64(draw + 2 + b);
+    *ci = (size_t)(draw % (uint64_t)r->nclips);
+    *t = (int64_t)(proc_splitmix64(draw + 1) % 1000u);
+    if (Fc) *start = (size_t)(proc_splitmix64(draw + 2) % (uint64_t)(Fc - (size_t)a->frames + 1)); // dataset.py: random.randint(0, Fc - F), inclusive
+}
+
+// Read clip ci's latents (Fc,4,h,w) into r->clip[b] and its context (T,C) or (1,T,C) into
+// row b of r->ctx (B,T,C).
+static int train_read_clip(TrainRun *r, const CliArgs *a, size_t b, size_t ci) {
+    size_t B = (size_t)a->batch;
+    Tensor ctx;
     char name[64];
-    tensor_free(&r->clip); tensor_free(&r->ctx);
+    tensor_free(&r->clip[b]);
     snprintf(name, sizeof name, "latents.%lu", (unsigned long)ci);
-    if (st_read(&r->data, name, &r->clip)) return fail(a, "");
-    snprintf(name, sizeof name, "context.%lu", (unsigned long)ci);
-    if (st_read(&r->data, name, &r->ctx)) return fail(a, "");
-    if (r->clip.ndim != 4 || r->clip.shape[1] != 4 || r->clip.shape[0] < (size_t)frames) {
-        fprintf(a->err, "mavref train: latents.%lu must be (F >= %ld, 4, h, w)\n", (unsigned long)ci, frames);
+    if (st_read(&r->data, name, &r->clip[b])) return fail(a, "");
+    if (r->clip[b].ndim != 4 || r->clip[b].shape[1] != 4 || r->clip[b].shape[0] < (size_t)a->frames ||
+        (b > 0 && (r->clip[b].shape[2] != r->clip[0].shape[2] || r->clip[b].shape[3] != r->clip[0].shape[3]))) {
+        fprintf(a->err, "mavref train: latents.%lu must be (F >= %llu, 4, h, w), every clip of one size\n", (unsigned long)ci, a->frames);
         return 2;
     }
-    if (r->ctx.ndim == 2) { r->ctx.ndim = 3; r->ctx.shape[2] = r->ctx.shape[1]; r->ctx.shape[1] = r->ctx.shape[0]; r->ctx.shape[0] = 1; }
-    Fc = r->clip.shape[0]; H = r->clip.shape[2]; W = r->clip.shape[3];
-    start = (size_t)(proc_splitmix64(draw + 2) % (uint64_t)(Fc - (size_t)frames + 1)); // dataset.py: random.randint(0, Fc - F), inclusive
-    tensor_free(&r->x_in); tensor_free(&r->noise); tensor_free(&r->ts);
-    if (tensor_alloc_v(&r->x_in, 5, (size_t)1, (size_t)r->cfg.in_channels, (size_t)frames, H, W) ||
-        tensor_alloc_v(&r->noise, 5, (size_t)1, (size_t)4, (size_t)frames, H, W) || tensor_alloc_v(&r->ts, 1, (size_t)1))
-        return fail(a, "");
+    snprintf(name, sizeof name, "context.%lu", (unsigned long)ci);
+    if (st_read(&r->data, name, &ctx)) return fail(a, "");
+    if (ctx.ndim == 3 && ctx.shape[0] == 1) { ctx.ndim = 2; ctx.shape[0] = ctx.shape[1]; ctx.shape[1] = ctx.shape[2]; }
+    if (ctx.ndim != 2 || (b > 0 && (ctx.shape[0] != r->ctx.shape[1] || ctx.shape[1] != r->ctx.shape[2]))) {
+        fprintf(a->err, "mavref train: context.%lu must be (T, C), every clip's the same\n", (unsigned long)ci);
+        tensor_free(&ctx);
+        return 2;
+    }
+    if (b == 0) {
+        tensor_free(&r->ctx);
+        if (tensor_alloc_v(&r->ctx, 3, B, ctx.shape[0], ctx.shape[1])) { tensor_free(&ctx); return fail(a, ""); }
+    }
+    memcpy(r->ctx.data + b * ctx.numel, ctx.data, ctx.numel * sizeof(real));
+    tensor_free(&ctx);
+    return 0;
+}
+
+// One step: the batch's draws, the collated input, train_step, and its line of output.
+static int train_one_step(TrainRun *r, const CliArgs *a) {
+    long g = r->opt.step;
+    size_t B = (size_t)a->batch, F = (size_t)a->frames, b, ci[TRAIN_MAX_BATCH], Fc[TRAIN_MAX_BATCH], start[TRAIN_MAX_BATCH], H, W;
+    int64_t t[TRAIN_MAX_BATCH];
+    const real *cp[TRAIN_MAX_BATCH];
+    double lr, loss, l2, norm;
+    char name[64];
+    int rc;
     if (r->cfg.in_channels != 9) {
         fprintf(a->err, "mavref train: the training input has 9 channels, the model takes %d\n", r->cfg.in_channels);
         return 2;
     }
+    for (b = 0; b < B; b++) {
+        train_draw(r, a, g, b, 0, &ci[b], &start[b], &t[b]);
+        if ((rc = train_read_clip(r, a, b, ci[b]))) return rc;
+        Fc[b] = r->clip[b].shape[0];
+        train_draw(r, a, g, b, Fc[b], &ci[b], &start[b], &t[b]);
+        cp[b] = r->clip[b].data;
+    }
+    H = r->clip[0].shape[2]; W = r->clip[0].shape[3];
+    tensor_free(&r->x_in); tensor_free(&r->noise); tensor_free(&r->ts);
+    if (tensor_alloc_v(&r->x_in, 5, B, (size_t)r->cfg.in_channels, F, H, W) || tensor_alloc_v(&r->noise, 5, B, (size_t)4, F, H, W) ||
+        tensor_alloc_v(&r->ts, 1, B))
+        return fail(a, "");
     snprintf(name, sizeof name, "train noise %ld", g);
     if (noise_normal(r->noise.data, r->noise.numel, (uint64_t)a->seed, name)) return fail(a, "");
-    cp = r->clip.data;
-    if (train_collate(r->x_in.data, &cp, &Fc, &start, 1, (size_t)frames, H, W, r->noise.data, &t, &r->sched)) return fail(a, "");
-    r->ts.data[0] = (real)t;
+    if (train_collate(r->x_in.data, cp, Fc, start, B, F, H, W, r->noise.data, t, &r->sched)) return fail(a, "");
+    for (b = 0; b < B; b++) r->ts.data[b] = (real)t[b];
     lr = train_lr(&r->tc, r->opt.step);
     if (train_step(&r->params, &r->grads, &r->opt, &r->tc, &r->cfg, &r->x_in, &r->ts, &r->noise, &r->ctx, &loss, &l2, &norm))
         return fail(a, "");
-    fprintf(a->out, "step %ld clip %lu start %lu t %ld lr %.6e loss %.9e l2_grads %.9e trainable_norm %.9e\n", g, (unsigned long)ci,
-            (unsigned long)start, (long)t, lr, loss, l2, norm);
+    fprintf(a->out, "step %ld", g);
+    for (b = 0; b < B; b++) fprintf(a->out, " clip %lu start %lu t %ld", (unsigned long)ci[b], (unsigned long)start[b], (long)t[b]);
+    fprintf(a->out, " lr %.6e loss %.9e l2_grads %.9e trainable_norm %.9e\n", lr, loss, l2, norm);
     fflush(a->out);
-    return 0;
+    return plot_add(&r->plot, (double)g, loss);
 }
 
-// P.params.safetensors (the parameters by Flax name), then P.opt.safetensors (the optimizer).
-static int train_write(TrainRun *r, const CliArgs *a) {
+// P.params.safetensors (the parameters by Flax name), P.opt.safetensors (the optimizer) and
+// the --plot curve.
+static int write_run(const CliArgs *a, const ParamTable *pt, const AdamState *opt, const TrainConfig *tc, const LossPlot *plot,
+                     const char *producer) {
     StWriter w;
-    char path[1024];
+    char path[1024], line[160];
     size_t s;
     int rc = 0;
     st_writer_init(&w);
-    for (s = 0; s < r->params.count && !rc; s++) rc = st_writer_add(&w, r->params.p[s].name, &r->params.p[s].t, ST_REAL);
+    for (s = 0; s < pt->count && !rc; s++) rc = st_writer_add(&w, pt->p[s].name, &pt->p[s].t, ST_REAL);
+    snprintf(line, sizeof line, "%s " REAL_NAME, producer);
+    rc = rc || st_writer_meta(&w, "producer", line);
     snprintf(path, sizeof path, "%s.params.safetensors", a->out_path);
-    rc = rc || st_writer_meta(&w, "producer", "mavref train " REAL_NAME) || st_writer_save(&w, path);
+    rc = rc || st_writer_save(&w, path);
     st_writer_free(&w);
     if (rc) return fail(a, "writing");
     fprintf(a->out, "wrote %s\n", path);
     snprintf(path, sizeof path, "%s.opt.safetensors", a->out_path);
-    if (train_save_state(path, &r->params, &r->opt, &r->tc)) return fail(a, "writing");
-    fprintf(a->out, "wrote %s (step %ld)\n", path, r->opt.step);
+    if (train_save_state(path, pt, opt, tc)) return fail(a, "writing");
+    fprintf(a->out, "wrote %s (step %ld)\n", path, opt->step);
+    if (a->plot && plot->n) {
+        snprintf(path, sizeof path, "%s: loss of %s, steps %ld-%ld", producer, a->out_path, opt->step - (long)a->steps, opt->step - 1);
+        if (plot_write_svg(a->plot, plot, path)) return fail(a, "writing");
+        fprintf(a->out, "wrote %s\n", a->plot);
+    }
     return 0;
 }
 
@@ -488,15 +644,175 @@ static int cmd_train(const CliArgs *a) {
     unsigned long long k;
     int rc;
     if (!a->data || !a->out_path || !cli_given(a, "--steps") ||
-        (!!a->weights + cli_given(a, "--procedural") + !!a->resume) != 1)
-        return usage_error(a, "needs --data, --out, --steps and exactly one of --weights / --procedural / --resume");
+        (!!a->weights + cli_given(a, "--procedural") + !!a->resume + !!a->model) != 1 || (a->model && a->config))
+        return usage_error(a, "needs --data, --out, --steps and exactly one of --weights / --procedural / --resume / --model"
+                              " (--model DIR has its own config)");
     memset(&r, 0, sizeof r);
     params_init(&r.params);
     params_init(&r.grads);
     rc = train_setup(&r, a);
     for (k = 0; k < a->steps && !rc; k++) rc = train_one_step(&r, a);
-    if (!rc) rc = train_write(&r, a);
+    if (!rc) rc = write_run(a, &r.params, &r.opt, &r.tc, &r.plot, "mavref train");
     train_run_free(&r);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------------------
+// toyworld, train-vae: the toy world's clips, and training a VAE on their frames
+
+static int cmd_toyworld(const CliArgs *a) {
+    StWriter w;
+    ToyClip clip;
+    size_t S = (size_t)a->size, F = (size_t)a->frames, shape[4], i;
+    unsigned char *frames = NULL;
+    char name[64], caption[96], value[32];
+    int rc = 0;
+    if (!a->out_path) return usage_error(a, "needs --out");
+    st_writer_init(&w);
+    shape[0] = F; shape[1] = S; shape[2] = S; shape[3] = 3;
+    if (!(frames = (unsigned char *)mv_malloc(F * S * S * 3, "frames"))) { st_writer_free(&w); return fail(a, ""); }
+    for (i = 0; i < (size_t)a->clips && !rc; i++) {
+        toy_clip(&clip, (uint64_t)a->seed, (uint64_t)i, a->held_out ? 1 : 0, (int)S, (int)F);
+        toy_render(frames, &clip, (int)S, (int)F);
+        toy_caption(caption, sizeof caption, &clip);
+        snprintf(name, sizeof name, "frames.%lu", (unsigned long)i);
+        rc = st_writer_add_u8(&w, name, frames, 4, shape);
+        snprintf(name, sizeof name, "caption.%lu", (unsigned long)i);
+        rc = rc || st_writer_meta(&w, name, caption);
+    }
+    snprintf(value, sizeof value, "%llu", a->seed);
+    rc = rc || st_writer_meta(&w, "seed", value) || st_writer_meta(&w, "held_out", a->held_out ? "1" : "0") ||
+         st_writer_meta(&w, "producer", "mavref toyworld (ref/toyworld.h)") || st_writer_save(&w, a->out_path);
+    free(frames);
+    st_writer_free(&w);
+    if (rc) return fail(a, "");
+    fprintf(a->out, "wrote %s: %llu clips of %lu frames %lux%lu\n", a->out_path, a->clips, (unsigned long)F, (unsigned long)S,
+            (unsigned long)S);
+    return 0;
+}
+
+typedef struct {
+    VAEConfig cfg;
+    TrainConfig tc;
+    ParamTable params, grads;
+    AdamState opt;
+    StFile data;
+    size_t nclips;
+    LossPlot plot;
+} VaeRun;
+
+static void vae_run_free(VaeRun *r) {
+    st_close(&r->data);
+    adam_free(&r->opt);
+    plot_free(&r->plot);
+    free_params(&r->grads);
+    free_params(&r->params);
+}
+
+static int vae_setup(VaeRun *r, const CliArgs *a) {
+    char path[1024];
+    vae_config_default(&r->cfg);
+    if (a->vae_channels && (r->cfg.n_blocks = mv_parse_int_list(a->vae_channels, r->cfg.block_out_channels, VAE_MAX_BLOCKS)) < 1)
+        return usage_error(a, "bad --vae-channels");
+    if (cli_given(a, "--vae-layers")) r->cfg.layers_per_block = (int)a->vae_layers;
+    train_config_default(&r->tc);
+    r->tc.only_temporal = 0;
+    r->tc.weight_decay = a->weight_decay;
+    if (vae_declare_params(&r->params, &r->cfg) || params_alloc(&r->params) || unet_grads_alloc(&r->grads, &r->params) ||
+        adam_init(&r->opt, r->params.numel))
+        return fail(a, "setup");
+    if (a->resume) {
+        snprintf(path, sizeof path, "%s.params.safetensors", a->resume);
+        if (params_load(&r->params, path, 0)) return fail(a, "resume");
+        snprintf(path, sizeof path, "%s.opt.safetensors", a->resume);
+        if (train_load_state(path, &r->params, &r->opt, &r->tc)) return fail(a, "resume");
+    } else if (load_weights(&r->params, a->weights, a->procedural)) {
+        return fail(a, "weights");
+    }
+    train_set_schedule(&r->tc, a->lr, a->warmup, a->decay, a->total_steps ? (long)a->total_steps : r->opt.step + (long)a->steps);
+    if (st_open(&r->data, a->data)) return bad_input(a);
+    for (r->nclips = 0;; r->nclips++) {
+        snprintf(path, sizeof path, "frames.%lu", (unsigned long)r->nclips);
+        if (!st_find(&r->data, path)) break;
+    }
+    if (r->nclips == 0) { fprintf(a->err, "mavref train-vae: %s holds no tensor 'frames.0'\n", a->data); return 2; }
+    return 0;
+}
+
+// Image b of step g: frame f of clip ci, both drawn from (seed, g, b); pixels to [-1, 1].
+static int vae_image(VaeRun *r, const CliArgs *a, long g, size_t b, Tensor *images, size_t *ci, size_t *fi) {
+    uint64_t draw = proc_splitmix64((uint64_t)a->seed ^ proc_splitmix64((uint64_t)g));
+    const StEntry *e;
+    Tensor clip;
+    size_t H, W, c, i;
+    char name[64];
+    if (b > 0) draw = proc_splitmix64(draw + 2 + b);
+    *ci = (size_t)(draw % (uint64_t)r->nclips);
+    snprintf(name, sizeof name, "frames.%lu", (unsigned long)*ci);
+    e = st_find(&r->data, name);
+    if (e->ndim != 4 || e->shape[3] != 3 || e->shape[0] < 1 || e->shape[1] != images->shape[2] || e->shape[2] != images->shape[3]) {
+        fprintf(a->err, "mavref train-vae: %s of %s must be (F, %lu, %lu, 3)\n", name, a->data, (unsigned long)images->shape[2],
+                (unsigned long)images->shape[3]);
+        return 2;
+    }
+    *fi = (size_t)(proc_splitmix64(draw + 1) % (uint64_t)e->shape[0]);
+    if (st_read(&r->data, name, &clip)) return fail(a, "");
+    H = e->shape[1]; W = e->shape[2];
+    for (c = 0; c < 3; c++) // (H,W,3) bytes -> (3,H,W) in [-1, 1]
+        for (i = 0; i < H * W; i++)
+            images->data[((b * 3 + c) * H * W) + i] = clip.data[(*fi * H * W + i) * 3 + c] / (real)127.5 - (real)1;
+    tensor_free(&clip);
+    return 0;
+}
+
+static int vae_one_step(VaeRun *r, const CliArgs *a, Tensor *images, Tensor *eps) {
+    long g = r->opt.step;
+    size_t b, ci, fi;
+    VaeStepStats st;
+    char name[64];
+    int rc;
+    fprintf(a->out, "step %ld", g);
+    for (b = 0; b < images->shape[0]; b++) {
+        if ((rc = vae_image(r, a, g, b, images, &ci, &fi))) return rc;
+        fprintf(a->out, " %lu:%lu", (unsigned long)ci, (unsigned long)fi);
+    }
+    snprintf(name, sizeof name, "vae noise %ld", g);
+    if (noise_normal(eps->data, eps->numel, (uint64_t)a->seed, name)) return fail(a, "");
+    if (vae_train_step(&r->params, &r->grads, &r->opt, &r->tc, &r->cfg, images, eps, a->kl, &st)) return fail(a, "");
+    fprintf(a->out, " lr %.6e loss %.9e recon %.9e kl %.9e l2_grads %.9e\n", train_lr(&r->tc, g), st.loss, st.recon, st.kl,
+            st.l2_grads);
+    fflush(a->out);
+    return plot_add(&r->plot, (double)g, st.loss) ? fail(a, "") : 0;
+}
+
+static int cmd_train_vae(const CliArgs *a) {
+    VaeRun r;
+    Tensor images, eps;
+    const StEntry *e;
+    unsigned long long k;
+    size_t f;
+    int rc;
+    if (!a->data || !a->out_path || !cli_given(a, "--steps") || (!!a->weights + cli_given(a, "--procedural") + !!a->resume) != 1)
+        return usage_error(a, "needs --data, --out, --steps and exactly one of --weights / --procedural / --resume");
+    memset(&r, 0, sizeof r);
+    memset(&images, 0, sizeof images);
+    memset(&eps, 0, sizeof eps);
+    params_init(&r.params);
+    params_init(&r.grads);
+    rc = vae_setup(&r, a);
+    if (!rc) {
+        e = st_find(&r.data, "frames.0");
+        f = (size_t)1 << (r.cfg.n_blocks - 1);
+        if (e->ndim != 4 || e->shape[1] % f || e->shape[2] % f) rc = usage_error(a, "frames.0 must be (F, H, W, 3), H and W multiples of the VAE's factor");
+        else if (tensor_alloc_v(&images, 4, (size_t)a->batch, (size_t)3, e->shape[1], e->shape[2]) ||
+                 tensor_alloc_v(&eps, 4, (size_t)a->batch, (size_t)r.cfg.latent_channels, e->shape[1] / f, e->shape[2] / f))
+            rc = fail(a, "");
+    }
+    for (k = 0; k < a->steps && !rc; k++) rc = vae_one_step(&r, a, &images, &eps);
+    if (!rc) rc = write_run(a, &r.params, &r.opt, &r.tc, &r.plot, "mavref train-vae");
+    tensor_free(&images);
+    tensor_free(&eps);
+    vae_run_free(&r);
     return rc;
 }
 
@@ -525,7 +841,11 @@ static int cmd_check(const CliArgs *a) {
 
 static const struct { CliCommand c; CommandFn run; } commands[] = {
     {{"info", CMD_INFO, 1, 1, "FILE", "FILE",
-      "      list the tensors of a safetensors file: name, dtype, shape, and its metadata\n"}, cmd_info},
+      "      list the tensors of a checkpoint: name, dtype, shape (safetensors: and its metadata).\n"
+      "      Reads safetensors, Flax msgpack (flax.serialization) and torch.save zip files.\n"}, cmd_info},
+    {{"convert", CMD_CONVERT, 2, 2, "IN OUT", "IN OUT",
+      "      write every tensor of the checkpoint IN to the safetensors file OUT, same names,\n"
+      "      as " REAL_NAME " (exact widening of float16/bfloat16; integers only when exact)\n"}, cmd_convert},
     {{"compare", CMD_COMPARE, 2, 2, "A B", "A B [--rtol R] [--atol T]",
       "      compare every tensor of A with the tensor of the same name in B (B is the expected\n"
       "      side). Prints max abs error, max relative error, NMSE, rel = max_abs/max|B| and the\n"
@@ -534,15 +854,24 @@ static const struct { CliCommand c; CommandFn run; } commands[] = {
       "      FAIL line is the first place the two diverge.\n"
       "      Exit status: 0 all match, 1 a mismatch, 2 bad usage or unreadable input.\n"}, cmd_compare},
     {{"train", CMD_TRAIN, 0, 0, "", "--data D --steps N --out P (--weights W | --procedural SEED | --resume P0) [options]",
-      "      upstream's training step (SPEC.md, `mavref train`) for N steps, batch 1: D holds\n"
-      "      latents.<i> (Fc,4,h,w) raw VAE latents and context.<i> (77,768) per clip i = 0, 1, ...;\n"
-      "      each step draws a clip, a window of F frames, a timestep and noise from (S, step).\n"
+      "      upstream's training step (SPEC.md section 10.3) for N steps: D holds latents.<i>\n"
+      "      (Fc,4,h,w) raw VAE latents and context.<i> (77,768) per clip i = 0, 1, ...; each step\n"
+      "      draws --batch clips, each a window of F frames, a timestep and noise from (S, step).\n"
       "      Trains only the temporal layers unless --all; AdamW (--warmup/--decay: the fractions\n"
       "      of T = total steps as upstream), gradient clip 1. Prints loss and the gradient norm\n"
       "      per step; writes P.params.safetensors (Flax names) and P.opt.safetensors (mu.NAME,\n"
       "      nu.NAME, step); --resume P0 continues from those. --recompute keeps only checkpoints\n"
       "      of the activations and re-runs the forward of each segment in the backward: less\n"
       "      memory, about one more forward, the same gradients.\n"}, cmd_train},
+    {{"toyworld", CMD_TOYWORLD, 0, 0, "", "--out D [--clips N] [--size S] [--frames F] [--seed S] [--held-out]",
+      "      write clips of the toy world (SPEC.md section 8.10): frames.<i> (F,S,S,3) bytes and\n"
+      "      the caption of each clip in the metadata (caption.<i>), e.g. \"a red circle moving left\";\n"
+      "      the training combinations, or with --held-out the 8 held-out ones\n"}, cmd_toyworld},
+    {{"train-vae", CMD_TRAIN_VAE, 0, 0, "", "--data D --steps N --out P (--weights W | --procedural SEED | --resume P0) [options]",
+      "      train a VAE on the frames of D (mavref toyworld): each step draws --batch frames,\n"
+      "      encodes, samples z = mean + exp(logvar/2) eps, decodes; loss = mean squared error +\n"
+      "      W * KL (--kl W; both means over their elements); AdamW on every parameter, clip 1.\n"
+      "      Writes P.params.safetensors and P.opt.safetensors like train.\n"}, cmd_train_vae},
     {{"unet", CMD_UNET, 0, 0, "", "--inputs IN --out OUT (--weights W | --procedural SEED) [--config JSON] [--2d] [--taps]",
       "      run the UNet: IN holds sample (B,Cin,F,H,W) (or (B,Cin,H,W) with --2d), timesteps (B)\n"
       "      and context (B,T,768); OUT gets \"out\" (B,Cout,F,H,W) and, with --taps, the\n"
@@ -560,6 +889,8 @@ static const struct { CliCommand c; CommandFn run; } commands[] = {
     {{"generate", CMD_GENERATE, 0, 0, "", "--prompt TEXT (--hint IMAGE.ppm | --hint-unet W) --out PREFIX [options]",
       "      text (and a hint image) to video, as upstream's jax_inference.py; writes\n"
       "      PREFIX.gif, PREFIX.y4m and PREFIX_latents.safetensors (final latents).\n"
+      "      The published model: --model DIR (every network, its config, the tokenizer) and\n"
+      "      --hint-model DIR|FILE (SD 1.5 for the hint latent; README \"Run the published model\").\n"
       "      Weights: --unet W --vae W --clip W (safetensors by Flax names), or procedural:\n"
       "      --unet-seed S --vae-seed S --clip-seed S. No --hint: as upstream, SD 1.5's 2-D UNet\n"
       "      makes the hint latent (--hint-unet W or --hint-unet-seed S). --replay CASE reruns a\n"
@@ -590,7 +921,7 @@ static int print_help(FILE *fp, int full) {
     size_t i;
     fprintf(fp, "mavref: portable C99 reference implementation of Make-A-Video SD (" REAL_NAME " build)\n\n");
     for (i = 0; i < N_COMMANDS; i++) {
-        if (full) cli_usage(fp, &commands[i].c);
+        if (full) { cli_usage(fp, &commands[i].c); fprintf(fp, "\n"); }
         else fprintf(fp, "usage: mavref %s %s\n", commands[i].c.name, commands[i].c.synopsis);
     }
     if (full) fputs(trailer, fp);
@@ -599,9 +930,7 @@ static int print_help(FILE *fp, int full) {
 }
 
 int mavref_main(int argc, char **argv, FILE *out, FILE *err) {
-    const char *ref = getenv("MAVREF_REFERENCE");
     size_t i;
-    mv_reference_path = ref && *ref && strcmp(ref, "0") != 0; // run the plain loops instead of the fast path
     if (argc < 2) return print_help(err, 0);
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) return print_help(out, 1);
     for (i = 0; i < N_COMMANDS; i++)

@@ -12,6 +12,8 @@
 #define LONG_ANY ((unsigned long long)LONG_MAX) // train keeps its counts in long
 #define GEN CMD_GENERATE
 #define TRAIN CMD_TRAIN
+#define TVAE CMD_TRAIN_VAE
+#define TOY CMD_TOYWORLD
 
 // name, commands, kind, destination, argument, default, range (counts), help
 const CliOption cli_options[] = {
@@ -20,11 +22,13 @@ const CliOption cli_options[] = {
     {"--atol", CMD_COMPARE, OPT_NONNEG, F(atol), "T", "0", 0, 0, "absolute tolerance"},
     // shared by several commands
     {"--out", CMD_UNET | CMD_ENCODE_TEXT, OPT_TEXT, F(out_path), "OUT", NULL, 0, 0, "the safetensors file to write"},
-    {"--out", TRAIN, OPT_TEXT, F(out_path), "P", NULL, 0, 0, "writes P.params.safetensors and P.opt.safetensors"},
+    {"--out", TRAIN | TVAE, OPT_TEXT, F(out_path), "P", NULL, 0, 0, "writes P.params.safetensors and P.opt.safetensors"},
     {"--out", GEN, OPT_TEXT, F(out_path), "PREFIX", NULL, 0, 0, "writes PREFIX.gif, PREFIX.y4m, PREFIX_latents.safetensors"},
-    {"--weights", CMD_UNET | CMD_ENCODE_TEXT | TRAIN, OPT_TEXT, F(weights), "W", NULL, 0, 0, "weights: a safetensors file by Flax names"},
-    {"--procedural", CMD_UNET | CMD_ENCODE_TEXT | TRAIN, OPT_COUNT, F(procedural), "SEED", NULL, 0, ANY, "weights from the procedural generator"},
+    {"--weights", CMD_UNET | CMD_ENCODE_TEXT | TRAIN | TVAE, OPT_TEXT, F(weights), "W", NULL, 0, 0, "weights: a safetensors file by Flax names"},
+    {"--procedural", CMD_UNET | CMD_ENCODE_TEXT | TRAIN | TVAE, OPT_COUNT, F(procedural), "SEED", NULL, 0, ANY, "weights from the procedural generator"},
     {"--config", CMD_UNET | TRAIN, OPT_TEXT, F(config), "JSON", NULL, 0, 0, "a diffusers UNet config.json (default: makeavid)"},
+    {"--model", CMD_UNET | CMD_ENCODE_TEXT | CMD_TOKENIZE | TRAIN | GEN, OPT_TEXT, F(model), "DIR", NULL, 0, 0,
+     "a published model folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/): configs, tokenizer and weights in any of their published formats"},
     {"--merges", CMD_TOKENIZE | CMD_ENCODE_TEXT | GEN, OPT_TEXT, F(merges), "FILE", NULL, 0, 0, "CLIP merges (default $MAVREF_MERGES, else vectors/clip/clip_merges.txt)"},
     // unet
     {"--inputs", CMD_UNET, OPT_TEXT, F(inputs), "IN", NULL, 0, 0, "sample, timesteps and context"},
@@ -32,17 +36,32 @@ const CliOption cli_options[] = {
     {"--taps", CMD_UNET, OPT_FLAG, F(taps), NULL, NULL, 0, 0, "also write the activation at every block boundary"},
     // train
     {"--data", TRAIN, OPT_TEXT, F(data), "D", NULL, 0, 0, "latents.<i> and context.<i> per clip i"},
-    {"--steps", TRAIN, OPT_COUNT, F(steps), "N", NULL, 0, LONG_ANY, "training steps"},
-    {"--resume", TRAIN, OPT_TEXT, F(resume), "P0", NULL, 0, 0, "continue from P0.params.safetensors and P0.opt.safetensors"},
+    {"--steps", TRAIN | TVAE, OPT_COUNT, F(steps), "N", NULL, 0, LONG_ANY, "training steps"},
+    {"--resume", TRAIN | TVAE, OPT_TEXT, F(resume), "P0", NULL, 0, 0, "continue from P0.params.safetensors and P0.opt.safetensors"},
     {"--frames", TRAIN, OPT_COUNT, F(frames), "F", "24", 1, LONG_ANY, "frames per training window"},
+    {"--batch", TRAIN, OPT_COUNT, F(batch), "N", "1", 1, 64, "clips per step (upstream's effective batch is 4); the loss is their mean"},
     {"--lr", TRAIN, OPT_NUMBER, F(lr), "LR", "5e-5", 0, 0, "peak learning rate"},
-    {"--warmup", TRAIN, OPT_NUMBER, F(warmup), "FRAC", "0", 0, 0, "warmup, a fraction of the total steps"},
-    {"--decay", TRAIN, OPT_NUMBER, F(decay), "FRAC", "0", 0, 0, "cosine decay, a fraction of the total steps"},
-    {"--total-steps", TRAIN, OPT_COUNT, F(total_steps), "T", "0", 0, LONG_ANY, "the schedule's total steps (0: this run's end)"},
-    {"--weight-decay", TRAIN, OPT_NUMBER, F(weight_decay), "WD", "1e-2", 0, 0, "AdamW weight decay"},
+    {"--warmup", TRAIN | TVAE, OPT_NUMBER, F(warmup), "FRAC", "0", 0, 0, "warmup, a fraction of the total steps"},
+    {"--decay", TRAIN | TVAE, OPT_NUMBER, F(decay), "FRAC", "0", 0, 0, "cosine decay, a fraction of the total steps"},
+    {"--total-steps", TRAIN | TVAE, OPT_COUNT, F(total_steps), "T", "0", 0, LONG_ANY, "the schedule's total steps; 0: this run's last step"},
+    {"--weight-decay", TRAIN | TVAE, OPT_NUMBER, F(weight_decay), "WD", "1e-2", 0, 0, "AdamW weight decay"},
     {"--all", TRAIN, OPT_FLAG, F(all), NULL, NULL, 0, 0, "train every parameter, not only the temporal layers"},
     {"--seed", TRAIN, OPT_COUNT, F(seed), "S", "0", 0, ANY, "seed of the clip, window, timestep and noise draws"},
+    {"--plot", TRAIN | TVAE, OPT_TEXT, F(plot), "FILE", NULL, 0, 0, "write the loss per step as an SVG curve"},
     {"--recompute", TRAIN, OPT_FLAG, F(recompute), NULL, NULL, 0, 0, "keep checkpoints only, recompute in the backward"},
+    // train-vae
+    {"--data", TVAE, OPT_TEXT, F(data), "D", NULL, 0, 0, "frames.<i> (Fc,H,W,3) bytes per clip i (mavref toyworld)"},
+    {"--batch", TVAE, OPT_COUNT, F(batch), "N", "4", 1, 64, "images per step"},
+    {"--lr", TVAE, OPT_NUMBER, F(lr), "LR", "1e-3", 0, 0, "peak learning rate"},
+    {"--kl", TVAE, OPT_NONNEG, F(kl), "W", "1e-4", 0, 0, "weight of the KL term (both terms are means over their elements)"},
+    {"--seed", TVAE, OPT_COUNT, F(seed), "S", "0", 0, ANY, "seed of the image and noise draws"},
+    // toyworld
+    {"--out", TOY, OPT_TEXT, F(out_path), "D", NULL, 0, 0, "the safetensors file to write"},
+    {"--clips", TOY, OPT_COUNT, F(clips), "N", "64", 1, 100000, "clips"},
+    {"--size", TOY, OPT_COUNT, F(size), "S", "64", 32, 512, "frame size in pixels"},
+    {"--frames", TOY, OPT_COUNT, F(frames), "F", "12", 2, 1000, "frames per clip"},
+    {"--seed", TOY, OPT_COUNT, F(seed), "S", "0", 0, ANY, "seed of the clips"},
+    {"--held-out", TOY, OPT_FLAG, F(held_out), NULL, NULL, 0, 0, "only the held-out combinations (default: only the training ones)"},
     // generate: the video
     {"--prompt", GEN, OPT_TEXT, F(prompt), "TEXT", NULL, 0, 0, "the prompt (taken as it is, even if it begins with '-')"},
     {"--negative", GEN, OPT_TEXT, F(negative), "TEXT", "", 0, 0, "the negative prompt"},
@@ -68,8 +87,8 @@ const CliOption cli_options[] = {
     {"--vae-seed", GEN, OPT_COUNT, F(vae_seed), "S", NULL, 0, ANY, "procedural VAE weights instead of --vae"},
     {"--clip-seed", GEN, OPT_COUNT, F(clip_seed), "S", NULL, 0, ANY, "procedural CLIP weights instead of --clip"},
     {"--unet-config", GEN, OPT_TEXT, F(unet_config), "JSON", NULL, 0, 0, "UNet config.json (default: makeavid)"},
-    {"--vae-channels", GEN, OPT_TEXT, F(vae_channels), "LIST", NULL, 0, 0, "VAE block channels (default 128,256,512,512)"},
-    {"--vae-layers", GEN, OPT_COUNT, F(vae_layers), "N", NULL, 1, 16, "VAE layers per block (default 2)"},
+    {"--vae-channels", GEN | TVAE, OPT_TEXT, F(vae_channels), "LIST", NULL, 0, 0, "VAE block channels (default 128,256,512,512)"},
+    {"--vae-layers", GEN | TVAE, OPT_COUNT, F(vae_layers), "N", NULL, 1, 16, "VAE layers per block (default 2)"},
     {"--clip-width", GEN, OPT_COUNT, F(clip_width), "N", NULL, 1, 100000, "CLIP width (default 768)"},
     {"--clip-layers", GEN, OPT_COUNT, F(clip_layers), "N", NULL, 1, 1000, "CLIP layers (default 12)"},
     {"--clip-heads", GEN, OPT_COUNT, F(clip_heads), "N", NULL, 1, 1000, "CLIP heads (default 12)"},
@@ -84,12 +103,15 @@ const CliOption cli_options[] = {
     {"--timeout", CMD_CHECK, OPT_NONNEG, F(timeout), "S", "600", 0, 0, "seconds per case before the adapter is stopped"},
     {"--workdir", CMD_CHECK, OPT_TEXT, F(workdir), "DIR", NULL, 0, 0, "outputs and logs (default: a new $TMPDIR/mavref-check-XXXXXX)"},
     // generate: the hint latent without --hint (SD 1.5's 2-D UNet, as upstream)
+    {"--hint-model", GEN, OPT_TEXT, F(hint_model), "DIR|FILE", NULL, 0, 0, "SD 1.5 for the hint latent: a diffusers folder (PyTorch or Flax weights) or the single-file original checkpoint"},
     {"--hint-unet", GEN, OPT_TEXT, F(hint_unet), "W", NULL, 0, 0, "2-D UNet weights for the hint latent"},
     {"--hint-unet-seed", GEN, OPT_COUNT, F(hint_unet_seed), "S", NULL, 0, ANY, "procedural 2-D UNet weights instead"},
     {"--hint-unet-config", GEN, OPT_TEXT, F(hint_unet_config), "JSON", NULL, 0, 0, "2-D UNet config.json (default: SD 1.5)"},
     {"--guidance-image", GEN, OPT_NUMBER, F(guidance_image), "G", NULL, 0, 0, "guidance of the hint run (default: --guidance)"},
 };
 const size_t n_cli_options = sizeof cli_options / sizeof cli_options[0];
+// CliArgs.given has a flag per row: a table longer than CLI_MAX_OPTIONS does not compile.
+typedef char cli_options_fit_in_given[sizeof cli_options / sizeof cli_options[0] <= CLI_MAX_OPTIONS ? 1 : -1];
 
 // ---------------------------------------------------------------------------------------
 // Parsing

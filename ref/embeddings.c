@@ -13,7 +13,7 @@ void timestep_sinusoid_forward(real *out, const real *t, size_t N, size_t dim, i
 #if MAVREF_PRECISION == 64
     // The float64 build computes the sinusoid in double, as the exporter's float64 model does:
     // the float64 vectors prove the math, and float32 rounding here would cap their agreement
-    // at ~1e-7 (see SPEC, timestep embedding).
+    // at ~1e-7 (SPEC.md section 4.11).
     double neg_inc = -(log(1.0e4) / ((double)half - freq_shift));
     for (n = 0; n < N; n++) {
         double tn = (double)t[n];

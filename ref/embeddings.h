@@ -13,7 +13,7 @@
 // (cos/sin evaluated in double and rounded to float32): good to float32 precision of the
 // argument, about 1e-4 absolute at t = 999, since XLA's float32 exp is not correctly rounded.
 // The float64 build evaluates the same formula in double (inv[k] = exp(-k inc), e = t inv[k]),
-// as the exporter's float64 model does, so float64 comparisons stay exact (see SPEC).
+// as the exporter's float64 model does, so float64 comparisons stay exact (SPEC.md section 4.11).
 void timestep_sinusoid_forward(real *out,     // (N,dim)
                                const real *t, // (N)
                                size_t N, size_t dim, int flip_sin_to_cos, double freq_shift);
@@ -26,7 +26,7 @@ int timestep_embedding_forward(real *out,                       // (N,Ct)
                                const real *w2, const real *b2,  // (Ct,Ct) (Ct)
                                size_t N, size_t Cs, size_t Ct);
 
-// Backward of timestep_embedding_forward (spec/backward.md), ACCUMULATING (+=) into the
+// Backward of timestep_embedding_forward (SPEC.md section 4.11), ACCUMULATING (+=) into the
 // gradients (each may be NULL). The sinusoid has no parameters and the timestep is an integer
 // input, so the chain stops at s: ds (the sinusoid's gradient) is only for tests and is
 // normally NULL. No cache: the hidden layer is recomputed (4 (N,Ct) buffers are allocated).

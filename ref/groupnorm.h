@@ -19,7 +19,7 @@ void groupnorm_forward(real *out, real *mean, real *rstd,          // (N,S,C) (N
 void groupnorm_forward_ref(real *out, real *mean, real *rstd, const real *x, const real *scale, const real *bias,
                            size_t N, size_t S, size_t C, size_t G, double eps); // as groupnorm_forward
 
-// Backward (spec/backward.md), ACCUMULATING (+=) into dx, dscale, dbias (each may be NULL),
+// Backward (SPEC.md section 4.2), ACCUMULATING (+=) into dx, dscale, dbias (each may be NULL),
 // from the forward's mean and rstd (pass the buffers groupnorm_forward filled):
 //   xhat = (x - mean) * rstd,  dxhat = dout * scale
 //   dx += rstd * (dxhat - E_g[dxhat] - xhat * E_g[dxhat * xhat])   (E_g: mean over the group)

@@ -3,7 +3,7 @@
 //   image_read_pnm   binary PPM (P6, RGB) and PGM (P5, gray), 8-bit (maxval 1..255, rescaled
 //                    to 0..255 when below 255); 16-bit files are refused with a clear error
 //   image_write_pnm  P6 (3 channels) or P5 (1 channel)
-//   video_write_y4m  YUV4MPEG2, C420jpeg, BT.601 limited range (spec/sched.md)
+//   video_write_y4m  YUV4MPEG2, C420jpeg, BT.601 limited range (SPEC.md section 8.8)
 //   video_write_gif  animated GIF89a, fixed 6x7x6 palette, 4x4 ordered dithering, loops forever
 //   video_write_frames  numbered P6 files PREFIX000000.ppm, PREFIX000001.ppm, ...
 // Every writer writes NAME.tmp and renames it to NAME, so a failure never leaves a partial

@@ -19,7 +19,7 @@ void layernorm_forward(real *out, real *mean, real *rstd,    // (N,C) (N) (N)
 void layernorm_forward_ref(real *out, real *mean, real *rstd, const real *x, const real *scale, const real *bias,
                            size_t N, size_t C, double eps); // as layernorm_forward
 
-// Backward (spec/backward.md), ACCUMULATING (+=) into dx, dscale, dbias (each may be NULL),
+// Backward (SPEC.md section 4.6), ACCUMULATING (+=) into dx, dscale, dbias (each may be NULL),
 // from the forward's mean and rstd: groupnorm_backward with one group per row.
 void layernorm_backward(real *dx, real *dscale, real *dbias,   // (N,C) (C) (C)
                         const real *dout,                       // (N,C)

@@ -1,4 +1,4 @@
-// noise.c: the portable Gaussian generator and noise files (noise.h, spec/sched.md).
+// noise.c: the portable Gaussian generator and noise files (noise.h, SPEC.md section 8.7).
 //
 // Bit-for-bit reproducibility needs IEEE-754 binary64 arithmetic rounded to nearest,
 // evaluated at its own precision (FLT_EVAL_METHOD 0, as on every SSE2/NEON target), and no

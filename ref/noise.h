@@ -1,5 +1,5 @@
 // noise.h: the initial noise of sampling. Two sources:
-//   noise_normal: mavref's portable Gaussian generator, defined exactly (spec/sched.md) so
+//   noise_normal: mavref's portable Gaussian generator, defined exactly (SPEC.md section 8.7) so
 //                 that any IEEE-754 platform, and tools/noisegen.py, produce the same bits;
 //   noise_read:   a tensor from a safetensors file (for instance jax.random.normal's noise,
 //                 saved by a script, to replay an upstream run).

@@ -36,7 +36,7 @@ Tensor *params_getf(ParamTable *pt, const char *fmt, ...) MV_PRINTF(2, 3);
 int params_load(ParamTable *pt, const char *path, int allow_extra);
 
 
-// The corpus' procedural weights (SPEC.md "Procedural weights"): every parameter is
+// The corpus' procedural weights (SPEC.md section 5.6): every parameter is
 // proc_fill(name, seed, scale, offset) with, by the last component of its name,
 //   kernel: scale sqrt(3 / fan_in), fan_in = product of all but the last axis, offset 0
 //   bias:   scale 0.1, offset 0

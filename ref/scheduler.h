@@ -1,5 +1,5 @@
 // scheduler.h: the samplers of the pipeline, as diffusers 0.35.2's Flax schedulers compute
-// them with Stable Diffusion's scheduler configuration (spec/sched.md has every formula):
+// them with Stable Diffusion's scheduler configuration (SPEC.md section 8 has every formula):
 //   SCHED_DDIM  FlaxDDIMScheduler, eta 0, no clipping
 //   SCHED_DPM   FlaxDPMSolverMultistepScheduler: DPM-Solver++, order 2, midpoint,
 //               lower_order_final (first-order last step when fewer than 15 steps)

@@ -4,7 +4,7 @@
 // installed, called as SD calls it: tokenizer(text, padding="max_length", max_length=77,
 // truncation=True). That is: <|startoftext|> (49406), the first 75 BPE tokens of the text,
 // <|endoftext|> (49407), then 49407 as padding up to 77 ids. The steps are in
-// spec/tokenizer.md; the Unicode and ftfy tables are generated (ref/unicode_tables.c).
+// SPEC.md section 7; the Unicode and ftfy tables are generated (ref/unicode_tables.c).
 // ftfy's mojibake repair (re-decoding text that was decoded with the wrong one of ten
 // single-byte encodings, CESU-8, lossy sequences, C1 controls) is implemented in full.
 #ifndef MAVREF_TOKENIZER_H
@@ -28,6 +28,11 @@ typedef struct {
 // Read the merges file written by tools/gen_clip_vocab.py (vectors/clip/clip_merges.txt).
 // Errors name the file and the line.
 int build_tokenizer(Tokenizer *t, const char *merges_path);
+// The same tokenizer from Hugging Face's tokenizer/vocab.json and merges.txt (as CLIPTokenizer
+// writes them). The files must hold the CLIP vocabulary: ids 0..511 the byte symbols, merge
+// rank r making id 512 + r, <|startoftext|> 49406 and <|endoftext|> 49407; anything else is
+// refused with a message naming the file and the line or id.
+int build_tokenizer_hf(Tokenizer *t, const char *vocab_path, const char *merges_path);
 void free_tokenizer(Tokenizer *t);
 
 // Tokenize `len` bytes of UTF-8 text into ids (CLIP_CONTEXT of them, padded with CLIP_EOS).

@@ -44,13 +44,15 @@ typedef int (*UNetTapFn)(void *user, const char *name, const Tensor *t);
 //   sample (B, Cin, F, H, W) (or (B, Cin, H, W) when c->temporal == 0), timesteps (B),
 //   context (B, T, cross_attention_dim)  ->  out (B, Cout, F, H, W) (or (B, Cout, H, W)).
 // H and W must be divisible by 2^(n_blocks-1). out is allocated here. tap may be NULL.
+// The network's order is written once, as a list of stages (ref/unet.c); the forward walks it
+// keeping nothing and the tape below walks it keeping stage inputs.
 // The checks unet_forward makes of its inputs, for callers that want them before loading weights.
 int unet_check_inputs(const Tensor *sample, const Tensor *timesteps, const Tensor *context, const UNetConfig *c);
 int unet_forward(Tensor *out, const Tensor *sample, const Tensor *timesteps, const Tensor *context,
                  ParamTable *pt, const UNetConfig *c, UNetTapFn tap, void *user);
 
 // ---------------------------------------------------------------------------------------
-// Backward (spec/train.md).
+// Backward (SPEC.md section 5.5).
 
 // A gradient table with p's names, shapes and layout (one zeroed arena): the gradient of
 // p->p[i] is g->p[i], at the same offset.
@@ -62,7 +64,7 @@ int unet_grads_alloc(ParamTable *g, const ParamTable *p);
 typedef struct UNetTape UNetTape;
 int unet_tape_forward(UNetTape **tape, Tensor *out, const Tensor *sample, const Tensor *timesteps,
                       const Tensor *context, ParamTable *pt, const UNetConfig *c);
-// The same with a choice of the memory/time trade-off (spec/train.md). recompute = 0: as
+// The same with a choice of the memory/time trade-off (SPEC.md section 5.5). recompute = 0: as
 // unet_tape_forward, every stage input is kept. recompute = 1: only checkpoints are kept (the
 // input of every k-th stage, k ~ sqrt(stages)) and the skips; the backward re-runs the forward
 // of each segment from its checkpoint before walking it back (about one more forward in all).

@@ -16,7 +16,7 @@ void upsample_nearest2x_forward(real *out,       // (N,2H,2W,C)
                                 const real *in,  // (N,H,W,C)
                                 size_t N, size_t H, size_t W, size_t C);
 
-// Backward (spec/backward.md), ACCUMULATING (+=): every output pixel's gradient is added to the
+// Backward (SPEC.md section 4.10), ACCUMULATING (+=): every output pixel's gradient is added to the
 // input pixel it was copied from, dinp[n,src(i),src(j),:] += dout[n,i,j,:] (for 2x: the sum of 4).
 void resize_nearest_backward(real *dinp,        // (N,H,W,C)
                              const real *dout,  // (N,Ho,Wo,C)

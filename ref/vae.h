@@ -29,4 +29,21 @@ int vae_encode(Tensor *mean, Tensor *logvar, const Tensor *image, ParamTable *pt
 // decode: latents (B, 4, h, w) -> image (B, 3, h*8, w*8), not clipped.
 int vae_decode(Tensor *image, const Tensor *latents, ParamTable *pt, const VAEConfig *c);
 
+// Backward passes (SPEC.md, the VAE's backward): given the forward's input and the gradients
+// of its outputs, ACCUMULATE (+=) every parameter's gradient into gt (a table with pt's
+// layout, zeroed by the caller; NULL: no parameter gradients) and return the input's gradient
+// (allocated here; pass NULL if not wanted). The forward is run again, keeping the input of
+// each stage (the encoder or decoder's stage list); each stage recomputes its insides.
+// dlogvar may be NULL (no loss on the logvar); where the forward clipped the logvar, its
+// gradient is zero.
+int vae_encode_backward(Tensor *dimage,         // (B,3,H,W) or NULL
+                        const Tensor *dmean,    // (B,4,h,w)
+                        const Tensor *dlogvar,  // (B,4,h,w) or NULL
+                        const Tensor *image,    // (B,3,H,W)
+                        ParamTable *pt, ParamTable *gt, const VAEConfig *c);
+int vae_decode_backward(Tensor *dlatents,       // (B,4,h,w) or NULL
+                        const Tensor *dimage,   // (B,3,H,W)
+                        const Tensor *latents,  // (B,4,h,w)
+                        ParamTable *pt, ParamTable *gt, const VAEConfig *c);
+
 #endif

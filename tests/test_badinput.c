@@ -1,4 +1,4 @@
-// test_badinput.c: the bad-input catalogue (SPEC.md "Bad input"): every entry's input, and
+// test_badinput.c: the bad-input catalogue (SPEC.md section 12): every entry's input, and
 // what mavref must say. Each case checks that the call fails (never crashes), and that the
 // message names the file / tensor / field and says what is wrong. Fuzzer findings
 // (tools/fuzz) are kept here as regression inputs.

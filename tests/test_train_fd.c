@@ -125,7 +125,8 @@ int test_train_fd_unet(void) {
 // The tape's recompute mode (every precision): a configuration of 3 down blocks with 2
 // layers (63 stages), temporal and 2-D. The gradients (parameters and sample, added to a
 // table that starts at 0.5) and the output are bit-identical to those of the default mode,
-// also with 3 threads, and the tape holds fewer bytes at its peak. One training step with
+// also with 3 threads, and the tape holds fewer bytes at its peak; unet_forward gives the same
+// output and the documented taps in order. One training step with
 // TrainConfig.recompute moves the parameters exactly as the default step.
 #include "../ref/threads.h"
 #include "../ref/train.h"
@@ -162,6 +163,62 @@ static int tape_same(const char *what, const TapeRun *a, const TapeRun *b) {
     fails += EXPECT(a->dx.numel == b->dx.numel && memcmp(a->dx.data, b->dx.data, a->dx.numel * sizeof(real)) == 0,
                     "%s: sample gradients differ", what);
     fails += EXPECT(memcmp(a->gt.arena, b->gt.arena, a->gt.numel * sizeof(real)) == 0, "%s: parameter gradients differ", what);
+    return fails;
+}
+
+// The names of the taps unet_forward hands out, in order, joined by ','.
+typedef struct {
+    char names[512];
+    size_t n;
+} TapNames;
+
+static int tap_name(void *user, const char *name, const Tensor *t) {
+    TapNames *tn = (TapNames *)user;
+    int k = snprintf(tn->names + tn->n, sizeof tn->names - tn->n, "%s%s", tn->n ? "," : "", name);
+    (void)t;
+    if (k < 0 || (size_t)k >= sizeof tn->names - tn->n) return mv_fail("too many taps");
+    tn->n += (size_t)k;
+    return MV_OK;
+}
+
+// A tap that stops the forward at the tap named `user` (each block boundary in turn: the walk
+// then holds skips, and the hidden state may be a view of one; make sanitize / valgrind see
+// that nothing leaks).
+static int tap_stop(void *user, const char *name, const Tensor *t) {
+    (void)t;
+    return strcmp(name, (const char *)user) ? MV_OK : mv_fail("stopped at %s", name);
+}
+
+// The forward walks the tape's stage list keeping nothing (the skips shared, not copied): its
+// output is the tape's, bit for bit, its taps are the documented ones at block boundaries, and
+// a tap's error stops it at any of them.
+static int forward_same(const TapeRun *keep, ParamTable *pt, const UNetConfig *c, const Tensor *x, const Tensor *t,
+                        const Tensor *ctx) {
+    static const char *want = "tap.time_proj,tap.time_embedding,tap.conv_in,tap.down_blocks_0,tap.down_blocks_1,"
+                              "tap.down_blocks_2,tap.mid_block,tap.up_blocks_0,tap.up_blocks_1,tap.up_blocks_2,tap.conv_out";
+    TapNames tn;
+    Tensor y;
+    const char *p;
+    int fails = 0;
+    memset(&tn, 0, sizeof tn);
+    if (unet_forward(&y, x, t, ctx, pt, c, tap_name, &tn)) {
+        harness_failf("tape_recompute", "unet_forward: %s", mv_error());
+        return 1;
+    }
+    fails += EXPECT(y.numel == keep->out.numel && memcmp(y.data, keep->out.data, y.numel * sizeof(real)) == 0,
+                    "temporal=%d: unet_forward differs from the tape's forward", c->temporal);
+    fails += EXPECT(strcmp(tn.names, want) == 0, "temporal=%d: taps %s, expected %s", c->temporal, tn.names, want);
+    tensor_free(&y);
+    for (p = want; *p; p += *p == ',') {
+        char name[32];
+        size_t k = strcspn(p, ",");
+        memcpy(name, p, k);
+        name[k] = 0;
+        p += k;
+        fails += EXPECT(unet_forward(&y, x, t, ctx, pt, c, tap_stop, name) == MV_ERR && !y.data && strstr(mv_error(), name),
+                        "temporal=%d: a tap failing at %s did not stop the forward with its message", c->temporal, name);
+        tensor_free(&y);
+    }
     return fails;
 }
 
@@ -208,6 +265,7 @@ static int recompute_case(int temporal) {
     printf("  tape_recompute temporal=%d: tape peak %lu bytes keeping every stage input, %lu with checkpoints\n", temporal,
            (unsigned long)keep.peak, (unsigned long)rec.peak);
     fails += tape_same(temporal ? "recompute vs keep (temporal)" : "recompute vs keep (2-D)", &keep, &rec);
+    fails += forward_same(&keep, &pt, &c, &x, &t, &ctx);
     fails += tape_same(temporal ? "recompute, 3 threads vs 1 (temporal)" : "recompute, 3 threads vs 1 (2-D)", &rec, &rec3);
     fails += EXPECT(rec.peak < keep.peak, "temporal=%d: recompute holds %lu bytes at its peak, not fewer than %lu", temporal,
                     (unsigned long)rec.peak, (unsigned long)keep.peak);

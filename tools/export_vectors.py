@@ -34,6 +34,8 @@ CASE_MODULES = [
     'cases_sched',
     'cases_train',
     'cases_pipeline',
+    'cases_toy',
+    'cases_train_batch',
 ]
 
 PRECS = ('f32', 'f64')

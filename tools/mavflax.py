@@ -1,6 +1,6 @@
 """mavref's own flax.linen model of makeavid's pseudo-3D UNet (UNetPseudo3DConditionModel).
 
-Written from the architecture description (spec/flaxmodel.md, /work/shared/reference/
+Written from the architecture description (SPEC.md section 5.7, /work/shared/reference/
 upstream-notes.md section 2): the parameter names, shapes and layouts equal upstream's
 (makeavid_sd/flax_impl at 945e154), so a checkpoint of the original loads into it, and the
 arithmetic is the same sequence of flax/diffusers operations. The attention is diffusers'
@@ -348,7 +348,7 @@ def sinusoid(t, dim, flip_sin_to_cos, freq_shift, dtype):
 
 class UNetPseudo3DConditionModel(nn.Module):
     """sample (B,Cin,F,H,W) or (B,Cin,H,W), timesteps (B,) or (), context (B,T,Cctx)
-    -> (B,Cout,F,H,W) or (B,Cout,H,W). Taps are sown into 'intermediates' (see spec)."""
+    -> (B,Cout,F,H,W) or (B,Cout,H,W). Taps are sown into 'intermediates' (SPEC.md section 5.7.7)."""
     config: UNetConfig = MAKEAVID
     use_memory_efficient_attention: bool = True
     dtype: jnp.dtype = jnp.float32

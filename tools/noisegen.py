@@ -1,4 +1,4 @@
-"""mavref's portable Gaussian noise generator (ref/noise.c), in numpy. See spec/sched.md.
+"""mavref's portable Gaussian noise generator (ref/noise.c), in numpy. See SPEC.md section 8.7.
 
 Every step is one IEEE-754 binary64 operation (+, -, *, /, sqrt, floor, frexp), evaluated in
 the same order as the C code, so both give the same bits on any platform.

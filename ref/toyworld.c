@@ -1,0 +1,128 @@
+// toyworld.c: clips of simple moving shapes with captions (see toyworld.h for the rules).
+#include "toyworld.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "procedural.h"
+
+const char *const toy_color_names[TOY_NCOLORS] = {"red", "green", "blue", "yellow"};
+const char *const toy_shape_names[TOY_NSHAPES] = {"circle", "square", "triangle"};
+const char *const toy_dir_names[TOY_NDIRS] = {"left", "right", "up", "down"};
+const unsigned char toy_colors[TOY_NCOLORS][3] = {
+    {220, 50, 47}, {60, 170, 60}, {40, 90, 220}, {235, 200, 30}};
+const unsigned char toy_background[3] = {24, 24, 32};
+
+// (colour, shape, direction) never shown in training.
+static const int held[TOY_NHELD][3] = {
+    {0, TOY_CIRCLE, TOY_DOWN},   {0, TOY_TRIANGLE, TOY_RIGHT}, {1, TOY_SQUARE, TOY_UP},
+    {1, TOY_TRIANGLE, TOY_LEFT}, {2, TOY_CIRCLE, TOY_RIGHT},   {2, TOY_SQUARE, TOY_LEFT},
+    {3, TOY_CIRCLE, TOY_UP},     {3, TOY_SQUARE, TOY_DOWN}};
+
+int toy_held_out(int color, int shape, int dir) {
+    for (int k = 0; k < TOY_NHELD; k++)
+        if (held[k][0] == color && held[k][1] == shape && held[k][2] == dir) return 1;
+    return 0;
+}
+
+// Draw j of clip `index`: splitmix64(splitmix64(key + index) + j).
+static uint64_t draw(uint64_t seed, uint64_t index, unsigned j) {
+    uint64_t key = proc_splitmix64(seed ^ proc_fnv1a64("toyworld"));
+    return proc_splitmix64(proc_splitmix64(key + index) + j);
+}
+
+// Draws 1..4: size, travel, start along the motion, position across it.
+static void toy_geometry(ToyClip *c, uint64_t seed, uint64_t index, int S, int F) {
+    long side = 8L * S; // frame size in 1/8 px
+    c->r = (long)S * (long)(56 + draw(seed, index, 1) % 32) / 64;
+    long travel = side * (long)(40 + draw(seed, index, 2) % 16) / 100;
+    c->v = travel / (F - 1);
+    if (c->v < 1) c->v = 1;
+    travel = c->v * (F - 1);
+    long margin = c->r + 8; // the shape's reach plus one pixel
+    long room = side - 2 * margin - travel;
+    if (room < 0) room = 0;
+    long along = margin + (long)(draw(seed, index, 3) % (uint64_t)(room + 1));
+    long across_room = side - 2 * margin;
+    if (across_room < 0) across_room = 0;
+    long across = margin + (long)(draw(seed, index, 4) % (uint64_t)(across_room + 1));
+    // Moving towards smaller coordinates starts at the far end of its range.
+    if (c->dir == TOY_LEFT || c->dir == TOY_UP) along += travel;
+    if (c->dir == TOY_LEFT || c->dir == TOY_RIGHT) { c->x0 = along; c->y0 = across; }
+    else { c->x0 = across; c->y0 = along; }
+}
+
+static void set_combo(ToyClip *c, int k) {
+    c->color = k / (TOY_NSHAPES * TOY_NDIRS);
+    c->shape = k / TOY_NDIRS % TOY_NSHAPES;
+    c->dir = k % TOY_NDIRS;
+}
+
+void toy_clip(ToyClip *clip, uint64_t seed, uint64_t index, int held_out, int S, int F) {
+    // Combination: the m-th of the allowed ones, in (colour, shape, direction) order.
+    int n = held_out < 0 ? TOY_NCOMBOS : held_out ? TOY_NHELD : TOY_NCOMBOS - TOY_NHELD;
+    int m = (int)(draw(seed, index, 0) % (uint64_t)n);
+    for (int k = 0; k < TOY_NCOMBOS; k++) {
+        set_combo(clip, k);
+        int h = toy_held_out(clip->color, clip->shape, clip->dir);
+        if (held_out >= 0 && h != held_out) continue;
+        if (m-- == 0) break;
+    }
+    toy_geometry(clip, seed, index, S, F);
+}
+
+void toy_clip_for(ToyClip *clip, int color, int shape, int dir, uint64_t seed, uint64_t index, int S, int F) {
+    clip->color = color;
+    clip->shape = shape;
+    clip->dir = dir;
+    toy_geometry(clip, seed, index, S, F);
+}
+
+static int inside(const ToyClip *c, long dx, long dy) {
+    long r = c->r;
+    switch (c->shape) {
+    case TOY_CIRCLE: return dx * dx + dy * dy <= r * r;
+    case TOY_SQUARE: {
+        long s = 7 * r / 8;
+        return dx <= s && dx >= -s && dy <= s && dy >= -s;
+    }
+    default: { // triangle, apex up
+        long adx = dx < 0 ? -dx : dx;
+        return dy <= r && 8 * adx <= 5 * (dy + r);
+    }
+    }
+}
+
+void toy_render(unsigned char *frames, const ToyClip *c, int S, int F) { // frames (F,S,S,3)
+    const unsigned char *fg = toy_colors[c->color], *bg = toy_background;
+    long ux = c->dir == TOY_LEFT ? -1 : c->dir == TOY_RIGHT ? 1 : 0;
+    long uy = c->dir == TOY_UP ? -1 : c->dir == TOY_DOWN ? 1 : 0;
+    for (int f = 0; f < F; f++) {
+        long cx = c->x0 + ux * c->v * f, cy = c->y0 + uy * c->v * f;
+        for (int y = 0; y < S; y++)
+            for (int x = 0; x < S; x++) {
+                int n = 0;
+                for (int j = 0; j < 4; j++)
+                    for (int i = 0; i < 4; i++)
+                        n += inside(c, 8L * x + 2 * i + 1 - cx, 8L * y + 2 * j + 1 - cy);
+                unsigned char *p = frames + (((size_t)f * S + y) * S + x) * 3;
+                for (int ch = 0; ch < 3; ch++) p[ch] = (unsigned char)((bg[ch] * (16 - n) + fg[ch] * n + 8) / 16);
+            }
+    }
+}
+
+int toy_caption(char *buf, size_t n, const ToyClip *c) {
+    return snprintf(buf, n, "a %s %s moving %s", toy_color_names[c->color], toy_shape_names[c->shape],
+                    toy_dir_names[c->dir]);
+}
+
+int toy_parse_caption(const char *text, int *color, int *shape, int *dir) {
+    char buf[96];
+    for (int a = 0; a < TOY_NCOLORS; a++)
+        for (int b = 0; b < TOY_NSHAPES; b++)
+            for (int d = 0; d < TOY_NDIRS; d++) {
+                snprintf(buf, sizeof buf, "a %s %s moving %s", toy_color_names[a], toy_shape_names[b], toy_dir_names[d]);
+                if (strcmp(buf, text) == 0) { *color = a; *shape = b; *dir = d; return 0; }
+            }
+    return -1;
+}

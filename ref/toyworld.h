@@ -1,0 +1,72 @@
+// toyworld.h: the toy world the demo model learns: short clips of one simple shape moving in
+// a straight line on a plain background, each with its caption, e.g. "a red circle moving left".
+//
+// Everything is integer arithmetic on a splitmix64 stream (as ref/procedural.h), so that
+// tools/toyworld.py makes the same clips byte for byte on any platform (corpus op `toyworld`).
+//
+//   colours     red, green, blue, yellow            (TOY_NCOLORS)
+//   shapes      circle, square, triangle            (TOY_NSHAPES)
+//   directions  left, right, up, down               (TOY_NDIRS; up = towards row 0)
+//   held out    8 of the 48 (colour, shape, direction) combinations never appear in training
+//               (toy_held_out); every colour-shape, colour-direction and shape-direction pair
+//               of them still does, so the model can compose them.
+//
+// Geometry, in units of 1/8 pixel ("q"): a clip is a size r (7..10.9 px at S = 64, scaled
+// with S), a start centre (x0, y0) and a velocity of v per frame along its direction. The
+// shape travels 40-55% of the frame over the clip and stays at least one pixel inside it.
+// Pixel (x, y) is sampled at 4x4 points (8x + 2i + 1, 8y + 2j + 1), i, j = 0..3; with d the
+// offset of a point from the centre:
+//   circle    dx^2 + dy^2 <= r^2
+//   square    |dx| <= s and |dy| <= s,           s = floor(7r/8) (about the circle's area)
+//   triangle  dy <= r and 8|dx| <= 5(dy + r)     (apex up, base 2.5r wide at dy = r)
+// and the pixel is (bg (16 - n) + fg n + 8) / 16 per channel, n = points inside (0..16).
+#ifndef MAVREF_TOYWORLD_H
+#define MAVREF_TOYWORLD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define TOY_NCOLORS 4
+#define TOY_NSHAPES 3
+#define TOY_NDIRS 4
+#define TOY_NCOMBOS (TOY_NCOLORS * TOY_NSHAPES * TOY_NDIRS)
+#define TOY_NHELD 8
+
+enum { TOY_LEFT, TOY_RIGHT, TOY_UP, TOY_DOWN };
+enum { TOY_CIRCLE, TOY_SQUARE, TOY_TRIANGLE };
+
+extern const char *const toy_color_names[TOY_NCOLORS];
+extern const char *const toy_shape_names[TOY_NSHAPES];
+extern const char *const toy_dir_names[TOY_NDIRS];
+extern const unsigned char toy_colors[TOY_NCOLORS][3];
+extern const unsigned char toy_background[3];
+
+typedef struct {
+    int color, shape, dir; // indices into the tables above
+    long r;                // size, 1/8 px
+    long x0, y0;           // centre in frame 0, 1/8 px
+    long v;                // speed along dir, 1/8 px per frame (> 0)
+} ToyClip;
+
+// 1 if (color, shape, dir) is one of the TOY_NHELD combinations never shown in training.
+int toy_held_out(int color, int shape, int dir);
+
+// Clip `index` of the stream `seed`: its combination is drawn from the training combinations
+// (held_out = 0), from the held-out ones (held_out = 1) or from all (held_out = -1); then its
+// size, speed and start. S (>= 32) is the frame size in pixels, F (>= 2) the frame count.
+void toy_clip(ToyClip *clip, uint64_t seed, uint64_t index, int held_out, int S, int F);
+
+// The same clip for a given combination (a prompt): geometry drawn as toy_clip draws it.
+void toy_clip_for(ToyClip *clip, int color, int shape, int dir, uint64_t seed, uint64_t index, int S, int F);
+
+// Render the clip: frames (F, S, S, 3) RGB bytes.
+void toy_render(unsigned char *frames, const ToyClip *clip, int S, int F);
+
+// "a red circle moving left" into buf (at most n bytes with the NUL); returns its length.
+int toy_caption(char *buf, size_t n, const ToyClip *clip);
+
+// Parse a caption of the form above (lower case, single spaces); 0 on success, -1 if the
+// text is not one.
+int toy_parse_caption(const char *text, int *color, int *shape, int *dir);
+
+#endif
