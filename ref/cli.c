@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "checkpoint.h"
 #include "cli.h"
 #include "compare.h"
@@ -825,6 +826,24 @@ static int cmd_train_vae(const CliArgs *a) {
 
 typedef int (*CommandFn)(const CliArgs *a);
 
+// ---------------------------------------------------------------------------------------
+// check (ref/check.c)
+
+static int cmd_check(const CliArgs *a) {
+    CheckOpts o;
+    memset(&o, 0, sizeof o);
+    if (!a->backend) return usage_error(a, "--backend is required");
+    o.backend = a->backend;
+    o.vectors = a->vectors;
+    o.ops = a->ops;
+    o.cases = a->cases;
+    o.level = a->level;
+    o.workdir = a->workdir;
+    o.precision = (int)a->precision;
+    o.timeout = a->timeout;
+    return check_run(&o, a->out, a->err);
+}
+
 static const struct { CliCommand c; CommandFn run; } commands[] = {
     {{"info", CMD_INFO, 1, 1, "FILE", "FILE",
       "      list the tensors of a checkpoint: name, dtype, shape (safetensors: and its metadata).\n"
@@ -882,6 +901,14 @@ static const struct { CliCommand c; CommandFn run; } commands[] = {
       "      makes the hint latent (--hint-unet W or --hint-unet-seed S). --replay CASE reruns a\n"
       "      recorded FLAX pipeline case with its prompts, networks, weights, hint, mask and\n"
       "      noise, and reports how closely the final latents match FLAX's.\n"}, cmd_generate},
+    {{"check", CMD_CHECK, 0, 0, "", "--backend 'CMD {case} {out}' [--ops GLOB] [--level quick|full] [--precision 32|64] [options]",
+      "      the golden corpus against another backend: for every selected case of\n"
+      "      vectors/contract.json, runs the adapter CMD with {case} = the case file and {out} = a\n"
+      "      path for its outputs (safetensors, one tensor per output of the contract), and compares\n"
+      "      each output with the expected tensor at the manifest's tolerance. One line per case\n"
+      "      (op, case, rel and worst element, PASS or the reason: crashed, timed out, wrote\n"
+      "      nothing, wrong shape, ...), then a table per op. Needs sh and timeout (POSIX).\n"
+      "      Exit status: 0 all passed, 1 a failure, 2 bad usage or unreadable contract.\n"}, cmd_check},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 

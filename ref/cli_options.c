@@ -93,6 +93,15 @@ const CliOption cli_options[] = {
     {"--clip-layers", GEN, OPT_COUNT, F(clip_layers), "N", NULL, 1, 1000, "CLIP layers (default 12)"},
     {"--clip-heads", GEN, OPT_COUNT, F(clip_heads), "N", NULL, 1, 1000, "CLIP heads (default 12)"},
     {"--clip-mlp", GEN, OPT_COUNT, F(clip_mlp), "N", NULL, 1, 1000000, "CLIP MLP width (default 3072)"},
+    // check (ref/check.c)
+    {"--backend", CMD_CHECK, OPT_TEXT, F(backend), "'CMD {case} {out}'", NULL, 0, 0, "the adapter: {case} and {out} become the case file and the output path"},
+    {"--vectors", CMD_CHECK, OPT_TEXT, F(vectors), "DIR", "vectors", 0, 0, "the corpus (DIR/contract.json, DIR/f32, DIR/f64)"},
+    {"--ops", CMD_CHECK, OPT_TEXT, F(ops), "GLOB[,GLOB]", "*", 0, 0, "only these ops (shell globs: * and ?)"},
+    {"--cases", CMD_CHECK, OPT_TEXT, F(cases), "TEXT", NULL, 0, 0, "only cases whose name contains TEXT"},
+    {"--level", CMD_CHECK, OPT_TEXT, F(level), "quick|full", "full", 0, 0, "quick: the quick cases only"},
+    {"--precision", CMD_CHECK, OPT_COUNT, F(precision), "32|64", NULL, 32, 64, "the float32 or float64 cases (default: the build's)"},
+    {"--timeout", CMD_CHECK, OPT_NONNEG, F(timeout), "S", "600", 0, 0, "seconds per case before the adapter is stopped"},
+    {"--workdir", CMD_CHECK, OPT_TEXT, F(workdir), "DIR", NULL, 0, 0, "outputs and logs (default: a new $TMPDIR/mavref-check-XXXXXX)"},
     // generate: the hint latent without --hint (SD 1.5's 2-D UNet, as upstream)
     {"--hint-model", GEN, OPT_TEXT, F(hint_model), "DIR|FILE", NULL, 0, 0, "SD 1.5 for the hint latent: a diffusers folder (PyTorch or Flax weights) or the single-file original checkpoint"},
     {"--hint-unet", GEN, OPT_TEXT, F(hint_unet), "W", NULL, 0, 0, "2-D UNet weights for the hint latent"},
