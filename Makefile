@@ -115,8 +115,8 @@ CROSS_CFLAGS_i386 := -msse2 -mfpmath=sse
 LEVEL ?= quick
 cross-test:
 	@test -n "$(CROSS_$(ARCH))" || { echo "ARCH must be one of: aarch64 s390x riscv64 i386"; exit 2; }
-	$(MAKE) test CC=$(CROSS_$(ARCH))-gcc BUILDROOT=build/cross-$(ARCH) LDFLAGS="-static" CFLAGS="$(CROSS_CFLAGS_$(ARCH))" \
-	  TEST_RUNNER=$(QEMU_$(ARCH)) TESTARGS="--level $(LEVEL) $(TESTARGS)"
+	MAVREF_EXEC_PREFIX="$(QEMU_$(ARCH))" $(MAKE) test CC=$(CROSS_$(ARCH))-gcc BUILDROOT=build/cross-$(ARCH) LDFLAGS="-static" \
+	  CFLAGS="$(CROSS_CFLAGS_$(ARCH))" TEST_RUNNER=$(QEMU_$(ARCH)) TESTARGS="--level $(LEVEL) $(TESTARGS)"
 
 sanitize: $(BUILD)/mavref $(BUILD)/run_tests
 	@echo "sanitized build in $(BUILD)"

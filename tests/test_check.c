@@ -155,8 +155,21 @@ int test_contract(void) {
 
 // ---------------------------------------------------------------------------------------
 
-// The directory of run_tests (where `make` puts mavref too), with a trailing '/'.
+// The directory of run_tests (where `make` puts mavref too), with a trailing '/', preceded
+// by $MAVREF_EXEC_PREFIX when the binaries need an emulator to run (make cross-test sets it to
+// qemu-ARCH: the tests spawn mavref and run_tests, which the host cannot execute directly).
 static void bin_dir(char *out, size_t cap) {
+    const char *slash = harness_argv0 ? strrchr(harness_argv0, '/') : NULL;
+    const char *emu = getenv("MAVREF_EXEC_PREFIX");
+    char sep[2] = {0, 0};
+    if (emu && *emu) sep[0] = ' ';
+    else emu = "";
+    if (!slash) snprintf(out, cap, "%s%s./", emu, sep);
+    else snprintf(out, cap, "%s%s%.*s/", emu, sep, (int)(slash - harness_argv0), harness_argv0);
+}
+
+// The same directory without the emulator: where files go.
+static void file_dir(char *out, size_t cap) {
     const char *slash = harness_argv0 ? strrchr(harness_argv0, '/') : NULL;
     if (!slash) snprintf(out, cap, "./");
     else snprintf(out, cap, "%.*s/", (int)(slash - harness_argv0), harness_argv0);
@@ -165,12 +178,13 @@ static void bin_dir(char *out, size_t cap) {
 // Run `mavref check` with this adapter (and environment prefix); returns its exit status and
 // its output in *log (malloc'd).
 static int run_check(const char *env, const char *adapter, const char *extra, char **log) {
-    char dir[512], cmd[4096], logp[600];
+    char dir[512], fdir[512], cmd[4096], logp[600];
     int st;
     bin_dir(dir, sizeof dir);
-    snprintf(logp, sizeof logp, "%scheck-test.log", dir);
+    file_dir(fdir, sizeof fdir);
+    snprintf(logp, sizeof logp, "%scheck-test.log", fdir);
     snprintf(cmd, sizeof cmd, "mkdir -p %scheck-test && %s %smavref check --vectors " VECTORS " --precision %d --workdir %scheck-test --backend \"%s\" %s > %s 2>&1",
-             dir, env, dir, MAVREF_PRECISION, dir, adapter, extra, logp);
+             fdir, env, dir, MAVREF_PRECISION, fdir, adapter, extra, logp);
     st = system(cmd);
     *log = slurp(logp, NULL);
     if (!*log) *log = (char *)calloc(1, 1);
