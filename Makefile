@@ -32,7 +32,8 @@ CC        ?= cc
 
 SAN := $(if $(filter sanitize,$(MAKECMDGOALS)),1,0)
 
-CFLAGS_BASE := -std=c99 -pedantic -Wall -Wextra -Werror $(OPT) -DMAVREF_PRECISION=$(PRECISION)
+# _FILE_OFFSET_BITS=64: 32-bit glibc then opens and seeks files past 2 GiB (no effect elsewhere).
+CFLAGS_BASE := -std=c99 -pedantic -Wall -Wextra -Werror $(OPT) -DMAVREF_PRECISION=$(PRECISION) -D_FILE_OFFSET_BITS=64
 LDLIBS := -lm
 ifeq ($(THREADS),1)
   CFLAGS_BASE += -DMAVREF_THREADS=1 -pthread
@@ -75,7 +76,7 @@ $(BUILD)/tests/%.o: tests/%.c $(HEADERS) Makefile
 
 $(BUILD)/libmavref.a: $(LIB_OBJ)
 	rm -f $@
-	ar rcs $@ $^
+	$(AR) rcs $@ $^
 
 $(BUILD)/mavref: $(BUILD)/ref/main.o $(BUILD)/libmavref.a
 	$(CC) $(CFLAGS_ALL) $(LDFLAGS) -o $@ $^ $(LDLIBS)
