@@ -84,6 +84,10 @@ const UnitTest unit_tests[] = {
     {"check_self", test_check_self},
     {"check_perturbed", test_check_perturbed},
     {"check_bad_adapters", test_check_bad_adapters},
+    {"port_large_file", test_port_large_file},
+    {"port_outputs_replace", test_port_outputs_replace},
+    {"port_fma", test_port_fma},
+    {"port_paths", test_port_paths},
 };
 const size_t n_unit_tests = sizeof unit_tests / sizeof unit_tests[0];
 
