@@ -88,6 +88,7 @@ const UnitTest unit_tests[] = {
     {"port_outputs_replace", test_port_outputs_replace},
     {"port_fma", test_port_fma},
     {"port_paths", test_port_paths},
+    {"port_real_unet_32bit", test_port_real_unet_32bit},
 };
 const size_t n_unit_tests = sizeof unit_tests / sizeof unit_tests[0];
 

@@ -10,7 +10,9 @@
 
 #include "tests.h"
 #include "../ref/image.h"
+#include "../ref/params.h"
 #include "../ref/port.h"
+#include "../ref/unet.h"
 
 #define STR2(x) #x
 #define STR(x) STR2(x)
@@ -371,5 +373,30 @@ int test_port_paths(void) {
         remove(fwd);
     }
 #endif
+    return fails;
+}
+
+// ---------------------------------------------------------------------------------------
+// A 32-bit address space (i386, win32, wasm32) cannot hold the real UNet's 4.5 GB (float32)
+// of parameters: the arena's size must be refused as it is computed, with a message, before
+// any allocation (never a wrapped size_t and a too-small arena).
+
+int test_port_real_unet_32bit(void) {
+    UNetConfig cfg;
+    ParamTable pt;
+    int fails = 0;
+    unet_config_default(&cfg);
+    params_init(&pt);
+    if (unet_declare_params(&pt, &cfg)) {
+        harness_failf(__func__, "declaring the makeavid UNet: %s", mv_error());
+        free_params(&pt);
+        return 1;
+    }
+    fails += EXPECT((double)pt.numel * sizeof(real) > 4294967296.0, "the real UNet's %lu parameters fit in 4 GiB", (unsigned long)pt.numel);
+    if (sizeof(size_t) < 8) { // elsewhere this would allocate gigabytes
+        fails += EXPECT(params_alloc(&pt) == MV_ERR, "a %u-bit build allocated the real UNet", (unsigned)(8 * sizeof(size_t)));
+        fails += EXPECT(strstr(mv_error(), "parameter arena") && strstr(mv_error(), "does not fit in size_t"), "message: %s", mv_error());
+    }
+    free_params(&pt);
     return fails;
 }
