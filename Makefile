@@ -136,6 +136,9 @@ cross-test:
 	@test -n "$(CROSS_$(ARCH))" || { echo "ARCH must be one of: aarch64 s390x riscv64 i386 win64 win32"; exit 2; }
 	$(MAKE) test CC=$(CROSS_$(ARCH))-gcc BUILDROOT=build/cross-$(ARCH) LDFLAGS="-static" CFLAGS="$(CROSS_CFLAGS_$(ARCH))" \
 	  TEST_RUNNER='$(QEMU_$(ARCH))' TESTARGS="--level $(LEVEL) $(TESTARGS)"
+	@# wine exits 0 when it cannot start a program at all (win32 without wine32): ask for the list
+	@case "$(ARCH)" in win*) $(QEMU_$(ARCH)) $(CROSS_BUILD)/run_tests.exe --list 2>/dev/null | grep -q '^unit port_fma' || \
+	  { echo "cross-test: wine did not run $(CROSS_BUILD)/run_tests.exe (for win32: dpkg --add-architecture i386; apt-get install wine32:i386)"; exit 2; };; esac
 	@if [ "$(ARCH)" = win64 ] && [ "$(PRECISION)" = 32 ]; then \
 	  $(MAKE) --no-print-directory same-bits SAME_BITS_RUN='$(QEMU_$(ARCH))' SAME_BITS_EXE=$(CROSS_BUILD)/mavref.exe; fi
 
