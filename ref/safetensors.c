@@ -469,7 +469,7 @@ int st_writer_save(const StWriter *w, const char *path) {
         buf_str(&b, dtype_names[it->dtype]);
         buf_str(&b, "\",\"shape\":[");
         for (d = 0; d < it->ndim; d++) {
-            sprintf(num, d ? ",%lu" : "%lu", (unsigned long)it->shape[d]);
+            sprintf(num, d ? ",%llu" : "%llu", (unsigned long long)it->shape[d]); // not long: 32 bits on Windows
             buf_str(&b, num);
         }
         sprintf(num, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off, (unsigned long long)(off + it->nbytes));

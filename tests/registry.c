@@ -89,6 +89,7 @@ const UnitTest unit_tests[] = {
     {"port_fma", test_port_fma},
     {"port_paths", test_port_paths},
     {"port_real_unet_32bit", test_port_real_unet_32bit},
+    {"port_size_messages", test_port_size_messages},
 };
 const size_t n_unit_tests = sizeof unit_tests / sizeof unit_tests[0];
 

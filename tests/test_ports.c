@@ -400,3 +400,20 @@ int test_port_real_unet_32bit(void) {
     free_params(&pt);
     return fails;
 }
+
+// ---------------------------------------------------------------------------------------
+// Sizes in messages and in the safetensors header are printed as unsigned long long: an
+// unsigned long is 32 bits on Windows and would print 2^40 as 0.
+
+int test_port_size_messages(void) {
+    size_t out, shape[2];
+    char buf[64];
+    int fails = 0;
+    if (sizeof(size_t) < 8) return 0; // no such sizes here
+    shape[0] = (size_t)1 << 33;
+    shape[1] = 3;
+    fails += EXPECT(mv_mul_size(&out, (size_t)1 << 40, (size_t)1 << 30) == MV_ERR, "2^70 fits in size_t");
+    fails += EXPECT(strstr(mv_error(), "1099511627776 x 1073741824") != NULL, "message: %s", mv_error());
+    fails += EXPECT(strcmp(shape_str(buf, sizeof buf, 2, shape), "(8589934592, 3)") == 0, "shape_str: %s", buf);
+    return fails;
+}

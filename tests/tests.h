@@ -188,5 +188,6 @@ int test_port_outputs_replace(void);
 int test_port_fma(void);
 int test_port_paths(void);
 int test_port_real_unet_32bit(void);
+int test_port_size_messages(void);
 
 #endif
