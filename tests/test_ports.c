@@ -11,6 +11,7 @@
 #include "tests.h"
 #include "../ref/image.h"
 #include "../ref/params.h"
+#include "../ref/plot.h"
 #include "../ref/port.h"
 #include "../ref/unet.h"
 
@@ -227,6 +228,22 @@ int test_port_outputs_replace(void) {
     fails += EXPECT(video_write_frames(fr, b, 1, 2, 2) == MV_OK, "second frames over the first: %s", mv_error());
     fails += EXPECT(video_write_frames(fref, b, 1, 2, 2) == MV_OK, "reference frames: %s", mv_error());
     fails += EXPECT(same_bytes(fr0, fref0), "the frame file is not the second write");
+    // the training loss plot (SVG)
+    {
+        const char *svg = TMP("replace.svg");
+        LossPlot a1, b1;
+        memset(&a1, 0, sizeof a1);
+        memset(&b1, 0, sizeof b1);
+        fails += EXPECT(plot_add(&a1, 1, 2.0) == MV_OK && plot_add(&a1, 2, 1.0) == MV_OK, "plot_add");
+        fails += EXPECT(plot_add(&b1, 1, 5.0) == MV_OK && plot_add(&b1, 2, 4.0) == MV_OK && plot_add(&b1, 3, 3.5) == MV_OK, "plot_add");
+        fails += EXPECT(plot_write_svg(svg, &a1, "first") == MV_OK, "first SVG: %s", mv_error());
+        fails += EXPECT(plot_write_svg(svg, &b1, "second") == MV_OK, "second SVG over the first: %s", mv_error());
+        fails += EXPECT(plot_write_svg(ref, &b1, "second") == MV_OK, "reference SVG: %s", mv_error());
+        fails += EXPECT(same_bytes(svg, ref), "the SVG file is not the second write");
+        plot_free(&a1);
+        plot_free(&b1);
+        remove(svg);
+    }
     remove(st); remove(pnm); remove(y4m); remove(gif); remove(ref); remove(fr0); remove(fref0);
     return fails;
 }
