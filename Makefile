@@ -6,6 +6,8 @@
 #   make THREADS=0        build without pthreads
 #   make CC=clang         another compiler (any C99 compiler; warnings are errors)
 #   make sanitize test    ASan + UBSan build, then the tests
+#   make cross-test ARCH=win64  the tests under wine (mingw-w64); ARCH=s390x, i386, ... under qemu-user
+#   make wasm-test        the tests as WebAssembly (wasm32-wasi) under node
 #   make NATIVE=1         machine-specific code generation (-march=native); never the default
 #   make OPT=-O3          another optimization level (its own build directory)
 #   make fuzz FUZZER=json libFuzzer harness (tools/fuzz; FUZZ_TIME=s or FUZZ_RUNS=n)
@@ -32,7 +34,8 @@ CC        ?= cc
 
 SAN := $(if $(filter sanitize,$(MAKECMDGOALS)),1,0)
 
-CFLAGS_BASE := -std=c99 -pedantic -Wall -Wextra -Werror $(OPT) -DMAVREF_PRECISION=$(PRECISION)
+# _FILE_OFFSET_BITS=64: 32-bit glibc then opens and seeks files past 2 GiB (no effect elsewhere).
+CFLAGS_BASE := -std=c99 -pedantic -Wall -Wextra -Werror $(OPT) -DMAVREF_PRECISION=$(PRECISION) -D_FILE_OFFSET_BITS=64
 LDLIBS := -lm
 ifeq ($(THREADS),1)
   CFLAGS_BASE += -DMAVREF_THREADS=1 -pthread
@@ -52,6 +55,8 @@ BUILDROOT ?= build
 # A non-default OPT gets its own build directory (e.g. -n1-oO2-s0), so objects never mix.
 OPTTAG    := $(if $(filter-out $(OPT_DEFAULT),$(OPT)),-o$(subst $(eval) ,,$(subst -,,$(subst =,,$(OPT)))))
 BUILD     := $(BUILDROOT)/$(CCNAME)-f$(PRECISION)-t$(THREADS)-n$(NATIVE)$(OPTTAG)-s$(SAN)
+# Windows compilers name their programs NAME.exe.
+EXE       := $(if $(findstring mingw32,$(CCNAME)),.exe)
 
 LIB_SRC  := $(filter-out ref/main.c,$(wildcard ref/*.c))
 LIB_OBJ  := $(patsubst ref/%.c,$(BUILD)/ref/%.o,$(LIB_SRC))
@@ -61,7 +66,7 @@ HEADERS  := $(wildcard ref/*.h tests/*.h)
 
 PY ?= tools/.venv/bin/python
 
-.PHONY: backends-env conformance contract install install-test torch-env fixtures all test cross-test sanitize bench-model clean tools-env vectors ckpt-fixtures demo bench bench-run fuzz valgrind check-spec FORCE
+.PHONY: backends-env conformance contract install install-test torch-env fixtures all test cross-test wasm-test same-bits sanitize bench-model clean tools-env vectors ckpt-fixtures demo bench bench-run fuzz valgrind check-spec FORCE
 
 all: bin/mavref
 
@@ -75,13 +80,13 @@ $(BUILD)/tests/%.o: tests/%.c $(HEADERS) Makefile
 
 $(BUILD)/libmavref.a: $(LIB_OBJ)
 	rm -f $@
-	ar rcs $@ $^
+	$(AR) rcs $@ $^
 
-$(BUILD)/mavref: $(BUILD)/ref/main.o $(BUILD)/libmavref.a
+$(BUILD)/mavref$(EXE): $(BUILD)/ref/main.o $(BUILD)/libmavref.a
 	$(CC) $(CFLAGS_ALL) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # the check tests (tests/test_check.c) run the mavref next to run_tests
-$(BUILD)/run_tests: $(TEST_OBJ) $(BUILD)/libmavref.a | $(BUILD)/mavref
+$(BUILD)/run_tests$(EXE): $(TEST_OBJ) $(BUILD)/libmavref.a | $(BUILD)/mavref$(EXE)
 	$(CC) $(CFLAGS_ALL) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # bin/ always holds the binaries of the configuration built last.
@@ -93,13 +98,17 @@ bin/run_tests: $(BUILD)/run_tests FORCE
 	@mkdir -p bin
 	cp $< $@
 
-test: $(BUILD)/mavref $(BUILD)/run_tests
-	$(TEST_RUNNER) $(BUILD)/run_tests --vectors vectors $(TESTARGS)
+test: $(BUILD)/mavref$(EXE) $(BUILD)/run_tests$(EXE)
+	$(TEST_RUNNER) $(BUILD)/run_tests$(EXE) --vectors vectors $(TESTARGS)
 
 # Cross-architecture tests under qemu-user, with Debian's cross compilers (static binaries):
 #   make cross-test ARCH=s390x      (big-endian)     ARCH=i386 (32-bit size_t)
 #   make cross-test ARCH=aarch64    ARCH=riscv64
 # Needs: apt-get install gcc-$(triplet) qemu-user. LEVEL=full runs the whole corpus.
+# Windows under wine, with Debian's mingw-w64 (msvcrt, winpthreads, LLP64: 32-bit long):
+#   make cross-test ARCH=win64      (also compares replays with the native build, bit for bit)
+#   make cross-test ARCH=win32      (32-bit; running it needs wine32, i386 multiarch)
+# Needs: apt-get install mingw-w64 wine wine64.
 CROSS_aarch64 := aarch64-linux-gnu
 CROSS_s390x   := s390x-linux-gnu
 CROSS_riscv64 := riscv64-linux-gnu
@@ -108,15 +117,65 @@ QEMU_aarch64  := qemu-aarch64
 QEMU_s390x    := qemu-s390x
 QEMU_riscv64  := qemu-riscv64
 QEMU_i386     := qemu-i386
+CROSS_win64   := x86_64-w64-mingw32
+CROSS_win32   := i686-w64-mingw32
+# (the runner: wine, quiet, without the Mono and Gecko installers in a fresh prefix)
+QEMU_win64    := env WINEDEBUG=-all WINEDLLOVERRIDES="mscoree,mshtml=" wine
+QEMU_win32    := $(QEMU_win64)
 # i386: SSE2 arithmetic. The x87 unit's excess precision (FLT_EVAL_METHOD 2) rounds float32
 # expressions differently from IEEE float32 hardware, which mavref's float32 contract assumes;
 # the point of this target is the 32-bit size_t.
 CROSS_CFLAGS_i386 := -msse2 -mfpmath=sse
+# Windows: C99 printf formats (%llu, %zu) from mingw's own printf rather than msvcrt's
+# (-std=c99 implies it with mingw-w64 10; stated so that it holds everywhere).
+CROSS_CFLAGS_win64 := -D__USE_MINGW_ANSI_STDIO=1
+CROSS_CFLAGS_win32 := -D__USE_MINGW_ANSI_STDIO=1 -msse2 -mfpmath=sse
 LEVEL ?= quick
+CROSS_BUILD = build/cross-$(ARCH)/$(CROSS_$(ARCH))-gcc-f$(PRECISION)-t$(THREADS)-n$(NATIVE)$(OPTTAG)-s0
 cross-test:
-	@test -n "$(CROSS_$(ARCH))" || { echo "ARCH must be one of: aarch64 s390x riscv64 i386"; exit 2; }
-	MAVREF_EXEC_PREFIX="$(QEMU_$(ARCH))" $(MAKE) test CC=$(CROSS_$(ARCH))-gcc BUILDROOT=build/cross-$(ARCH) LDFLAGS="-static" \
-	  CFLAGS="$(CROSS_CFLAGS_$(ARCH))" TEST_RUNNER=$(QEMU_$(ARCH)) TESTARGS="--level $(LEVEL) $(TESTARGS)"
+	@test -n "$(CROSS_$(ARCH))" || { echo "ARCH must be one of: aarch64 s390x riscv64 i386 win64 win32"; exit 2; }
+	MAVREF_EXEC_PREFIX='$(QEMU_$(ARCH))' $(MAKE) test CC=$(CROSS_$(ARCH))-gcc BUILDROOT=build/cross-$(ARCH) LDFLAGS="-static" \
+	  CFLAGS="$(CROSS_CFLAGS_$(ARCH))" TEST_RUNNER='$(QEMU_$(ARCH))' TESTARGS="--level $(LEVEL) $(TESTARGS)"
+	@# wine exits 0 when it cannot start a program at all (win32 without wine32): ask for the list
+	@case "$(ARCH)" in win*) $(QEMU_$(ARCH)) $(CROSS_BUILD)/run_tests.exe --list 2>/dev/null | grep -q '^unit port_fma' || \
+	  { echo "cross-test: wine did not run $(CROSS_BUILD)/run_tests.exe (for win32: dpkg --add-architecture i386; apt-get install wine32:i386)"; exit 2; };; esac
+	@if [ "$(ARCH)" = win64 ] && [ "$(PRECISION)" = 32 ]; then \
+	  $(MAKE) --no-print-directory same-bits SAME_BITS_RUN='$(QEMU_$(ARCH))' SAME_BITS_EXE=$(CROSS_BUILD)/mavref.exe; fi
+
+# WebAssembly: the library, mavref and the tests for wasm32-wasi (clang and Debian's wasi-libc;
+# no threads), run under node's WASI at LEVEL (quick), then the pipeline replays compared with
+# the native float32 build, bit for bit.
+#   make wasm-test        Needs: apt-get install wasi-libc libclang-rt-14-dev-wasm32 lld (and node)
+# wasm-ld gives a 64 KiB stack by default; mavref, like any C program, expects a few MiB (the
+# safetensors reader alone keeps a 64 KiB buffer there). clock() is emulated from the wall clock
+# (WASI has no process clock; it only times progress lines). node 20's WASI with fast API
+# calls corrupts its own heap once a module's memory grows (nodejs/node#46777): they are off.
+WASM_CC  := clang --target=wasm32-wasi
+WASM_RUN := node --no-warnings --no-turbo-fast-api-calls tools/wasi_run.mjs
+WASM_BUILD = build/wasm32/clang-f$(PRECISION)-t0-n0$(OPTTAG)-s0
+wasm-test:
+	$(MAKE) test CC="$(WASM_CC)" AR=llvm-ar THREADS=0 BUILDROOT=build/wasm32 CFLAGS="-D_WASI_EMULATED_PROCESS_CLOCKS $(CFLAGS)" \
+	  LDFLAGS="-Wl,-z,stack-size=8388608" LDLIBS="-lm -lwasi-emulated-process-clocks" \
+	  TEST_RUNNER="$(WASM_RUN)" TESTARGS="--level $(LEVEL) $(TESTARGS)"
+	@if [ "$(PRECISION)" = 32 ]; then \
+	  $(MAKE) --no-print-directory same-bits SAME_BITS_RUN="$(WASM_RUN)" SAME_BITS_EXE=$(WASM_BUILD)/mavref; fi
+
+# Bit for bit: the quick pipeline replays (tokenizer, CLIP, UNet, VAE, DDIM and DPM-Solver++,
+# the GIF and Y4M writers) by the native float32 build and by another build (SAME_BITS_EXE, run
+# with SAME_BITS_RUN) must write the same bytes: mavref's float32 arithmetic is IEEE single
+# precision, one rounding per operation, in a fixed order, on every platform.
+SAME_BITS_CASES := pipeline_ddim_s3_imagegen pipeline_dpm_s5_hintmask
+SAME_BITS_DIR   := build/same-bits
+NATIVE32        := build/$(CCNAME)-f32-t1-n0-s0
+same-bits:
+	@$(MAKE) --no-print-directory PRECISION=32 THREADS=1 NATIVE=0 OPT=$(OPT_DEFAULT) $(NATIVE32)/mavref
+	@mkdir -p $(SAME_BITS_DIR)
+	@set -e; for c in $(SAME_BITS_CASES); do \
+	  rm -f $(SAME_BITS_DIR)/native-$$c* $(SAME_BITS_DIR)/other-$$c*; \
+	  $(NATIVE32)/mavref generate --replay vectors/f32/$$c.safetensors --out $(SAME_BITS_DIR)/native-$$c >/dev/null; \
+	  $(SAME_BITS_RUN) $(SAME_BITS_EXE) generate --replay vectors/f32/$$c.safetensors --out $(SAME_BITS_DIR)/other-$$c >/dev/null; \
+	  for s in .gif .y4m _latents.safetensors; do cmp $(SAME_BITS_DIR)/native-$$c$$s $(SAME_BITS_DIR)/other-$$c$$s; done; \
+	  echo "same bytes as the native float32 build: $$c (GIF, Y4M, latents) from $(SAME_BITS_EXE)"; done
 
 sanitize: $(BUILD)/mavref $(BUILD)/run_tests
 	@echo "sanitized build in $(BUILD)"

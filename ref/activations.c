@@ -50,6 +50,11 @@ double gelu_grad_scalar(double x, GeluKind kind) {
 
 // The forms the element-wise loops use, in the build's precision.
 #if MAVREF_PRECISION == 32
+// C libraries' float expf and erfcf differ in the last bit (mingw-w64's expf, musl's erfcf
+// from glibc's); the double function rounded once to float is the same everywhere (as in
+// scheduler.c).
+#define expf(x) ((float)exp((double)(x)))
+#define erfcf(x) ((float)erfc((double)(x)))
 static real silu_real(real x) { return x / (1.0f + expf(-x)); }
 static real quick_gelu_real(real x) { return x / (1.0f + expf(-1.702f * x)); }
 static real gelu_real(real x, GeluKind kind) {

@@ -29,6 +29,8 @@ typedef struct {
     char first_fail[128];    // the first failing case
 } OpRow;
 
+#ifdef CHECK_POSIX // everything up to check_run starts or serves processes (Windows, WASI: the stub below)
+
 // ---------------------------------------------------------------------------------------
 // small helpers
 
@@ -282,7 +284,6 @@ static OpRow *row_for(OpRow *rows, size_t *nrows, size_t cap, const char *op) {
     return &rows[(*nrows)++];
 }
 
-#ifdef CHECK_POSIX
 int check_run(const CheckOpts *opts, FILE *out, FILE *err) {
     CheckOpts o = *opts;
     JsonValue root;

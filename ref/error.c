@@ -40,23 +40,23 @@ void mv_clear_error(void) { g_msg[0] = '\0'; }
 
 int mv_mul_size(size_t *out, size_t a, size_t b) {
     if (a != 0 && b > (size_t)-1 / a)
-        return mv_fail("size overflow: %lu x %lu does not fit in size_t (%u bits)",
-                       (unsigned long)a, (unsigned long)b, (unsigned)(sizeof(size_t) * 8));
+        return mv_fail("size overflow: %llu x %llu does not fit in size_t (%u bits)", // long is 32 bits on Windows
+                       (unsigned long long)a, (unsigned long long)b, (unsigned)(sizeof(size_t) * 8));
     *out = a * b;
     return MV_OK;
 }
 
 int mv_add_size(size_t *out, size_t a, size_t b) {
     if (b > (size_t)-1 - a)
-        return mv_fail("size overflow: %lu + %lu does not fit in size_t",
-                       (unsigned long)a, (unsigned long)b);
+        return mv_fail("size overflow: %llu + %llu does not fit in size_t",
+                       (unsigned long long)a, (unsigned long long)b);
     *out = a + b;
     return MV_OK;
 }
 
 void *mv_malloc(size_t bytes, const char *what) {
     void *p = malloc(bytes ? bytes : 1);
-    if (!p) mv_fail("out of memory allocating %lu bytes for %s", (unsigned long)bytes, what);
+    if (!p) mv_fail("out of memory allocating %llu bytes for %s", (unsigned long long)bytes, what);
     return p;
 }
 
@@ -65,7 +65,7 @@ void *mv_calloc(size_t count, size_t size, const char *what) {
     void *p;
     if (mv_mul_size(&bytes, count, size)) { mv_fail_prefix("allocating %s", what); return NULL; }
     p = calloc(bytes ? count : 1, bytes ? size : 1);
-    if (!p) mv_fail("out of memory allocating %lu bytes for %s", (unsigned long)bytes, what);
+    if (!p) mv_fail("out of memory allocating %llu bytes for %s", (unsigned long long)bytes, what);
     return p;
 }
 

@@ -1,5 +1,6 @@
 // image.c: PNM reading, PNM/Y4M/GIF writing, quantization and nearest resize (image.h).
 #include "image.h"
+#include "port.h"
 
 #include <errno.h>
 #include <math.h>
@@ -62,17 +63,12 @@ static int pnm_number(FILE *fp, const char *path, const char *what, unsigned lon
 // allocated, so that a few bytes claiming 32768x32768 pixels cost no 3 GiB allocation.
 // (Streams that cannot seek are not checked here; the read then finds them short.)
 static int pnm_short(FILE *fp, size_t n) {
-    fpos_t pos;
-    size_t left = n - 1;
+    long pos = ftell(fp); // a few bytes of header: fits any long
     int c;
-    if (n == 0 || fgetpos(fp, &pos)) return 0;
-    while (left > 0) { // C99's fseek takes a long: steps of at most 2^30
-        long s = left < ((size_t)1 << 30) ? (long)left : (1L << 30);
-        if (fseek(fp, s, SEEK_CUR)) { fsetpos(fp, &pos); return 0; }
-        left -= (size_t)s;
-    }
+    if (n == 0 || pos < 0) return 0;
+    if (mv_seek(fp, (uint64_t)pos + n - 1)) { mv_seek(fp, (uint64_t)pos); return 0; }
     c = getc(fp);
-    return fsetpos(fp, &pos) != 0 || c == EOF;
+    return mv_seek(fp, (uint64_t)pos) != 0 || c == EOF;
 }
 
 int image_read_pnm(Image *img, const char *path) {
@@ -176,7 +172,7 @@ static int atomic_close(AtomicFile *a, int ok) {
     int rc = MV_OK;
     if (ok && ferror(a->fp)) { mv_fail("%s: write error", a->path); ok = 0; }
     if (fclose(a->fp) != 0 && ok) { mv_fail("%s: write error on close: %s", a->path, strerror(errno)); ok = 0; }
-    if (ok && rename(a->tmp, a->path) != 0) { mv_fail("%s: cannot rename %s: %s", a->path, a->tmp, strerror(errno)); ok = 0; }
+    if (ok && mv_replace_file(a->tmp, a->path) != 0) { mv_fail("%s: cannot rename %s: %s", a->path, a->tmp, strerror(errno)); ok = 0; }
     if (!ok) { remove(a->tmp); rc = MV_ERR; }
     free(a->tmp);
     return rc;

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "mavref.h"
+#include "port.h"
 
 int plot_add(LossPlot *p, double x, double y) {
     if (p->n == p->cap) {
@@ -133,7 +134,7 @@ int plot_write_svg(const char *path, const LossPlot *p, const char *title) {
     fprintf(fp, "<rect x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" fill=\"none\" stroke=\"#333\"/>\n</svg>\n", PL, PT, PW, PH);
     ok = !ferror(fp);
     ok = (fclose(fp) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) {
+    if (!ok || mv_replace_file(tmp, path) != 0) { // replaces an existing plot, on Windows too
         remove(tmp);
         return mv_fail("%s: cannot write the plot: %s", path, strerror(errno));
     }

@@ -1,6 +1,7 @@
 // safetensors.c: a validating reader and an atomic writer for safetensors files.
 #include "safetensors.h"
 #include "json.h"
+#include "port.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -74,18 +75,9 @@ double st_decode(const unsigned char *b, StDtype d) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Seeking to 64-bit offsets with C99's fseek(long): absolute seeks in steps that fit a long.
+// Seeking to 64-bit offsets (port.c: past 4 GiB on every platform, Windows included).
 
-int st_seek(FILE *fp, uint64_t off) {
-    const uint64_t step = 1u << 30;
-    if (fseek(fp, 0, SEEK_SET)) return MV_ERR;
-    while (off > 0) {
-        uint64_t s = off < step ? off : step;
-        if (fseek(fp, (long)s, SEEK_CUR)) return MV_ERR;
-        off -= s;
-    }
-    return MV_OK;
-}
+int st_seek(FILE *fp, uint64_t off) { return mv_seek(fp, off); }
 
 // ---------------------------------------------------------------------------------------
 // Reading
@@ -477,7 +469,7 @@ int st_writer_save(const StWriter *w, const char *path) {
         buf_str(&b, dtype_names[it->dtype]);
         buf_str(&b, "\",\"shape\":[");
         for (d = 0; d < it->ndim; d++) {
-            sprintf(num, d ? ",%lu" : "%lu", (unsigned long)it->shape[d]);
+            sprintf(num, d ? ",%llu" : "%llu", (unsigned long long)it->shape[d]); // not long: 32 bits on Windows
             buf_str(&b, num);
         }
         sprintf(num, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off, (unsigned long long)(off + it->nbytes));
@@ -499,7 +491,7 @@ int st_writer_save(const StWriter *w, const char *path) {
     ok = (fclose(fp) == 0) && ok;
     free(b.s);
     if (!ok) { remove(tmp); mv_fail("%s: write failed (disk full?); nothing was written", path); free(tmp); return MV_ERR; }
-    if (rename(tmp, path) != 0) {
+    if (mv_replace_file(tmp, path) != 0) {
         remove(tmp);
         mv_fail("%s: cannot rename the finished file into place", path);
         free(tmp);

@@ -58,7 +58,7 @@ int st_read_i64(const StFile *f, const char *name, int64_t **out, size_t *numel)
 // One element of dtype d stored little-endian at b, as a double (exact but for 64-bit
 // integers beyond 2^53). Shared with the checkpoint readers.
 double st_decode(const unsigned char *b, StDtype d);
-// Seek to a 64-bit offset with C99's fseek(long) (a 32-bit long on Windows): steps that fit.
+// Seek to a 64-bit offset, past 4 GiB on every platform (mv_seek, port.h).
 int st_seek(FILE *fp, uint64_t off);
 
 // Writer: collects tensors (copied) and metadata, then writes to PATH.tmp and renames it

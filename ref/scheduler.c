@@ -2,13 +2,15 @@
 //
 // Every scalar is computed in `real` with one rounding per operation, in the order Flax
 // evaluates it. Where XLA's CPU code (the exporter's) fuses a multiply and an add into one
-// fused multiply-add, so do we, with C99's fma()/fmaf() (correctly rounded everywhere):
+// fused multiply-add, so do we, correctly rounded (mv_fma/mv_fmaf in port.c, because not every
+// C library's fma()/fmaf() is; mingw-w64's are not):
 // the schedule arrays and every DDIM step then match the exporter bit for bit in float32;
 // DPM-Solver differs only through XLA's own float32 log and exp (ulp-level).
 // Each arithmetic step of a formula is its own statement where a compiler could otherwise
 // contract a*b+c into a fused multiply-add (C99 6.5p8 allows that only within one
 // expression; clang does it by default on some targets).
 #include "scheduler.h"
+#include "port.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -23,12 +25,12 @@
 
 #if MAVREF_PRECISION == 64
 #define R_SQRT(x) sqrt(x)
-#define R_FMA(a, b, c) fma(a, b, c)
+#define R_FMA(a, b, c) mv_fma(a, b, c)
 #define R_LOG(x) log(x)
 #define R_EXP(x) exp(x)
 #else
 #define R_SQRT(x) sqrtf(x)
-#define R_FMA(a, b, c) fmaf(a, b, c)
+#define R_FMA(a, b, c) mv_fmaf(a, b, c)
 // XLA has its own float32 log/exp approximations; libm's float functions differ between
 // platforms. The double function rounded once to float is portable and within half an ulp.
 #define R_LOG(x) ((float)log((double)(x)))

@@ -62,7 +62,7 @@ const char *shape_str(char *buf, size_t cap, int ndim, const size_t *shape) {
     buf[0] = '\0';
     len += (size_t)snprintf(buf + len, cap - len, "(");
     for (i = 0; i < ndim && len < cap; i++)
-        len += (size_t)snprintf(buf + len, cap - len, i ? ", %lu" : "%lu", (unsigned long)shape[i]);
+        len += (size_t)snprintf(buf + len, cap - len, i ? ", %llu" : "%llu", (unsigned long long)shape[i]); // not long: 32 bits on Windows
     if (len < cap) snprintf(buf + len, cap - len, ")");
     return buf;
 }

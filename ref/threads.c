@@ -15,15 +15,23 @@
 #ifdef MAVREF_THREADS
 #include <pthread.h>
 #include <unistd.h>
+#ifdef _WIN32
+#define WIN32_LEAN_AND_MEAN
+#include <windows.h> // GetSystemInfo: Windows has no sysconf
+#endif
 #endif
 
 static int g_count = 0; // 0 = not decided yet (see threads_count)
 
 #ifdef MAVREF_THREADS
 static int processors_online(void) {
-#ifdef _SC_NPROCESSORS_ONLN
+#if defined(_SC_NPROCESSORS_ONLN)
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     if (n > 0) return n > THREADS_MAX ? THREADS_MAX : (int)n;
+#elif defined(_WIN32)
+    SYSTEM_INFO si;
+    GetSystemInfo(&si);
+    if (si.dwNumberOfProcessors > 0) return si.dwNumberOfProcessors > THREADS_MAX ? THREADS_MAX : (int)si.dwNumberOfProcessors;
 #endif
     return 1;
 }

@@ -84,6 +84,12 @@ const UnitTest unit_tests[] = {
     {"check_self", test_check_self},
     {"check_perturbed", test_check_perturbed},
     {"check_bad_adapters", test_check_bad_adapters},
+    {"port_large_file", test_port_large_file},
+    {"port_outputs_replace", test_port_outputs_replace},
+    {"port_fma", test_port_fma},
+    {"port_paths", test_port_paths},
+    {"port_real_unet_32bit", test_port_real_unet_32bit},
+    {"port_size_messages", test_port_size_messages},
 };
 const size_t n_unit_tests = sizeof unit_tests / sizeof unit_tests[0];
 

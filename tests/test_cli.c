@@ -17,12 +17,20 @@ typedef struct {
     char out[CAPTURE], err[CAPTURE]; // what the command printed on each stream (truncated)
 } CliRun;
 
-static void read_back(FILE *fp, char *text) {
+// The capture files: named files under build/, not tmpfile(), which WASI lacks and msvcrt
+// creates in the root of the drive (often not writable on Windows).
+#define STR2(x) #x
+#define STR(x) STR2(x)
+static const char *const capture_path[2] = {"build/cli-capture-f" STR(MAVREF_PRECISION) "-out",
+                                            "build/cli-capture-f" STR(MAVREF_PRECISION) "-err"};
+
+static void read_back(FILE *fp, char *text, const char *path) {
     size_t n;
     rewind(fp);
     n = fread(text, 1, CAPTURE - 1, fp);
     text[n] = '\0';
     fclose(fp);
+    remove(path);
 }
 
 // Run `mavref ARGS...` (NULL-terminated); returns 0, or 1 if the capture files cannot be made.
@@ -30,7 +38,7 @@ static int run_cli(CliRun *r, const char *arg0, ...) {
     char *argv[16];
     int argc = 0;
     const char *s;
-    FILE *out = tmpfile(), *err = tmpfile();
+    FILE *out = fopen(capture_path[0], "w+b"), *err = fopen(capture_path[1], "w+b");
     va_list ap;
     if (!out || !err) {
         if (out) fclose(out);
@@ -44,8 +52,8 @@ static int run_cli(CliRun *r, const char *arg0, ...) {
     va_end(ap);
     argv[argc] = NULL;
     r->rc = mavref_main(argc, argv, out, err);
-    read_back(out, r->out);
-    read_back(err, r->err);
+    read_back(out, r->out, capture_path[0]);
+    read_back(err, r->err, capture_path[1]);
     return 0;
 }
 

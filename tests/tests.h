@@ -182,4 +182,12 @@ int test_check_self(void);
 int test_check_perturbed(void);
 int test_check_bad_adapters(void);
 
+// test_ports.c (ref/port.h: what Windows and WebAssembly do differently)
+int test_port_large_file(void);
+int test_port_outputs_replace(void);
+int test_port_fma(void);
+int test_port_paths(void);
+int test_port_real_unet_32bit(void);
+int test_port_size_messages(void);
+
 #endif
