@@ -14,6 +14,8 @@
 #   make tools-env        create the exporter's Python environment in tools/.venv (pinned)
 #   make vectors          regenerate vectors/ and vectors/manifest.txt from the FLAX model
 #   make demo             the main job on the embedded default
+#   make install PREFIX=p libmavref.a, the headers (p/include/mavref/), mavref and mavref.pc
+#   make install-test     install into a temporary prefix, build tools/example_install with pkg-config, run it
 #   make clean
 #
 # Never add fast-math options (the O-fast level, fast-math or any of its parts): this is a numerical reference.
@@ -48,7 +50,9 @@ BUILDROOT ?= build
 OPTTAG    := $(if $(filter-out $(OPT_DEFAULT),$(OPT)),-o$(subst $(eval) ,,$(subst -,,$(subst =,,$(OPT)))))
 BUILD     := $(BUILDROOT)/$(CCNAME)-f$(PRECISION)-t$(THREADS)-n$(NATIVE)$(OPTTAG)-s$(SAN)
 
-LIB_SRC  := $(filter-out ref/cli.c,$(wildcard ref/*.c))
+# cli.c and check.c are the command (check.c starts processes: POSIX), not the library
+CLI_SRC  := ref/cli.c ref/check.c
+LIB_SRC  := $(filter-out $(CLI_SRC),$(wildcard ref/*.c))
 LIB_OBJ  := $(patsubst ref/%.c,$(BUILD)/ref/%.o,$(LIB_SRC))
 TEST_SRC := $(wildcard tests/*.c)
 TEST_OBJ := $(patsubst tests/%.c,$(BUILD)/tests/%.o,$(TEST_SRC))
@@ -56,7 +60,7 @@ HEADERS  := $(wildcard ref/*.h tests/*.h)
 
 PY := tools/.venv/bin/python
 
-.PHONY: all test cross-test sanitize bench-model clean tools-env vectors demo bench bench-run fuzz valgrind check-spec FORCE
+.PHONY: contract install install-test all test cross-test sanitize bench-model clean tools-env vectors demo bench bench-run fuzz valgrind check-spec FORCE
 
 all: bin/mavref
 
@@ -72,10 +76,11 @@ $(BUILD)/libmavref.a: $(LIB_OBJ)
 	rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/mavref: $(BUILD)/ref/cli.o $(BUILD)/libmavref.a
+$(BUILD)/mavref: $(patsubst ref/%.c,$(BUILD)/ref/%.o,$(CLI_SRC)) $(BUILD)/libmavref.a
 	$(CC) $(CFLAGS_ALL) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/run_tests: $(TEST_OBJ) $(BUILD)/libmavref.a
+# the check tests (tests/test_check.c) run the mavref next to run_tests
+$(BUILD)/run_tests: $(TEST_OBJ) $(BUILD)/libmavref.a | $(BUILD)/mavref
 	$(CC) $(CFLAGS_ALL) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # bin/ always holds the binaries of the configuration built last.
@@ -220,6 +225,11 @@ tools-env:
 vectors:
 	@test -x $(PY) || { echo "run 'make tools-env' first"; exit 1; }
 	JAX_PLATFORMS=cpu HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) tools/export_vectors.py --out vectors
+	$(PY) tools/contract.py --vectors vectors
+
+# vectors/contract.json from the manifest and the files' headers (standard library only)
+contract:
+	python3 tools/contract.py --vectors vectors
 
 # The main job on the embedded default: `mavref generate` replays a recorded FLAX pipeline run
 # (a small makeavid-shaped configuration with procedural weights, shipped in vectors/), writes
@@ -228,6 +238,24 @@ DEMO_CASE := vectors/f$(PRECISION)/pipeline_dpm_s5_hintmask.safetensors
 demo: bin/mavref
 	@mkdir -p out
 	./bin/mavref generate --replay $(DEMO_CASE) --out out/demo --fps 8
+
+# make install PREFIX=/usr/local [PRECISION=64]: the library, its headers under
+# PREFIX/include/mavref/, the command and a pkg-config file. The headers' `real` follows
+# MAVREF_PRECISION, so mavref.pc passes the installed build's value to the compiler.
+PREFIX ?= /usr/local
+INSTALL_HEADERS := $(filter-out ref/check.h,$(wildcard ref/*.h))
+install: $(BUILD)/libmavref.a $(BUILD)/mavref
+	mkdir -p $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/mavref $(DESTDIR)$(PREFIX)/bin
+	cp $(BUILD)/libmavref.a $(DESTDIR)$(PREFIX)/lib/
+	cp $(INSTALL_HEADERS) $(DESTDIR)$(PREFIX)/include/mavref/
+	cp $(BUILD)/mavref $(DESTDIR)$(PREFIX)/bin/
+	{ echo 'prefix=$(PREFIX)'; echo 'libdir=$${prefix}/lib'; echo 'includedir=$${prefix}/include'; echo; \
+	  echo 'Name: mavref'; echo 'Description: portable C99 reference implementation of Make-A-Video SD ($(if $(filter 64,$(PRECISION)),float64,float32))'; \
+	  echo 'Version: 0.1'; echo 'Cflags: -I$${includedir} -DMAVREF_PRECISION=$(PRECISION)'; \
+	  echo 'Libs: -L$${libdir} -lmavref -lm$(if $(filter 1,$(THREADS)), -pthread)'; } > $(DESTDIR)$(PREFIX)/lib/pkgconfig/mavref.pc
+
+install-test:
+	tools/example_install/test.sh $(PRECISION)
 
 clean:
 	rm -rf build bin

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "compare.h"
 #include "safetensors.h"
 #include "clip.h"
@@ -78,6 +79,11 @@ static const char *usage_more =
     "      --unet-seed S --vae-seed S --clip-seed S; configurations: --unet-config JSON,\n"
     "      --vae-channels 128,256,512,512 --vae-layers 2, --clip-width 768 --clip-layers 12\n"
     "      --clip-heads 12 --clip-mlp 3072\n"
+    "  mavref check --backend 'CMD {case} {out}' [--ops GLOB] [--level quick|full]\n"
+    "               [--precision 32|64] [--timeout S] [--cases TEXT] [--vectors DIR] [--workdir DIR]\n"
+    "      run another backend's adapter on every selected corpus case (vectors/contract.json)\n"
+    "      and compare the outputs it writes to {out} with the expected tensors: one line per\n"
+    "      case, a table per op; exit 1 on any failure (SPEC.md, the case contract)\n"
     "  mavref --help\n"
     "\n"
     "The CLIP merges file defaults to $MAVREF_MERGES, else vectors/clip/clip_merges.txt.\n"
@@ -671,6 +677,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "tokenize")) return cmd_tokenize(argc - 2, argv + 2);
     if (!strcmp(argv[1], "encode-text")) return cmd_encode_text(argc - 2, argv + 2);
     if (!strcmp(argv[1], "generate")) return cmd_generate(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "check")) return check_main(argc - 2, argv + 2);
     fprintf(stderr, "mavref: unknown command '%s'\n%s", argv[1], usage);
     return 2;
 }

@@ -56,6 +56,11 @@ int case_check(Case *c, const char *expected_name, const Tensor *got);
 // Report an ref/ error (mv_error()) as a failure of this case.
 int case_error(Case *c, const char *what);
 
+// 1 while `run_tests --run-case` captures outputs instead of comparing them (tests/main.c).
+int harness_capturing(void);
+// argv[0] of run_tests, to find the binaries next to it (tests/test_check.c).
+extern const char *harness_argv0;
+
 // SHA-256 of a file as 64 lowercase hex chars; MV_ERR if unreadable.
 int sha256_file(const char *path, char hex[65]);
 

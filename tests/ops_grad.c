@@ -80,7 +80,7 @@ static int listed(const char *list, const char *name) {
 static int check_grad(Case *c, const char *name, const Tensor *got) {
     const char *zero = st_meta(&c->vec, "zero_grads");
     size_t i;
-    if (zero && listed(zero, name)) {
+    if (zero && listed(zero, name) && !harness_capturing()) {
         c->checks++;
         for (i = 0; i < got->numel; i++)
             if (got->data[i] != 0) {

@@ -59,6 +59,10 @@ const UnitTest unit_tests[] = {
     {"noise_pieces", test_noise_pieces},
     {"noise_file", test_noise_file},
     {"sched_args", test_sched_args},
+    {"contract", test_contract},
+    {"check_self", test_check_self},
+    {"check_perturbed", test_check_perturbed},
+    {"check_bad_adapters", test_check_bad_adapters},
 };
 const size_t n_unit_tests = sizeof unit_tests / sizeof unit_tests[0];
 

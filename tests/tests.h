@@ -147,4 +147,10 @@ int test_noise_pieces(void);
 int test_noise_file(void);
 int test_sched_args(void);
 
+// test_check.c (the case contract and `mavref check`)
+int test_contract(void);
+int test_check_self(void);
+int test_check_perturbed(void);
+int test_check_bad_adapters(void);
+
 #endif
