@@ -60,7 +60,7 @@ HEADERS  := $(wildcard ref/*.h tests/*.h)
 
 PY := tools/.venv/bin/python
 
-.PHONY: contract install install-test all test cross-test sanitize bench-model clean tools-env vectors demo bench bench-run fuzz valgrind check-spec FORCE
+.PHONY: torch-env conformance contract install install-test all test cross-test sanitize bench-model clean tools-env vectors demo bench bench-run fuzz valgrind check-spec FORCE
 
 all: bin/mavref
 
@@ -216,6 +216,24 @@ valgrind: $(BUILD)/run_tests
 # make check-spec: every section, file and function SPEC.md cites exists (python3, stdlib only).
 check-spec:
 	python3 tools/check_spec.py
+
+# make torch-env: the PyTorch environment of the conformance adapters (tools/backends/):
+# Debian's CPU torch (apt-get install python3-torch) seen through a venv, plus the pins of
+# tools/torch-requirements.lock (diffusers 0.16.1, transformers 4.30.2, ...).
+TORCH_PY := tools/.torch-venv/bin/python
+torch-env:
+	@/usr/bin/python3 -c 'import torch, numpy' || { echo "needs Debian's torch: apt-get install python3-torch"; exit 1; }
+	/usr/bin/python3 -m venv --system-site-packages tools/.torch-venv
+	$(TORCH_PY) -m pip install --quiet --no-deps -r tools/torch-requirements.lock
+	HF_HUB_OFFLINE=1 $(TORCH_PY) -c 'import diffusers, transformers, tokenizers, safetensors, ftfy; from transformers import CLIPTextModel, CLIPTokenizer, CLIPTokenizerFast; print("torch-env: torch", __import__("torch").__version__, "diffusers", diffusers.__version__, "transformers", transformers.__version__)'
+
+# make conformance: the PyTorch adapters over the corpus (f32 and f64, `mavref check`),
+# the table in out/conformance.md (README.md, section Conformance). CONFORMANCE_LEVEL=quick: a short run;
+# MAVREF_MAKEAVID_TORCH_IMPL=/path/to/makeavid-sd-tpu adds upstream's PyTorch port.
+CONFORMANCE_LEVEL ?= full
+conformance: bin/mavref
+	@test -x $(TORCH_PY) || { echo "run 'make torch-env' first"; exit 1; }
+	OMP_NUM_THREADS=2 MAVREF_THREADS=2 $(TORCH_PY) tools/backends/conformance.py --level $(CONFORMANCE_LEVEL)
 
 tools-env:
 	python3 -m venv tools/.venv
