@@ -103,6 +103,8 @@ def to_torch_layout(a, ndim_kind):
         return np.ascontiguousarray(a.transpose(3, 2, 0, 1))
     if ndim_kind == 'linear':
         return np.ascontiguousarray(a.T)
+    if ndim_kind == 'conv1d':
+        return np.ascontiguousarray(a.transpose(2, 1, 0))
     return a
 
 
@@ -112,12 +114,15 @@ def flax_shape(tshape, kind):
         return (kh, kw, i, o)
     if kind == 'linear':
         return (tshape[1], tshape[0])
+    if kind == 'conv1d':  # nn.Conv1d (out, in, k) <- Flax temporal (k, in, out)
+        return (tshape[2], tshape[1], tshape[0])
     return tuple(tshape)
 
 
-def load_params(module, case, seed=None, numbered='underscore', meta=None, stored=None, prefix=''):
+def load_params(module, case, seed=None, numbered='underscore', meta=None, stored=None, prefix='', optional=None):
     """Fill every parameter of `module`. Sources, in order: `stored` ({flax name: array},
-    e.g. case.params), the case's `gen.NAME` metadata, else the corpus rule with `seed`."""
+    e.g. case.params), the case's `gen.NAME` metadata, else the corpus rule with `seed`.
+    optional(torch name): parameters the case may lack (left as the module has them)."""
     meta = meta if meta is not None else mavcase._metadata(case.path)
     stored = stored or {}
     emb = {n + '.weight' for n, m in module.named_modules() if isinstance(m, torch.nn.Embedding)}
@@ -125,7 +130,8 @@ def load_params(module, case, seed=None, numbered='underscore', meta=None, store
     used = set()
     for tname, p in module.named_parameters():
         shape = tuple(p.shape)
-        kind = 'embedding' if tname in emb else 'conv' if len(shape) == 4 else 'linear' if len(shape) == 2 else 'vec'
+        kind = 'embedding' if tname in emb else 'conv' if len(shape) == 4 else 'linear' if len(shape) == 2 \
+            else 'conv1d' if len(shape) == 3 else 'vec'
         cands = [prefix + c for c in flax_names(tname, len(shape), numbered, 'embedding' if kind == 'embedding' else None)]
         fshape = flax_shape(shape, kind)
         a = None
@@ -139,6 +145,8 @@ def load_params(module, case, seed=None, numbered='underscore', meta=None, store
             if a is not None:
                 used.add(c)
                 break
+        if a is None and optional is not None and optional(tname):
+            continue
         if a is None:
             if seed is None:
                 raise SystemExit(f'torchcase: no value for {tname} (tried {cands})')
@@ -151,7 +159,8 @@ def load_params(module, case, seed=None, numbered='underscore', meta=None, store
         state[tname] = torch.from_numpy(to_torch_layout(a.astype(np.float64), kind))
     with torch.no_grad():
         for tname, p in module.named_parameters():
-            p.copy_(state[tname].to(p.dtype))
+            if tname in state:
+                p.copy_(state[tname].to(p.dtype))
     return used
 
 
