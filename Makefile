@@ -233,7 +233,7 @@ torch-env:
 CONFORMANCE_LEVEL ?= full
 conformance: bin/mavref
 	@test -x $(TORCH_PY) || { echo "run 'make torch-env' first"; exit 1; }
-	OMP_NUM_THREADS=2 MAVREF_THREADS=2 $(TORCH_PY) tools/backends/conformance.py --level $(CONFORMANCE_LEVEL)
+	OMP_NUM_THREADS=2 MAVREF_THREADS=2 $(TORCH_PY) tools/backends/conformance.py --level $(CONFORMANCE_LEVEL) $(CONFORMANCE_ARGS)
 
 tools-env:
 	python3 -m venv tools/.venv

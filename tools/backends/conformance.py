@@ -120,6 +120,7 @@ def cell(s):
 
 def tokenizer_rows(level):
     sys.path.insert(0, HERE)
+    sys.path.insert(0, os.path.dirname(HERE))
     import mavcase
     import torch_transformers as tt
     rows = {}
@@ -145,15 +146,25 @@ def main():
     ap.add_argument('--level', default='full')
     ap.add_argument('--out', default=os.path.join(ROOT, 'out', 'conformance.md'))
     ap.add_argument('--precisions', default='32,64')
+    ap.add_argument('--reuse', action='store_true',
+                    help="reuse the saved check output (out/check-MODULE-fPREC-LEVEL.txt) of each run not named in --rerun")
+    ap.add_argument('--rerun', default='', help='MODULE:PREC,... to run again with --reuse')
     a = ap.parse_args()
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     t0 = time.time()
     results = {}
-    with open(a.out.replace('.md', '.log'), 'w') as log:
+    with open(a.out.replace('.md', '.log'), 'a' if a.reuse else 'w') as log:
         for label, module, ops in ADAPTERS:
             for prec in a.precisions.split(','):
                 t = time.time()
-                results[(label, prec)] = summarise(run_check(module, ops, prec, a.level, log))
+                saved = os.path.join(os.path.dirname(a.out), f'check-{module}-f{prec}-{a.level}.txt')
+                if a.reuse and f'{module}:{prec}' not in a.rerun.split(',') and os.path.exists(saved):
+                    text = open(saved).read()
+                else:
+                    text = run_check(module, ops, prec, a.level, log)
+                    with open(saved, 'w') as f:
+                        f.write(text)
+                results[(label, prec)] = summarise(text)
                 print(f'conformance: {label} f{prec}: {time.time() - t:.0f} s', file=sys.stderr, flush=True)
     tok = tokenizer_rows(a.level)
     import torch

@@ -273,6 +273,7 @@ def unet(case, grad=False):
         def f(_mod_, _inp, out):
             taps[name] = out[0] if isinstance(out, tuple) else out
         return f
+    m.time_proj.register_forward_hook(hook('tap.time_proj'))  # the sinusoid (f64 cases list it)
     m.time_embedding.register_forward_hook(hook('tap.time_embedding'))
     m.conv_in.register_forward_hook(hook('tap.conv_in'))
     for i, b in enumerate(m.down_blocks):
