@@ -18,7 +18,6 @@ norms and embeddings unchanged.
 """
 import math
 import os
-import re
 import sys
 
 import numpy as np
@@ -197,29 +196,3 @@ def main(ops, argv=None, precheck=None):
         print(f'{os.path.basename(argv[0])}: {e}', file=sys.stderr)
         sys.exit(UNSUPPORTED)
     case.write(argv[2], outs)
-
-
-# --- layout helpers (mavref channels-last <-> torch channels-first) ---
-
-def nhwc_to_nchw(a):
-    return a.permute(0, 3, 1, 2).contiguous()
-
-
-def nchw_to_nhwc(a):
-    return a.permute(0, 2, 3, 1).contiguous()
-
-
-def grad_outputs(case, inputs, params, y, dout, prefix='d_'):
-    """Backward of y with cotangent dout: {d_name: grad} for inputs and params (torch
-    tensors requiring grad), in torch layout (the caller converts)."""
-    names = list(inputs) + list(params)
-    leaves = [inputs[n] for n in inputs] + [params[n] for n in params]
-    gs = torch.autograd.grad(y, leaves, grad_outputs=dout, allow_unused=True)
-    out = {}
-    for n, g, leaf in zip(names, gs, leaves):
-        out[prefix + n] = torch.zeros_like(leaf) if g is None else g
-    return out
-
-
-def re_sub(pattern, repl, s):
-    return re.sub(pattern, repl, s)
