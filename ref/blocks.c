@@ -207,77 +207,100 @@ static int feedforward_add(real *h, const real *n, size_t N, size_t C, const rea
     return rc;
 }
 
-// The weights of a TransformerPseudo3DModel named `prefix`, each checked against its shape.
+// The weights of a TransformerPseudo3DModel named `prefix`, each checked against its shape
+// (C channels, Cctx the text width), named as the Flax paths below `prefix` and
+// `prefix.transformer_blocks_0`.
 typedef struct {
-    const real *gs, *gb, *pik, *pib, *pok, *pob, *ln[8], *w0, *b0, *w2, *b2;
-    AttnWeights a1, a2, at;
+    const real *scale, *bias;  // (C) (C)
+} NormWeights;
+typedef struct {
+    const real *kernel, *bias; // (Cin,Cout) (Cout); a 1x1 conv's (1,1,Cin,Cout) kernel is the same memory
+} DenseWeights;
+typedef struct {
+    NormWeights norm;           // norm: GroupNorm (32 groups, per frame)
+    DenseWeights proj_in;       // proj_in: 1x1 conv (1,1,C,C) (C)
+    NormWeights norm1;          // transformer_blocks_0.norm1: LayerNorm before attn1
+    AttnWeights attn1;          // .attn1: spatial self-attention, to_q/to_k/to_v (C,C), to_out_0 (C,C) (C)
+    NormWeights norm2;          // .norm2
+    AttnWeights attn2;          // .attn2: cross-attention, to_k/to_v (Cctx,C)
+    NormWeights norm_temporal;  // .norm_temporal (temporal mode only; NULL otherwise)
+    AttnWeights attn_temporal;  // .attn_temporal: temporal self-attention (temporal mode only)
+    NormWeights norm3;          // .norm3: LayerNorm before the feed-forward
+    DenseWeights ff_in;         // .ff.net_0.proj: (C,8C) (8C), the GEGLU projection: value half, then gate half
+    DenseWeights ff_out;        // .ff.net_2: (4C,C) (C)
+    DenseWeights proj_out;      // proj_out: 1x1 conv (1,1,C,C) (C)
 } TransformerWeights;
 
+static int norm_weights(NormWeights *n, ParamTable *pt, const char *prefix, const char *name, size_t C) {
+    char sub[128];
+    snprintf(sub, sizeof sub, "%s.scale", name);
+    if (!(n->scale = param(pt, prefix, sub, 1, C, 0, 0, 0))) return MV_ERR;
+    snprintf(sub, sizeof sub, "%s.bias", name);
+    return (n->bias = param(pt, prefix, sub, 1, C, 0, 0, 0)) ? MV_OK : MV_ERR;
+}
+
+// Dense `name` of a (Cin,Cout) kernel; conv1x1 = 1: the 1x1 conv's (1,1,Cin,Cout) kernel.
+static int dense_weights(DenseWeights *w, ParamTable *pt, const char *prefix, const char *name, size_t Cin, size_t Cout,
+                         int conv1x1) {
+    char sub[128];
+    snprintf(sub, sizeof sub, "%s.kernel", name);
+    w->kernel = conv1x1 ? param(pt, prefix, sub, 4, 1, 1, Cin, Cout) : param(pt, prefix, sub, 2, Cin, Cout, 0, 0);
+    if (!w->kernel) return MV_ERR;
+    snprintf(sub, sizeof sub, "%s.bias", name);
+    return (w->bias = param(pt, prefix, sub, 1, Cout, 0, 0, 0)) ? MV_OK : MV_ERR;
+}
+
+// All of them, each once per block call; the first missing or misshaped one is named.
 static int transformer_weights(TransformerWeights *t, ParamTable *pt, const char *prefix, size_t C, size_t heads,
                                const BlockDims *d) {
-    const real *gs, *gb, *pik, *pib, *pok, *pob, *ln[8] = {0}, *w0, *b0, *w2, *b2;
     char tb[512];
-    int i;
+    memset(t, 0, sizeof *t);
     snprintf(tb, sizeof tb, "%s.transformer_blocks_0", prefix);
-    if (!(gs = param(pt, prefix, "norm.scale", 1, C, 0, 0, 0)) || !(gb = param(pt, prefix, "norm.bias", 1, C, 0, 0, 0)) ||
-        !(pik = param(pt, prefix, "proj_in.kernel", 4, 1, 1, C, C)) || !(pib = param(pt, prefix, "proj_in.bias", 1, C, 0, 0, 0)) ||
-        !(pok = param(pt, prefix, "proj_out.kernel", 4, 1, 1, C, C)) || !(pob = param(pt, prefix, "proj_out.bias", 1, C, 0, 0, 0)) ||
-        !(ln[0] = param(pt, tb, "norm1.scale", 1, C, 0, 0, 0)) || !(ln[1] = param(pt, tb, "norm1.bias", 1, C, 0, 0, 0)) ||
-        !(ln[2] = param(pt, tb, "norm2.scale", 1, C, 0, 0, 0)) || !(ln[3] = param(pt, tb, "norm2.bias", 1, C, 0, 0, 0)) ||
-        !(ln[6] = param(pt, tb, "norm3.scale", 1, C, 0, 0, 0)) || !(ln[7] = param(pt, tb, "norm3.bias", 1, C, 0, 0, 0)) ||
-        !(w0 = param(pt, tb, "ff.net_0.proj.kernel", 2, C, 8 * C, 0, 0)) || !(b0 = param(pt, tb, "ff.net_0.proj.bias", 1, 8 * C, 0, 0, 0)) ||
-        !(w2 = param(pt, tb, "ff.net_2.kernel", 2, 4 * C, C, 0, 0)) || !(b2 = param(pt, tb, "ff.net_2.bias", 1, C, 0, 0, 0)) ||
-        attn_weights(&t->a1, pt, tb, "attn1", C, C, heads) || attn_weights(&t->a2, pt, tb, "attn2", C, d->Cctx, heads))
+    if (norm_weights(&t->norm, pt, prefix, "norm", C) || dense_weights(&t->proj_in, pt, prefix, "proj_in", C, C, 1) ||
+        dense_weights(&t->proj_out, pt, prefix, "proj_out", C, C, 1) || norm_weights(&t->norm1, pt, tb, "norm1", C) ||
+        norm_weights(&t->norm2, pt, tb, "norm2", C) || norm_weights(&t->norm3, pt, tb, "norm3", C) ||
+        dense_weights(&t->ff_in, pt, tb, "ff.net_0.proj", C, 8 * C, 0) || dense_weights(&t->ff_out, pt, tb, "ff.net_2", 4 * C, C, 0) ||
+        attn_weights(&t->attn1, pt, tb, "attn1", C, C, heads) || attn_weights(&t->attn2, pt, tb, "attn2", C, d->Cctx, heads))
         return mv_fail_prefix("%s", prefix);
-    if (d->temporal && (!(ln[4] = param(pt, tb, "norm_temporal.scale", 1, C, 0, 0, 0)) ||
-                        !(ln[5] = param(pt, tb, "norm_temporal.bias", 1, C, 0, 0, 0)) ||
-                        attn_weights(&t->at, pt, tb, "attn_temporal", C, C, heads)))
+    if (d->temporal && (norm_weights(&t->norm_temporal, pt, tb, "norm_temporal", C) ||
+                        attn_weights(&t->attn_temporal, pt, tb, "attn_temporal", C, C, heads)))
         return mv_fail_prefix("%s", prefix);
-    t->gs = gs; t->gb = gb; t->pik = pik; t->pib = pib; t->pok = pok; t->pob = pob;
-    t->w0 = w0; t->b0 = b0; t->w2 = w2; t->b2 = b2;
-    for (i = 0; i < 8; i++) t->ln[i] = ln[i];
     return MV_OK;
 }
 
 int transformer_forward(Tensor *out, const Tensor *x, const real *ctx, ParamTable *pt, const char *prefix, size_t heads,
                         const BlockDims *d) {
     size_t B = d->B, F = d->F, H = x->shape[2], W = x->shape[3], C = x->shape[4], S = H * W, N = B * F * S;
-    const real *gs, *gb, *pik, *pib, *pok, *pob, *ln[8] = {0}, *w0, *b0, *w2, *b2;
-    AttnWeights a1, a2, at;
-    TransformerWeights tw;
+    TransformerWeights w;
     Tensor h, n, a;
     int rc = MV_ERR;
     memset(&h, 0, sizeof h); memset(&n, 0, sizeof n); memset(&a, 0, sizeof a);
     if (heads == 0 || C % heads || C % 32) return mv_fail("%s: %lu channels do not split into %lu heads and 32 groups", prefix, (unsigned long)C, (unsigned long)heads);
-    if (transformer_weights(&tw, pt, prefix, C, heads, d)) return MV_ERR;
-    gs = tw.gs; gb = tw.gb; pik = tw.pik; pib = tw.pib; pok = tw.pok; pob = tw.pob;
-    w0 = tw.w0; b0 = tw.b0; w2 = tw.w2; b2 = tw.b2;
-    memcpy(ln, tw.ln, sizeof ln);
-    a1 = tw.a1; a2 = tw.a2; at = tw.at;
+    if (transformer_weights(&w, pt, prefix, C, heads, d)) return MV_ERR;
     if (tensor_alloc(&n, 5, x->shape) || tensor_alloc(&h, 5, x->shape) || tensor_alloc(&a, 5, x->shape)) goto done;
     // h = proj_in(GN(x)): GroupNorm with per-frame statistics, then a 1x1 conv = a Dense over C
-    groupnorm_forward(n.data, NULL, NULL, x->data, gs, gb, B * F, S, C, 32, 1e-5);
-    linear_forward(h.data, n.data, pik, pib, N, C, C);
+    groupnorm_forward(n.data, NULL, NULL, x->data, w.norm.scale, w.norm.bias, B * F, S, C, 32, 1e-5);
+    linear_forward(h.data, n.data, w.proj_in.kernel, w.proj_in.bias, N, C, C);
     // spatial self-attention over the H*W tokens of each frame
-    layernorm_forward(n.data, NULL, NULL, h.data, ln[0], ln[1], N, C, 1e-5);
-    if (attention_self_forward(a.data, n.data, &a1, B * F, S)) goto done;
+    layernorm_forward(n.data, NULL, NULL, h.data, w.norm1.scale, w.norm1.bias, N, C, 1e-5);
+    if (attention_self_forward(a.data, n.data, &w.attn1, B * F, S)) goto done;
     add_into(h.data, a.data, h.numel);
     // cross-attention: frame b*F+f attends to prompt b
-    layernorm_forward(n.data, NULL, NULL, h.data, ln[2], ln[3], N, C, 1e-5);
-    if (attention_cross_forward(a.data, n.data, ctx, &a2, B, F, S, d->Tctx)) goto done;
+    layernorm_forward(n.data, NULL, NULL, h.data, w.norm2.scale, w.norm2.bias, N, C, 1e-5);
+    if (attention_cross_forward(a.data, n.data, ctx, &w.attn2, B, F, S, d->Tctx)) goto done;
     add_into(h.data, a.data, h.numel);
     // temporal self-attention over the F frames of each pixel
     if (d->temporal) {
-        layernorm_forward(n.data, NULL, NULL, h.data, ln[4], ln[5], N, C, 1e-5);
-        if (attention_temporal_forward(a.data, n.data, &at, B, F, S)) goto done;
+        layernorm_forward(n.data, NULL, NULL, h.data, w.norm_temporal.scale, w.norm_temporal.bias, N, C, 1e-5);
+        if (attention_temporal_forward(a.data, n.data, &w.attn_temporal, B, F, S)) goto done;
         add_into(h.data, a.data, h.numel);
     }
     // feed-forward
-    layernorm_forward(n.data, NULL, NULL, h.data, ln[6], ln[7], N, C, 1e-5);
-    if (feedforward_add(h.data, n.data, N, C, w0, b0, w2, b2)) goto done;
+    layernorm_forward(n.data, NULL, NULL, h.data, w.norm3.scale, w.norm3.bias, N, C, 1e-5);
+    if (feedforward_add(h.data, n.data, N, C, w.ff_in.kernel, w.ff_in.bias, w.ff_out.kernel, w.ff_out.bias)) goto done;
     // out = proj_out(h) + x
     if (tensor_alloc(out, 5, x->shape)) goto done;
-    linear_forward(out->data, h.data, pok, pob, N, C, C);
+    linear_forward(out->data, h.data, w.proj_out.kernel, w.proj_out.bias, N, C, C);
     add_into(out->data, x->data, out->numel);
     rc = MV_OK;
 done:
@@ -479,9 +502,7 @@ static int feedforward_backward(real *dn, const real *dh, const real *n, size_t 
 int transformer_backward(real *dx, real *dctx, const real *dout, const Tensor *x, const real *ctx, ParamTable *pt,
                          ParamTable *gt, const char *prefix, size_t heads, const BlockDims *d) {
     size_t B = d->B, F = d->F, H = x->shape[2], W = x->shape[3], C = x->shape[4], S = H * W, N = B * F * S, i, k;
-    const real *gs, *gb, *pik, *pib, *pok, *pob, *ln[8] = {0}, *w0, *b0, *w2, *b2;
-    AttnWeights a1, a2, at;
-    TransformerWeights tw;
+    TransformerWeights w;
     AttnGrads g1, g2, gtmp;
     Tensor hk[4], n, a, dh, dn; // hk: h after proj_in, attn1, attn2, attn_temporal (h4 = after ff: kept in a)
     real *stat = NULL, *mean, *rstd;
@@ -489,11 +510,7 @@ int transformer_backward(real *dx, real *dctx, const real *dout, const Tensor *x
     int rc = MV_ERR;
     memset(hk, 0, sizeof hk); memset(&n, 0, sizeof n); memset(&a, 0, sizeof a); memset(&dh, 0, sizeof dh); memset(&dn, 0, sizeof dn);
     if (heads == 0 || C % heads || C % 32) return mv_fail("%s: %lu channels do not split into %lu heads and 32 groups", prefix, (unsigned long)C, (unsigned long)heads);
-    if (transformer_weights(&tw, pt, prefix, C, heads, d)) return MV_ERR;
-    gs = tw.gs; gb = tw.gb; pik = tw.pik; pib = tw.pib; pok = tw.pok; pob = tw.pob;
-    w0 = tw.w0; b0 = tw.b0; w2 = tw.w2; b2 = tw.b2;
-    memcpy(ln, tw.ln, sizeof ln);
-    a1 = tw.a1; a2 = tw.a2; at = tw.at;
+    if (transformer_weights(&w, pt, prefix, C, heads, d)) return MV_ERR;
     // statistics: GroupNorm (B*F, 32) mean and rstd, then LayerNorm (N) mean and rstd
     stat = (real *)mv_calloc(2 * B * F * 32 + 2 * N, sizeof(real), "norm statistics");
     if (!stat) goto done;
@@ -503,60 +520,68 @@ int transformer_backward(real *dx, real *dctx, const real *dout, const Tensor *x
         if ((k < 3 || d->temporal) && tensor_alloc(&hk[k], 5, x->shape)) goto done;
     if (tensor_alloc(&n, 5, x->shape) || tensor_alloc(&a, 5, x->shape)) goto done;
     // ---- forward (as transformer_forward), keeping h after each residual stage
-    groupnorm_forward(n.data, NULL, NULL, x->data, gs, gb, B * F, S, C, 32, 1e-5);
-    linear_forward(hk[0].data, n.data, pik, pib, N, C, C);
-    layernorm_forward(n.data, NULL, NULL, hk[0].data, ln[0], ln[1], N, C, 1e-5);
-    if (attention_self_forward(a.data, n.data, &a1, B * F, S)) goto done;
+    groupnorm_forward(n.data, NULL, NULL, x->data, w.norm.scale, w.norm.bias, B * F, S, C, 32, 1e-5);
+    linear_forward(hk[0].data, n.data, w.proj_in.kernel, w.proj_in.bias, N, C, C);
+    layernorm_forward(n.data, NULL, NULL, hk[0].data, w.norm1.scale, w.norm1.bias, N, C, 1e-5);
+    if (attention_self_forward(a.data, n.data, &w.attn1, B * F, S)) goto done;
     for (i = 0; i < N * C; i++) hk[1].data[i] = hk[0].data[i] + a.data[i];
-    layernorm_forward(n.data, NULL, NULL, hk[1].data, ln[2], ln[3], N, C, 1e-5);
-    if (attention_cross_forward(a.data, n.data, ctx, &a2, B, F, S, d->Tctx)) goto done;
+    layernorm_forward(n.data, NULL, NULL, hk[1].data, w.norm2.scale, w.norm2.bias, N, C, 1e-5);
+    if (attention_cross_forward(a.data, n.data, ctx, &w.attn2, B, F, S, d->Tctx)) goto done;
     for (i = 0; i < N * C; i++) hk[2].data[i] = hk[1].data[i] + a.data[i];
     h3 = hk[2].data;
     if (d->temporal) {
-        layernorm_forward(n.data, NULL, NULL, hk[2].data, ln[4], ln[5], N, C, 1e-5);
-        if (attention_temporal_forward(a.data, n.data, &at, B, F, S)) goto done;
+        layernorm_forward(n.data, NULL, NULL, hk[2].data, w.norm_temporal.scale, w.norm_temporal.bias, N, C, 1e-5);
+        if (attention_temporal_forward(a.data, n.data, &w.attn_temporal, B, F, S)) goto done;
         for (i = 0; i < N * C; i++) hk[3].data[i] = hk[2].data[i] + a.data[i];
         h3 = hk[3].data;
     }
-    layernorm_forward(n.data, NULL, NULL, h3, ln[6], ln[7], N, C, 1e-5);
+    layernorm_forward(n.data, NULL, NULL, h3, w.norm3.scale, w.norm3.bias, N, C, 1e-5);
     memcpy(a.data, h3, N * C * sizeof(real)); // a = h4 = h3 + ff(LN3(h3))
-    if (feedforward_add(a.data, n.data, N, C, w0, b0, w2, b2)) goto done;
+    if (feedforward_add(a.data, n.data, N, C, w.ff_in.kernel, w.ff_in.bias, w.ff_out.kernel, w.ff_out.bias)) goto done;
     // ---- backward. forward was: out = proj_out(h4) + x
     if (dx)
         for (i = 0; i < N * C; i++) dx[i] += dout[i];
     if (tensor_alloc(&dh, 5, x->shape) || tensor_alloc(&dn, 5, x->shape)) goto done;
-    linear_backward(dh.data, gslot(pt, gt, pok), gslot(pt, gt, pob), dout, a.data, pok, N, C, C);
+    linear_backward(dh.data, gslot(pt, gt, w.proj_out.kernel), gslot(pt, gt, w.proj_out.bias), dout, a.data, w.proj_out.kernel,
+                    N, C, C);
     // forward was: h4 = h3 + ff(n), n = LN3(h3)   (dh then holds dh3)
-    layernorm_forward(n.data, mean, rstd, h3, ln[6], ln[7], N, C, 1e-5);
-    if (feedforward_backward(dn.data, dh.data, n.data, N, C, w0, b0, w2, gslot(pt, gt, w0), gslot(pt, gt, b0),
-                             gslot(pt, gt, w2), gslot(pt, gt, b2)))
+    layernorm_forward(n.data, mean, rstd, h3, w.norm3.scale, w.norm3.bias, N, C, 1e-5);
+    if (feedforward_backward(dn.data, dh.data, n.data, N, C, w.ff_in.kernel, w.ff_in.bias, w.ff_out.kernel,
+                             gslot(pt, gt, w.ff_in.kernel), gslot(pt, gt, w.ff_in.bias), gslot(pt, gt, w.ff_out.kernel),
+                             gslot(pt, gt, w.ff_out.bias)))
         goto done;
-    layernorm_backward(dh.data, gslot(pt, gt, ln[6]), gslot(pt, gt, ln[7]), dn.data, h3, ln[6], mean, rstd, N, C);
+    layernorm_backward(dh.data, gslot(pt, gt, w.norm3.scale), gslot(pt, gt, w.norm3.bias), dn.data, h3, w.norm3.scale, mean,
+                       rstd, N, C);
     // forward was: h3 = h2 + attn_temporal(n), n = LNt(h2)
     if (d->temporal) {
-        layernorm_forward(n.data, mean, rstd, hk[2].data, ln[4], ln[5], N, C, 1e-5);
+        layernorm_forward(n.data, mean, rstd, hk[2].data, w.norm_temporal.scale, w.norm_temporal.bias, N, C, 1e-5);
         memset(dn.data, 0, N * C * sizeof(real));
-        attn_grads(&gtmp, pt, gt, &at);
-        if (attention_temporal_backward(dn.data, gt ? &gtmp : NULL, dh.data, n.data, &at, B, F, S)) goto done;
-        layernorm_backward(dh.data, gslot(pt, gt, ln[4]), gslot(pt, gt, ln[5]), dn.data, hk[2].data, ln[4], mean, rstd, N, C);
+        attn_grads(&gtmp, pt, gt, &w.attn_temporal);
+        if (attention_temporal_backward(dn.data, gt ? &gtmp : NULL, dh.data, n.data, &w.attn_temporal, B, F, S)) goto done;
+        layernorm_backward(dh.data, gslot(pt, gt, w.norm_temporal.scale), gslot(pt, gt, w.norm_temporal.bias), dn.data, hk[2].data,
+                           w.norm_temporal.scale, mean, rstd, N, C);
     }
     // forward was: h2 = h1 + attn2(n, ctx), n = LN2(h1)
-    layernorm_forward(n.data, mean, rstd, hk[1].data, ln[2], ln[3], N, C, 1e-5);
+    layernorm_forward(n.data, mean, rstd, hk[1].data, w.norm2.scale, w.norm2.bias, N, C, 1e-5);
     memset(dn.data, 0, N * C * sizeof(real));
-    attn_grads(&g2, pt, gt, &a2);
-    if (attention_cross_backward(dn.data, dctx, gt ? &g2 : NULL, dh.data, n.data, ctx, &a2, B, F, S, d->Tctx)) goto done;
-    layernorm_backward(dh.data, gslot(pt, gt, ln[2]), gslot(pt, gt, ln[3]), dn.data, hk[1].data, ln[2], mean, rstd, N, C);
+    attn_grads(&g2, pt, gt, &w.attn2);
+    if (attention_cross_backward(dn.data, dctx, gt ? &g2 : NULL, dh.data, n.data, ctx, &w.attn2, B, F, S, d->Tctx)) goto done;
+    layernorm_backward(dh.data, gslot(pt, gt, w.norm2.scale), gslot(pt, gt, w.norm2.bias), dn.data, hk[1].data, w.norm2.scale,
+                       mean, rstd, N, C);
     // forward was: h1 = h0 + attn1(n), n = LN1(h0)
-    layernorm_forward(n.data, mean, rstd, hk[0].data, ln[0], ln[1], N, C, 1e-5);
+    layernorm_forward(n.data, mean, rstd, hk[0].data, w.norm1.scale, w.norm1.bias, N, C, 1e-5);
     memset(dn.data, 0, N * C * sizeof(real));
-    attn_grads(&g1, pt, gt, &a1);
-    if (attention_self_backward(dn.data, gt ? &g1 : NULL, dh.data, n.data, &a1, B * F, S)) goto done;
-    layernorm_backward(dh.data, gslot(pt, gt, ln[0]), gslot(pt, gt, ln[1]), dn.data, hk[0].data, ln[0], mean, rstd, N, C);
+    attn_grads(&g1, pt, gt, &w.attn1);
+    if (attention_self_backward(dn.data, gt ? &g1 : NULL, dh.data, n.data, &w.attn1, B * F, S)) goto done;
+    layernorm_backward(dh.data, gslot(pt, gt, w.norm1.scale), gslot(pt, gt, w.norm1.bias), dn.data, hk[0].data, w.norm1.scale,
+                       mean, rstd, N, C);
     // forward was: h0 = proj_in(n), n = GN(x) per frame
-    groupnorm_forward(n.data, stat, stat + B * F * 32, x->data, gs, gb, B * F, S, C, 32, 1e-5);
+    groupnorm_forward(n.data, stat, stat + B * F * 32, x->data, w.norm.scale, w.norm.bias, B * F, S, C, 32, 1e-5);
     memset(dn.data, 0, N * C * sizeof(real));
-    linear_backward(dn.data, gslot(pt, gt, pik), gslot(pt, gt, pib), dh.data, n.data, pik, N, C, C);
-    groupnorm_backward(dx, gslot(pt, gt, gs), gslot(pt, gt, gb), dn.data, x->data, gs, stat, stat + B * F * 32, B * F, S, C, 32);
+    linear_backward(dn.data, gslot(pt, gt, w.proj_in.kernel), gslot(pt, gt, w.proj_in.bias), dh.data, n.data, w.proj_in.kernel,
+                    N, C, C);
+    groupnorm_backward(dx, gslot(pt, gt, w.norm.scale), gslot(pt, gt, w.norm.bias), dn.data, x->data, w.norm.scale, stat,
+                       stat + B * F * 32, B * F, S, C, 32);
     rc = MV_OK;
 done:
     if (rc) mv_fail_prefix("%s", prefix);

@@ -1,33 +1,30 @@
 // check.c: `mavref check` (see check.h): run another backend's adapter on every selected
 // corpus case and compare what it wrote with the expected tensors.
 //
-// POSIX where C99 has nothing: mkdtemp for the work directory and <sys/wait.h> to tell an
-// adapter that exited from one that was killed. Timeouts come from coreutils `timeout`.
+// It starts processes, which C99 can do only through system(): POSIX provides the rest
+// (mkdtemp for the work directory, <sys/wait.h> to tell an adapter that exited from one that
+// was killed) behind CHECK_POSIX; elsewhere `mavref check` says it needs a POSIX system.
+// Timeouts come from coreutils `timeout`. Nothing else in the library starts a process.
+#if defined(__unix__) || defined(__unix) || (defined(__APPLE__) && defined(__MACH__))
+#define CHECK_POSIX 1
 #define _POSIX_C_SOURCE 200809L
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef CHECK_POSIX
 #include <sys/wait.h>
+#endif
 
 #include "check.h"
 #include "compare.h"
 #include "json.h"
 #include "safetensors.h"
 
-static const char *check_usage =
-    "usage: mavref check --backend 'CMD {case} {out}' [--vectors DIR] [--ops GLOB] [--cases TEXT]\n"
-    "                    [--level quick|full] [--precision 32|64] [--timeout S] [--workdir DIR]\n";
-
-typedef struct {
-    const char *backend, *vectors, *ops, *cases, *level, *workdir;
-    int precision;
-    double timeout;
-} CheckOpts;
-
 // One op's row of the summary table.
 typedef struct {
     char op[64];
-    int pass, fail, skip;
+    int pass, fail, skip, uncovered; // skip: not pluggable; uncovered: the adapter's status 3
     double worst_ratio;      // largest rel/tol over its passing and failing comparisons
     char first_fail[128];    // the first failing case
 } OpRow;
@@ -47,13 +44,16 @@ static int glob_match(const char *pat, const char *s) {
 static int ops_match(const char *globs, const char *op) {
     char one[128];
     while (globs && *globs) {
-        size_t n = strcspn(globs, ",");
+        size_t n;
+        while (*globs == ' ') globs++; // "a, b" as well as "a,b"
+        n = strcspn(globs, ", ");
         if (n < sizeof one) {
             memcpy(one, globs, n);
             one[n] = '\0';
             if (glob_match(one, op)) return 1;
         }
-        globs += n + (globs[n] == ',');
+        globs += n;
+        while (*globs == ' ' || *globs == ',') globs++;
     }
     return 0;
 }
@@ -227,7 +227,8 @@ static int compare_outputs(const JsonValue *cs, const char *casep, const char *o
     return ok;
 }
 
-// Run the adapter on one case and judge it. Returns 1 on pass, 0 on failure.
+// Run the adapter on one case and judge it. Returns 1 on pass, 0 on failure, 2 when the
+// adapter exits with status 3: the backend does not cover the case.
 static int run_one(const CheckOpts *o, const JsonValue *cs, const char *casep, const char *dir, char *msg, size_t cap,
                    double *worst_ratio) {
     static char cmd[8192], full[16384];
@@ -252,7 +253,7 @@ static int run_one(const CheckOpts *o, const JsonValue *cs, const char *casep, c
     len = strlen(full);
     if (append_quoted(full, &len, sizeof full, logp)) { snprintf(msg, cap, "FAIL the command is too long"); return 0; }
     strcat(full, " 2>&1");
-    fflush(stdout);
+    fflush(NULL); // our lines before the adapter's
     st = system(full);
     last_line(tail, sizeof tail, logp);
     if (st == -1) { snprintf(msg, cap, "FAIL could not start the shell"); return 0; }
@@ -261,6 +262,8 @@ static int run_one(const CheckOpts *o, const JsonValue *cs, const char *casep, c
     if (code == 128 + 9) { snprintf(msg, cap, "FAIL the adapter was killed (SIGKILL: ignored the timeout's TERM, or out of memory)"); return 0; }
     if (code > 128) { snprintf(msg, cap, "FAIL the adapter crashed (signal %d)%s%s", code - 128, tail[0] ? ": " : "", tail); return 0; }
     if (code == 127) { snprintf(msg, cap, "FAIL the adapter could not be run (status 127)%s%s", tail[0] ? ": " : "", tail); return 0; }
+    // status 3: the backend says it does not implement this case (a partial backend)
+    if (code == 3) { snprintf(msg, cap, "SKIP not covered by the backend%s%s", tail[0] ? ": " : "", tail); return 2; }
     if (code != 0) { snprintf(msg, cap, "FAIL the adapter exited with status %d%s%s", code, tail[0] ? ": " : "", tail); return 0; }
     code = compare_outputs(cs, casep, outp, msg, cap, worst_ratio);
     if (code) { remove(outp); remove(logp); } // kept on failure, to look at
@@ -268,45 +271,6 @@ static int run_one(const CheckOpts *o, const JsonValue *cs, const char *casep, c
 }
 
 // ---------------------------------------------------------------------------------------
-
-static int parse_opts(CheckOpts *o, int argc, char **argv) {
-    int i;
-    char *end;
-    memset(o, 0, sizeof *o);
-    o->vectors = "vectors";
-    o->ops = "*";
-    o->level = "full";
-    o->precision = MAVREF_PRECISION;
-    o->timeout = 600;
-    for (i = 0; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!v) { fprintf(stderr, "mavref check: option '%s' needs a value\n%s", a, check_usage); return -1; }
-        if (!strcmp(a, "--backend")) o->backend = v;
-        else if (!strcmp(a, "--vectors")) o->vectors = v;
-        else if (!strcmp(a, "--ops")) o->ops = v;
-        else if (!strcmp(a, "--cases")) o->cases = v;
-        else if (!strcmp(a, "--level")) o->level = v;
-        else if (!strcmp(a, "--workdir")) o->workdir = v;
-        else if (!strcmp(a, "--precision")) {
-            o->precision = (int)strtol(v, &end, 10);
-            if (*end || (o->precision != 32 && o->precision != 64)) { fprintf(stderr, "mavref check: --precision must be 32 or 64\n"); return -1; }
-        } else if (!strcmp(a, "--timeout")) {
-            o->timeout = strtod(v, &end);
-            if (*end || !(o->timeout > 0)) { fprintf(stderr, "mavref check: --timeout must be a positive number of seconds\n"); return -1; }
-        } else {
-            fprintf(stderr, "mavref check: unknown option '%s'\n%s", a, check_usage);
-            return -1;
-        }
-        i++;
-    }
-    if (!o->backend) { fprintf(stderr, "mavref check: --backend is required\n%s", check_usage); return -1; }
-    if (strcmp(o->level, "quick") && strcmp(o->level, "full")) { fprintf(stderr, "mavref check: --level must be quick or full\n"); return -1; }
-    if (!strstr(o->backend, "{case}") || !strstr(o->backend, "{out}")) {
-        fprintf(stderr, "mavref check: --backend must contain {case} and {out}\n");
-        return -1;
-    }
-    return 0;
-}
 
 static OpRow *row_for(OpRow *rows, size_t *nrows, size_t cap, const char *op) {
     size_t i;
@@ -318,24 +282,35 @@ static OpRow *row_for(OpRow *rows, size_t *nrows, size_t cap, const char *op) {
     return &rows[(*nrows)++];
 }
 
-int check_main(int argc, char **argv) {
-    CheckOpts o;
+#ifdef CHECK_POSIX
+int check_run(const CheckOpts *opts, FILE *out, FILE *err) {
+    CheckOpts o = *opts;
     JsonValue root;
     const JsonValue *cases;
     char path[1024], casep[1024], dir[1024], msg[1024];
     char *text;
     size_t len, i, nrows = 0;
     OpRow rows[128];
-    int npass = 0, nfail = 0, nskip = 0, made_dir = 0;
+    int npass = 0, nfail = 0, nskip = 0, nuncovered = 0, made_dir = 0;
     const char *prec;
-    if (parse_opts(&o, argc, argv)) return 2;
+    if (!o.vectors) o.vectors = "vectors";
+    if (!o.ops) o.ops = "*";
+    if (!o.level) o.level = "full";
+    if (!o.precision) o.precision = MAVREF_PRECISION;
+    if (!(o.timeout > 0)) o.timeout = 600;
+    if (!o.backend || !strstr(o.backend, "{case}") || !strstr(o.backend, "{out}")) {
+        fprintf(err, "mavref check: --backend must contain {case} and {out}\n");
+        return 2;
+    }
+    if (strcmp(o.level, "quick") && strcmp(o.level, "full")) { fprintf(err, "mavref check: --level must be quick or full\n"); return 2; }
+    if (o.precision != 32 && o.precision != 64) { fprintf(err, "mavref check: --precision must be 32 or 64\n"); return 2; }
     prec = o.precision == 64 ? "f64" : "f32";
     snprintf(path, sizeof path, "%s/contract.json", o.vectors);
-    if (read_file(path, &text, &len)) { fprintf(stderr, "mavref check: %s: cannot read the case contract\n", path); return 2; }
-    if (json_parse(&root, text, len)) { fprintf(stderr, "mavref check: %s: %s\n", path, mv_error()); free(text); return 2; }
+    if (read_file(path, &text, &len)) { fprintf(err, "mavref check: %s: cannot read the case contract\n", path); return 2; }
+    if (json_parse(&root, text, len)) { fprintf(err, "mavref check: %s: %s\n", path, mv_error()); free(text); return 2; }
     free(text);
     if (!(cases = json_get(&root, "cases")) || cases->type != JSON_ARRAY) {
-        fprintf(stderr, "mavref check: %s: no \"cases\" array\n", path);
+        fprintf(err, "mavref check: %s: no \"cases\" array\n", path);
         json_free(&root);
         return 2;
     }
@@ -343,10 +318,10 @@ int check_main(int argc, char **argv) {
     else {
         const char *tmp = getenv("TMPDIR");
         snprintf(dir, sizeof dir, "%s/mavref-check-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-        if (!mkdtemp(dir)) { fprintf(stderr, "mavref check: cannot make a work directory under %s\n", tmp && *tmp ? tmp : "/tmp"); json_free(&root); return 2; }
+        if (!mkdtemp(dir)) { fprintf(err, "mavref check: cannot make a work directory under %s\n", tmp && *tmp ? tmp : "/tmp"); json_free(&root); return 2; }
         made_dir = 1;
     }
-    printf("mavref check: backend %s\n  corpus %s, %s cases, level %s, ops %s; adapter outputs and logs in %s\n", o.backend,
+    fprintf(out, "mavref check: backend %s\n  corpus %s, %s cases, level %s, ops %s; adapter outputs and logs in %s\n", o.backend,
            path, prec, o.level, o.ops, dir);
     for (i = 0; i < cases->count; i++) {
         const JsonValue *cs = &cases->items[i], *plug = json_get(cs, "pluggable");
@@ -355,35 +330,46 @@ int check_main(int argc, char **argv) {
         OpRow *row;
         double ratio = 0;
         int ok;
-        if (!name || !op || !cp || !lv || !file) { fprintf(stderr, "mavref check: %s: case %lu is malformed\n", path, (unsigned long)i); nfail++; continue; }
+        if (!name || !op || !cp || !lv || !file) { fprintf(err, "mavref check: %s: case %lu is malformed\n", path, (unsigned long)i); nfail++; continue; }
         if (strcmp(cp, prec) || (!strcmp(o.level, "quick") && strcmp(lv, "quick")) || !ops_match(o.ops, op) ||
             (o.cases && !strstr(name, o.cases)))
             continue;
-        if (!(row = row_for(rows, &nrows, sizeof rows / sizeof rows[0], op))) { fprintf(stderr, "mavref check: too many ops\n"); break; }
+        if (!(row = row_for(rows, &nrows, sizeof rows / sizeof rows[0], op))) { fprintf(err, "mavref check: too many ops\n"); break; }
         if (plug && plug->type == JSON_BOOL && !plug->boolean) {
-            printf("%-24s %-44s SKIP not pluggable: its checks are more than tensor comparisons (run_tests)\n", op, name);
+            fprintf(out, "%-24s %-44s SKIP not pluggable: its checks are more than tensor comparisons (run_tests)\n", op, name);
             row->skip++;
             nskip++;
             continue;
         }
         snprintf(casep, sizeof casep, "%s/%s", o.vectors, file);
         ok = run_one(&o, cs, casep, dir, msg, sizeof msg, &ratio);
-        printf("%-24s %-44s %s\n", op, name, msg);
+        fprintf(out, "%-24s %-44s %s\n", op, name, msg);
         if (ratio > row->worst_ratio) row->worst_ratio = ratio;
-        if (ok) { row->pass++; npass++; }
+        if (ok == 2) { row->uncovered++; nuncovered++; }
+        else if (ok) { row->pass++; npass++; }
         else {
             if (!row->fail) snprintf(row->first_fail, sizeof row->first_fail, "%s", name);
             row->fail++;
             nfail++;
         }
     }
-    printf("\n%-24s %5s %5s %5s  %-12s %s\n", "op", "pass", "fail", "skip", "max rel/tol", "first failing case");
+    fprintf(out, "\n%-24s %5s %5s %7s %9s  %-12s %s\n", "op", "pass", "fail", "not cov", "not plug", "max rel/tol",
+            "first failing case");
     for (i = 0; i < nrows; i++)
-        printf("%-24s %5d %5d %5d  %-12.3g %s\n", rows[i].op, rows[i].pass, rows[i].fail, rows[i].skip, rows[i].worst_ratio,
+        fprintf(out, "%-24s %5d %5d %7d %9d  %-12.3g %s\n", rows[i].op, rows[i].pass, rows[i].fail, rows[i].uncovered, rows[i].skip,
+                rows[i].worst_ratio,
                rows[i].fail ? rows[i].first_fail : "-");
-    printf("check: %d passed, %d failed, %d not pluggable\n", npass, nfail, nskip);
+    fprintf(out, "check: %d passed, %d failed, %d not covered by the backend, %d not pluggable\n", npass, nfail, nuncovered, nskip);
     if (made_dir && !nfail) remove(dir); // empty when everything passed
     json_free(&root);
-    if (npass + nfail == 0) { fprintf(stderr, "mavref check: no case selected\n"); return 2; }
+    if (npass + nfail + nuncovered == 0) { fprintf(err, "mavref check: no case selected\n"); return 2; }
     return nfail ? 1 : 0;
 }
+#else
+int check_run(const CheckOpts *opts, FILE *out, FILE *err) {
+    (void)opts;
+    (void)out;
+    fprintf(err, "mavref check: needs a POSIX system (sh, timeout, mkdtemp)\n");
+    return 2;
+}
+#endif

@@ -10,13 +10,27 @@
 // max|got-exp| <= tol * max|exp|, tol from the manifest unless the case states one per
 // output). One line per case, a table per op, exit 1 on any failure, 2 on bad usage.
 //
-// This file belongs to the command, not to the library: it starts processes through the
-// shell (C99 system()) under coreutils `timeout`, and decodes the status with POSIX
-// <sys/wait.h>. The Makefile links it into `mavref` only.
+// Part of the command layer (ref/cli.c calls it), not of the operators: it starts processes
+// through the shell (C99 system()) under coreutils `timeout` and decodes their status with
+// POSIX <sys/wait.h>, behind an #if; without POSIX it reports that it cannot run.
 #ifndef MAVREF_CHECK_H
 #define MAVREF_CHECK_H
 
-// argv holds the options after `check`. Returns the process exit status.
-int check_main(int argc, char **argv);
+#include <stdio.h>
+
+typedef struct {
+    const char *backend;   // "CMD {case} {out}"
+    const char *vectors;   // the corpus directory (NULL: "vectors")
+    const char *ops;       // comma-separated globs of ops (NULL: "*")
+    const char *cases;     // only cases whose name contains this (NULL: all)
+    const char *level;     // "quick" or "full" (NULL: "full")
+    const char *workdir;   // where outputs and logs go (NULL: a new $TMPDIR/mavref-check-XXXXXX)
+    int precision;         // 32 or 64 (0: the build's)
+    double timeout;        // seconds per case (0: 600)
+} CheckOpts;
+
+// Run the check; lines go to `out`, usage errors to `err`. Returns the exit status:
+// 0 every selected case passed, 1 a failure, 2 bad options, unreadable contract, no case.
+int check_run(const CheckOpts *o, FILE *out, FILE *err);
 
 #endif

@@ -1,16 +1,18 @@
-// cli.c: the `mavref` command.
+// cli.c: the `mavref` commands. Each command's arguments are parsed from the one option
+// table (ref/cli_options.c) into CliArgs, then the command runs; `mavref CMD --help` prints
+// its usage from the same table. The command table is at the end of this file.
 //
-//   mavref --help
-//   mavref info FILE                        tensors, dtypes, shapes and metadata of a safetensors file
-//   mavref compare A B [--rtol R] [--atol A] per-tensor metrics; exit 1 on any mismatch
-//
-// Every error prints one line naming the file and what is wrong, and exits non-zero.
+// Every error prints one line naming the file and what is wrong; exit status 0 success,
+// 1 a failure while running (compare: a mismatch), 2 bad usage or unreadable input.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "check.h"
+#include "checkpoint.h"
+#include "cli.h"
 #include "compare.h"
+#include "model_dir.h"
 #include "safetensors.h"
 #include "clip.h"
 #include "noise.h"
@@ -18,349 +20,399 @@
 #include "tokenizer.h"
 #include "unet.h"
 #include "train.h"
+#include "plot.h"
+#include "toyworld.h"
+#include "vae_train.h"
 #include "procedural.h"
 
-static const char *usage =
-    "mavref: portable C99 reference implementation of Make-A-Video SD (" REAL_NAME " build)\n"
-    "\n"
-    "usage:\n"
-    "  mavref info FILE\n"
-    "      list the tensors of a safetensors file: name, dtype, shape, and its metadata\n"
-    "  mavref compare A B [--rtol R] [--atol T]\n"
-    "      compare every tensor of A with the tensor of the same name in B (B is the expected\n"
-    "      side). Prints max abs error, max relative error, NMSE, rel = max_abs/max|B| and the\n"
-    "      worst element. A tensor fails if max_abs > atol + rtol * max|B| (defaults: rtol 1e-5,\n"
-    "      atol 0), if shapes differ, or if it is present in one file only. Tensors are listed\n"
-    "      in B's order, so the first FAIL line is the first place the two diverge.\n"
-    "      Exit status: 0 all match, 1 a mismatch, 2 bad usage or unreadable input.\n"
-    "  mavref train --data D --steps N --out P (--weights W | --procedural SEED | --resume P0)\n"
-    "              [--config JSON] [--frames F] [--lr LR] [--warmup FRAC] [--decay FRAC]\n"
-    "              [--total-steps T] [--weight-decay WD] [--all] [--seed S] [--recompute]\n"
-    "      upstream's training step (spec/train.md) for N steps, batch 1: D holds latents.<i>\n"
-    "      (Fc,4,h,w) raw VAE latents and context.<i> (77,768) per clip i = 0, 1, ...; each step\n"
-    "      draws a clip, a window of F frames (default 24), a timestep and noise from (S, step).\n"
-    "      Trains only the temporal layers unless --all; AdamW lr 5e-5 (--warmup/--decay: the\n"
-    "      fractions of T = total steps as upstream), weight decay 1e-2, clip 1. Prints loss and\n"
-    "      the gradient norm per step; writes P.params.safetensors (Flax names) and\n"
-    "      P.opt.safetensors (mu.NAME, nu.NAME, step); --resume P0 continues from those.\n"
-    "      --recompute keeps only checkpoints of the activations and re-runs the forward of each\n"
-    "      segment in the backward: less memory, about one more forward, the same gradients.\n"
-    "  mavref unet --inputs IN --out OUT [--weights W | --procedural SEED] [--config JSON]\n"
-    "              [--2d] [--taps]\n"
-    "      run the UNet: IN holds sample (B,Cin,F,H,W) (or (B,Cin,H,W) with --2d), timesteps (B)\n"
-    "      and context (B,T,768); OUT gets \"out\" (B,Cout,F,H,W) and, with --taps, the\n"
-    "      activations tap.time_proj, tap.time_embedding, tap.conv_in, tap.down_blocks_<i>,\n"
-    "      tap.mid_block, tap.up_blocks_<i>, tap.conv_out in (B,F,H,W,C) layout. Weights come\n"
-    "      from a safetensors file named by Flax paths, or from the procedural generator.\n"
-    "      --config reads a diffusers config.json (default: makeavid, in_channels 9); --2d\n"
-    "      runs SD 1.5's 2-D UNet (no temporal layers). `mavref compare` on two such files\n"
-    "      names the first block where a backend diverges.\n"
-    "(mavref --help for every command)\n";
+// "mavref CMD: [what: ]<the last error>"; returns 1, the exit status of a failed run.
+static int fail(const CliArgs *a, const char *what) {
+    fprintf(a->err, "mavref %s: %s%s%s\n", a->command, what, *what ? ": " : "", mv_error());
+    return 1;
+}
 
-static const char *usage_more =
-    "  mavref tokenize TEXT [--merges FILE]\n"
-    "      print the 77 CLIP token ids of TEXT (UTF-8), as SD 1.5's CLIPTokenizer gives them\n"
-    "  mavref encode-text PROMPT --out OUT (--weights W | --procedural SEED) [--merges FILE]\n"
-    "      tokenize and run the CLIP ViT-L/14 text encoder; OUT gets ids (1,77) and\n"
-    "      hidden (1,77,768), the last hidden state SD conditions on\n"
-    "  mavref generate --prompt TEXT (--hint IMAGE.ppm | --hint-unet W) --out PREFIX [options]\n"
-    "      text (and a hint image) to video, as upstream's jax_inference.py; writes\n"
-    "      PREFIX.gif, PREFIX.y4m and PREFIX_latents.safetensors (final latents)\n"
-    "      --negative TEXT ('')  --guidance G (15)  --steps N (20)  --scheduler dpm|ddim (dpm)\n"
-    "      --frames F (24)  --width W --height H (512)  --seed S (0)  --fps R (24)\n"
-    "      --mask MASK.pgm (pixels >= 192 are masked)  --noise FILE (tensor \"noise\" (1,4,F,h,w))\n"
-    "      --ppm-frames (also PREFIX_000000.ppm ...)\n"
-    "      no --hint: as upstream, SD 1.5's 2-D UNet makes the hint latent: --hint-unet W or\n"
-    "      --hint-unet-seed S [--hint-unet-config JSON] [--guidance-image G (= --guidance)]\n"
-    "      --replay CASE.safetensors: rerun a recorded FLAX pipeline case (vectors/f32/pipeline_*)\n"
-    "      with its prompts, networks, weights, hint, mask and noise, and report how closely\n"
-    "      the final latents match FLAX's\n"
-    "      weights: --unet W --vae W --clip W (safetensors by Flax names), or procedural:\n"
-    "      --unet-seed S --vae-seed S --clip-seed S; configurations: --unet-config JSON,\n"
-    "      --vae-channels 128,256,512,512 --vae-layers 2, --clip-width 768 --clip-layers 12\n"
-    "      --clip-heads 12 --clip-mlp 3072\n"
-    "  mavref check --backend 'CMD {case} {out}' [--ops GLOB] [--level quick|full]\n"
-    "               [--precision 32|64] [--timeout S] [--cases TEXT] [--vectors DIR] [--workdir DIR]\n"
-    "      run another backend's adapter on every selected corpus case (vectors/contract.json)\n"
-    "      and compare the outputs it writes to {out} with the expected tensors: one line per\n"
-    "      case, a table per op; exit 1 on any failure (SPEC.md, the case contract)\n"
-    "  mavref --help\n"
-    "\n"
-    "The CLIP merges file defaults to $MAVREF_MERGES, else vectors/clip/clip_merges.txt.\n"
-    "MAVREF_THREADS=N sets the thread count (default: the cores; results are bit-identical for\n"
-    "any N); MAVREF_REFERENCE=1 runs the plain loops instead of the matrix-product fast path.\n";
+// An input that cannot be read or is malformed: "mavref CMD: <the last error>", exit status 2.
+static int bad_input(const CliArgs *a) {
+    fprintf(a->err, "mavref %s: %s\n", a->command, mv_error());
+    return 2;
+}
+
+// A usage error: "mavref CMD: message", exit status 2.
+static int usage_error(const CliArgs *a, const char *message) {
+    fprintf(a->err, "mavref %s: %s (mavref %s --help)\n", a->command, message, a->command);
+    return 2;
+}
 
 static const char *merges_path(const char *given) {
     const char *env = getenv("MAVREF_MERGES");
     return given ? given : env && *env ? env : "vectors/clip/clip_merges.txt";
 }
 
-static int cmd_tokenize(int argc, char **argv) {
-    const char *text = NULL, *merges = NULL;
-    Tokenizer tok;
-    int32_t ids[CLIP_CONTEXT];
-    int k, n;
-    for (k = 0; k < argc; k++) {
-        if (!strcmp(argv[k], "--merges") && k + 1 < argc) merges = argv[++k];
-        else if (!text && (argv[k][0] != '-' || !argv[k][1] || !strcmp(argv[k], "--"))) {
-            if (!strcmp(argv[k], "--") && k + 1 < argc) k++;
-            text = argv[k];
-        } else { fprintf(stderr, "mavref tokenize: unexpected argument '%s'\n%s", argv[k], usage); return 2; }
+// ---------------------------------------------------------------------------------------
+// info, compare
+
+static int cmd_info(const CliArgs *a) {
+    CkFile f;
+    StFile st;
+    size_t i, total = 0;
+    char shp[160];
+    if (ck_open(&f, a->pos[0])) { fprintf(a->err, "mavref info: %s\n", mv_error()); return 2; }
+    fprintf(a->out, "%s: %s, %lu tensors\n", a->pos[0], ck_format_name(f.format), (unsigned long)f.count);
+    if (f.format == CK_SAFETENSORS && st_open(&st, a->pos[0]) == MV_OK) {
+        for (i = 0; i < st.nmeta; i++) fprintf(a->out, "  meta %s = %s\n", st.meta_keys[i], st.meta_values[i]);
+        st_close(&st);
     }
-    if (!text) { fprintf(stderr, "mavref tokenize: expected TEXT\n%s", usage); return 2; }
-    if (build_tokenizer(&tok, merges_path(merges))) { fprintf(stderr, "mavref tokenize: %s\n", mv_error()); return 2; }
-    n = tokenize(&tok, text, strlen(text), ids);
-    free_tokenizer(&tok);
-    if (n < 0) { fprintf(stderr, "mavref tokenize: %s\n", mv_error()); return 1; }
-    for (k = 0; k < CLIP_CONTEXT; k++) printf(k ? " %d" : "%d", (int)ids[k]);
-    printf("\n");
+    for (i = 0; i < f.count; i++) {
+        const CkEntry *e = &f.entries[i];
+        fprintf(a->out, "  %-60s %-5s %s\n", e->name, st_dtype_name(e->dtype), shape_str(shp, sizeof shp, e->ndim, e->shape));
+        total += e->numel;
+    }
+    fprintf(a->out, "  total elements: %lu\n", (unsigned long)total);
+    ck_close(&f);
     return 0;
 }
 
-static int cmd_encode_text(int argc, char **argv) {
-    const char *text = NULL, *merges = NULL, *outp = NULL, *weights = NULL;
-    unsigned long long seed = 0;
-    int have_seed = 0, k, n, rc = 2;
-    char *end;
+// mavref convert IN OUT: every tensor of IN (any format ck_open reads) into a safetensors file
+// with the same names, as the build's reals. One tensor is in memory at a time while reading;
+// the writer holds the copies until its atomic save.
+static int cmd_convert(const CliArgs *a) {
+    CkFile f;
+    StWriter w;
+    size_t i;
+    int rc = 2;
+    if (ck_open(&f, a->pos[0])) { fprintf(a->err, "mavref convert: %s\n", mv_error()); return 2; }
+    st_writer_init(&w);
+    for (i = 0; i < f.count; i++) {
+        const CkEntry *e = &f.entries[i];
+        Tensor t;
+        if (tensor_alloc(&t, e->ndim, e->shape)) { fprintf(a->err, "mavref convert: %s: tensor '%s': %s\n", a->pos[0], e->name, mv_error()); goto done; }
+        if (ck_read_into(&f, e, t.data) || st_writer_add(&w, e->name, &t, ST_REAL)) {
+            tensor_free(&t);
+            fprintf(a->err, "mavref convert: %s\n", mv_error());
+            goto done;
+        }
+        tensor_free(&t);
+    }
+    if (st_writer_meta(&w, "producer", "mavref convert " REAL_NAME) || st_writer_meta(&w, "source_format", ck_format_name(f.format)) ||
+        st_writer_save(&w, a->pos[1])) {
+        fprintf(a->err, "mavref convert: %s\n", mv_error());
+        goto done;
+    }
+    fprintf(a->out, "wrote %s: %lu tensors from %s (%s)\n", a->pos[1], (unsigned long)f.count, a->pos[0], ck_format_name(f.format));
+    rc = 0;
+done:
+    st_writer_free(&w);
+    ck_close(&f);
+    return rc;
+}
+
+// One tensor of B (expected) against A's of the same name: prints a line, returns 1 on a
+// mismatch, 0 on a match, -1 when a tensor cannot be read.
+static int compare_tensor(const CliArgs *a, StFile *fa, StFile *fb, const StEntry *eb) {
+    const StEntry *ea = st_find(fa, eb->name);
+    double *ga, *gb;
+    char line[512], idx[128], s1[128], s2[128];
+    Metrics m;
+    int d, rc;
+    if (!ea) { fprintf(a->out, "FAIL %s: only in %s\n", eb->name, a->pos[1]); return 1; }
+    for (d = 0; ea->ndim == eb->ndim && d < ea->ndim && ea->shape[d] == eb->shape[d]; d++) {}
+    if (ea->ndim != eb->ndim || d < ea->ndim) {
+        fprintf(a->out, "FAIL %s: shape %s in %s, %s in %s\n", eb->name, shape_str(s1, sizeof s1, ea->ndim, ea->shape), a->pos[0],
+                shape_str(s2, sizeof s2, eb->ndim, eb->shape), a->pos[1]);
+        return 1;
+    }
+    ga = (double *)mv_calloc(ea->numel ? ea->numel : 1, sizeof(double), ea->name);
+    gb = (double *)mv_calloc(eb->numel ? eb->numel : 1, sizeof(double), eb->name);
+    if (!ga || !gb || st_read_f64(fa, ea, ga) || st_read_f64(fb, eb, gb)) {
+        fprintf(a->err, "mavref compare: %s\n", mv_error());
+        rc = -1;
+    } else {
+        metrics_compute(&m, ga, gb, eb->numel);
+        metrics_format(line, sizeof line, &m, index_str(idx, sizeof idx, m.worst, eb->ndim, eb->shape));
+        rc = m.nonfinite || m.max_abs > a->atol + a->rtol * m.max_exp;
+        fprintf(a->out, "%s %s: %s\n", rc ? "FAIL" : "  ok", eb->name, line);
+    }
+    free(ga);
+    free(gb);
+    return rc;
+}
+
+static int cmd_compare(const CliArgs *a) {
+    StFile fa, fb;
+    size_t i, n;
+    int bad = 0, io = 0;
+    if (st_open(&fa, a->pos[0])) { fprintf(a->err, "mavref compare: %s\n", mv_error()); return 2; }
+    if (st_open(&fb, a->pos[1])) { fprintf(a->err, "mavref compare: %s\n", mv_error()); st_close(&fa); return 2; }
+    fprintf(a->out, "comparing %s (got) with %s (expected): rtol %.1e atol %.1e\n", a->pos[0], a->pos[1], a->rtol, a->atol);
+    for (i = 0; i < fb.count && !io; i++) { // B's order: the first FAIL line is where the two diverge first
+        int r = compare_tensor(a, &fa, &fb, &fb.entries[i]);
+        if (r < 0) io = 1;
+        else bad += r;
+    }
+    for (i = 0; i < fa.count && !io; i++)
+        if (!st_find(&fb, fa.entries[i].name)) { fprintf(a->out, "FAIL %s: only in %s\n", fa.entries[i].name, a->pos[0]); bad++; }
+    n = fb.count;
+    st_close(&fa);
+    st_close(&fb);
+    if (io) return 2;
+    fprintf(a->out, "%s: %d problems over %lu tensors of %s\n", bad ? "MISMATCH" : "MATCH", bad, (unsigned long)n, a->pos[1]);
+    return bad ? 1 : 0;
+}
+
+// ---------------------------------------------------------------------------------------
+// tokenize, encode-text
+
+// The 77 CLIP token ids of `text`; 0, 2 (merges file) or 1 (the text) after a message.
+static int tokenize_text(const CliArgs *a, const char *text, int32_t ids[CLIP_CONTEXT]) {
     Tokenizer tok;
+    int n;
+    if (a->model ? md_load_tokenizer(&tok, a->model) : build_tokenizer(&tok, merges_path(a->merges))) { fail(a, ""); return 2; }
+    n = tokenize(&tok, text, strlen(text), ids);
+    free_tokenizer(&tok);
+    return n < 0 ? fail(a, "") : 0;
+}
+
+static int cmd_tokenize(const CliArgs *a) {
+    int32_t ids[CLIP_CONTEXT];
+    int k, rc = tokenize_text(a, a->pos[0], ids);
+    if (rc) return rc;
+    for (k = 0; k < CLIP_CONTEXT; k++) fprintf(a->out, k ? " %d" : "%d", (int)ids[k]);
+    fprintf(a->out, "\n");
+    return 0;
+}
+
+static int cmd_encode_text(const CliArgs *a) {
     int32_t ids32[CLIP_CONTEXT];
     int64_t ids[CLIP_CONTEXT];
     size_t shp[2] = {1, CLIP_CONTEXT};
     ClipConfig cfg;
     ParamTable pt;
-    Tensor y;
+    Tensor hidden;
     StWriter w;
-    for (k = 0; k < argc; k++) {
-        if (!strcmp(argv[k], "--merges") && k + 1 < argc) merges = argv[++k];
-        else if (!strcmp(argv[k], "--out") && k + 1 < argc) outp = argv[++k];
-        else if (!strcmp(argv[k], "--weights") && k + 1 < argc) weights = argv[++k];
-        else if (!strcmp(argv[k], "--procedural") && k + 1 < argc) {
-            seed = strtoull(argv[++k], &end, 10);
-            if (*end || end == argv[k]) { fprintf(stderr, "mavref encode-text: --procedural needs an integer seed\n"); return 2; }
-            have_seed = 1;
-        } else if (!text && argv[k][0] != '-') text = argv[k];
-        else { fprintf(stderr, "mavref encode-text: unexpected argument '%s'\n%s", argv[k], usage); return 2; }
-    }
-    if (!text || !outp || (!weights) == (!have_seed)) {
-        fprintf(stderr, "mavref encode-text: needs PROMPT, --out and one of --weights / --procedural\n%s", usage);
-        return 2;
-    }
-    if (build_tokenizer(&tok, merges_path(merges))) { fprintf(stderr, "mavref encode-text: %s\n", mv_error()); return 2; }
-    n = tokenize(&tok, text, strlen(text), ids32);
-    free_tokenizer(&tok);
-    if (n < 0) { fprintf(stderr, "mavref encode-text: %s\n", mv_error()); return 1; }
+    int k, rc;
+    if (!a->out_path || (!!a->weights + cli_given(a, "--procedural") + !!a->model) != 1)
+        return usage_error(a, "needs PROMPT, --out and one of --weights / --procedural / --model");
+    if ((rc = tokenize_text(a, a->pos[0], ids32))) return rc;
     for (k = 0; k < CLIP_CONTEXT; k++) ids[k] = ids32[k];
     clip_config_default(&cfg);
     params_init(&pt);
     st_writer_init(&w);
-    memset(&y, 0, sizeof y);
-    if (clip_declare_params(&pt, &cfg) || params_alloc(&pt) ||
-        (weights ? params_load(&pt, weights, 0) : params_procedural(&pt, (uint64_t)seed)) ||
-        clip_text_forward(&y, ids, 1, CLIP_CONTEXT, &pt, &cfg) || st_writer_add_i64(&w, "ids", ids, 2, shp) ||
-        st_writer_add(&w, "hidden", &y, ST_REAL) || st_writer_save(&w, outp)) {
-        fprintf(stderr, "mavref encode-text: %s\n", mv_error());
-        rc = 1;
+    memset(&hidden, 0, sizeof hidden);
+    if ((a->model ? md_load_clip(&pt, &cfg, a->model)
+                  : clip_declare_params(&pt, &cfg) || params_alloc(&pt) ||
+                        (a->weights ? params_load(&pt, a->weights, 0) : params_procedural(&pt, (uint64_t)a->procedural))) ||
+        clip_text_forward(&hidden, ids, 1, CLIP_CONTEXT, &pt, &cfg) || st_writer_add_i64(&w, "ids", ids, 2, shp) ||
+        st_writer_add(&w, "hidden", &hidden, ST_REAL) || st_writer_save(&w, a->out_path)) {
+        rc = fail(a, "");
     } else {
-        printf("wrote %s: ids (1, 77), hidden (1, 77, %d)\n", outp, cfg.width);
+        fprintf(a->out, "wrote %s: ids (1, 77), hidden (1, 77, %d)\n", a->out_path, cfg.width);
         rc = 0;
     }
     free_params(&pt);
     st_writer_free(&w);
-    tensor_free(&y);
+    tensor_free(&hidden);
     return rc;
 }
 
 // ---------------------------------------------------------------------------------------
 // generate
 
-static int parse_ulong(const char *opt, const char *v, unsigned long long *out) {
-    char *end;
-    if (!v || !*v || *v == '-') { fprintf(stderr, "mavref generate: %s needs a non-negative integer\n", opt); return 2; }
-    *out = strtoull(v, &end, 10);
-    if (*end) { fprintf(stderr, "mavref generate: %s needs a non-negative integer, got '%s'\n", opt, v); return 2; }
+// The options as the pipeline's settings and the networks' configurations; 2 on bad usage.
+static int generate_settings(GenOptions *o, Models *m, const CliArgs *a) {
+    memset(o, 0, sizeof *o);
+    o->prompt = a->prompt;
+    o->neg_prompt = a->negative;
+    o->guidance = a->guidance;
+    o->guidance_image = a->guidance_image; // 0: = guidance
+    o->steps = (int)a->steps;
+    if (!strcmp(a->scheduler, "dpm")) o->scheduler = SCHED_DPM;
+    else if (!strcmp(a->scheduler, "ddim")) o->scheduler = SCHED_DDIM;
+    else {
+        fprintf(a->err, "mavref generate: --scheduler must be dpm or ddim, got '%s'\n", a->scheduler);
+        return 2;
+    }
+    o->frames = (size_t)a->frames;
+    o->height = (size_t)a->height;
+    o->width = (size_t)a->width;
+    o->seed = (uint64_t)a->seed;
+    o->progress = !a->quiet;
+    unet_config_default(&m->unet);
+    vae_config_default(&m->vae);
+    clip_config_default(&m->clip);
+    if (a->vae_channels && (m->vae.n_blocks = mv_parse_int_list(a->vae_channels, m->vae.block_out_channels, VAE_MAX_BLOCKS)) < 1) {
+        fprintf(a->err, "mavref generate: bad --vae-channels '%s'\n", a->vae_channels);
+        return 2;
+    }
+    if (cli_given(a, "--vae-layers")) m->vae.layers_per_block = (int)a->vae_layers;
+    if (cli_given(a, "--clip-width")) m->clip.width = (int)a->clip_width;
+    if (cli_given(a, "--clip-layers")) m->clip.layers = (int)a->clip_layers;
+    if (cli_given(a, "--clip-heads")) m->clip.heads = (int)a->clip_heads;
+    if (cli_given(a, "--clip-mlp")) m->clip.mlp = (int)a->clip_mlp;
     return 0;
 }
 
-typedef struct { const char *path; int written; } OutFile;
+// Weights from a file, or procedural from a seed.
+static int load_weights(ParamTable *pt, const char *file, unsigned long long seed) {
+    return file ? params_load(pt, file, 0) : params_procedural(pt, (uint64_t)seed);
+}
 
-static int cmd_generate(int argc, char **argv) {
-    GenOptions o;
-    Models m;
-    const char *outp = NULL, *hintp = NULL, *maskp = NULL, *noisep = NULL, *merges = NULL, *uw = NULL, *vw = NULL,
-               *cw = NULL, *ucfg = NULL;
-    unsigned long long useed = 0, vseed = 0, cseed = 0, v, fps = 24;
-    int have_us = 0, have_vs = 0, have_cs = 0, ppm = 0, k, rc = 2;
-    const char *replay = NULL, *hw2 = NULL, *hcfg2 = NULL;
-    unsigned long long hseed = 0;
-    int have_hs = 0;
-    Replay rp;
-    Tensor expected;
-    Image hint, mask;
-    Tensor noise, lat;
-    unsigned char *frames = NULL;
+// The inputs and networks of a run that is not a replay: MV_ERR with mv_error() set.
+// The scheduler of a model folder: mavref's pipeline computes SD 1.x's schedule; a folder whose
+// scheduler_config.json asks for another is refused, naming the key.
+static int model_scheduler_check(const char *dir) {
+    SchedConfig c, sd;
+    char path[4096];
+    if ((size_t)snprintf(path, sizeof path, "%s/scheduler/scheduler_config.json", dir) >= sizeof path) return mv_fail("%s: path too long", dir);
+    if (sched_config_load(&c, path)) return MV_ERR;
+    sched_config_sd(&sd);
+    if (c.num_train_timesteps != sd.num_train_timesteps) return mv_fail("%s: \"num_train_timesteps\" %d; mavref's pipeline uses %d", path, c.num_train_timesteps, sd.num_train_timesteps);
+    if (c.beta_start != sd.beta_start) return mv_fail("%s: \"beta_start\" %g; mavref's pipeline uses %g", path, c.beta_start, sd.beta_start);
+    if (c.beta_end != sd.beta_end) return mv_fail("%s: \"beta_end\" %g; mavref's pipeline uses %g", path, c.beta_end, sd.beta_end);
+    if (c.steps_offset != sd.steps_offset) return mv_fail("%s: \"steps_offset\" %d; mavref's pipeline uses %d", path, c.steps_offset, sd.steps_offset);
+    if (c.set_alpha_to_one != sd.set_alpha_to_one) return mv_fail("%s: \"set_alpha_to_one\" differs from SD 1.x's", path);
+    return MV_OK;
+}
+
+// The networks, configs and tokenizer of --model DIR and --hint-model DIR|FILE.
+static int generate_load_model(Models *m, const CliArgs *a) {
+    if (model_scheduler_check(a->model) || md_load_tokenizer(&m->tok, a->model) || md_load_unet(&m->unet_p, &m->unet, a->model, 1) ||
+        md_load_vae(&m->vae_p, &m->vae, a->model) || md_load_clip(&m->clip_p, &m->clip, a->model))
+        return MV_ERR;
+    return MV_OK;
+}
+
+static int generate_load(GenOptions *o, Models *m, Image *hint, Image *mask, Tensor *noise, const CliArgs *a) {
+    if (a->model && generate_load_model(m, a)) return MV_ERR;
+    if (a->hint_model) { // SD 1.5 (a folder, or the single file with SD 1.5's configuration)
+        unet_config_default(&m->unet2d);
+        m->unet2d.temporal = 0;
+        m->unet2d.in_channels = 4;
+        // a single file has no config.json: SD 1.5's, or --hint-unet-config
+        if ((a->hint_unet_config && unet_config_load(&m->unet2d, a->hint_unet_config)) ||
+            md_load_hint_unet(&m->unet2d_p, &m->unet2d, a->hint_model))
+            return MV_ERR;
+        m->have_unet2d = 1;
+    }
+    if ((!a->model && a->unet_config && unet_config_load(&m->unet, a->unet_config)) ||
+        (!a->model && build_tokenizer(&m->tok, merges_path(a->merges))) ||
+        (a->hint && image_read_pnm(hint, a->hint)) || (a->mask && image_read_pnm(mask, a->mask)))
+        return MV_ERR;
+    if (a->noise) {
+        size_t factor = (size_t)1 << (m->vae.n_blocks - 1), shape[5];
+        shape[0] = 1; shape[1] = 4; shape[2] = o->frames; shape[3] = o->height / factor; shape[4] = o->width / factor;
+        if (noise_read(noise, a->noise, "noise", 5, shape)) return MV_ERR;
+        o->noise = noise;
+    }
+    o->hint = a->hint ? hint : NULL;
+    o->mask = a->mask ? mask : NULL;
+    if (!a->model && (unet_declare_params(&m->unet_p, &m->unet) || params_alloc(&m->unet_p) || load_weights(&m->unet_p, a->unet, a->unet_seed) ||
+        vae_declare_params(&m->vae_p, &m->vae) || params_alloc(&m->vae_p) || load_weights(&m->vae_p, a->vae, a->vae_seed) ||
+        clip_declare_params(&m->clip_p, &m->clip) || params_alloc(&m->clip_p) || load_weights(&m->clip_p, a->clip, a->clip_seed)))
+        return MV_ERR;
+    if (a->hint_unet || cli_given(a, "--hint-unet-seed")) { // SD 1.5's 2-D UNet, for the hint latent when no --hint is given
+        unet_config_default(&m->unet2d);
+        m->unet2d.temporal = 0;
+        m->unet2d.in_channels = 4;
+        params_init(&m->unet2d_p);
+        if ((a->hint_unet_config && unet_config_load(&m->unet2d, a->hint_unet_config)) ||
+            unet_declare_params(&m->unet2d_p, &m->unet2d) || params_alloc(&m->unet2d_p) ||
+            load_weights(&m->unet2d_p, a->hint_unet, a->hint_unet_seed))
+            return MV_ERR;
+        m->have_unet2d = 1;
+    }
+    return MV_OK;
+}
+
+// PREFIX_latents.safetensors, PREFIX.y4m, PREFIX.gif (and the PPM frames), only once
+// everything is computed; each file is written to NAME.tmp and renamed. If a later writer
+// fails, the files already written are taken back. 0, or 1 after a message.
+static int generate_write(const CliArgs *a, const GenOptions *o, const unsigned char *frames, const Tensor *latents) {
+    const char *prefix = a->out_path;
     char path[1024];
     StWriter w;
-    memset(&o, 0, sizeof o);
-    memset(&m, 0, sizeof m);
-    memset(&hint, 0, sizeof hint); memset(&mask, 0, sizeof mask); memset(&noise, 0, sizeof noise); memset(&lat, 0, sizeof lat);
-    o.neg_prompt = "";
-    o.guidance = 15.0;
-    o.steps = 20;
-    o.scheduler = SCHED_DPM;
-    o.frames = 24;
-    o.height = o.width = 512;
-    o.progress = 1;
-    unet_config_default(&m.unet);
-    vae_config_default(&m.vae);
-    clip_config_default(&m.clip);
-    for (k = 0; k < argc; k++) {
-        const char *a = argv[k], *val = k + 1 < argc ? argv[k + 1] : NULL;
-        int takes = 1;
-        if (!strcmp(a, "--prompt") && val) o.prompt = val;
-        else if (!strcmp(a, "--negative") && val) o.neg_prompt = val;
-        else if (!strcmp(a, "--guidance") && val) {
-            char *end;
-            o.guidance = strtod(val, &end);
-            if (*end || end == val) { fprintf(stderr, "mavref generate: --guidance needs a number\n"); return 2; }
-        } else if (!strcmp(a, "--steps") && val) { if (parse_ulong(a, val, &v) || v < 1 || v > 1000) { fprintf(stderr, "mavref generate: --steps must be 1..1000\n"); return 2; } o.steps = (int)v; }
-        else if (!strcmp(a, "--scheduler") && val) {
-            if (!strcmp(val, "dpm")) o.scheduler = SCHED_DPM;
-            else if (!strcmp(val, "ddim")) o.scheduler = SCHED_DDIM;
-            else { fprintf(stderr, "mavref generate: --scheduler must be dpm or ddim, got '%s'\n", val); return 2; }
-        } else if (!strcmp(a, "--frames") && val) { if (parse_ulong(a, val, &v) || v < 1 || v > 10000) { fprintf(stderr, "mavref generate: --frames must be 1..10000\n"); return 2; } o.frames = (size_t)v; }
-        else if (!strcmp(a, "--width") && val) { if (parse_ulong(a, val, &v) || v < 1 || v > IMAGE_MAX_DIM) { fprintf(stderr, "mavref generate: bad --width\n"); return 2; } o.width = (size_t)v; }
-        else if (!strcmp(a, "--height") && val) { if (parse_ulong(a, val, &v) || v < 1 || v > IMAGE_MAX_DIM) { fprintf(stderr, "mavref generate: bad --height\n"); return 2; } o.height = (size_t)v; }
-        else if (!strcmp(a, "--seed") && val) { if (parse_ulong(a, val, &v)) return 2; o.seed = v; }
-        else if (!strcmp(a, "--fps") && val) { if (parse_ulong(a, val, &fps) || fps < 1 || fps > 1000) { fprintf(stderr, "mavref generate: --fps must be 1..1000\n"); return 2; } }
-        else if (!strcmp(a, "--hint") && val) hintp = val;
-        else if (!strcmp(a, "--mask") && val) maskp = val;
-        else if (!strcmp(a, "--noise") && val) noisep = val;
-        else if (!strcmp(a, "--out") && val) outp = val;
-        else if (!strcmp(a, "--merges") && val) merges = val;
-        else if (!strcmp(a, "--unet") && val) uw = val;
-        else if (!strcmp(a, "--vae") && val) vw = val;
-        else if (!strcmp(a, "--clip") && val) cw = val;
-        else if (!strcmp(a, "--unet-config") && val) ucfg = val;
-        else if (!strcmp(a, "--unet-seed") && val) { if (parse_ulong(a, val, &useed)) return 2; have_us = 1; }
-        else if (!strcmp(a, "--vae-seed") && val) { if (parse_ulong(a, val, &vseed)) return 2; have_vs = 1; }
-        else if (!strcmp(a, "--clip-seed") && val) { if (parse_ulong(a, val, &cseed)) return 2; have_cs = 1; }
-        else if (!strcmp(a, "--vae-channels") && val) {
-            if ((m.vae.n_blocks = mv_parse_int_list(val, m.vae.block_out_channels, VAE_MAX_BLOCKS)) < 1) { fprintf(stderr, "mavref generate: bad --vae-channels '%s'\n", val); return 2; }
-        } else if (!strcmp(a, "--vae-layers") && val) { if (parse_ulong(a, val, &v) || v < 1 || v > 16) return 2; m.vae.layers_per_block = (int)v; }
-        else if (!strcmp(a, "--clip-width") && val) { if (parse_ulong(a, val, &v) || v < 1 || v > 100000) return 2; m.clip.width = (int)v; }
-        else if (!strcmp(a, "--clip-layers") && val) { if (parse_ulong(a, val, &v) || v < 1 || v > 1000) return 2; m.clip.layers = (int)v; }
-        else if (!strcmp(a, "--clip-heads") && val) { if (parse_ulong(a, val, &v) || v < 1 || v > 1000) return 2; m.clip.heads = (int)v; }
-        else if (!strcmp(a, "--clip-mlp") && val) { if (parse_ulong(a, val, &v) || v < 1 || v > 1000000) return 2; m.clip.mlp = (int)v; }
-        else if (!strcmp(a, "--replay") && val) replay = val;
-        else if (!strcmp(a, "--hint-unet") && val) hw2 = val;
-        else if (!strcmp(a, "--hint-unet-config") && val) hcfg2 = val;
-        else if (!strcmp(a, "--hint-unet-seed") && val) { if (parse_ulong(a, val, &hseed)) return 2; have_hs = 1; }
-        else if (!strcmp(a, "--guidance-image") && val) {
-            char *end;
-            o.guidance_image = strtod(val, &end);
-            if (*end || end == val) { fprintf(stderr, "mavref generate: --guidance-image needs a number\n"); return 2; }
-        }
-        else if (!strcmp(a, "--ppm-frames")) { ppm = 1; takes = 0; }
-        else if (!strcmp(a, "--quiet")) { o.progress = 0; takes = 0; }
-        else { fprintf(stderr, "mavref generate: unknown or incomplete option '%s'\n%s", a, usage); return 2; }
-        k += takes;
-    }
-    memset(&rp, 0, sizeof rp);
-    memset(&expected, 0, sizeof expected);
-    if (replay) { // a recorded FLAX run: its prompts, sizes, networks, weights, hint, mask and noise
-        if (!outp) { fprintf(stderr, "mavref generate: needs --out\n"); return 2; }
-        if (pipeline_replay_load(&rp, &o, &m, &expected, replay)) { fprintf(stderr, "mavref generate: %s\n", mv_error()); return 1; }
-        o.progress = 1;
-        st_writer_init(&w);
-        if (build_tokenizer(&m.tok, merges_path(merges))) goto fail;
-        goto run;
-    }
-    if (!o.prompt || !outp) { fprintf(stderr, "mavref generate: needs --prompt and --out\n%s", usage); return 2; }
-    if ((!uw) == (!have_us) || (!vw) == (!have_vs) || (!cw) == (!have_cs)) {
-        fprintf(stderr, "mavref generate: give each network's weights: --unet W or --unet-seed S, --vae W or --vae-seed S, "
-                        "--clip W or --clip-seed S (no model is downloaded)\n");
-        return 2;
-    }
-    if (strlen(outp) > sizeof path - 32) { fprintf(stderr, "mavref generate: --out prefix too long\n"); return 2; }
-    params_init(&m.unet_p); params_init(&m.vae_p); params_init(&m.clip_p);
+    int rc;
     st_writer_init(&w);
-    if ((ucfg && unet_config_load(&m.unet, ucfg)) || build_tokenizer(&m.tok, merges_path(merges)) ||
-        (hintp && image_read_pnm(&hint, hintp)) || (maskp && image_read_pnm(&mask, maskp)))
-        goto fail;
-    if (noisep) {
-        size_t shp[5];
-        size_t fac = (size_t)1 << (m.vae.n_blocks - 1);
-        shp[0] = 1; shp[1] = 4; shp[2] = o.frames; shp[3] = o.height / fac; shp[4] = o.width / fac;
-        if (noise_read(&noise, noisep, "noise", 5, shp)) goto fail;
-        o.noise = &noise;
+    sprintf(path, "%s_latents.safetensors", prefix);
+    rc = st_writer_add(&w, "latents", latents, ST_REAL) || st_writer_save(&w, path);
+    st_writer_free(&w);
+    if (rc) return fail(a, "");
+    sprintf(path, "%s.y4m", prefix);
+    rc = video_write_y4m(path, frames, o->frames, o->height, o->width, (unsigned)a->fps, 1);
+    sprintf(path, "%s.gif", prefix);
+    rc = rc || video_write_gif(path, frames, o->frames, o->height, o->width, (unsigned)a->fps, 1);
+    sprintf(path, "%s_", prefix);
+    rc = rc || (a->ppm_frames && video_write_frames(path, frames, o->frames, o->height, o->width));
+    if (rc) {
+        fail(a, "");
+        sprintf(path, "%s_latents.safetensors", prefix); remove(path);
+        sprintf(path, "%s.y4m", prefix); remove(path);
+        sprintf(path, "%s.gif", prefix); remove(path);
+        return 1;
     }
-    o.hint = hintp ? &hint : NULL;
-    o.mask = maskp ? &mask : NULL;
-    if (unet_declare_params(&m.unet_p, &m.unet) || params_alloc(&m.unet_p) ||
-        (uw ? params_load(&m.unet_p, uw, 0) : params_procedural(&m.unet_p, useed)) ||
-        vae_declare_params(&m.vae_p, &m.vae) || params_alloc(&m.vae_p) ||
-        (vw ? params_load(&m.vae_p, vw, 0) : params_procedural(&m.vae_p, vseed)) ||
-        clip_declare_params(&m.clip_p, &m.clip) || params_alloc(&m.clip_p) ||
-        (cw ? params_load(&m.clip_p, cw, 0) : params_procedural(&m.clip_p, cseed)))
-        goto fail;
-    if (hw2 || have_hs) { // SD 1.5's 2-D UNet, for the hint latent when no --hint is given
-        unet_config_default(&m.unet2d);
-        m.unet2d.temporal = 0;
-        m.unet2d.in_channels = 4;
-        params_init(&m.unet2d_p);
-        if ((hcfg2 && unet_config_load(&m.unet2d, hcfg2)) || unet_declare_params(&m.unet2d_p, &m.unet2d) ||
-            params_alloc(&m.unet2d_p) || (hw2 ? params_load(&m.unet2d_p, hw2, 0) : params_procedural(&m.unet2d_p, hseed)))
-            goto fail;
-        m.have_unet2d = 1;
+    fprintf(a->out, "wrote %s.gif, %s.y4m (%lu frames %lux%lu at %llu fps) and %s_latents.safetensors\n", prefix, prefix,
+            (unsigned long)o->frames, (unsigned long)o->width, (unsigned long)o->height, a->fps, prefix);
+    return 0;
+}
+
+// Replay: how closely the final latents match the recorded FLAX run's.
+static void report_replay(const CliArgs *a, const Tensor *latents, const Tensor *expected, int steps) {
+    Metrics mt;
+    char line[512], idx[128];
+    const real *last;
+    if (expected->ndim != 6 || expected->numel != (size_t)steps * latents->numel) return;
+    last = expected->data + (size_t)(steps - 1) * latents->numel;
+    metrics_compute_real(&mt, latents->data, last, latents->numel);
+    metrics_format(line, sizeof line, &mt, index_str(idx, sizeof idx, mt.worst, latents->ndim, latents->shape));
+    fprintf(a->out, "final latents against the FLAX pipeline's (%s): %s\n", a->replay, line);
+}
+
+static int cmd_generate(const CliArgs *a) {
+    GenOptions o;
+    Models m;
+    Replay replay;
+    Image hint, mask;
+    Tensor noise, latents, expected;
+    unsigned char *frames = NULL;
+    int rc;
+    memset(&m, 0, sizeof m); memset(&replay, 0, sizeof replay);
+    memset(&hint, 0, sizeof hint); memset(&mask, 0, sizeof mask);
+    memset(&noise, 0, sizeof noise); memset(&latents, 0, sizeof latents); memset(&expected, 0, sizeof expected);
+    if ((rc = generate_settings(&o, &m, a))) return rc;
+    if (!a->out_path || (!a->replay && !a->prompt)) return usage_error(a, "needs --prompt and --out (or --replay CASE and --out)");
+    if (strlen(a->out_path) > 1024 - 32) return usage_error(a, "--out prefix too long");
+    if (a->model && (a->unet || a->vae || a->clip || cli_given(a, "--unet-seed") || cli_given(a, "--vae-seed") ||
+                     cli_given(a, "--clip-seed") || a->unet_config || a->replay))
+        return usage_error(a, "--model DIR gives every network, its config and the tokenizer: no --unet/--vae/--clip, "
+                              "their seeds, --unet-config or --replay with it");
+    if (a->hint_model && (a->hint_unet || cli_given(a, "--hint-unet-seed")))
+        return usage_error(a, "--hint-model and --hint-unet / --hint-unet-seed are alternatives");
+    if (!a->replay && !a->model && ((!a->unet) == !cli_given(a, "--unet-seed") || (!a->vae) == !cli_given(a, "--vae-seed") ||
+                       (!a->clip) == !cli_given(a, "--clip-seed")))
+        return usage_error(a, "give each network's weights: --unet W or --unet-seed S, --vae W or --vae-seed S, "
+                              "--clip W or --clip-seed S (no model is downloaded)");
+    if (a->replay) { // a recorded FLAX run: its prompts, sizes, networks, weights, hint, mask and noise
+        if (pipeline_replay_load(&replay, &o, &m, &expected, a->replay)) { rc = fail(a, ""); goto out; }
+        o.progress = 1;
+        rc = build_tokenizer(&m.tok, merges_path(a->merges));
+    } else {
+        params_init(&m.unet_p); params_init(&m.vae_p); params_init(&m.clip_p);
+        rc = generate_load(&o, &m, &hint, &mask, &noise, a);
     }
-run:
-    if (pipeline_generate(&frames, &lat, NULL, &o, &m, NULL, NULL)) goto fail;
-    if (replay && expected.ndim == 6 && expected.numel == (size_t)o.steps * lat.numel) {
-        Metrics mt;
-        char line[512], idx[128];
-        const real *last = expected.data + (size_t)(o.steps - 1) * lat.numel;
-        metrics_compute_real(&mt, lat.data, last, lat.numel);
-        metrics_format(line, sizeof line, &mt, index_str(idx, sizeof idx, mt.worst, lat.ndim, lat.shape));
-        printf("final latents against the FLAX pipeline's (%s): %s\n", replay, line);
-    }
-    // Outputs only once everything is computed; each file is written to NAME.tmp and renamed.
-    sprintf(path, "%s_latents.safetensors", outp);
-    if (st_writer_add(&w, "latents", &lat, ST_REAL) || st_writer_save(&w, path)) goto fail;
-    sprintf(path, "%s.y4m", outp);
-    if (video_write_y4m(path, frames, o.frames, o.height, o.width, (unsigned)fps, 1)) goto fail_rm;
-    sprintf(path, "%s.gif", outp);
-    if (video_write_gif(path, frames, o.frames, o.height, o.width, (unsigned)fps, 1)) goto fail_rm;
-    if (ppm) {
-        sprintf(path, "%s_", outp);
-        if (video_write_frames(path, frames, o.frames, o.height, o.width)) goto fail_rm;
-    }
-    printf("wrote %s.gif, %s.y4m (%lu frames %lux%lu at %llu fps) and %s_latents.safetensors\n", outp, outp,
-           (unsigned long)o.frames, (unsigned long)o.width, (unsigned long)o.height, fps, outp);
-    rc = 0;
-    goto done;
-fail_rm: // a later writer failed: take back the files already written
-    fprintf(stderr, "mavref generate: %s\n", mv_error());
-    sprintf(path, "%s_latents.safetensors", outp); remove(path);
-    sprintf(path, "%s.y4m", outp); remove(path);
-    sprintf(path, "%s.gif", outp); remove(path);
-    rc = 1;
-    goto done;
-fail:
-    fprintf(stderr, "mavref generate: %s\n", mv_error());
-    rc = 1;
-done:
+    if (rc || pipeline_generate(&frames, &latents, NULL, &o, &m, NULL, NULL)) { rc = fail(a, ""); goto out; }
+    if (a->replay) report_replay(a, &latents, &expected, o.steps);
+    rc = generate_write(a, &o, frames, &latents);
+out:
     free(frames);
-    tensor_free(&lat); tensor_free(&noise);
+    tensor_free(&latents); tensor_free(&noise); tensor_free(&expected);
     image_free(&hint); image_free(&mask);
     free_params(&m.unet_p); free_params(&m.vae_p); free_params(&m.clip_p); free_params(&m.unet2d_p);
     free_tokenizer(&m.tok);
-    st_writer_free(&w);
-    pipeline_replay_free(&rp);
-    tensor_free(&expected);
+    pipeline_replay_free(&replay);
     return rc;
 }
 
 // ---------------------------------------------------------------------------------------
+// unet
 
 typedef struct { StWriter *w; } TapSink;
 
@@ -369,65 +421,43 @@ static int write_tap(void *user, const char *name, const Tensor *t) {
     return st_writer_add(s->w, name, t, ST_REAL);
 }
 
-static int cmd_unet(int argc, char **argv) {
-    const char *in = NULL, *outp = NULL, *weights = NULL, *config = NULL;
-    unsigned long long seed = 0;
-    int have_seed = 0, taps = 0, twod = 0, k, rc = 2;
+static int cmd_unet(const CliArgs *a) {
     UNetConfig cfg;
     ParamTable pt;
     StFile f;
     StWriter w;
     TapSink sink;
     Tensor sample, t, ctx, out;
-    char *end;
-    for (k = 0; k < argc; k++) {
-        if (!strcmp(argv[k], "--inputs") && k + 1 < argc) in = argv[++k];
-        else if (!strcmp(argv[k], "--out") && k + 1 < argc) outp = argv[++k];
-        else if (!strcmp(argv[k], "--weights") && k + 1 < argc) weights = argv[++k];
-        else if (!strcmp(argv[k], "--config") && k + 1 < argc) config = argv[++k];
-        else if (!strcmp(argv[k], "--procedural") && k + 1 < argc) {
-            seed = strtoull(argv[++k], &end, 10);
-            if (*end || end == argv[k]) { fprintf(stderr, "mavref unet: --procedural needs an integer seed\n"); return 2; }
-            have_seed = 1;
-        } else if (!strcmp(argv[k], "--taps")) taps = 1;
-        else if (!strcmp(argv[k], "--2d")) twod = 1;
-        else { fprintf(stderr, "mavref unet: unknown or incomplete option '%s'\n%s", argv[k], usage); return 2; }
-    }
-    if (!in || !outp || (!weights) == (!have_seed)) {
-        fprintf(stderr, "mavref unet: needs --inputs, --out and exactly one of --weights / --procedural\n%s", usage);
-        return 2;
-    }
+    int rc = 2;
+    char mcfg[4096];
+    if (!a->inputs || !a->out_path || (!!a->weights + cli_given(a, "--procedural") + !!a->model) != 1)
+        return usage_error(a, "needs --inputs, --out and exactly one of --weights / --procedural / --model");
+    if (a->model && a->config) return usage_error(a, "--model DIR has its own unet/config.json: no --config");
     unet_config_default(&cfg);
-    if (twod) { cfg.temporal = 0; cfg.in_channels = 4; }
-    if (config && unet_config_load(&cfg, config)) { fprintf(stderr, "mavref unet: %s\n", mv_error()); return 2; }
+    if (a->two_d) { cfg.temporal = 0; cfg.in_channels = 4; }
+    if (a->model) snprintf(mcfg, sizeof mcfg, "%s/unet/config.json", a->model);
+    if ((a->config || a->model) && unet_config_load(&cfg, a->model ? mcfg : a->config)) { fail(a, ""); return 2; }
     params_init(&pt);
     st_writer_init(&w);
     memset(&sample, 0, sizeof sample); memset(&t, 0, sizeof t); memset(&ctx, 0, sizeof ctx); memset(&out, 0, sizeof out);
-    if (st_open(&f, in)) { fprintf(stderr, "mavref unet: %s\n", mv_error()); return 2; }
-    if (st_read(&f, "sample", &sample) || st_read(&f, "timesteps", &t) || st_read(&f, "context", &ctx)) {
-        fprintf(stderr, "mavref unet: %s\n", mv_error());
-        goto done;
-    }
-    if (unet_check_inputs(&sample, &t, &ctx, &cfg)) { // before minutes of loading weights
-        fprintf(stderr, "mavref unet: %s: %s\n", in, mv_error());
-        goto done;
-    }
-    if (unet_declare_params(&pt, &cfg) || params_alloc(&pt) ||
-        (weights ? params_load(&pt, weights, 0) : params_procedural(&pt, (uint64_t)seed))) {
-        fprintf(stderr, "mavref unet: %s\n", mv_error());
-        goto done;
+    if (st_open(&f, a->inputs)) { fail(a, ""); return 2; }
+    if (st_read(&f, "sample", &sample) || st_read(&f, "timesteps", &t) || st_read(&f, "context", &ctx)) { fail(a, ""); goto out; }
+    if (unet_check_inputs(&sample, &t, &ctx, &cfg)) { fail(a, a->inputs); goto out; } // before minutes of loading weights
+    if (a->model ? md_load_unet(&pt, &cfg, a->model, !a->two_d)
+                 : unet_declare_params(&pt, &cfg) || params_alloc(&pt) || load_weights(&pt, a->weights, a->procedural)) {
+        fail(a, "");
+        goto out;
     }
     sink.w = &w;
-    if (unet_forward(&out, &sample, &t, &ctx, &pt, &cfg, taps ? write_tap : NULL, &sink) ||
+    if (unet_forward(&out, &sample, &t, &ctx, &pt, &cfg, a->taps ? write_tap : NULL, &sink) ||
         st_writer_add(&w, "out", &out, ST_REAL) || st_writer_meta(&w, "producer", "mavref " REAL_NAME) ||
-        st_writer_save(&w, outp)) {
-        fprintf(stderr, "mavref unet: %s\n", mv_error());
-        rc = 1;
-        goto done;
+        st_writer_save(&w, a->out_path)) {
+        rc = fail(a, "");
+        goto out;
     }
-    printf("wrote %s: out%s\n", outp, taps ? " and taps" : "");
+    fprintf(a->out, "wrote %s: out%s\n", a->out_path, a->taps ? " and taps" : "");
     rc = 0;
-done:
+out:
     st_close(&f);
     free_params(&pt);
     st_writer_free(&w);
@@ -435,249 +465,484 @@ done:
     return rc;
 }
 
-static int cmd_info(int argc, char **argv) {
-    StFile f;
-    size_t i, total = 0;
-    char shp[160];
-    if (argc != 1) { fprintf(stderr, "mavref info: expected one FILE\n%s", usage); return 2; }
-    if (st_open(&f, argv[0])) { fprintf(stderr, "mavref info: %s\n", mv_error()); return 2; }
-    printf("%s: %lu tensors\n", argv[0], (unsigned long)f.count);
-    for (i = 0; i < f.nmeta; i++) printf("  meta %s = %s\n", f.meta_keys[i], f.meta_values[i]);
-    for (i = 0; i < f.count; i++) {
-        const StEntry *e = &f.entries[i];
-        printf("  %-60s %-5s %s\n", e->name, st_dtype_name(e->dtype), shape_str(shp, sizeof shp, e->ndim, e->shape));
-        total += e->numel;
-    }
-    printf("  total elements: %lu\n", (unsigned long)total);
-    st_close(&f);
-    return 0;
-}
+// ---------------------------------------------------------------------------------------
+// train: upstream's training loop on precomputed latents (SPEC.md section 10.3)
 
-static int parse_num(const char *opt, const char *s, double *out) {
-    char *end;
-    *out = strtod(s, &end);
-    if (end == s || *end || !(*out >= 0)) { fprintf(stderr, "mavref compare: %s needs a non-negative number, got '%s'\n", opt, s); return 2; }
-    return 0;
-}
+#define TRAIN_MAX_BATCH 64 // the --batch option's bound
 
-static int cmd_compare(int argc, char **argv) {
-    const char *pa = NULL, *pb = NULL;
-    double rtol = 1e-5, atol = 0.0;
-    StFile a, b;
-    size_t i, n;
-    int bad = 0, io = 0, k;
-    for (k = 0; k < argc; k++) {
-        if (!strcmp(argv[k], "--rtol") && k + 1 < argc) { if (parse_num("--rtol", argv[++k], &rtol)) return 2; }
-        else if (!strcmp(argv[k], "--atol") && k + 1 < argc) { if (parse_num("--atol", argv[++k], &atol)) return 2; }
-        else if (argv[k][0] == '-' && argv[k][1]) { fprintf(stderr, "mavref compare: unknown option '%s'\n%s", argv[k], usage); return 2; }
-        else if (!pa) pa = argv[k];
-        else if (!pb) pb = argv[k];
-        else { fprintf(stderr, "mavref compare: too many files\n%s", usage); return 2; }
-    }
-    if (!pa || !pb) { fprintf(stderr, "mavref compare: expected two files A and B\n%s", usage); return 2; }
-    if (st_open(&a, pa)) { fprintf(stderr, "mavref compare: %s\n", mv_error()); return 2; }
-    if (st_open(&b, pb)) { fprintf(stderr, "mavref compare: %s\n", mv_error()); st_close(&a); return 2; }
-    printf("comparing %s (got) with %s (expected): rtol %.1e atol %.1e\n", pa, pb, rtol, atol);
-    for (i = 0; i < b.count && !io; i++) {
-        const StEntry *eb = &b.entries[i], *ea = st_find(&a, eb->name);
-        double *ga = NULL, *gb = NULL;
-        char line[512], idx[128], s1[128], s2[128];
-        Metrics m;
-        int same = 1, d;
-        if (!ea) { printf("FAIL %s: only in %s\n", eb->name, pb); bad++; continue; }
-        same = ea->ndim == eb->ndim;
-        for (d = 0; same && d < ea->ndim; d++) same = ea->shape[d] == eb->shape[d];
-        if (!same) {
-            printf("FAIL %s: shape %s in %s, %s in %s\n", eb->name, shape_str(s1, sizeof s1, ea->ndim, ea->shape), pa,
-                   shape_str(s2, sizeof s2, eb->ndim, eb->shape), pb);
-            bad++;
-            continue;
-        }
-        ga = (double *)mv_calloc(ea->numel ? ea->numel : 1, sizeof(double), ea->name);
-        gb = (double *)mv_calloc(eb->numel ? eb->numel : 1, sizeof(double), eb->name);
-        if (!ga || !gb || st_read_f64(&a, ea, ga) || st_read_f64(&b, eb, gb)) {
-            fprintf(stderr, "mavref compare: %s\n", mv_error());
-            io = 1;
-        } else {
-            metrics_compute(&m, ga, gb, eb->numel);
-            metrics_format(line, sizeof line, &m, index_str(idx, sizeof idx, m.worst, eb->ndim, eb->shape));
-            if (m.nonfinite || m.max_abs > atol + rtol * m.max_exp) { printf("FAIL %s: %s\n", eb->name, line); bad++; }
-            else printf("  ok %s: %s\n", eb->name, line);
-        }
-        free(ga);
-        free(gb);
-    }
-    for (i = 0; i < a.count && !io; i++)
-        if (!st_find(&b, a.entries[i].name)) { printf("FAIL %s: only in %s\n", a.entries[i].name, pa); bad++; }
-    n = b.count;
-    st_close(&a);
-    st_close(&b);
-    if (io) return 2;
-    printf("%s: %d problems over %lu tensors of %s\n", bad ? "MISMATCH" : "MATCH", bad, (unsigned long)n, pb);
-    return bad ? 1 : 0;
-}
-
-// mavref train: upstream's training loop on precomputed latents (SPEC.md section 10).
-static int train_fail(const char *what) {
-    fprintf(stderr, "mavref train: %s%s%s\n", what, *what ? ": " : "", mv_error());
-    return 1;
-}
-
-static int parse_dbl(const char *opt, const char *s, double *v) {
-    char *end;
-    *v = strtod(s, &end);
-    if (*end || end == s) { fprintf(stderr, "mavref train: %s needs a number, got '%s'\n", opt, s); return 2; }
-    return 0;
-}
-
-static int cmd_train(int argc, char **argv) {
-    const char *data = NULL, *outp = NULL, *weights = NULL, *config = NULL, *resume = NULL;
-    unsigned long long seed = 0, dseed = 0;
-    double lr = 5e-5, warmup = 0, decay = 0, wd = 1e-2, v;
-    long steps = -1, frames = 24, total = 0, k, nclips = 0, s;
-    int have_seed = 0, all = 0, recompute = 0, rc = 2, i;
-    char *end, path[1024];
+typedef struct {
     UNetConfig cfg;
     TrainConfig tc;
-    ParamTable pt, gt;
+    ParamTable params, grads;
     AdamState opt;
-    Scheduler sch;
+    Scheduler sched;
+    StFile data;
+    size_t nclips;
+    Tensor clip[TRAIN_MAX_BATCH];      // one step's clips (Fc,4,h,w)
+    Tensor ctx, x_in, ts, noise;       // their contexts (B,T,C), the input, timesteps and noise
+    LossPlot plot;                     // the loss per step, for --plot
+} TrainRun;
+
+static void train_run_free(TrainRun *r) {
+    size_t b;
+    st_close(&r->data);
+    for (b = 0; b < TRAIN_MAX_BATCH; b++) tensor_free(&r->clip[b]);
+    tensor_free(&r->ctx);
+    plot_free(&r->plot); tensor_free(&r->x_in); tensor_free(&r->ts); tensor_free(&r->noise);
+    adam_free(&r->opt);
+    sched_free(&r->sched);
+    free_params(&r->grads); free_params(&r->params);
+}
+
+// The model, its weights (or a resumed run's), the optimizer, the schedule and the data file.
+static int train_setup(TrainRun *r, const CliArgs *a) {
     SchedConfig scfg;
-    StFile f;
-    StWriter w;
-    Tensor clip, ctx, x_in, ts, noise;
-    memset(&clip, 0, sizeof clip); memset(&ctx, 0, sizeof ctx); memset(&x_in, 0, sizeof x_in);
-    memset(&ts, 0, sizeof ts); memset(&noise, 0, sizeof noise); memset(&opt, 0, sizeof opt); memset(&sch, 0, sizeof sch);
-    memset(&f, 0, sizeof f);
-    for (i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        int more = i + 1 < argc;
-        if (!strcmp(a, "--data") && more) data = argv[++i];
-        else if (!strcmp(a, "--out") && more) outp = argv[++i];
-        else if (!strcmp(a, "--weights") && more) weights = argv[++i];
-        else if (!strcmp(a, "--config") && more) config = argv[++i];
-        else if (!strcmp(a, "--resume") && more) resume = argv[++i];
-        else if (!strcmp(a, "--all")) all = 1;
-        else if (!strcmp(a, "--recompute")) recompute = 1;
-        else if ((!strcmp(a, "--procedural") || !strcmp(a, "--seed")) && more) {
-            unsigned long long x = strtoull(argv[++i], &end, 10);
-            if (*end || end == argv[i]) { fprintf(stderr, "mavref train: %s needs an integer\n", a); return 2; }
-            if (!strcmp(a, "--seed")) dseed = x;
-            else { seed = x; have_seed = 1; }
-        } else if ((!strcmp(a, "--steps") || !strcmp(a, "--frames") || !strcmp(a, "--total-steps")) && more) {
-            long x = strtol(argv[++i], &end, 10);
-            if (*end || end == argv[i] || x < (strcmp(a, "--frames") ? 0 : 1)) { fprintf(stderr, "mavref train: %s needs a count\n", a); return 2; }
-            if (!strcmp(a, "--steps")) steps = x;
-            else if (!strcmp(a, "--frames")) frames = x;
-            else total = x;
-        } else if (!strcmp(a, "--lr") && more) { if (parse_dbl(a, argv[++i], &lr)) return 2; }
-        else if (!strcmp(a, "--warmup") && more) { if (parse_dbl(a, argv[++i], &warmup)) return 2; }
-        else if (!strcmp(a, "--decay") && more) { if (parse_dbl(a, argv[++i], &decay)) return 2; }
-        else if (!strcmp(a, "--weight-decay") && more) { if (parse_dbl(a, argv[++i], &wd)) return 2; }
-        else { fprintf(stderr, "mavref train: unknown or incomplete option '%s'\n%s", a, usage); return 2; }
+    char path[1024];
+    unet_config_default(&r->cfg);
+    if (a->model) snprintf(path, sizeof path, "%s/unet/config.json", a->model);
+    if ((a->config || a->model) && unet_config_load(&r->cfg, a->model ? path : a->config)) return fail(a, "");
+    train_config_default(&r->tc);
+    r->tc.only_temporal = !a->all;
+    r->tc.weight_decay = a->weight_decay;
+    r->tc.recompute = a->recompute;
+    sched_config_sd(&scfg);
+    if (unet_declare_params(&r->params, &r->cfg) || params_alloc(&r->params) || unet_grads_alloc(&r->grads, &r->params) ||
+        adam_init(&r->opt, r->params.numel) || sched_init(&r->sched, SCHED_DDIM, &scfg, 0, 1))
+        return fail(a, "setup");
+    if (a->resume) {
+        snprintf(path, sizeof path, "%s.params.safetensors", a->resume);
+        if (params_load(&r->params, path, 0)) return fail(a, "resume");
+        snprintf(path, sizeof path, "%s.opt.safetensors", a->resume);
+        if (train_load_state(path, &r->params, &r->opt, &r->tc)) return fail(a, "resume");
+    } else if (a->model) {
+        char w[1024];
+        if (md_weights_path(w, sizeof w, a->model, "unet") || md_load_weights(&r->params, w, 0)) return fail(a, "weights");
+    } else if (load_weights(&r->params, a->weights, a->procedural)) {
+        return fail(a, "weights");
     }
-    if (!data || !outp || steps < 0 || (!!weights + have_seed + !!resume) != 1) {
-        fprintf(stderr, "mavref train: needs --data, --out, --steps and exactly one of --weights / --procedural / --resume\n%s", usage);
+    train_set_schedule(&r->tc, a->lr, a->warmup, a->decay, a->total_steps ? (long)a->total_steps : r->opt.step + (long)a->steps);
+    if (st_open(&r->data, a->data)) return bad_input(a);
+    for (r->nclips = 0;; r->nclips++) {
+        snprintf(path, sizeof path, "latents.%lu", (unsigned long)r->nclips);
+        if (!st_find(&r->data, path)) break;
+    }
+    if (r->nclips == 0) { fprintf(a->err, "mavref train: %s holds no tensor 'latents.0'\n", a->data); return 2; }
+    return 0;
+}
+
+// Clip b of global step g's batch: its index, window start and timestep. The draws depend on
+// (seed, g, b) only, so a resumed run repeats an uninterrupted one, and clip 0 draws what a
+// batch-1 run draws.
+static void train_draw(const TrainRun *r, const CliArgs *a, long g, size_t b, size_t Fc, size_t *ci, size_t *start, int64_t *t) {
+    uint64_t draw = proc_splitmix64((uint64_t)a->seed ^ proc_splitmix64((uint64_t)g));
+    if (b > 0) draw = proc_splitmix64(draw + 2 + b);
+    *ci = (size_t)(draw % (uint64_t)r->nclips);
+    *t = (int64_t)(proc_splitmix64(draw + 1) % 1000u);
+    if (Fc) *start = (size_t)(proc_splitmix64(draw + 2) % (uint64_t)(Fc - (size_t)a->frames + 1)); // dataset.py: random.randint(0, Fc - F), inclusive
+}
+
+// Read clip ci's latents (Fc,4,h,w) into r->clip[b] and its context (T,C) or (1,T,C) into
+// row b of r->ctx (B,T,C).
+static int train_read_clip(TrainRun *r, const CliArgs *a, size_t b, size_t ci) {
+    size_t B = (size_t)a->batch;
+    Tensor ctx;
+    char name[64];
+    tensor_free(&r->clip[b]);
+    snprintf(name, sizeof name, "latents.%lu", (unsigned long)ci);
+    if (st_read(&r->data, name, &r->clip[b])) return fail(a, "");
+    if (r->clip[b].ndim != 4 || r->clip[b].shape[1] != 4 || r->clip[b].shape[0] < (size_t)a->frames ||
+        (b > 0 && (r->clip[b].shape[2] != r->clip[0].shape[2] || r->clip[b].shape[3] != r->clip[0].shape[3]))) {
+        fprintf(a->err, "mavref train: latents.%lu must be (F >= %llu, 4, h, w), every clip of one size\n", (unsigned long)ci, a->frames);
         return 2;
     }
-    unet_config_default(&cfg);
-    if (config && unet_config_load(&cfg, config)) return train_fail("");
-    train_config_default(&tc);
-    tc.only_temporal = !all;
-    tc.weight_decay = wd;
-    tc.recompute = recompute;
-    params_init(&pt);
-    params_init(&gt);
+    snprintf(name, sizeof name, "context.%lu", (unsigned long)ci);
+    if (st_read(&r->data, name, &ctx)) return fail(a, "");
+    if (ctx.ndim == 3 && ctx.shape[0] == 1) { ctx.ndim = 2; ctx.shape[0] = ctx.shape[1]; ctx.shape[1] = ctx.shape[2]; }
+    if (ctx.ndim != 2 || (b > 0 && (ctx.shape[0] != r->ctx.shape[1] || ctx.shape[1] != r->ctx.shape[2]))) {
+        fprintf(a->err, "mavref train: context.%lu must be (T, C), every clip's the same\n", (unsigned long)ci);
+        tensor_free(&ctx);
+        return 2;
+    }
+    if (b == 0) {
+        tensor_free(&r->ctx);
+        if (tensor_alloc_v(&r->ctx, 3, B, ctx.shape[0], ctx.shape[1])) { tensor_free(&ctx); return fail(a, ""); }
+    }
+    memcpy(r->ctx.data + b * ctx.numel, ctx.data, ctx.numel * sizeof(real));
+    tensor_free(&ctx);
+    return 0;
+}
+
+// One step: the batch's draws, the collated input, train_step, and its line of output.
+static int train_one_step(TrainRun *r, const CliArgs *a) {
+    long g = r->opt.step;
+    size_t B = (size_t)a->batch, F = (size_t)a->frames, b, ci[TRAIN_MAX_BATCH], Fc[TRAIN_MAX_BATCH], start[TRAIN_MAX_BATCH], H, W;
+    int64_t t[TRAIN_MAX_BATCH];
+    const real *cp[TRAIN_MAX_BATCH];
+    double lr, loss, l2, norm;
+    char name[64];
+    int rc;
+    if (r->cfg.in_channels != 9) {
+        fprintf(a->err, "mavref train: the training input has 9 channels, the model takes %d\n", r->cfg.in_channels);
+        return 2;
+    }
+    for (b = 0; b < B; b++) {
+        train_draw(r, a, g, b, 0, &ci[b], &start[b], &t[b]);
+        if ((rc = train_read_clip(r, a, b, ci[b]))) return rc;
+        Fc[b] = r->clip[b].shape[0];
+        train_draw(r, a, g, b, Fc[b], &ci[b], &start[b], &t[b]);
+        cp[b] = r->clip[b].data;
+    }
+    H = r->clip[0].shape[2]; W = r->clip[0].shape[3];
+    tensor_free(&r->x_in); tensor_free(&r->noise); tensor_free(&r->ts);
+    if (tensor_alloc_v(&r->x_in, 5, B, (size_t)r->cfg.in_channels, F, H, W) || tensor_alloc_v(&r->noise, 5, B, (size_t)4, F, H, W) ||
+        tensor_alloc_v(&r->ts, 1, B))
+        return fail(a, "");
+    snprintf(name, sizeof name, "train noise %ld", g);
+    if (noise_normal(r->noise.data, r->noise.numel, (uint64_t)a->seed, name)) return fail(a, "");
+    if (train_collate(r->x_in.data, cp, Fc, start, B, F, H, W, r->noise.data, t, &r->sched)) return fail(a, "");
+    for (b = 0; b < B; b++) r->ts.data[b] = (real)t[b];
+    lr = train_lr(&r->tc, r->opt.step);
+    if (train_step(&r->params, &r->grads, &r->opt, &r->tc, &r->cfg, &r->x_in, &r->ts, &r->noise, &r->ctx, &loss, &l2, &norm))
+        return fail(a, "");
+    fprintf(a->out, "step %ld", g);
+    for (b = 0; b < B; b++) fprintf(a->out, " clip %lu start %lu t %ld", (unsigned long)ci[b], (unsigned long)start[b], (long)t[b]);
+    fprintf(a->out, " lr %.6e loss %.9e l2_grads %.9e trainable_norm %.9e\n", lr, loss, l2, norm);
+    fflush(a->out);
+    return plot_add(&r->plot, (double)g, loss);
+}
+
+// P.params.safetensors (the parameters by Flax name), P.opt.safetensors (the optimizer) and
+// the --plot curve.
+static int write_run(const CliArgs *a, const ParamTable *pt, const AdamState *opt, const TrainConfig *tc, const LossPlot *plot,
+                     const char *producer) {
+    StWriter w;
+    char path[1024], line[160];
+    size_t s;
+    int rc = 0;
     st_writer_init(&w);
-    sched_config_sd(&scfg);
-    if (unet_declare_params(&pt, &cfg) || params_alloc(&pt) || unet_grads_alloc(&gt, &pt) || adam_init(&opt, pt.numel) ||
-        sched_init(&sch, SCHED_DDIM, &scfg, 0, 1)) { rc = train_fail("setup"); goto done; }
-    if (resume) {
-        snprintf(path, sizeof path, "%s.params.safetensors", resume);
-        if (params_load(&pt, path, 0)) { rc = train_fail("resume"); goto done; }
-        snprintf(path, sizeof path, "%s.opt.safetensors", resume);
-        if (train_load_state(path, &pt, &opt, &tc)) { rc = train_fail("resume"); goto done; }
-    } else if (weights ? params_load(&pt, weights, 0) : params_procedural(&pt, (uint64_t)seed)) { rc = train_fail("weights"); goto done; }
-    if (total == 0) total = opt.step + steps;
-    train_set_schedule(&tc, lr, warmup, decay, total);
-    if (st_open(&f, data)) { rc = train_fail(""); goto done; }
-    while (1) {
-        snprintf(path, sizeof path, "latents.%ld", nclips);
-        if (!st_find(&f, path)) break;
-        nclips++;
-    }
-    if (nclips == 0) { fprintf(stderr, "mavref train: %s holds no tensor 'latents.0'\n", data); rc = 2; goto done; }
-    for (k = 0; k < steps; k++) {
-        long g = opt.step; // the global step: every draw below depends on (seed, g) only, so a resumed run repeats an uninterrupted one
-        uint64_t r = proc_splitmix64((uint64_t)dseed ^ proc_splitmix64((uint64_t)g));
-        size_t ci = (size_t)(r % (uint64_t)nclips), Fc, H, W, start;
-        int64_t t = (int64_t)(proc_splitmix64(r + 1) % 1000u);
-        const real *cp;
-        double loss, l2, tn;
-        char stream[64];
-        tensor_free(&clip); tensor_free(&ctx);
-        snprintf(path, sizeof path, "latents.%lu", (unsigned long)ci);
-        if (st_read(&f, path, &clip)) { rc = train_fail(""); goto done; }
-        snprintf(path, sizeof path, "context.%lu", (unsigned long)ci);
-        if (st_read(&f, path, &ctx)) { rc = train_fail(""); goto done; }
-        if (clip.ndim != 4 || clip.shape[1] != 4 || clip.shape[0] < (size_t)frames) {
-            fprintf(stderr, "mavref train: latents.%lu must be (F >= %ld, 4, h, w)\n", (unsigned long)ci, frames);
-            rc = 2; goto done;
-        }
-        if (ctx.ndim == 2) { ctx.ndim = 3; ctx.shape[2] = ctx.shape[1]; ctx.shape[1] = ctx.shape[0]; ctx.shape[0] = 1; }
-        Fc = clip.shape[0]; H = clip.shape[2]; W = clip.shape[3];
-        start = (size_t)(proc_splitmix64(r + 2) % (uint64_t)(Fc - (size_t)frames + 1)); // dataset.py: random.randint(0, Fc - F), inclusive
-        tensor_free(&x_in); tensor_free(&noise); tensor_free(&ts);
-        if (tensor_alloc_v(&x_in, 5, (size_t)1, (size_t)cfg.in_channels, (size_t)frames, H, W) ||
-            tensor_alloc_v(&noise, 5, (size_t)1, (size_t)4, (size_t)frames, H, W) || tensor_alloc_v(&ts, 1, (size_t)1)) { rc = train_fail(""); goto done; }
-        if (cfg.in_channels != 9) { fprintf(stderr, "mavref train: the training input has 9 channels, the model takes %d\n", cfg.in_channels); rc = 2; goto done; }
-        snprintf(stream, sizeof stream, "train noise %ld", g);
-        if (noise_normal(noise.data, noise.numel, (uint64_t)dseed, stream)) { rc = train_fail(""); goto done; }
-        cp = clip.data;
-        if (train_collate(x_in.data, &cp, &Fc, &start, 1, (size_t)frames, H, W, noise.data, &t, &sch)) { rc = train_fail(""); goto done; }
-        ts.data[0] = (real)t;
-        v = train_lr(&tc, opt.step);
-        if (train_step(&pt, &gt, &opt, &tc, &cfg, &x_in, &ts, &noise, &ctx, &loss, &l2, &tn)) { rc = train_fail(""); goto done; }
-        printf("step %ld clip %lu start %lu t %ld lr %.6e loss %.9e l2_grads %.9e trainable_norm %.9e\n", g, (unsigned long)ci,
-               (unsigned long)start, (long)t, v, loss, l2, tn);
-        fflush(stdout);
-    }
-    // the parameters by Flax name, then the optimizer state
-    for (s = 0; s < (long)pt.count; s++)
-        if (st_writer_add(&w, pt.p[s].name, &pt.p[s].t, ST_REAL)) { rc = train_fail("writing"); goto done; }
-    snprintf(path, sizeof path, "%s.params.safetensors", outp);
-    if (st_writer_meta(&w, "producer", "mavref train " REAL_NAME) || st_writer_save(&w, path)) { rc = train_fail("writing"); goto done; }
-    printf("wrote %s\n", path);
-    snprintf(path, sizeof path, "%s.opt.safetensors", outp);
-    if (train_save_state(path, &pt, &opt, &tc)) { rc = train_fail("writing"); goto done; }
-    printf("wrote %s (step %ld)\n", path, opt.step);
-    rc = 0;
-done:
-    st_close(&f);
+    for (s = 0; s < pt->count && !rc; s++) rc = st_writer_add(&w, pt->p[s].name, &pt->p[s].t, ST_REAL);
+    snprintf(line, sizeof line, "%s " REAL_NAME, producer);
+    rc = rc || st_writer_meta(&w, "producer", line);
+    snprintf(path, sizeof path, "%s.params.safetensors", a->out_path);
+    rc = rc || st_writer_save(&w, path);
     st_writer_free(&w);
-    tensor_free(&clip); tensor_free(&ctx); tensor_free(&x_in); tensor_free(&ts); tensor_free(&noise);
-    adam_free(&opt);
-    sched_free(&sch);
-    free_params(&gt); free_params(&pt);
+    if (rc) return fail(a, "writing");
+    fprintf(a->out, "wrote %s\n", path);
+    snprintf(path, sizeof path, "%s.opt.safetensors", a->out_path);
+    if (train_save_state(path, pt, opt, tc)) return fail(a, "writing");
+    fprintf(a->out, "wrote %s (step %ld)\n", path, opt->step);
+    if (a->plot && plot->n) {
+        snprintf(path, sizeof path, "%s: loss of %s, steps %ld-%ld", producer, a->out_path, opt->step - (long)a->steps, opt->step - 1);
+        if (plot_write_svg(a->plot, plot, path)) return fail(a, "writing");
+        fprintf(a->out, "wrote %s\n", a->plot);
+    }
+    return 0;
+}
+
+static int cmd_train(const CliArgs *a) {
+    TrainRun r;
+    unsigned long long k;
+    int rc;
+    if (!a->data || !a->out_path || !cli_given(a, "--steps") ||
+        (!!a->weights + cli_given(a, "--procedural") + !!a->resume + !!a->model) != 1 || (a->model && a->config))
+        return usage_error(a, "needs --data, --out, --steps and exactly one of --weights / --procedural / --resume / --model"
+                              " (--model DIR has its own config)");
+    memset(&r, 0, sizeof r);
+    params_init(&r.params);
+    params_init(&r.grads);
+    rc = train_setup(&r, a);
+    for (k = 0; k < a->steps && !rc; k++) rc = train_one_step(&r, a);
+    if (!rc) rc = write_run(a, &r.params, &r.opt, &r.tc, &r.plot, "mavref train");
+    train_run_free(&r);
     return rc;
 }
 
-int main(int argc, char **argv) {
-    const char *ref = getenv("MAVREF_REFERENCE");
-    mv_reference_path = ref && *ref && strcmp(ref, "0") != 0; // run the plain loops instead of the fast path
-    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
-        fputs(usage, argc < 2 ? stderr : stdout);
-        if (argc >= 2) fputs(usage_more, stdout);
-        return argc < 2 ? 2 : 0;
+// ---------------------------------------------------------------------------------------
+// toyworld, train-vae: the toy world's clips, and training a VAE on their frames
+
+static int cmd_toyworld(const CliArgs *a) {
+    StWriter w;
+    ToyClip clip;
+    size_t S = (size_t)a->size, F = (size_t)a->frames, shape[4], i;
+    unsigned char *frames = NULL;
+    char name[64], caption[96], value[32];
+    int rc = 0;
+    if (!a->out_path) return usage_error(a, "needs --out");
+    st_writer_init(&w);
+    shape[0] = F; shape[1] = S; shape[2] = S; shape[3] = 3;
+    if (!(frames = (unsigned char *)mv_malloc(F * S * S * 3, "frames"))) { st_writer_free(&w); return fail(a, ""); }
+    for (i = 0; i < (size_t)a->clips && !rc; i++) {
+        toy_clip(&clip, (uint64_t)a->seed, (uint64_t)i, a->held_out ? 1 : 0, (int)S, (int)F);
+        toy_render(frames, &clip, (int)S, (int)F);
+        toy_caption(caption, sizeof caption, &clip);
+        snprintf(name, sizeof name, "frames.%lu", (unsigned long)i);
+        rc = st_writer_add_u8(&w, name, frames, 4, shape);
+        snprintf(name, sizeof name, "caption.%lu", (unsigned long)i);
+        rc = rc || st_writer_meta(&w, name, caption);
     }
-    if (!strcmp(argv[1], "info")) return cmd_info(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "compare")) return cmd_compare(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "unet")) return cmd_unet(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "train")) return cmd_train(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "tokenize")) return cmd_tokenize(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "encode-text")) return cmd_encode_text(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "generate")) return cmd_generate(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "check")) return check_main(argc - 2, argv + 2);
-    fprintf(stderr, "mavref: unknown command '%s'\n%s", argv[1], usage);
+    snprintf(value, sizeof value, "%llu", a->seed);
+    rc = rc || st_writer_meta(&w, "seed", value) || st_writer_meta(&w, "held_out", a->held_out ? "1" : "0") ||
+         st_writer_meta(&w, "producer", "mavref toyworld (ref/toyworld.h)") || st_writer_save(&w, a->out_path);
+    free(frames);
+    st_writer_free(&w);
+    if (rc) return fail(a, "");
+    fprintf(a->out, "wrote %s: %llu clips of %lu frames %lux%lu\n", a->out_path, a->clips, (unsigned long)F, (unsigned long)S,
+            (unsigned long)S);
+    return 0;
+}
+
+typedef struct {
+    VAEConfig cfg;
+    TrainConfig tc;
+    ParamTable params, grads;
+    AdamState opt;
+    StFile data;
+    size_t nclips;
+    LossPlot plot;
+} VaeRun;
+
+static void vae_run_free(VaeRun *r) {
+    st_close(&r->data);
+    adam_free(&r->opt);
+    plot_free(&r->plot);
+    free_params(&r->grads);
+    free_params(&r->params);
+}
+
+static int vae_setup(VaeRun *r, const CliArgs *a) {
+    char path[1024];
+    vae_config_default(&r->cfg);
+    if (a->vae_channels && (r->cfg.n_blocks = mv_parse_int_list(a->vae_channels, r->cfg.block_out_channels, VAE_MAX_BLOCKS)) < 1)
+        return usage_error(a, "bad --vae-channels");
+    if (cli_given(a, "--vae-layers")) r->cfg.layers_per_block = (int)a->vae_layers;
+    train_config_default(&r->tc);
+    r->tc.only_temporal = 0;
+    r->tc.weight_decay = a->weight_decay;
+    if (vae_declare_params(&r->params, &r->cfg) || params_alloc(&r->params) || unet_grads_alloc(&r->grads, &r->params) ||
+        adam_init(&r->opt, r->params.numel))
+        return fail(a, "setup");
+    if (a->resume) {
+        snprintf(path, sizeof path, "%s.params.safetensors", a->resume);
+        if (params_load(&r->params, path, 0)) return fail(a, "resume");
+        snprintf(path, sizeof path, "%s.opt.safetensors", a->resume);
+        if (train_load_state(path, &r->params, &r->opt, &r->tc)) return fail(a, "resume");
+    } else if (load_weights(&r->params, a->weights, a->procedural)) {
+        return fail(a, "weights");
+    }
+    train_set_schedule(&r->tc, a->lr, a->warmup, a->decay, a->total_steps ? (long)a->total_steps : r->opt.step + (long)a->steps);
+    if (st_open(&r->data, a->data)) return bad_input(a);
+    for (r->nclips = 0;; r->nclips++) {
+        snprintf(path, sizeof path, "frames.%lu", (unsigned long)r->nclips);
+        if (!st_find(&r->data, path)) break;
+    }
+    if (r->nclips == 0) { fprintf(a->err, "mavref train-vae: %s holds no tensor 'frames.0'\n", a->data); return 2; }
+    return 0;
+}
+
+// Image b of step g: frame f of clip ci, both drawn from (seed, g, b); pixels to [-1, 1].
+static int vae_image(VaeRun *r, const CliArgs *a, long g, size_t b, Tensor *images, size_t *ci, size_t *fi) {
+    uint64_t draw = proc_splitmix64((uint64_t)a->seed ^ proc_splitmix64((uint64_t)g));
+    const StEntry *e;
+    Tensor clip;
+    size_t H, W, c, i;
+    char name[64];
+    if (b > 0) draw = proc_splitmix64(draw + 2 + b);
+    *ci = (size_t)(draw % (uint64_t)r->nclips);
+    snprintf(name, sizeof name, "frames.%lu", (unsigned long)*ci);
+    e = st_find(&r->data, name);
+    if (e->ndim != 4 || e->shape[3] != 3 || e->shape[0] < 1 || e->shape[1] != images->shape[2] || e->shape[2] != images->shape[3]) {
+        fprintf(a->err, "mavref train-vae: %s of %s must be (F, %lu, %lu, 3)\n", name, a->data, (unsigned long)images->shape[2],
+                (unsigned long)images->shape[3]);
+        return 2;
+    }
+    *fi = (size_t)(proc_splitmix64(draw + 1) % (uint64_t)e->shape[0]);
+    if (st_read(&r->data, name, &clip)) return fail(a, "");
+    H = e->shape[1]; W = e->shape[2];
+    for (c = 0; c < 3; c++) // (H,W,3) bytes -> (3,H,W) in [-1, 1]
+        for (i = 0; i < H * W; i++)
+            images->data[((b * 3 + c) * H * W) + i] = clip.data[(*fi * H * W + i) * 3 + c] / (real)127.5 - (real)1;
+    tensor_free(&clip);
+    return 0;
+}
+
+static int vae_one_step(VaeRun *r, const CliArgs *a, Tensor *images, Tensor *eps) {
+    long g = r->opt.step;
+    size_t b, ci, fi;
+    VaeStepStats st;
+    char name[64];
+    int rc;
+    fprintf(a->out, "step %ld", g);
+    for (b = 0; b < images->shape[0]; b++) {
+        if ((rc = vae_image(r, a, g, b, images, &ci, &fi))) return rc;
+        fprintf(a->out, " %lu:%lu", (unsigned long)ci, (unsigned long)fi);
+    }
+    snprintf(name, sizeof name, "vae noise %ld", g);
+    if (noise_normal(eps->data, eps->numel, (uint64_t)a->seed, name)) return fail(a, "");
+    if (vae_train_step(&r->params, &r->grads, &r->opt, &r->tc, &r->cfg, images, eps, a->kl, &st)) return fail(a, "");
+    fprintf(a->out, " lr %.6e loss %.9e recon %.9e kl %.9e l2_grads %.9e\n", train_lr(&r->tc, g), st.loss, st.recon, st.kl,
+            st.l2_grads);
+    fflush(a->out);
+    return plot_add(&r->plot, (double)g, st.loss) ? fail(a, "") : 0;
+}
+
+static int cmd_train_vae(const CliArgs *a) {
+    VaeRun r;
+    Tensor images, eps;
+    const StEntry *e;
+    unsigned long long k;
+    size_t f;
+    int rc;
+    if (!a->data || !a->out_path || !cli_given(a, "--steps") || (!!a->weights + cli_given(a, "--procedural") + !!a->resume) != 1)
+        return usage_error(a, "needs --data, --out, --steps and exactly one of --weights / --procedural / --resume");
+    memset(&r, 0, sizeof r);
+    memset(&images, 0, sizeof images);
+    memset(&eps, 0, sizeof eps);
+    params_init(&r.params);
+    params_init(&r.grads);
+    rc = vae_setup(&r, a);
+    if (!rc) {
+        e = st_find(&r.data, "frames.0");
+        f = (size_t)1 << (r.cfg.n_blocks - 1);
+        if (e->ndim != 4 || e->shape[1] % f || e->shape[2] % f) rc = usage_error(a, "frames.0 must be (F, H, W, 3), H and W multiples of the VAE's factor");
+        else if (tensor_alloc_v(&images, 4, (size_t)a->batch, (size_t)3, e->shape[1], e->shape[2]) ||
+                 tensor_alloc_v(&eps, 4, (size_t)a->batch, (size_t)r.cfg.latent_channels, e->shape[1] / f, e->shape[2] / f))
+            rc = fail(a, "");
+    }
+    for (k = 0; k < a->steps && !rc; k++) rc = vae_one_step(&r, a, &images, &eps);
+    if (!rc) rc = write_run(a, &r.params, &r.opt, &r.tc, &r.plot, "mavref train-vae");
+    tensor_free(&images);
+    tensor_free(&eps);
+    vae_run_free(&r);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------------------
+// The commands
+
+typedef int (*CommandFn)(const CliArgs *a);
+
+// ---------------------------------------------------------------------------------------
+// check (ref/check.c)
+
+static int cmd_check(const CliArgs *a) {
+    CheckOpts o;
+    memset(&o, 0, sizeof o);
+    if (!a->backend) return usage_error(a, "--backend is required");
+    o.backend = a->backend;
+    o.vectors = a->vectors;
+    o.ops = a->ops;
+    o.cases = a->cases;
+    o.level = a->level;
+    o.workdir = a->workdir;
+    o.precision = (int)a->precision;
+    o.timeout = a->timeout;
+    return check_run(&o, a->out, a->err);
+}
+
+static const struct { CliCommand c; CommandFn run; } commands[] = {
+    {{"info", CMD_INFO, 1, 1, "FILE", "FILE",
+      "      list the tensors of a checkpoint: name, dtype, shape (safetensors: and its metadata).\n"
+      "      Reads safetensors, Flax msgpack (flax.serialization) and torch.save zip files.\n"}, cmd_info},
+    {{"convert", CMD_CONVERT, 2, 2, "IN OUT", "IN OUT",
+      "      write every tensor of the checkpoint IN to the safetensors file OUT, same names,\n"
+      "      as " REAL_NAME " (exact widening of float16/bfloat16; integers only when exact)\n"}, cmd_convert},
+    {{"compare", CMD_COMPARE, 2, 2, "A B", "A B [--rtol R] [--atol T]",
+      "      compare every tensor of A with the tensor of the same name in B (B is the expected\n"
+      "      side). Prints max abs error, max relative error, NMSE, rel = max_abs/max|B| and the\n"
+      "      worst element. A tensor fails if max_abs > atol + rtol * max|B|, if shapes differ,\n"
+      "      or if it is present in one file only. Tensors are listed in B's order, so the first\n"
+      "      FAIL line is the first place the two diverge.\n"
+      "      Exit status: 0 all match, 1 a mismatch, 2 bad usage or unreadable input.\n"}, cmd_compare},
+    {{"train", CMD_TRAIN, 0, 0, "", "--data D --steps N --out P (--weights W | --procedural SEED | --resume P0) [options]",
+      "      upstream's training step (SPEC.md section 10.3) for N steps: D holds latents.<i>\n"
+      "      (Fc,4,h,w) raw VAE latents and context.<i> (77,768) per clip i = 0, 1, ...; each step\n"
+      "      draws --batch clips, each a window of F frames, a timestep and noise from (S, step).\n"
+      "      Trains only the temporal layers unless --all; AdamW (--warmup/--decay: the fractions\n"
+      "      of T = total steps as upstream), gradient clip 1. Prints loss and the gradient norm\n"
+      "      per step; writes P.params.safetensors (Flax names) and P.opt.safetensors (mu.NAME,\n"
+      "      nu.NAME, step); --resume P0 continues from those. --recompute keeps only checkpoints\n"
+      "      of the activations and re-runs the forward of each segment in the backward: less\n"
+      "      memory, about one more forward, the same gradients.\n"}, cmd_train},
+    {{"toyworld", CMD_TOYWORLD, 0, 0, "", "--out D [--clips N] [--size S] [--frames F] [--seed S] [--held-out]",
+      "      write clips of the toy world (SPEC.md section 8.10): frames.<i> (F,S,S,3) bytes and\n"
+      "      the caption of each clip in the metadata (caption.<i>), e.g. \"a red circle moving left\";\n"
+      "      the training combinations, or with --held-out the 8 held-out ones\n"}, cmd_toyworld},
+    {{"train-vae", CMD_TRAIN_VAE, 0, 0, "", "--data D --steps N --out P (--weights W | --procedural SEED | --resume P0) [options]",
+      "      train a VAE on the frames of D (mavref toyworld): each step draws --batch frames,\n"
+      "      encodes, samples z = mean + exp(logvar/2) eps, decodes; loss = mean squared error +\n"
+      "      W * KL (--kl W; both means over their elements); AdamW on every parameter, clip 1.\n"
+      "      Writes P.params.safetensors and P.opt.safetensors like train.\n"}, cmd_train_vae},
+    {{"unet", CMD_UNET, 0, 0, "", "--inputs IN --out OUT (--weights W | --procedural SEED) [--config JSON] [--2d] [--taps]",
+      "      run the UNet: IN holds sample (B,Cin,F,H,W) (or (B,Cin,H,W) with --2d), timesteps (B)\n"
+      "      and context (B,T,768); OUT gets \"out\" (B,Cout,F,H,W) and, with --taps, the\n"
+      "      activations tap.time_proj, tap.time_embedding, tap.conv_in, tap.down_blocks_<i>,\n"
+      "      tap.mid_block, tap.up_blocks_<i>, tap.conv_out in (B,F,H,W,C) layout. Weights come\n"
+      "      from a safetensors file named by Flax paths, or from the procedural generator.\n"
+      "      `mavref compare` on two such files names the first block where a backend diverges.\n"}, cmd_unet},
+    {{"tokenize", CMD_TOKENIZE, 1, 1, "TEXT", "[--merges FILE] [--] TEXT",
+      "      print the 77 CLIP token ids of TEXT (UTF-8), as SD 1.5's CLIPTokenizer gives them;\n"
+      "      a TEXT that begins with '-' goes after `--`\n"}, cmd_tokenize},
+    {{"encode-text", CMD_ENCODE_TEXT, 1, 1, "PROMPT", "--out OUT (--weights W | --procedural SEED) [--merges FILE] [--] PROMPT",
+      "      tokenize and run the CLIP ViT-L/14 text encoder; OUT gets ids (1,77) and\n"
+      "      hidden (1,77,768), the last hidden state SD conditions on; a PROMPT that begins\n"
+      "      with '-' goes after `--`\n"}, cmd_encode_text},
+    {{"generate", CMD_GENERATE, 0, 0, "", "--prompt TEXT (--hint IMAGE.ppm | --hint-unet W) --out PREFIX [options]",
+      "      text (and a hint image) to video, as upstream's jax_inference.py; writes\n"
+      "      PREFIX.gif, PREFIX.y4m and PREFIX_latents.safetensors (final latents).\n"
+      "      The published model: --model DIR (every network, its config, the tokenizer) and\n"
+      "      --hint-model DIR|FILE (SD 1.5 for the hint latent; README \"Run the published model\").\n"
+      "      Weights: --unet W --vae W --clip W (safetensors by Flax names), or procedural:\n"
+      "      --unet-seed S --vae-seed S --clip-seed S. No --hint: as upstream, SD 1.5's 2-D UNet\n"
+      "      makes the hint latent (--hint-unet W or --hint-unet-seed S). --replay CASE reruns a\n"
+      "      recorded FLAX pipeline case with its prompts, networks, weights, hint, mask and\n"
+      "      noise, and reports how closely the final latents match FLAX's.\n"}, cmd_generate},
+    {{"check", CMD_CHECK, 0, 0, "", "--backend 'CMD {case} {out}' [--ops GLOB] [--level quick|full] [--precision 32|64] [options]",
+      "      the golden corpus against another backend: for every selected case of\n"
+      "      vectors/contract.json, runs the adapter CMD with {case} = the case file and {out} = a\n"
+      "      path for its outputs (safetensors, one tensor per output of the contract), and compares\n"
+      "      each output with the expected tensor at the manifest's tolerance. One line per case\n"
+      "      (op, case, rel and worst element, PASS or the reason: crashed, timed out, wrote\n"
+      "      nothing, wrong shape, ...), then a table per op. Needs sh and timeout (POSIX).\n"
+      "      Exit status: 0 all passed, 1 a failure, 2 bad usage or unreadable contract.\n"}, cmd_check},
+};
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
+
+static const char *trailer =
+    "Options take their value from the next argument, even one that begins with '-'; `--` ends\n"
+    "the options, so a TEXT or PROMPT that begins with '-' follows it.\n"
+    "The CLIP merges file defaults to $MAVREF_MERGES, else vectors/clip/clip_merges.txt.\n"
+    "MAVREF_THREADS=N sets the thread count (default: the cores; results are bit-identical for\n"
+    "any N); MAVREF_REFERENCE=1 runs the plain loops instead of the matrix-product fast path.\n";
+
+const CliCommand *mavref_command(size_t i) { return i < N_COMMANDS ? &commands[i].c : NULL; }
+
+// `mavref` alone: the commands, one line each (exit 2); `mavref --help`: every usage (exit 0).
+static int print_help(FILE *fp, int full) {
+    size_t i;
+    fprintf(fp, "mavref: portable C99 reference implementation of Make-A-Video SD (" REAL_NAME " build)\n\n");
+    for (i = 0; i < N_COMMANDS; i++) {
+        if (full) { cli_usage(fp, &commands[i].c); fprintf(fp, "\n"); }
+        else fprintf(fp, "usage: mavref %s %s\n", commands[i].c.name, commands[i].c.synopsis);
+    }
+    if (full) fputs(trailer, fp);
+    else fprintf(fp, "(mavref --help for every command; mavref CMD --help for one)\n");
+    return full ? 0 : 2;
+}
+
+int mavref_main(int argc, char **argv, FILE *out, FILE *err) {
+    size_t i;
+    if (argc < 2) return print_help(err, 0);
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) return print_help(out, 1);
+    for (i = 0; i < N_COMMANDS; i++)
+        if (!strcmp(argv[1], commands[i].c.name)) {
+            CliArgs a;
+            int rc;
+            memset(&a, 0, sizeof a);
+            a.out = out;
+            a.err = err;
+            rc = cli_parse(&a, &commands[i].c, argc - 2, argv + 2);
+            return rc == 1 ? 0 : rc == 2 ? 2 : commands[i].run(&a);
+        }
+    fprintf(err, "mavref: unknown command '%s' (mavref --help lists them)\n", argv[1]);
     return 2;
 }

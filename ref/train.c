@@ -97,31 +97,12 @@ int train_collate(real *x_in, const real *const *clips, const size_t *Fc, const 
     return rc;
 }
 
-int train_step(ParamTable *pt, ParamTable *gt, AdamState *opt, const TrainConfig *tc, const UNetConfig *uc,
-               const Tensor *x_in, const Tensor *timesteps, const Tensor *noise, const Tensor *context, double *loss,
-               double *l2_grads, double *trainable_norm) {
-    UNetTape *tp;
-    Tensor pred, dout;
-    size_t i, k, n;
-    double acc, full = 0.0, tr = 0.0, lr, bc1, bc2;
+void adamw_update(ParamTable *pt, const ParamTable *gt, AdamState *opt, const TrainConfig *tc, double *l2_grads,
+                  double *trainable_norm) {
+    size_t i, k;
+    double full = 0.0, tr = 0.0, lr, bc1, bc2;
     real scale;
-    int rc = MV_ERR, clip;
-    if (gt->numel != pt->numel || opt->numel != pt->numel) return mv_fail("train_step: gradient or optimizer state of the wrong size");
-    if (unet_tape_forward_mode(&tp, &pred, x_in, timesteps, context, pt, uc, tc->recompute)) return mv_fail_prefix("train_step");
-    memset(&dout, 0, sizeof dout);
-    if (!tensor_same_shape(&pred, noise)) { mv_fail("train_step: noise must have the prediction's shape"); goto done; }
-    // loss = mean((noise - pred)^2); dloss/dpred = -2 (noise - pred) / n
-    n = pred.numel;
-    if (tensor_alloc(&dout, pred.ndim, pred.shape)) goto done;
-    acc = 0.0;
-    for (i = 0; i < n; i++) {
-        real e = noise->data[i] - pred.data[i];
-        acc += (double)e * (double)e;
-        dout.data[i] = (real)(-2.0 * (double)e / (double)n);
-    }
-    *loss = acc / (double)n;
-    memset(gt->arena, 0, gt->numel * sizeof(real));
-    if (unet_tape_backward(tp, gt, NULL, &dout)) goto done;
+    int clip;
     // norms: the full gradient (upstream's metric) and the trainable part (what the clip sees)
     for (k = 0; k < pt->count; k++) {
         const Param *p = &gt->p[k];
@@ -130,7 +111,7 @@ int train_step(ParamTable *pt, ParamTable *gt, AdamState *opt, const TrainConfig
         full += s;
         if (train_is_trainable(tc, p->name)) tr += s;
     }
-    *l2_grads = sqrt(full);
+    if (l2_grads) *l2_grads = sqrt(full);
     tr = sqrt(tr);
     if (trainable_norm) *trainable_norm = tr;
     // optax.clip_by_global_norm: g unchanged if norm < max, else (g / norm) * max
@@ -157,6 +138,33 @@ int train_step(ParamTable *pt, ParamTable *gt, AdamState *opt, const TrainConfig
         }
     }
     opt->step++;
+}
+
+int train_step(ParamTable *pt, ParamTable *gt, AdamState *opt, const TrainConfig *tc, const UNetConfig *uc,
+               const Tensor *x_in, const Tensor *timesteps, const Tensor *noise, const Tensor *context, double *loss,
+               double *l2_grads, double *trainable_norm) {
+    UNetTape *tp;
+    Tensor pred, dout;
+    size_t i, n;
+    double acc;
+    int rc = MV_ERR;
+    if (gt->numel != pt->numel || opt->numel != pt->numel) return mv_fail("train_step: gradient or optimizer state of the wrong size");
+    if (unet_tape_forward_mode(&tp, &pred, x_in, timesteps, context, pt, uc, tc->recompute)) return mv_fail_prefix("train_step");
+    memset(&dout, 0, sizeof dout);
+    if (!tensor_same_shape(&pred, noise)) { mv_fail("train_step: noise must have the prediction's shape"); goto done; }
+    // loss = mean((noise - pred)^2); dloss/dpred = -2 (noise - pred) / n
+    n = pred.numel;
+    if (tensor_alloc(&dout, pred.ndim, pred.shape)) goto done;
+    acc = 0.0;
+    for (i = 0; i < n; i++) {
+        real e = noise->data[i] - pred.data[i];
+        acc += (double)e * (double)e;
+        dout.data[i] = (real)(-2.0 * (double)e / (double)n);
+    }
+    *loss = acc / (double)n;
+    memset(gt->arena, 0, gt->numel * sizeof(real));
+    if (unet_tape_backward(tp, gt, NULL, &dout)) goto done;
+    adamw_update(pt, gt, opt, tc, l2_grads, trainable_norm);
     rc = MV_OK;
 done:
     if (rc) mv_fail_prefix("train_step");

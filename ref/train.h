@@ -70,6 +70,14 @@ int train_step(ParamTable *pt, ParamTable *gt, AdamState *opt, const TrainConfig
                const Tensor *context,    // (B,T,Cctx)
                double *loss, double *l2_grads, double *trainable_norm);
 
+// The update after a backward pass: the full gradient's norm (*l2_grads, may be NULL), the
+// trainable part's norm (*trainable_norm, may be NULL; what the clipping sees), optax's
+// clip_by_global_norm(clip_norm) of the trainable part, then AdamW on the trainable
+// parameters of pt at the learning rate of step opt->step; opt->step advances. gt: the
+// gradient, in pt's layout.
+void adamw_update(ParamTable *pt, const ParamTable *gt, AdamState *opt, const TrainConfig *tc, double *l2_grads,
+                  double *trainable_norm);
+
 // Optimizer state in a safetensors file: "mu.NAME", "nu.NAME" for every trainable parameter
 // and "step" (a 1-element tensor); the parameters themselves go to another file by Flax names.
 int train_save_state(const char *path, const ParamTable *pt, const AdamState *opt, const TrainConfig *tc);

@@ -44,6 +44,8 @@ typedef int (*UNetTapFn)(void *user, const char *name, const Tensor *t);
 //   sample (B, Cin, F, H, W) (or (B, Cin, H, W) when c->temporal == 0), timesteps (B),
 //   context (B, T, cross_attention_dim)  ->  out (B, Cout, F, H, W) (or (B, Cout, H, W)).
 // H and W must be divisible by 2^(n_blocks-1). out is allocated here. tap may be NULL.
+// The network's order is written once, as a list of stages (ref/unet.c); the forward walks it
+// keeping nothing and the tape below walks it keeping stage inputs.
 // The checks unet_forward makes of its inputs, for callers that want them before loading weights.
 int unet_check_inputs(const Tensor *sample, const Tensor *timesteps, const Tensor *context, const UNetConfig *c);
 int unet_forward(Tensor *out, const Tensor *sample, const Tensor *timesteps, const Tensor *context,

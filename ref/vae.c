@@ -477,84 +477,96 @@ static int back_stages(Tensor *dx, Tensor *dh, const VaeStages *st, const Tensor
     return MV_OK;
 }
 
-// The forward with every stage's input kept (tape, st->n tensors); h gets the final output.
-static int tape_forward(Tensor *h, Tensor **tape, const VaeStages *st, const Tensor *input_nchw, ParamTable *pt,
-                        const BlockDims *d) {
-    *tape = (Tensor *)mv_calloc(st->n, sizeof(Tensor), "VAE tape");
-    if (!*tape || to_nhwc(h, input_nchw)) return MV_ERR;
-    return run_stages(h, st, pt, d, *tape);
+// A forward that keeps every stage's input: the stage list, the kept inputs and the output.
+typedef struct {
+    VaeStages st;
+    Tensor *tape;   // (st.n) stage k's input
+    Tensor out;     // the last stage's output, NHWC
+    BlockDims d;
+} VaeTape;
+
+static void vae_tape_free(VaeTape *tp) {
+    size_t k;
+    if (tp->tape)
+        for (k = 0; k < tp->st.n; k++) tensor_free(&tp->tape[k]);
+    free(tp->tape);
+    free(tp->st.s);
+    tensor_free(&tp->out);
 }
 
-static void tape_free(Tensor *tape, size_t n) {
-    size_t k;
-    if (!tape) return;
-    for (k = 0; k < n; k++) tensor_free(&tape[k]);
-    free(tape);
+// Run the encoder (encoder = 1) or decoder stages on input (NCHW), keeping the tape.
+static int vae_tape_forward(VaeTape *tp, int encoder, const Tensor *input, ParamTable *pt, const VAEConfig *c) {
+    memset(tp, 0, sizeof *tp);
+    vae_dims(&tp->d, input->shape[0]);
+    if (encoder ? encoder_stages(&tp->st, c) : decoder_stages(&tp->st, c)) return MV_ERR;
+    tp->tape = (Tensor *)mv_calloc(tp->st.n, sizeof(Tensor), "VAE tape");
+    if (!tp->tape || to_nhwc(&tp->out, input)) return MV_ERR;
+    return run_stages(&tp->out, &tp->st, pt, &tp->d, tp->tape);
+}
+
+// dout (NHWC, the gradient of tp->out; consumed) back through the stages; dinput (NCHW,
+// allocated) gets the input's gradient unless NULL.
+static int vae_tape_backward(Tensor *dinput, Tensor *dout, VaeTape *tp, ParamTable *pt, ParamTable *gt) {
+    Tensor dx;
+    int rc;
+    if (back_stages(&dx, dout, &tp->st, tp->tape, pt, gt, &tp->d)) return MV_ERR;
+    rc = dinput ? to_nchw(dinput, &dx, 0, dx.shape[4]) : MV_OK;
+    tensor_free(&dx);
+    return rc;
 }
 
 int vae_encode_backward(Tensor *dimage, const Tensor *dmean, const Tensor *dlogvar, const Tensor *image, ParamTable *pt,
                         ParamTable *gt, const VAEConfig *c) {
-    VaeStages st = {0, 0, NULL};
-    BlockDims d;
-    Tensor h, dh, dx, *tape = NULL;
-    size_t lat = (size_t)c->latent_channels, B, S, b, ch, s;
+    VaeTape tp;
+    Tensor dh;
+    size_t lat = (size_t)c->latent_channels, B, h, w, S, b, ch, s;
     int rc = MV_ERR;
     if (dimage) memset(dimage, 0, sizeof *dimage);
-    memset(&h, 0, sizeof h); memset(&dh, 0, sizeof dh); memset(&dx, 0, sizeof dx);
+    memset(&dh, 0, sizeof dh);
     if (vae_config_check(c) || check_image(image, c, "encode backward")) return MV_ERR;
-    vae_dims(&d, image->shape[0]);
-    if (encoder_stages(&st, c) || tape_forward(&h, &tape, &st, image, pt, &d)) goto done;
-    B = h.shape[0]; S = h.shape[2] * h.shape[3];
-    if (!is_shape4(dmean, B, lat, h.shape[2], h.shape[3]) ||
-        (dlogvar && !is_shape4(dlogvar, B, lat, h.shape[2], h.shape[3]))) {
-        mv_fail("VAE encode backward: dmean/dlogvar must be (%lu, %lu, %lu, %lu)", (unsigned long)B, (unsigned long)lat,
-                (unsigned long)h.shape[2], (unsigned long)h.shape[3]);
+    if (vae_tape_forward(&tp, 1, image, pt, c)) goto done;
+    B = tp.out.shape[0]; h = tp.out.shape[2]; w = tp.out.shape[3]; S = h * w;
+    if (!is_shape4(dmean, B, lat, h, w) || (dlogvar && !is_shape4(dlogvar, B, lat, h, w))) {
+        mv_fail("dmean/dlogvar must be (%lu, %lu, %lu, %lu)", (unsigned long)B, (unsigned long)lat, (unsigned long)h,
+                (unsigned long)w);
         goto done;
     }
     // forward was: mean = moments[..., :lat], logvar = clip(moments[..., lat:], -30, 20)
-    if (tensor_alloc(&dh, 5, h.shape)) goto done;
+    if (tensor_alloc(&dh, 5, tp.out.shape)) goto done;
     for (b = 0; b < B; b++)
         for (ch = 0; ch < lat; ch++)
             for (s = 0; s < S; s++) {
                 size_t o = (b * S + s) * 2 * lat + ch, i = (b * lat + ch) * S + s;
-                real raw = h.data[o + lat];
+                real raw = tp.out.data[o + lat];
                 dh.data[o] = dmean->data[i];
                 if (dlogvar && raw > -30 && raw < 20) dh.data[o + lat] = dlogvar->data[i];
             }
-    if (back_stages(&dx, &dh, &st, tape, pt, gt, &d)) goto done;
-    if (dimage && to_nchw(dimage, &dx, 0, dx.shape[4])) goto done;
-    rc = MV_OK;
+    rc = vae_tape_backward(dimage, &dh, &tp, pt, gt);
 done:
-    tensor_free(&h); tensor_free(&dh); tensor_free(&dx);
-    tape_free(tape, st.n);
-    free(st.s);
+    tensor_free(&dh);
+    vae_tape_free(&tp);
     if (rc) mv_fail_prefix("VAE encode backward");
     return rc;
 }
 
 int vae_decode_backward(Tensor *dlatents, const Tensor *dimage, const Tensor *latents, ParamTable *pt, ParamTable *gt,
                         const VAEConfig *c) {
-    VaeStages st = {0, 0, NULL};
-    BlockDims d;
-    Tensor h, dh, dx, *tape = NULL;
+    VaeTape tp;
+    Tensor dh;
     int rc = MV_ERR;
     if (dlatents) memset(dlatents, 0, sizeof *dlatents);
-    memset(&h, 0, sizeof h); memset(&dh, 0, sizeof dh); memset(&dx, 0, sizeof dx);
+    memset(&dh, 0, sizeof dh);
     if (vae_config_check(c) || check_latents(latents, c, "decode backward")) return MV_ERR;
-    vae_dims(&d, latents->shape[0]);
-    if (decoder_stages(&st, c) || tape_forward(&h, &tape, &st, latents, pt, &d)) goto done;
-    if (!is_shape4(dimage, h.shape[0], h.shape[4], h.shape[2], h.shape[3])) {
-        mv_fail("VAE decode backward: dimage must be (%lu, %lu, %lu, %lu)", (unsigned long)h.shape[0],
-                (unsigned long)h.shape[4], (unsigned long)h.shape[2], (unsigned long)h.shape[3]);
-        goto done;
+    if (vae_tape_forward(&tp, 0, latents, pt, c) == MV_OK) {
+        const Tensor *o = &tp.out;
+        if (!is_shape4(dimage, o->shape[0], o->shape[4], o->shape[2], o->shape[3]))
+            mv_fail("dimage must be (%lu, %lu, %lu, %lu)", (unsigned long)o->shape[0], (unsigned long)o->shape[4],
+                    (unsigned long)o->shape[2], (unsigned long)o->shape[3]);
+        else if (to_nhwc(&dh, dimage) == MV_OK)
+            rc = vae_tape_backward(dlatents, &dh, &tp, pt, gt);
     }
-    if (to_nhwc(&dh, dimage) || back_stages(&dx, &dh, &st, tape, pt, gt, &d)) goto done;
-    if (dlatents && to_nchw(dlatents, &dx, 0, dx.shape[4])) goto done;
-    rc = MV_OK;
-done:
-    tensor_free(&h); tensor_free(&dh); tensor_free(&dx);
-    tape_free(tape, st.n);
-    free(st.s);
+    tensor_free(&dh);
+    vae_tape_free(&tp);
     if (rc) mv_fail_prefix("VAE decode backward");
     return rc;
 }

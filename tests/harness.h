@@ -61,6 +61,30 @@ int harness_capturing(void);
 // argv[0] of run_tests, to find the binaries next to it (tests/test_check.c).
 extern const char *harness_argv0;
 
+// The tensors a runner reads or allocates, freed together. The runners' one cleanup idiom:
+// everything a runner owns starts empty (`Bag b = {0};`, zeroed structs), every exit after
+// the first allocation goes through one label `out:`, which frees it all (bag_free(&b)).
+#define BAG_MAX 24
+typedef struct {
+    Tensor t[BAG_MAX];
+    int n;
+} Bag;
+// Input `name` (stored or procedural, as case_input) in the bag; NULL and a FAIL line on error.
+Tensor *bag_input(Case *c, Bag *b, const char *name);
+// A zero-filled tensor in the bag (an output, or a gradient buffer as a backward expects it).
+Tensor *bag_alloc(Case *c, Bag *b, int ndim, const size_t *shape);
+Tensor *bag_alloc_like(Case *c, Bag *b, const Tensor *like);
+void bag_free(Bag *b);
+
+// 0 if tensor `what` has rank ndim, else a FAIL line and 1.
+int case_expect_rank(Case *c, const Tensor *t, const char *what, int ndim);
+// In a runner whose case is `c`: 0 if `call` (tensor_expect_shape or any ref/ call) returned
+// MV_OK, else its error as the case's failure and 1.
+#define SHAPE(call) ((call) == MV_OK ? 0 : (case_error(c, "shape"), 1))
+
+// 1 if `name` is an element of the comma-separated `list` (meta `zero_grads`, `full`).
+int in_list(const char *list, const char *name);
+
 // SHA-256 of a file as 64 lowercase hex chars; MV_ERR if unreadable.
 int sha256_file(const char *path, char hex[65]);
 

@@ -160,6 +160,50 @@ int case_check(Case *c, const char *expected_name, const Tensor *got) {
     return 0;
 }
 
+Tensor *bag_input(Case *c, Bag *b, const char *name) {
+    Tensor *t;
+    if (b->n >= BAG_MAX) { harness_failf(c->name, "more than %d tensors", BAG_MAX); c->failed++; return NULL; }
+    t = &b->t[b->n];
+    memset(t, 0, sizeof *t);
+    if (case_input(c, name, t)) return NULL;
+    b->n++;
+    return t;
+}
+
+Tensor *bag_alloc(Case *c, Bag *b, int ndim, const size_t *shape) {
+    Tensor *t;
+    if (b->n >= BAG_MAX) { harness_failf(c->name, "more than %d tensors", BAG_MAX); c->failed++; return NULL; }
+    t = &b->t[b->n];
+    if (tensor_alloc(t, ndim, shape)) { case_error(c, "allocating a tensor"); return NULL; }
+    b->n++;
+    return t;
+}
+
+Tensor *bag_alloc_like(Case *c, Bag *b, const Tensor *like) { return bag_alloc(c, b, like->ndim, like->shape); }
+
+void bag_free(Bag *b) {
+    int i;
+    for (i = 0; i < b->n; i++) tensor_free(&b->t[i]);
+    b->n = 0;
+}
+
+int in_list(const char *list, const char *name) {
+    size_t n = strlen(name);
+    while (*list) {
+        size_t m = strcspn(list, ",");
+        if (m == n && !strncmp(list, name, n)) return 1;
+        list += m + (list[m] == ',');
+    }
+    return 0;
+}
+
+int case_expect_rank(Case *c, const Tensor *t, const char *what, int ndim) {
+    if (t->ndim == ndim) return 0;
+    harness_failf(c->name, "%s has rank %d, expected %d", what, t->ndim, ndim);
+    c->failed++;
+    return 1;
+}
+
 // ---------------------------------------------------------------------------------------
 
 typedef struct {

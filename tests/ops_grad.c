@@ -17,70 +17,12 @@
 #include "../ref/linear.h"
 #include "../ref/upsample.h"
 
-// The tensors a runner reads or allocates, freed together.
-#define GBAG_MAX 24
-typedef struct {
-    Tensor t[GBAG_MAX];
-    int n;
-} GBag;
-
-static Tensor *gin(Case *c, GBag *b, const char *name) {
-    Tensor *t;
-    if (b->n >= GBAG_MAX) { harness_failf(c->name, "too many tensors"); c->failed++; return NULL; }
-    t = &b->t[b->n];
-    memset(t, 0, sizeof *t);
-    if (case_input(c, name, t)) return NULL;
-    b->n++;
-    return t;
-}
-
-// A zero-filled tensor of the given shape (a gradient buffer, zeroed as the backward expects).
-static Tensor *gzeros(Case *c, GBag *b, int ndim, const size_t *shape) {
-    Tensor *t;
-    if (b->n >= GBAG_MAX) { harness_failf(c->name, "too many tensors"); c->failed++; return NULL; }
-    t = &b->t[b->n];
-    if (tensor_alloc(t, ndim, shape)) { case_error(c, "allocating a gradient"); return NULL; }
-    b->n++;
-    return t;
-}
-
-static Tensor *gzeros_like(Case *c, GBag *b, const Tensor *like) { return gzeros(c, b, like->ndim, like->shape); }
-
-static void gfree(GBag *b) {
-    int i;
-    for (i = 0; i < b->n; i++) tensor_free(&b->t[i]);
-    b->n = 0;
-}
-
-#define SHAPE(call) ((call) == MV_OK ? 0 : (case_error(c, "shape"), 1))
-
-static int rank_is(Case *c, const Tensor *t, const char *what, int ndim) {
-    if (t->ndim == ndim) return 0;
-    harness_failf(c->name, "%s has rank %d, expected %d", what, t->ndim, ndim);
-    c->failed++;
-    return 1;
-}
-
-// 1 if `name` is an element of the comma-separated list.
-static int listed(const char *list, const char *name) {
-    size_t n = strlen(name);
-    const char *p = list;
-    while (*p) {
-        const char *e = strchr(p, ',');
-        size_t len = e ? (size_t)(e - p) : strlen(p);
-        if (len == n && !strncmp(p, name, n)) return 1;
-        if (!e) break;
-        p = e + 1;
-    }
-    return 0;
-}
-
 // Check gradient `name`: against the stored expected tensor, or, for a gradient the case lists
 // in `zero_grads` (zero in exact arithmetic, not stored), require that every element is 0.
 static int check_grad(Case *c, const char *name, const Tensor *got) {
     const char *zero = st_meta(&c->vec, "zero_grads");
     size_t i;
-    if (zero && listed(zero, name) && !harness_capturing()) {
+    if (zero && in_list(zero, name) && !harness_capturing()) {
         c->checks++;
         for (i = 0; i < got->numel; i++)
             if (got->data[i] != 0) {
@@ -120,66 +62,66 @@ static int read_geom(Case *c, Conv2dGeom *g, size_t KH, size_t KW) {
 // ---------------------------------------------------------------------------------------
 
 int run_conv2d_grad(Case *c) {
-    GBag b = {0};
+    Bag b = {0};
     Tensor *x, *k, *bias, *dout, *dx, *dk, *db;
     Conv2dGeom g;
     size_t N, H, W, Ci, Co, Ho, Wo;
     int rc = 1;
-    if (!(x = gin(c, &b, "x")) || !(k = gin(c, &b, "kernel")) || !(bias = gin(c, &b, "bias")) ||
-        !(dout = gin(c, &b, "dout")))
+    if (!(x = bag_input(c, &b, "x")) || !(k = bag_input(c, &b, "kernel")) || !(bias = bag_input(c, &b, "bias")) ||
+        !(dout = bag_input(c, &b, "dout")))
         goto out;
-    if (rank_is(c, x, "x", 4) || rank_is(c, k, "kernel", 4)) goto out;
+    if (case_expect_rank(c, x, "x", 4) || case_expect_rank(c, k, "kernel", 4)) goto out;
     N = x->shape[0]; H = x->shape[1]; W = x->shape[2]; Ci = x->shape[3]; Co = k->shape[3];
     if (read_geom(c, &g, k->shape[0], k->shape[1])) goto out;
     if (SHAPE(tensor_expect_shape(k, "kernel", 4, g.KH, g.KW, Ci, Co)) || SHAPE(tensor_expect_shape(bias, "bias", 1, Co)) ||
         SHAPE(conv2d_out_size(&Ho, &Wo, H, W, &g)) || SHAPE(tensor_expect_shape(dout, "dout", 4, N, Ho, Wo, Co)))
         goto out;
-    if (!(dx = gzeros_like(c, &b, x)) || !(dk = gzeros_like(c, &b, k)) || !(db = gzeros_like(c, &b, bias))) goto out;
+    if (!(dx = bag_alloc_like(c, &b, x)) || !(dk = bag_alloc_like(c, &b, k)) || !(db = bag_alloc_like(c, &b, bias))) goto out;
     conv2d_backward(dx->data, dk->data, db->data, dout->data, x->data, k->data, N, H, W, Ci, Co, &g);
     rc = check_grad(c, "d_x", dx) | check_grad(c, "d_kernel", dk) | check_grad(c, "d_bias", db);
     ZERO(dx);
     conv2d_backward(dx->data, NULL, NULL, dout->data, x->data, k->data, N, H, W, Ci, Co, &g);
     rc |= check_dx_only(c, dx);
 out:
-    gfree(&b);
+    bag_free(&b);
     return rc;
 }
 
 int run_temporal_conv_grad(Case *c) {
-    GBag b = {0};
+    Bag b = {0};
     Tensor *x, *k, *bias, *dout, *dx, *dk, *db;
     size_t B, F, H, W, Ci, Co;
     int rc = 1;
-    if (!(x = gin(c, &b, "x")) || !(k = gin(c, &b, "kernel")) || !(bias = gin(c, &b, "bias")) ||
-        !(dout = gin(c, &b, "dout")))
+    if (!(x = bag_input(c, &b, "x")) || !(k = bag_input(c, &b, "kernel")) || !(bias = bag_input(c, &b, "bias")) ||
+        !(dout = bag_input(c, &b, "dout")))
         goto out;
-    if (rank_is(c, x, "x", 5) || rank_is(c, k, "kernel", 3)) goto out;
+    if (case_expect_rank(c, x, "x", 5) || case_expect_rank(c, k, "kernel", 3)) goto out;
     B = x->shape[0]; F = x->shape[1]; H = x->shape[2]; W = x->shape[3]; Ci = x->shape[4]; Co = k->shape[2];
     if (SHAPE(tensor_expect_shape(k, "kernel", 3, (size_t)3, Ci, Co)) || SHAPE(tensor_expect_shape(bias, "bias", 1, Co)) ||
         SHAPE(tensor_expect_shape(dout, "dout", 5, B, F, H, W, Co)))
         goto out;
-    if (!(dx = gzeros_like(c, &b, x)) || !(dk = gzeros_like(c, &b, k)) || !(db = gzeros_like(c, &b, bias))) goto out;
+    if (!(dx = bag_alloc_like(c, &b, x)) || !(dk = bag_alloc_like(c, &b, k)) || !(db = bag_alloc_like(c, &b, bias))) goto out;
     temporal_conv_backward(dx->data, dk->data, db->data, dout->data, x->data, k->data, B, F, H * W, Ci, Co);
     rc = check_grad(c, "d_x", dx) | check_grad(c, "d_kernel", dk) | check_grad(c, "d_bias", db);
     ZERO(dx);
     temporal_conv_backward(dx->data, NULL, NULL, dout->data, x->data, k->data, B, F, H * W, Ci, Co);
     rc |= check_dx_only(c, dx);
 out:
-    gfree(&b);
+    bag_free(&b);
     return rc;
 }
 
 int run_conv_pseudo3d_grad(Case *c) {
-    GBag b = {0};
+    Bag b = {0};
     Tensor *x, *sk, *sb, *tk, *tb, *dout, *y, *work, *dwork, *dx, *dsk, *dsb, *dtk, *dtb;
     Conv2dGeom g;
     size_t B, F, H, W, Ci, Co, Ho, Wo;
     int rc = 1;
-    if (!(x = gin(c, &b, "x")) || !(sk = gin(c, &b, "spatial_conv.kernel")) || !(sb = gin(c, &b, "spatial_conv.bias")) ||
-        !(tk = gin(c, &b, "temporal_conv.kernel")) || !(tb = gin(c, &b, "temporal_conv.bias")) ||
-        !(dout = gin(c, &b, "dout")))
+    if (!(x = bag_input(c, &b, "x")) || !(sk = bag_input(c, &b, "spatial_conv.kernel")) || !(sb = bag_input(c, &b, "spatial_conv.bias")) ||
+        !(tk = bag_input(c, &b, "temporal_conv.kernel")) || !(tb = bag_input(c, &b, "temporal_conv.bias")) ||
+        !(dout = bag_input(c, &b, "dout")))
         goto out;
-    if (rank_is(c, x, "x", 5) || rank_is(c, sk, "spatial_conv.kernel", 4)) goto out;
+    if (case_expect_rank(c, x, "x", 5) || case_expect_rank(c, sk, "spatial_conv.kernel", 4)) goto out;
     B = x->shape[0]; F = x->shape[1]; H = x->shape[2]; W = x->shape[3]; Ci = x->shape[4]; Co = sk->shape[3];
     if (read_geom(c, &g, sk->shape[0], sk->shape[1])) goto out;
     if (SHAPE(tensor_expect_shape(sk, "spatial_conv.kernel", 4, g.KH, g.KW, Ci, Co)) ||
@@ -188,9 +130,9 @@ int run_conv_pseudo3d_grad(Case *c) {
         SHAPE(tensor_expect_shape(tb, "temporal_conv.bias", 1, Co)) || SHAPE(conv2d_out_size(&Ho, &Wo, H, W, &g)) ||
         SHAPE(tensor_expect_shape(dout, "dout", 5, B, F, Ho, Wo, Co)))
         goto out;
-    if (!(y = gzeros_like(c, &b, dout)) || !(work = gzeros_like(c, &b, dout)) || !(dwork = gzeros_like(c, &b, dout)) ||
-        !(dx = gzeros_like(c, &b, x)) || !(dsk = gzeros_like(c, &b, sk)) || !(dsb = gzeros_like(c, &b, sb)) ||
-        !(dtk = gzeros_like(c, &b, tk)) || !(dtb = gzeros_like(c, &b, tb)))
+    if (!(y = bag_alloc_like(c, &b, dout)) || !(work = bag_alloc_like(c, &b, dout)) || !(dwork = bag_alloc_like(c, &b, dout)) ||
+        !(dx = bag_alloc_like(c, &b, x)) || !(dsk = bag_alloc_like(c, &b, sk)) || !(dsb = bag_alloc_like(c, &b, sb)) ||
+        !(dtk = bag_alloc_like(c, &b, tk)) || !(dtb = bag_alloc_like(c, &b, tb)))
         goto out;
     // the forward leaves the spatial output in `work`: the backward's cache
     if (conv_pseudo3d_forward(y->data, work->data, x->data, sk->data, sb->data, tk->data, tb->data, B, F, H, W, Ci, Co, &g) ||
@@ -209,14 +151,14 @@ int run_conv_pseudo3d_grad(Case *c) {
     }
     rc |= check_dx_only(c, dx);
 out:
-    gfree(&b);
+    bag_free(&b);
     return rc;
 }
 
 // ---------------------------------------------------------------------------------------
 
 int run_groupnorm_grad(Case *c) {
-    GBag b = {0};
+    Bag b = {0};
     Tensor *x, *scale, *bias, *dout, *y, *stats, *dx, *ds, *db;
     long groups, per_frame;
     double eps;
@@ -225,10 +167,10 @@ int run_groupnorm_grad(Case *c) {
     if (case_meta_long(c, "groups", &groups) || case_meta_long(c, "per_frame", &per_frame) ||
         case_meta_double(c, "eps", &eps))
         return 1;
-    if (!(x = gin(c, &b, "x")) || !(scale = gin(c, &b, "scale")) || !(bias = gin(c, &b, "bias")) ||
-        !(dout = gin(c, &b, "dout")))
+    if (!(x = bag_input(c, &b, "x")) || !(scale = bag_input(c, &b, "scale")) || !(bias = bag_input(c, &b, "bias")) ||
+        !(dout = bag_input(c, &b, "dout")))
         goto out;
-    if (rank_is(c, x, "x", 5)) goto out;
+    if (case_expect_rank(c, x, "x", 5)) goto out;
     B = x->shape[0]; F = x->shape[1]; H = x->shape[2]; W = x->shape[3]; C = x->shape[4];
     if (groups < 1 || C % (size_t)groups) { harness_failf(c->name, "bad groups %ld", groups); c->failed++; goto out; }
     if (SHAPE(tensor_expect_shape(scale, "scale", 1, C)) || SHAPE(tensor_expect_shape(bias, "bias", 1, C)) ||
@@ -238,8 +180,8 @@ int run_groupnorm_grad(Case *c) {
     N = per_frame ? B * F : B;
     S = per_frame ? H * W : F * H * W;
     shape[0] = 2; shape[1] = N * (size_t)groups; // mean, rstd
-    if (!(y = gzeros_like(c, &b, x)) || !(stats = gzeros(c, &b, 2, shape)) || !(dx = gzeros_like(c, &b, x)) ||
-        !(ds = gzeros_like(c, &b, scale)) || !(db = gzeros_like(c, &b, bias)))
+    if (!(y = bag_alloc_like(c, &b, x)) || !(stats = bag_alloc(c, &b, 2, shape)) || !(dx = bag_alloc_like(c, &b, x)) ||
+        !(ds = bag_alloc_like(c, &b, scale)) || !(db = bag_alloc_like(c, &b, bias)))
         goto out;
     groupnorm_forward(y->data, stats->data, stats->data + shape[1], x->data, scale->data, bias->data, N, S, C,
                       (size_t)groups, eps);
@@ -251,19 +193,19 @@ int run_groupnorm_grad(Case *c) {
                        (size_t)groups);
     rc |= check_dx_only(c, dx);
 out:
-    gfree(&b);
+    bag_free(&b);
     return rc;
 }
 
 int run_layernorm_grad(Case *c) {
-    GBag b = {0};
+    Bag b = {0};
     Tensor *x, *scale, *bias, *dout, *y, *stats, *dx, *ds, *db;
     double eps;
     size_t C, N, shape[2];
     int rc = 1;
     if (case_meta_double(c, "eps", &eps)) return 1;
-    if (!(x = gin(c, &b, "x")) || !(scale = gin(c, &b, "scale")) || !(bias = gin(c, &b, "bias")) ||
-        !(dout = gin(c, &b, "dout")))
+    if (!(x = bag_input(c, &b, "x")) || !(scale = bag_input(c, &b, "scale")) || !(bias = bag_input(c, &b, "bias")) ||
+        !(dout = bag_input(c, &b, "dout")))
         goto out;
     if (x->ndim < 1) { harness_failf(c->name, "x must have a channel axis"); c->failed++; goto out; }
     C = x->shape[x->ndim - 1];
@@ -272,8 +214,8 @@ int run_layernorm_grad(Case *c) {
     if (SHAPE(tensor_expect_shape(scale, "scale", 1, C)) || SHAPE(tensor_expect_shape(bias, "bias", 1, C))) goto out;
     if (!tensor_same_shape(dout, x)) { harness_failf(c->name, "dout's shape differs from x's"); c->failed++; goto out; }
     shape[0] = 2; shape[1] = N;
-    if (!(y = gzeros_like(c, &b, x)) || !(stats = gzeros(c, &b, 2, shape)) || !(dx = gzeros_like(c, &b, x)) ||
-        !(ds = gzeros_like(c, &b, scale)) || !(db = gzeros_like(c, &b, bias)))
+    if (!(y = bag_alloc_like(c, &b, x)) || !(stats = bag_alloc(c, &b, 2, shape)) || !(dx = bag_alloc_like(c, &b, x)) ||
+        !(ds = bag_alloc_like(c, &b, scale)) || !(db = bag_alloc_like(c, &b, bias)))
         goto out;
     layernorm_forward(y->data, stats->data, stats->data + N, x->data, scale->data, bias->data, N, C, eps);
     layernorm_backward(dx->data, ds->data, db->data, dout->data, x->data, scale->data, stats->data, stats->data + N, N, C);
@@ -282,19 +224,19 @@ int run_layernorm_grad(Case *c) {
     layernorm_backward(dx->data, NULL, NULL, dout->data, x->data, scale->data, stats->data, stats->data + N, N, C);
     rc |= check_dx_only(c, dx);
 out:
-    gfree(&b);
+    bag_free(&b);
     return rc;
 }
 
 int run_dense_grad(Case *c) {
-    GBag b = {0};
+    Bag b = {0};
     Tensor *x, *k, *bias, *dout, *dx, *dk, *db;
     size_t I, O, N;
     int rc = 1;
-    if (!(x = gin(c, &b, "x")) || !(k = gin(c, &b, "kernel")) || !(bias = gin(c, &b, "bias")) ||
-        !(dout = gin(c, &b, "dout")))
+    if (!(x = bag_input(c, &b, "x")) || !(k = bag_input(c, &b, "kernel")) || !(bias = bag_input(c, &b, "bias")) ||
+        !(dout = bag_input(c, &b, "dout")))
         goto out;
-    if (x->ndim < 1 || rank_is(c, k, "kernel", 2)) { if (x->ndim < 1) { harness_failf(c->name, "x has rank 0"); c->failed++; } goto out; }
+    if (x->ndim < 1 || case_expect_rank(c, k, "kernel", 2)) { if (x->ndim < 1) { harness_failf(c->name, "x has rank 0"); c->failed++; } goto out; }
     I = x->shape[x->ndim - 1]; O = k->shape[1];
     if (I == 0) { harness_failf(c->name, "x has no inputs"); c->failed++; goto out; }
     N = x->numel / I;
@@ -304,38 +246,38 @@ int run_dense_grad(Case *c) {
         c->failed++;
         goto out;
     }
-    if (!(dx = gzeros_like(c, &b, x)) || !(dk = gzeros_like(c, &b, k)) || !(db = gzeros_like(c, &b, bias))) goto out;
+    if (!(dx = bag_alloc_like(c, &b, x)) || !(dk = bag_alloc_like(c, &b, k)) || !(db = bag_alloc_like(c, &b, bias))) goto out;
     linear_backward(dx->data, dk->data, db->data, dout->data, x->data, k->data, N, I, O);
     rc = check_grad(c, "d_x", dx) | check_grad(c, "d_kernel", dk) | check_grad(c, "d_bias", db);
     ZERO(dx);
     linear_backward(dx->data, NULL, NULL, dout->data, x->data, k->data, N, I, O);
     rc |= check_dx_only(c, dx);
 out:
-    gfree(&b);
+    bag_free(&b);
     return rc;
 }
 
 int run_activation_grad(Case *c) {
-    GBag b = {0};
+    Bag b = {0};
     Tensor *x, *dout, *dx;
     const char *kind;
     int rc = 1;
     if (!(kind = case_meta_str(c, "kind"))) return 1;
-    if (!(x = gin(c, &b, "x")) || !(dout = gin(c, &b, "dout"))) goto out;
+    if (!(x = bag_input(c, &b, "x")) || !(dout = bag_input(c, &b, "dout"))) goto out;
     if (!tensor_same_shape(dout, x)) { harness_failf(c->name, "dout's shape differs from x's"); c->failed++; goto out; }
-    if (!(dx = gzeros_like(c, &b, x))) goto out;
+    if (!(dx = bag_alloc_like(c, &b, x))) goto out;
     if (!strcmp(kind, "silu")) silu_backward(dx->data, dout->data, x->data, x->numel);
     else if (!strcmp(kind, "gelu_tanh")) gelu_backward(dx->data, dout->data, x->data, x->numel, GELU_TANH);
     else if (!strcmp(kind, "gelu_erf")) gelu_backward(dx->data, dout->data, x->data, x->numel, GELU_ERF);
     else { harness_failf(c->name, "unknown activation '%s'", kind); c->failed++; goto out; }
     rc = check_grad(c, "d_x", dx);
 out:
-    gfree(&b);
+    bag_free(&b);
     return rc;
 }
 
 int run_geglu_grad(Case *c) {
-    GBag b = {0};
+    Bag b = {0};
     Tensor *x, *k, *bias, *dout, *dx, *dk, *db;
     const char *gelu;
     GeluKind kind;
@@ -344,15 +286,15 @@ int run_geglu_grad(Case *c) {
     if (!(gelu = case_meta_str(c, "gelu"))) return 1;
     if (strcmp(gelu, "tanh") && strcmp(gelu, "erf")) { harness_failf(c->name, "bad gelu '%s'", gelu); c->failed++; return 1; }
     kind = strcmp(gelu, "erf") ? GELU_TANH : GELU_ERF;
-    if (!(x = gin(c, &b, "x")) || !(k = gin(c, &b, "proj.kernel")) || !(bias = gin(c, &b, "proj.bias")) ||
-        !(dout = gin(c, &b, "dout")))
+    if (!(x = bag_input(c, &b, "x")) || !(k = bag_input(c, &b, "proj.kernel")) || !(bias = bag_input(c, &b, "proj.bias")) ||
+        !(dout = bag_input(c, &b, "dout")))
         goto out;
-    if (rank_is(c, x, "x", 2) || rank_is(c, k, "proj.kernel", 2)) goto out;
+    if (case_expect_rank(c, x, "x", 2) || case_expect_rank(c, k, "proj.kernel", 2)) goto out;
     N = x->shape[0]; C = x->shape[1]; H = k->shape[1] / 2;
     if (SHAPE(tensor_expect_shape(k, "proj.kernel", 2, C, 2 * H)) || SHAPE(tensor_expect_shape(bias, "proj.bias", 1, 2 * H)) ||
         SHAPE(tensor_expect_shape(dout, "dout", 2, N, H)))
         goto out;
-    if (!(dx = gzeros_like(c, &b, x)) || !(dk = gzeros_like(c, &b, k)) || !(db = gzeros_like(c, &b, bias))) goto out;
+    if (!(dx = bag_alloc_like(c, &b, x)) || !(dk = bag_alloc_like(c, &b, k)) || !(db = bag_alloc_like(c, &b, bias))) goto out;
     if (geglu_backward(dx->data, dk->data, db->data, dout->data, x->data, k->data, bias->data, N, C, H, kind)) {
         case_error(c, "geglu backward");
         goto out;
@@ -365,7 +307,7 @@ int run_geglu_grad(Case *c) {
     }
     rc |= check_dx_only(c, dx);
 out:
-    gfree(&b);
+    bag_free(&b);
     return rc;
 }
 
@@ -379,7 +321,7 @@ static const char *const ga_names[5] = {"to_q.kernel", "to_k.kernel", "to_v.kern
 
 static int run_attention_grad(Case *c, GradAttnUse use) {
     static const int rank[] = {3, 3, 5};
-    GBag b = {0};
+    Bag b = {0};
     Tensor *x, *ctx = NULL, *dout, *t[5], *dx, *dctx = NULL, *dt[5];
     AttnWeights w;
     AttnGrads g;
@@ -394,11 +336,11 @@ static int run_attention_grad(Case *c, GradAttnUse use) {
         c->failed++;
         return 1;
     }
-    if (!(x = gin(c, &b, "x")) || !(dout = gin(c, &b, "dout"))) goto out;
-    if (use == GA_CROSS && (!(ctx = gin(c, &b, "context")) || rank_is(c, ctx, "context", 3))) goto out;
+    if (!(x = bag_input(c, &b, "x")) || !(dout = bag_input(c, &b, "dout"))) goto out;
+    if (use == GA_CROSS && (!(ctx = bag_input(c, &b, "context")) || case_expect_rank(c, ctx, "context", 3))) goto out;
     for (i = 0; i < 5; i++)
-        if (!(t[i] = gin(c, &b, ga_names[i]))) goto out;
-    if (rank_is(c, x, "x", rank[use]) || rank_is(c, t[1], ga_names[1], 2)) goto out;
+        if (!(t[i] = bag_input(c, &b, ga_names[i]))) goto out;
+    if (case_expect_rank(c, x, "x", rank[use]) || case_expect_rank(c, t[1], ga_names[1], 2)) goto out;
     C = x->shape[x->ndim - 1];
     D = (size_t)heads * (size_t)dim_head;
     memset(&w, 0, sizeof w);
@@ -418,9 +360,9 @@ static int run_attention_grad(Case *c, GradAttnUse use) {
         goto out;
     }
     w.wq = t[0]->data; w.wk = t[1]->data; w.wv = t[2]->data; w.wo = t[3]->data; w.bo = t[4]->data;
-    if (!(dx = gzeros_like(c, &b, x)) || (use == GA_CROSS && !(dctx = gzeros_like(c, &b, ctx)))) goto out;
+    if (!(dx = bag_alloc_like(c, &b, x)) || (use == GA_CROSS && !(dctx = bag_alloc_like(c, &b, ctx)))) goto out;
     for (i = 0; i < 5; i++)
-        if (!(dt[i] = gzeros_like(c, &b, t[i]))) goto out;
+        if (!(dt[i] = bag_alloc_like(c, &b, t[i]))) goto out;
     memset(&g, 0, sizeof g);
     g.dwq = dt[0]->data; g.dwk = dt[1]->data; g.dwv = dt[2]->data; g.dwo = dt[3]->data; g.dbo = dt[4]->data;
     switch (use) {
@@ -455,7 +397,7 @@ static int run_attention_grad(Case *c, GradAttnUse use) {
     if (f) { case_error(c, "attention backward (no weight gradients)"); goto out; }
     rc |= check_dx_only(c, dx);
 out:
-    gfree(&b);
+    bag_free(&b);
     return rc;
 }
 
@@ -466,17 +408,17 @@ int run_attention_temporal_grad(Case *c) { return run_attention_grad(c, GA_TEMPO
 // ---------------------------------------------------------------------------------------
 
 int run_upsample_nearest_grad(Case *c) {
-    GBag b = {0};
+    Bag b = {0};
     Tensor *x, *dout, *dx;
     long Ho, Wo;
     int rc = 1;
     if (case_meta_long(c, "Ho", &Ho) || case_meta_long(c, "Wo", &Wo)) return 1;
     if (Ho < 1 || Wo < 1) { harness_failf(c->name, "bad output size %ldx%ld", Ho, Wo); c->failed++; return 1; }
-    if (!(x = gin(c, &b, "x")) || !(dout = gin(c, &b, "dout"))) goto out;
-    if (rank_is(c, x, "x", 4) ||
+    if (!(x = bag_input(c, &b, "x")) || !(dout = bag_input(c, &b, "dout"))) goto out;
+    if (case_expect_rank(c, x, "x", 4) ||
         SHAPE(tensor_expect_shape(dout, "dout", 4, x->shape[0], (size_t)Ho, (size_t)Wo, x->shape[3])))
         goto out;
-    if (!(dx = gzeros_like(c, &b, x))) goto out;
+    if (!(dx = bag_alloc_like(c, &b, x))) goto out;
     if ((size_t)Ho == 2 * x->shape[1] && (size_t)Wo == 2 * x->shape[2])
         upsample_nearest2x_backward(dx->data, dout->data, x->shape[0], x->shape[1], x->shape[2], x->shape[3]);
     else
@@ -484,26 +426,26 @@ int run_upsample_nearest_grad(Case *c) {
                                 x->shape[3]);
     rc = check_grad(c, "d_x", dx);
 out:
-    gfree(&b);
+    bag_free(&b);
     return rc;
 }
 
 int run_timestep_embedding_grad(Case *c) {
-    GBag b = {0};
+    Bag b = {0};
     Tensor *s, *w1, *b1, *w2, *b2, *dout, *ds, *dw1, *db1, *dw2, *db2;
     size_t N, Cs, Ct;
     int rc = 1;
-    if (!(s = gin(c, &b, "sinusoid")) || !(w1 = gin(c, &b, "linear_1.kernel")) || !(b1 = gin(c, &b, "linear_1.bias")) ||
-        !(w2 = gin(c, &b, "linear_2.kernel")) || !(b2 = gin(c, &b, "linear_2.bias")) || !(dout = gin(c, &b, "dout")))
+    if (!(s = bag_input(c, &b, "sinusoid")) || !(w1 = bag_input(c, &b, "linear_1.kernel")) || !(b1 = bag_input(c, &b, "linear_1.bias")) ||
+        !(w2 = bag_input(c, &b, "linear_2.kernel")) || !(b2 = bag_input(c, &b, "linear_2.bias")) || !(dout = bag_input(c, &b, "dout")))
         goto out;
-    if (rank_is(c, s, "sinusoid", 2) || rank_is(c, w1, "linear_1.kernel", 2)) goto out;
+    if (case_expect_rank(c, s, "sinusoid", 2) || case_expect_rank(c, w1, "linear_1.kernel", 2)) goto out;
     N = s->shape[0]; Cs = s->shape[1]; Ct = w1->shape[1];
     if (SHAPE(tensor_expect_shape(w1, "linear_1.kernel", 2, Cs, Ct)) || SHAPE(tensor_expect_shape(b1, "linear_1.bias", 1, Ct)) ||
         SHAPE(tensor_expect_shape(w2, "linear_2.kernel", 2, Ct, Ct)) || SHAPE(tensor_expect_shape(b2, "linear_2.bias", 1, Ct)) ||
         SHAPE(tensor_expect_shape(dout, "dout", 2, N, Ct)))
         goto out;
-    if (!(ds = gzeros_like(c, &b, s)) || !(dw1 = gzeros_like(c, &b, w1)) || !(db1 = gzeros_like(c, &b, b1)) ||
-        !(dw2 = gzeros_like(c, &b, w2)) || !(db2 = gzeros_like(c, &b, b2)))
+    if (!(ds = bag_alloc_like(c, &b, s)) || !(dw1 = bag_alloc_like(c, &b, w1)) || !(db1 = bag_alloc_like(c, &b, b1)) ||
+        !(dw2 = bag_alloc_like(c, &b, w2)) || !(db2 = bag_alloc_like(c, &b, b2)))
         goto out;
     if (timestep_embedding_backward(ds->data, dw1->data, db1->data, dw2->data, db2->data, dout->data, s->data, w1->data,
                                     b1->data, w2->data, N, Cs, Ct)) {
@@ -513,6 +455,6 @@ int run_timestep_embedding_grad(Case *c) {
     rc = check_grad(c, "d_sinusoid", ds) | check_grad(c, "d_linear_1.kernel", dw1) | check_grad(c, "d_linear_1.bias", db1) |
          check_grad(c, "d_linear_2.kernel", dw2) | check_grad(c, "d_linear_2.bias", db2);
 out:
-    gfree(&b);
+    bag_free(&b);
     return rc;
 }

@@ -15,50 +15,6 @@
 #include "../ref/linear.h"
 #include "../ref/upsample.h"
 
-// The tensors a runner reads, freed together.
-#define BAG_MAX 12
-typedef struct {
-    Tensor t[BAG_MAX];
-    int n;
-} Bag;
-
-// Read input `name` (stored or procedural) into the bag; NULL (and a FAIL line) on error.
-static Tensor *bag_input(Case *c, Bag *b, const char *name) {
-    Tensor *t;
-    if (b->n >= BAG_MAX) { harness_failf(c->name, "too many tensors"); c->failed++; return NULL; }
-    t = &b->t[b->n];
-    memset(t, 0, sizeof *t);
-    if (case_input(c, name, t)) return NULL;
-    b->n++;
-    return t;
-}
-
-// Allocate an output tensor in the bag.
-static Tensor *bag_alloc(Case *c, Bag *b, int ndim, const size_t *shape) {
-    Tensor *t;
-    if (b->n >= BAG_MAX) { harness_failf(c->name, "too many tensors"); c->failed++; return NULL; }
-    t = &b->t[b->n];
-    if (tensor_alloc(t, ndim, shape)) { case_error(c, "allocating the output"); return NULL; }
-    b->n++;
-    return t;
-}
-
-static void bag_free(Bag *b) {
-    int i;
-    for (i = 0; i < b->n; i++) tensor_free(&b->t[i]);
-    b->n = 0;
-}
-
-// Report a failed tensor_expect_shape (or any ref/ error) as this case's failure.
-#define SHAPE(call) ((call) == MV_OK ? 0 : (case_error(c, "shape"), 1))
-
-static int expect_rank(Case *c, const Tensor *t, const char *what, int ndim) {
-    if (t->ndim == ndim) return 0;
-    harness_failf(c->name, "%s has rank %d, expected %d", what, t->ndim, ndim);
-    c->failed++;
-    return 1;
-}
-
 // ---------------------------------------------------------------------------------------
 
 int run_temporal_conv(Case *c) {
@@ -68,7 +24,7 @@ int run_temporal_conv(Case *c) {
     int rc = 1;
     if (!(x = bag_input(c, &b, "x")) || !(k = bag_input(c, &b, "kernel")) || !(bias = bag_input(c, &b, "bias")))
         goto out;
-    if (expect_rank(c, x, "x", 5) || expect_rank(c, k, "kernel", 3)) goto out;
+    if (case_expect_rank(c, x, "x", 5) || case_expect_rank(c, k, "kernel", 3)) goto out;
     B = x->shape[0]; F = x->shape[1]; H = x->shape[2]; W = x->shape[3]; Ci = x->shape[4]; Co = k->shape[2];
     if (SHAPE(tensor_expect_shape(k, "kernel", 3, (size_t)3, Ci, Co)) || SHAPE(tensor_expect_shape(bias, "bias", 1, Co)))
         goto out;
@@ -99,7 +55,7 @@ int run_conv_pseudo3d(Case *c) {
         !(sb = bag_input(c, &b, "spatial_conv.bias")) || !(tk = bag_input(c, &b, "temporal_conv.kernel")) ||
         !(tb = bag_input(c, &b, "temporal_conv.bias")))
         goto out;
-    if (expect_rank(c, x, "x", 5) || expect_rank(c, sk, "spatial_conv.kernel", 4)) goto out;
+    if (case_expect_rank(c, x, "x", 5) || case_expect_rank(c, sk, "spatial_conv.kernel", 4)) goto out;
     B = x->shape[0]; F = x->shape[1]; H = x->shape[2]; W = x->shape[3]; Ci = x->shape[4]; Co = sk->shape[3];
     if (SHAPE(tensor_expect_shape(sk, "spatial_conv.kernel", 4, sk->shape[0], sk->shape[1], Ci, Co)) ||
         SHAPE(tensor_expect_shape(sb, "spatial_conv.bias", 1, Co)) ||
@@ -150,7 +106,7 @@ int run_dense(Case *c) {
     if (!(x = bag_input(c, &b, "x")) || !(k = bag_input(c, &b, "kernel")) || !(bias = bag_input(c, &b, "bias")))
         goto out;
     if (x->ndim < 1) { harness_failf(c->name, "x must have an input axis"); c->failed++; goto out; }
-    if (expect_rank(c, k, "kernel", 2)) goto out;
+    if (case_expect_rank(c, k, "kernel", 2)) goto out;
     I = x->shape[x->ndim - 1]; O = k->shape[1];
     if (SHAPE(tensor_expect_shape(k, "kernel", 2, I, O)) || SHAPE(tensor_expect_shape(bias, "bias", 1, O))) goto out;
     memcpy(shape, x->shape, sizeof shape);
@@ -193,7 +149,7 @@ int run_geglu(Case *c) {
     kind = strcmp(gelu, "erf") ? GELU_TANH : GELU_ERF;
     if (!(x = bag_input(c, &b, "x")) || !(k = bag_input(c, &b, "proj.kernel")) || !(bias = bag_input(c, &b, "proj.bias")))
         goto out;
-    if (expect_rank(c, x, "x", 2) || expect_rank(c, k, "proj.kernel", 2)) goto out;
+    if (case_expect_rank(c, x, "x", 2) || case_expect_rank(c, k, "proj.kernel", 2)) goto out;
     N = x->shape[0]; C = x->shape[1]; H = k->shape[1] / 2;
     if (SHAPE(tensor_expect_shape(k, "proj.kernel", 2, C, 2 * H)) || SHAPE(tensor_expect_shape(bias, "proj.bias", 1, 2 * H)))
         goto out;
@@ -233,7 +189,7 @@ static int attn_weights(Case *c, Bag *b, AttnWeights *w, size_t Cq, int clip) {
     for (i = 0; i < 8 && nm[i]; i++)
         if (!(t[i] = bag_input(c, b, nm[i]))) return 1;
     D = (size_t)heads * (size_t)dim_head;
-    if (expect_rank(c, t[1], nm[1], 2)) return 1;
+    if (case_expect_rank(c, t[1], nm[1], 2)) return 1;
     w->Cq = Cq; w->Ckv = t[1]->shape[0]; w->heads = (size_t)heads; w->dim_head = (size_t)dim_head;
     if (SHAPE(tensor_expect_shape(t[0], nm[0], 2, Cq, D)) || SHAPE(tensor_expect_shape(t[1], nm[1], 2, w->Ckv, D)) ||
         SHAPE(tensor_expect_shape(t[2], nm[2], 2, w->Ckv, D)) || SHAPE(tensor_expect_shape(t[3], nm[3], 2, D, Cq)) ||
@@ -275,9 +231,9 @@ static int run_attention(Case *c, AttnUse use) {
     if (use == ATTN_CROSS) {
         if (case_meta_long(c, "frames", &frames)) return 1;
         if (frames < 1) { harness_failf(c->name, "bad frames %ld", frames); c->failed++; return 1; }
-        if (!(ctx = bag_input(c, &b, "context")) || expect_rank(c, ctx, "context", 3)) goto out;
+        if (!(ctx = bag_input(c, &b, "context")) || case_expect_rank(c, ctx, "context", 3)) goto out;
     }
-    if (!(x = bag_input(c, &b, "x")) || expect_rank(c, x, "x", rank[use]) ||
+    if (!(x = bag_input(c, &b, "x")) || case_expect_rank(c, x, "x", rank[use]) ||
         attn_weights(c, &b, &w, x->shape[x->ndim - 1], use == ATTN_CLIP))
         goto out;
     if (use == ATTN_CROSS) {
@@ -316,7 +272,7 @@ int run_upsample_nearest(Case *c) {
     int rc = 1;
     if (case_meta_long(c, "Ho", &Ho) || case_meta_long(c, "Wo", &Wo)) return 1;
     if (Ho < 1 || Wo < 1) { harness_failf(c->name, "bad output size %ldx%ld", Ho, Wo); c->failed++; return 1; }
-    if (!(x = bag_input(c, &b, "x")) || expect_rank(c, x, "x", 4)) goto out;
+    if (!(x = bag_input(c, &b, "x")) || case_expect_rank(c, x, "x", 4)) goto out;
     shape[0] = x->shape[0]; shape[1] = (size_t)Ho; shape[2] = (size_t)Wo; shape[3] = x->shape[3];
     if (!(y = bag_alloc(c, &b, 4, shape))) goto out;
     if (shape[1] == 2 * x->shape[1] && shape[2] == 2 * x->shape[2])
@@ -347,7 +303,7 @@ int run_timestep_embedding(Case *c) {
         !(w1 = bag_input(c, &b, "linear_1.kernel")) || !(b1 = bag_input(c, &b, "linear_1.bias")) ||
         !(w2 = bag_input(c, &b, "linear_2.kernel")) || !(b2 = bag_input(c, &b, "linear_2.bias")))
         goto out;
-    if (expect_rank(c, t, "t", 1) || expect_rank(c, w1, "linear_1.kernel", 2)) goto out;
+    if (case_expect_rank(c, t, "t", 1) || case_expect_rank(c, w1, "linear_1.kernel", 2)) goto out;
     N = t->shape[0]; Ct = w1->shape[1];
     if (SHAPE(tensor_expect_shape(sin_exp, "sinusoid", 2, N, (size_t)dim)) ||
         SHAPE(tensor_expect_shape(w1, "linear_1.kernel", 2, (size_t)dim, Ct)) ||

@@ -75,12 +75,12 @@ int run_pipeline(Case *c) {
     if (sscanf(rule, "maxdiff=%u frac=%lf", &maxdiff, &frac) != 2) { harness_failf(c->name, "bad frames_rule '%s'", rule); return 1; }
     // the recorded run: prompts, sizes, networks with procedural weights, hint, mask, noise
     if (pipeline_replay_load(&r, &o, &m, &sc.steps, c->path)) return case_error(c, "replay"), 1;
-    if (build_tokenizer(&m.tok, "vectors/clip/clip_merges.txt")) { case_error(c, "tokenizer"); goto done; }
+    if (build_tokenizer(&m.tok, "vectors/clip/clip_merges.txt")) { case_error(c, "tokenizer"); goto out; }
     // the pieces: ids and embeddings of both prompts, hint and mask latents
     for (k = 0; k < 2; k++) {
         const char *idn = k ? "neg_ids" : "ids", *en = k ? "neg_emb" : "text_emb";
-        if (pipeline_encode_prompt(&emb, ids, k ? o.neg_prompt : o.prompt, &m)) { case_error(c, en); goto done; }
-        if (st_read_i64(&c->vec, idn, &want, &n) || n != 77) { case_error(c, idn); tensor_free(&emb); goto done; }
+        if (pipeline_encode_prompt(&emb, ids, k ? o.neg_prompt : o.prompt, &m)) { case_error(c, en); goto out; }
+        if (st_read_i64(&c->vec, idn, &want, &n) || n != 77) { case_error(c, idn); tensor_free(&emb); goto out; }
         c->checks++;
         for (i = 0; i < 77; i++)
             if (ids[i] != want[i]) { harness_failf(c->name, "%s[%lu]: got %lld expected %lld", idn, (unsigned long)i, (long long)ids[i], (long long)want[i]); c->failed++; break; }
@@ -92,15 +92,15 @@ int run_pipeline(Case *c) {
     if (!o.hint) { // no hint image: the 2-D UNet's sampling loop makes the hint latent
         Tensor t1, t2;
         int64_t id2[77];
-        if (pipeline_encode_prompt(&t1, id2, o.prompt, &m)) { case_error(c, "text"); goto done; }
-        if (pipeline_encode_prompt(&t2, id2, o.neg_prompt, &m)) { tensor_free(&t1); case_error(c, "text"); goto done; }
+        if (pipeline_encode_prompt(&t1, id2, o.prompt, &m)) { case_error(c, "text"); goto out; }
+        if (pipeline_encode_prompt(&t2, id2, o.neg_prompt, &m)) { tensor_free(&t1); case_error(c, "text"); goto out; }
         k = pipeline_imagegen_hint(&hl, &t1, &t2, (size_t)lh, (size_t)lw, &o, &m);
         tensor_free(&t1);
         tensor_free(&t2);
-        if (k || tensor_alloc_v(&ml, 4, (size_t)1, (size_t)1, (size_t)lh, (size_t)lw)) { case_error(c, "imagegen hint"); goto done; }
+        if (k || tensor_alloc_v(&ml, 4, (size_t)1, (size_t)1, (size_t)lh, (size_t)lw)) { case_error(c, "imagegen hint"); goto out; }
     } else if (pipeline_hint_latents(&hl, &ml, o.hint, o.mask, o.height, o.width, (size_t)lh, (size_t)lw, &m)) {
         case_error(c, "hint latents");
-        goto done;
+        goto out;
     }
     case_check(c, "hint_latent", &hl);
     case_check(c, "mask_latent", &ml);
@@ -108,11 +108,11 @@ int run_pipeline(Case *c) {
     tensor_free(&ml);
     // the whole run, every step checked as it happens
     sc.c = c;
-    if (pipeline_generate(&frames, NULL, &fl, &o, &m, check_step, &sc)) { case_error(c, "pipeline_generate"); goto done; }
+    if (pipeline_generate(&frames, NULL, &fl, &o, &m, check_step, &sc)) { case_error(c, "pipeline_generate"); goto out; }
     if (sc.failed) c->failed++;
     case_check(c, "frames_float", &fl);
     n = o.frames * o.height * o.width * 3;
-    if (!(want_frames = read_u8(c, "frames", n))) goto done;
+    if (!(want_frames = read_u8(c, "frames", n))) goto out;
     for (i = 0; i < n; i++) {
         int d = (int)frames[i] - (int)want_frames[i];
         if (d) ndiff++;
@@ -127,7 +127,7 @@ int run_pipeline(Case *c) {
         printf("  ok %s frames: %lu of %lu bytes differ by one level (rule %s)\n", c->name, (unsigned long)ndiff, (unsigned long)n, rule);
     }
     rc = c->failed ? 1 : 0;
-done:
+out:
     free(frames); free(want_frames); free(want);
     tensor_free(&sc.steps); tensor_free(&fl);
     free_models(&m);

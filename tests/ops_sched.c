@@ -48,126 +48,120 @@ int run_sched_schedule(Case *c) {
 int run_sched_step(Case *c) {
     const char *kind = case_meta_str(c, "kind");
     long steps, stride;
-    Tensor x, eps, got;
+    Bag b = {0};
+    Tensor *x, *eps, *got;
     const StEntry *e;
     int64_t *ts = NULL;
     size_t nts, numel;
     SchedConfig cfg;
     Scheduler s;
     int i, rc = 1;
+    memset(&s, 0, sizeof s);
     if (!kind || case_meta_long(c, "steps", &steps) || case_meta_long(c, "stride", &stride)) return 1;
     if (stride < 1 || steps < 1) { harness_failf(c->name, "bad steps/stride"); return 1; }
-    if (case_input(c, "x", &x)) return 1;
-    if (case_input(c, "eps", &eps)) { tensor_free(&x); return 1; }
-    numel = x.numel;
+    if (!(x = bag_input(c, &b, "x")) || !(eps = bag_input(c, &b, "eps"))) goto out;
+    numel = x->numel;
     e = st_find(&c->vec, "latents");
-    if (eps.numel != (size_t)steps * numel || !e) {
+    if (eps->numel != (size_t)steps * numel || !e) {
         harness_failf(c->name, "eps must hold %ld latents, and 'latents' must exist", steps);
-        goto out0;
+        goto out;
     }
     sched_config_sd(&cfg);
     if (sched_init(&s, strcmp(kind, "ddim") == 0 ? SCHED_DDIM : SCHED_DPM, &cfg, (int)steps, numel)) {
         case_error(c, "sched_init");
-        goto out0;
+        goto out;
     }
-    if (st_read_i64(&c->vec, "timesteps", &ts, &nts)) { case_error(c, "timesteps"); goto out1; }
-    if (nts != (size_t)steps) { harness_failf(c->name, "%lu timesteps, expected %ld", (unsigned long)nts, steps); goto out2; }
+    if (st_read_i64(&c->vec, "timesteps", &ts, &nts)) { case_error(c, "timesteps"); goto out; }
+    if (nts != (size_t)steps) { harness_failf(c->name, "%lu timesteps, expected %ld", (unsigned long)nts, steps); goto out; }
     rc = check_i64(c, "timesteps", s.timesteps, ts, nts);
-    if (tensor_alloc(&got, e->ndim, e->shape)) { case_error(c, "alloc"); rc = 1; goto out2; }
-    if (got.numel != (size_t)(steps / stride) * numel) { harness_failf(c->name, "latents shape"); rc = 1; goto out3; }
+    if (!(got = bag_alloc(c, &b, e->ndim, e->shape))) { rc = 1; goto out; }
+    if (got->numel != (size_t)(steps / stride) * numel) { harness_failf(c->name, "latents shape"); rc = 1; goto out; }
     for (i = 0; i < steps; i++) {
-        if (sched_step(&s, x.data, eps.data + (size_t)i * numel, x.data, i)) { case_error(c, "step"); rc = 1; goto out3; }
-        if ((i + 1) % stride == 0) memcpy(got.data + (size_t)((i + 1) / stride - 1) * numel, x.data, numel * sizeof(real));
+        if (sched_step(&s, x->data, eps->data + (size_t)i * numel, x->data, i)) { case_error(c, "step"); rc = 1; goto out; }
+        if ((i + 1) % stride == 0) memcpy(got->data + (size_t)((i + 1) / stride - 1) * numel, x->data, numel * sizeof(real));
     }
-    rc |= case_check(c, "latents", &got);
-out3:
-    tensor_free(&got);
-out2:
+    rc |= case_check(c, "latents", got);
+out:
     free(ts);
-out1:
     sched_free(&s);
-out0:
-    tensor_free(&x);
-    tensor_free(&eps);
+    bag_free(&b);
     return rc;
 }
 
 int run_sched_add_noise(Case *c) {
-    Tensor x0, noise, y;
+    Bag b = {0};
+    Tensor *x0, *noise, *y;
     int64_t *t = NULL;
     size_t nt;
     SchedConfig cfg;
     Scheduler s;
     int rc = 1;
-    if (case_input(c, "x0", &x0)) return 1;
-    if (case_input(c, "noise", &noise)) { tensor_free(&x0); return 1; }
-    if (st_read_i64(&c->vec, "t", &t, &nt)) { case_error(c, "t"); goto out0; }
-    if (nt != x0.shape[0] || !tensor_same_shape(&x0, &noise)) { harness_failf(c->name, "shapes"); goto out1; }
+    memset(&s, 0, sizeof s);
+    if (!(x0 = bag_input(c, &b, "x0")) || !(noise = bag_input(c, &b, "noise"))) goto out;
+    if (st_read_i64(&c->vec, "t", &t, &nt)) { case_error(c, "t"); goto out; }
+    if (nt != x0->shape[0] || !tensor_same_shape(x0, noise)) { harness_failf(c->name, "shapes"); goto out; }
     sched_config_sd(&cfg);
-    if (sched_init(&s, SCHED_DDIM, &cfg, 0, 0)) { case_error(c, "sched_init"); goto out1; }
-    if (tensor_alloc(&y, x0.ndim, x0.shape)) { case_error(c, "alloc"); goto out2; }
-    if (sched_add_noise(y.data, x0.data, noise.data, t, nt, x0.numel / nt, &s)) case_error(c, "add_noise");
-    else rc = case_check(c, "noisy", &y);
-    tensor_free(&y);
-out2:
-    sched_free(&s);
-out1:
+    if (sched_init(&s, SCHED_DDIM, &cfg, 0, 0)) { case_error(c, "sched_init"); goto out; }
+    if (!(y = bag_alloc_like(c, &b, x0))) goto out;
+    if (sched_add_noise(y->data, x0->data, noise->data, t, nt, x0->numel / nt, &s)) case_error(c, "add_noise");
+    else rc = case_check(c, "noisy", y);
+out:
     free(t);
-out0:
-    tensor_free(&x0);
-    tensor_free(&noise);
+    sched_free(&s);
+    bag_free(&b);
     return rc;
 }
 
 int run_noise_normal(Case *c) {
     const char *seed_s = case_meta_str(c, "noise_seed"), *stream = case_meta_str(c, "stream");
     long n;
-    Tensor exp, got;
-    size_t i, diff = 0;
-    int rc;
+    Bag b = {0};
+    Tensor *expected, *got;
+    size_t i, diff = 0, shape[1];
+    int rc = 1;
     if (!seed_s || !stream || case_meta_long(c, "n", &n) || n < 1) return 1;
-    if (case_read(c, "z", &exp)) return 1;
-    if (tensor_alloc_v(&got, 1, (size_t)n)) { tensor_free(&exp); return case_error(c, "alloc"); }
-    noise_normal(got.data, (size_t)n, (uint64_t)strtoull(seed_s, NULL, 10), stream);
-    rc = case_check(c, "z", &got);
+    shape[0] = (size_t)n;
+    if (!(expected = bag_input(c, &b, "z")) || !(got = bag_alloc(c, &b, 1, shape))) goto out;
+    noise_normal(got->data, (size_t)n, (uint64_t)strtoull(seed_s, NULL, 10), stream);
+    rc = case_check(c, "z", got);
     // the generator is defined bit for bit: every value must be identical
-    for (i = 0; rc == 0 && i < got.numel && i < exp.numel; i++) diff += got.data[i] != exp.data[i];
+    for (i = 0; rc == 0 && i < got->numel && i < expected->numel; i++) diff += got->data[i] != expected->data[i];
     c->checks++;
     if (diff) { harness_failf(c->name, "%lu values differ in their bits", (unsigned long)diff); c->failed++; rc = 1; }
-    tensor_free(&exp);
-    tensor_free(&got);
+out:
+    bag_free(&b);
     return rc;
 }
 
 int run_image_quantize(Case *c) {
-    Tensor x, q;
-    unsigned char *b;
+    Bag b = {0};
+    Tensor *x, *q;
+    unsigned char *bytes = NULL;
     size_t i;
-    int rc;
-    if (case_input(c, "x", &x)) return 1;
-    if (tensor_alloc(&q, x.ndim, x.shape)) { tensor_free(&x); return case_error(c, "alloc"); }
-    b = (unsigned char *)malloc(x.numel ? x.numel : 1);
-    if (!b) { tensor_free(&x); tensor_free(&q); return case_error(c, "alloc"); }
-    image_quantize(b, x.data, x.numel);
-    for (i = 0; i < x.numel; i++) q.data[i] = (real)b[i];
-    rc = case_check(c, "q", &q);
-    free(b);
-    tensor_free(&x);
-    tensor_free(&q);
+    int rc = 1;
+    if (!(x = bag_input(c, &b, "x")) || !(q = bag_alloc_like(c, &b, x))) goto out;
+    if (!(bytes = (unsigned char *)malloc(x->numel ? x->numel : 1))) { case_error(c, "alloc"); goto out; }
+    image_quantize(bytes, x->data, x->numel);
+    for (i = 0; i < x->numel; i++) q->data[i] = (real)bytes[i];
+    rc = case_check(c, "q", q);
+out:
+    free(bytes);
+    bag_free(&b);
     return rc;
 }
 
 int run_image_resize_nearest(Case *c) {
-    Tensor x, y;
+    Bag b = {0};
+    Tensor *x, *y;
     const StEntry *e = st_find(&c->vec, "y");
-    int rc;
+    int rc = 1;
     if (!e || e->ndim != 3) { harness_failf(c->name, "'y' must be (N,h,w)"); return 1; }
-    if (case_input(c, "x", &x)) return 1;
-    if (x.ndim != 3 || x.shape[0] != e->shape[0]) { tensor_free(&x); harness_failf(c->name, "'x' must be (N,H,W)"); return 1; }
-    if (tensor_alloc(&y, 3, e->shape)) { tensor_free(&x); return case_error(c, "alloc"); }
-    image_resize_nearest(y.data, x.data, x.shape[0], x.shape[1], x.shape[2], e->shape[1], e->shape[2]);
-    rc = case_check(c, "y", &y);
-    tensor_free(&x);
-    tensor_free(&y);
+    if (!(x = bag_input(c, &b, "x"))) goto out;
+    if (x->ndim != 3 || x->shape[0] != e->shape[0]) { harness_failf(c->name, "'x' must be (N,H,W)"); goto out; }
+    if (!(y = bag_alloc(c, &b, 3, e->shape))) goto out;
+    image_resize_nearest(y->data, x->data, x->shape[0], x->shape[1], x->shape[2], e->shape[1], e->shape[2]);
+    rc = case_check(c, "y", y);
+out:
+    bag_free(&b);
     return rc;
 }

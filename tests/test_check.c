@@ -272,9 +272,14 @@ int test_check_bad_adapters(void) {
     fails += EXPECT(rc == 1 && n == 2, "silent adapter: exit %d, %d lines:\n%s", rc, n, log);
     free(log);
     // an adapter that exits non-zero, with a message
-    rc = run_check("", "sh -c 'echo cannot do this >&2; exit 3' {case} {out}", two, &log);
-    n = count_lines(log, "FAIL the adapter exited with status 3: cannot do this", NULL, NULL);
+    rc = run_check("", "sh -c 'echo cannot do this >&2; exit 4' {case} {out}", two, &log);
+    n = count_lines(log, "FAIL the adapter exited with status 4: cannot do this", NULL, NULL);
     fails += EXPECT(rc == 1 && n == 2, "failing adapter: exit %d, %d lines:\n%s", rc, n, log);
+    free(log);
+    // status 3: the backend does not cover the case (not a failure)
+    rc = run_check("", "sh -c 'echo no conv2d here >&2; exit 3' {case} {out}", two, &log);
+    n = count_lines(log, "SKIP not covered by the backend: no conv2d here", NULL, NULL);
+    fails += EXPECT(rc == 0 && n == 2 && strstr(log, "0 passed, 0 failed, 2 not covered"), "uncovering adapter: exit %d, %d lines:\n%s", rc, n, log);
     free(log);
     // the outputs of another case: a wrong shape for the first case, right for the second
     snprintf(other, sizeof other, VECTORS "/%s/conv2d_n1h8w8_64to64_k3s2_p1111.safetensors", prec_name());
@@ -293,6 +298,6 @@ int test_check_bad_adapters(void) {
     rc = run_check("", "true {case}", two, &log);
     fails += EXPECT(rc == 2 && strstr(log, "--backend must contain {case} and {out}"), "bad --backend: exit %d:\n%s", rc, log);
     free(log);
-    if (!fails) printf("  check reports crashing, silent, failing, wrong-shape and hanging adapters and goes on\n");
+    if (!fails) printf("  check reports crashing, silent, failing, not-covering, wrong-shape and hanging adapters and goes on\n");
     return fails;
 }

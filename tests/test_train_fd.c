@@ -50,21 +50,21 @@ static int fd_case(int temporal) {
     if ((temporal ? tensor_alloc_v(&x, 5, B, (size_t)9, F, H, W) : tensor_alloc_v(&x, 4, B, (size_t)9, H, W)) ||
         (temporal ? tensor_alloc_v(&w, 5, B, (size_t)4, F, H, W) : tensor_alloc_v(&w, 4, B, (size_t)4, H, W)) ||
         tensor_alloc_v(&t, 1, B) || tensor_alloc_v(&ctx, 3, B, T, (size_t)8))
-        goto done;
+        goto out;
     proc_fill(x.data, x.numel, 1, "x", 1.0, 0.0);
     proc_fill(w.data, w.numel, 2, "w", 1.0, 0.0);
     proc_fill(ctx.data, ctx.numel, 3, "ctx", 1.0, 0.0);
     t.data[0] = 321;
     p0 = (real *)malloc(pt.numel * sizeof(real)); up = (real *)malloc(pt.numel * sizeof(real));
     ux = (real *)malloc(x.numel * sizeof(real)); x0 = (real *)malloc(x.numel * sizeof(real));
-    if (!p0 || !up || !ux || !x0) goto done;
+    if (!p0 || !up || !ux || !x0) goto out;
     memcpy(p0, pt.arena, pt.numel * sizeof(real));
     memcpy(x0, x.data, x.numel * sizeof(real));
     proc_fill(up, pt.numel, 4, "u_params", 1.0, 0.0);
     proc_fill(ux, x.numel, 5, "u_sample", 1.0, 0.0);
     // the gradient table starts at 0.5: the backward must add to it
     for (i = 0; i < gt.numel; i++) gt.arena[i] = 0.5;
-    if (unet_backward(&gt, &dx, &out, &w, &x, &t, &ctx, &pt, &c)) { harness_failf("train_fd", "%s", mv_error()); goto done; }
+    if (unet_backward(&gt, &dx, &out, &w, &x, &t, &ctx, &pt, &c)) { harness_failf("train_fd", "%s", mv_error()); goto out; }
     // u = r + a g with a random r and a = 0.05 |r| / |g|: a random direction in a million
     // dimensions is nearly orthogonal to g, and <u, g> would be a cancellation
     for (i = 0; i < pt.numel; i++) {
@@ -98,17 +98,17 @@ static int fd_case(int temporal) {
     for (i = 0; i < pt.numel; i++) pt.arena[i] = p0[i] - (real)h * up[i];
     for (i = 0; i < x.numel; i++) x.data[i] = x0[i] - (real)h * ux[i];
     lm = loss_at(&pt, &c, &x, &t, &ctx, &w, &err);
-    if (err) { harness_failf("train_fd", "%s", mv_error()); goto done; }
+    if (err) { harness_failf("train_fd", "%s", mv_error()); goto out; }
     fd = (lp - lm) / (2 * h);
     rel = fabs(fd - dot) / fabs(dot);
     printf("  train_fd temporal=%d: %lu params, <u,g> %.12e, finite difference %.12e, rel %.2e (|u||g| %.3e)\n", temporal,
            (unsigned long)pt.numel, dot, fd, rel, sqrt(unorm * gnorm));
         if (!(rel <= 1e-6)) {
         harness_failf("train_fd", "temporal=%d: <u,g> %.12e vs finite difference %.12e (rel %.2e)", temporal, dot, fd, rel);
-        goto done;
+        goto out;
     }
     fail = 0;
-done:
+out:
     free(p0); free(up); free(ux); free(x0);
     tensor_free(&x); tensor_free(&t); tensor_free(&ctx); tensor_free(&w);
     free_params(&gt); free_params(&pt);
@@ -125,7 +125,8 @@ int test_train_fd_unet(void) {
 // The tape's recompute mode (every precision): a configuration of 3 down blocks with 2
 // layers (63 stages), temporal and 2-D. The gradients (parameters and sample, added to a
 // table that starts at 0.5) and the output are bit-identical to those of the default mode,
-// also with 3 threads, and the tape holds fewer bytes at its peak. One training step with
+// also with 3 threads, and the tape holds fewer bytes at its peak; unet_forward gives the same
+// output and the documented taps in order. One training step with
 // TrainConfig.recompute moves the parameters exactly as the default step.
 #include "../ref/threads.h"
 #include "../ref/train.h"
@@ -165,6 +166,62 @@ static int tape_same(const char *what, const TapeRun *a, const TapeRun *b) {
     return fails;
 }
 
+// The names of the taps unet_forward hands out, in order, joined by ','.
+typedef struct {
+    char names[512];
+    size_t n;
+} TapNames;
+
+static int tap_name(void *user, const char *name, const Tensor *t) {
+    TapNames *tn = (TapNames *)user;
+    int k = snprintf(tn->names + tn->n, sizeof tn->names - tn->n, "%s%s", tn->n ? "," : "", name);
+    (void)t;
+    if (k < 0 || (size_t)k >= sizeof tn->names - tn->n) return mv_fail("too many taps");
+    tn->n += (size_t)k;
+    return MV_OK;
+}
+
+// A tap that stops the forward at the tap named `user` (each block boundary in turn: the walk
+// then holds skips, and the hidden state may be a view of one; make sanitize / valgrind see
+// that nothing leaks).
+static int tap_stop(void *user, const char *name, const Tensor *t) {
+    (void)t;
+    return strcmp(name, (const char *)user) ? MV_OK : mv_fail("stopped at %s", name);
+}
+
+// The forward walks the tape's stage list keeping nothing (the skips shared, not copied): its
+// output is the tape's, bit for bit, its taps are the documented ones at block boundaries, and
+// a tap's error stops it at any of them.
+static int forward_same(const TapeRun *keep, ParamTable *pt, const UNetConfig *c, const Tensor *x, const Tensor *t,
+                        const Tensor *ctx) {
+    static const char *want = "tap.time_proj,tap.time_embedding,tap.conv_in,tap.down_blocks_0,tap.down_blocks_1,"
+                              "tap.down_blocks_2,tap.mid_block,tap.up_blocks_0,tap.up_blocks_1,tap.up_blocks_2,tap.conv_out";
+    TapNames tn;
+    Tensor y;
+    const char *p;
+    int fails = 0;
+    memset(&tn, 0, sizeof tn);
+    if (unet_forward(&y, x, t, ctx, pt, c, tap_name, &tn)) {
+        harness_failf("tape_recompute", "unet_forward: %s", mv_error());
+        return 1;
+    }
+    fails += EXPECT(y.numel == keep->out.numel && memcmp(y.data, keep->out.data, y.numel * sizeof(real)) == 0,
+                    "temporal=%d: unet_forward differs from the tape's forward", c->temporal);
+    fails += EXPECT(strcmp(tn.names, want) == 0, "temporal=%d: taps %s, expected %s", c->temporal, tn.names, want);
+    tensor_free(&y);
+    for (p = want; *p; p += *p == ',') {
+        char name[32];
+        size_t k = strcspn(p, ",");
+        memcpy(name, p, k);
+        name[k] = 0;
+        p += k;
+        fails += EXPECT(unet_forward(&y, x, t, ctx, pt, c, tap_stop, name) == MV_ERR && !y.data && strstr(mv_error(), name),
+                        "temporal=%d: a tap failing at %s did not stop the forward with its message", c->temporal, name);
+        tensor_free(&y);
+    }
+    return fails;
+}
+
 static int recompute_case(int temporal) {
     UNetConfig c;
     ParamTable pt;
@@ -187,7 +244,7 @@ static int recompute_case(int temporal) {
         tensor_alloc_v(&t, 1, B) || tensor_alloc_v(&ctx, 3, B, (size_t)5, (size_t)8)) {
         harness_failf("tape_recompute", "setup: %s", mv_error());
         fails = 1;
-        goto done;
+        goto out;
     }
     proc_fill(x.data, x.numel, 1, "x", 1.0, 0.0);
     proc_fill(w.data, w.numel, 2, "w", 1.0, 0.0);
@@ -197,21 +254,22 @@ static int recompute_case(int temporal) {
     if (tape_case(&keep, &pt, &c, &x, &t, &ctx, &w, 0) || tape_case(&rec, &pt, &c, &x, &t, &ctx, &w, 1)) {
         harness_failf("tape_recompute", "temporal=%d: %s", temporal, mv_error());
         fails = 1;
-        goto done;
+        goto out;
     }
     threads_set(3);
     if (tape_case(&rec3, &pt, &c, &x, &t, &ctx, &w, 1)) {
         harness_failf("tape_recompute", "temporal=%d: %s", temporal, mv_error());
         fails = 1;
-        goto done;
+        goto out;
     }
     printf("  tape_recompute temporal=%d: tape peak %lu bytes keeping every stage input, %lu with checkpoints\n", temporal,
            (unsigned long)keep.peak, (unsigned long)rec.peak);
     fails += tape_same(temporal ? "recompute vs keep (temporal)" : "recompute vs keep (2-D)", &keep, &rec);
+    fails += forward_same(&keep, &pt, &c, &x, &t, &ctx);
     fails += tape_same(temporal ? "recompute, 3 threads vs 1 (temporal)" : "recompute, 3 threads vs 1 (2-D)", &rec, &rec3);
     fails += EXPECT(rec.peak < keep.peak, "temporal=%d: recompute holds %lu bytes at its peak, not fewer than %lu", temporal,
                     (unsigned long)rec.peak, (unsigned long)keep.peak);
-done:
+out:
     threads_set(saved);
     tape_run_free(&keep); tape_run_free(&rec); tape_run_free(&rec3);
     tensor_free(&x); tensor_free(&t); tensor_free(&ctx); tensor_free(&w);
@@ -240,13 +298,13 @@ static int recompute_train_step(void) {
     for (m = 0; m < 2; m++)
         if (unet_declare_params(&p[m], &c) || params_alloc(&p[m]) || params_procedural(&p[m], 21) || adam_init(&opt[m], p[m].numel)) {
             fails = 1;
-            goto done;
+            goto out;
         }
     if (unet_grads_alloc(&gt, &p[0]) || tensor_alloc_v(&x, 5, (size_t)1, (size_t)9, (size_t)2, (size_t)4, (size_t)4) ||
         tensor_alloc_v(&t, 1, (size_t)1) || tensor_alloc_v(&noise, 5, (size_t)1, (size_t)4, (size_t)2, (size_t)4, (size_t)4) ||
         tensor_alloc_v(&ctx, 3, (size_t)1, (size_t)3, (size_t)8)) {
         fails = 1;
-        goto done;
+        goto out;
     }
     proc_fill(x.data, x.numel, 7, "x_in", 1.0, 0.0);
     proc_fill(noise.data, noise.numel, 7, "noise", 1.0, 0.0);
@@ -254,11 +312,11 @@ static int recompute_train_step(void) {
     t.data[0] = 400;
     for (m = 0; m < 2; m++) {
         tc.recompute = m;
-        if (train_step(&p[m], &gt, &opt[m], &tc, &c, &x, &t, &noise, &ctx, &loss[m], &l2[m], NULL)) { fails = 1; goto done; }
+        if (train_step(&p[m], &gt, &opt[m], &tc, &c, &x, &t, &noise, &ctx, &loss[m], &l2[m], NULL)) { fails = 1; goto out; }
     }
     fails += EXPECT(loss[0] == loss[1] && l2[0] == l2[1], "train_step: loss or l2_grads differ with recompute");
     fails += EXPECT(memcmp(p[0].arena, p[1].arena, p[0].numel * sizeof(real)) == 0, "train_step: parameters differ with recompute");
-done:
+out:
     if (fails && *mv_error()) harness_failf("tape_recompute", "train_step: %s", mv_error());
     adam_free(&opt[0]); adam_free(&opt[1]);
     tensor_free(&x); tensor_free(&t); tensor_free(&noise); tensor_free(&ctx);

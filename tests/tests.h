@@ -13,6 +13,9 @@ int run_vae_decode_grad(Case *c);
 // (norm, dot with a fixed direction, max and sampled elements, small tensors in full).
 int check_summary(Case *c, const ParamTable *pt, const real *vals, const char *prefix, int full);
 
+// test_train_batch.c
+int test_train_batch(void);
+
 // ops_toy.c
 int run_toyworld(Case *c);
 
@@ -109,6 +112,27 @@ int test_st_dtypes(void);
 int test_st_bad_files(void);
 int test_procedural(void);
 
+// test_model_dir.c (published folders against the Flax libraries' loaded parameters: vectors/model)
+int test_model_makeavid_unet(void);
+int test_model_makeavid_vae_clip(void);
+int test_model_sd15_formats(void);
+int test_model_dir_folders(void);
+int test_model_mismatch_messages(void);
+int test_model_tokenizer_hf(void);
+int test_model_pipeline(void);
+int test_cli_model(void); // test_cli.c
+
+// test_checkpoint.c (fixtures written by flax and torch: vectors/checkpoint)
+int test_ckpt_msgpack_fixtures(void);
+int test_ckpt_safetensors(void);
+int test_ckpt_torch_fixtures(void);
+int test_ckpt_pickle_refusals(void);
+int test_ckpt_int_exactness(void);
+int test_ckpt_beyond_4gb(void);
+int test_bad_ckpt_truncated_corrupt(void);
+int test_bad_ckpt_msgpack(void);
+int test_bad_ckpt_torch(void);
+
 // test_gemm.c
 int test_gemm_edges(void);
 int test_gemm_blocks(void);
@@ -128,6 +152,11 @@ int test_bad_tokenizer_text(void);
 int test_bad_unet_inputs(void);
 int test_bad_clip_ids(void);
 int test_bad_images(void);
+
+// test_cli.c (the mavref command line, in-process)
+int test_cli_help(void);
+int test_cli_bad_options(void);
+int test_cli_dash_text(void);
 
 // ops_sched.c
 int run_sched_schedule(Case *c);

@@ -27,9 +27,10 @@ The roles are the case modules' convention (tools/cases_*.py), written down per 
 below; an op whose every tensor is not covered by its rule is an error, so a new op or a new
 tensor name in the exporter fails this tool until its contract is stated.
 
-`pluggable` is false for the four ops whose harness checks are more than tensor comparisons
-(tokenize: byte strings; pipeline: frame bytes by a rule; unet_grad and train_step: gradient
-summaries against per-run random directions): `mavref check` lists them as not pluggable.
+`pluggable` is false for the ops whose harness checks are more than tensor comparisons
+(tokenize: byte strings; pipeline: frame bytes by a rule; unet_grad, vae_*_grad and
+train_step: gradient summaries against per-run random directions; toyworld: a generator
+checked by run_tests): `mavref check` lists them as not pluggable.
 """
 import argparse
 import fnmatch
@@ -97,7 +98,10 @@ ROLES = {
                   'latents_steps', 'frames_float', 'frames'], []),
     'unet_grad': (['sample', 'timesteps', 'context', 'w', 'sample.*', 'timesteps.*', 'w.*', 'context.*'],
                   ['out', 'd_sample', 'out.*', 'd_sample.*'], ['g*']),
-    'train_step': (['clip', 'clip.*', 'noise_*', 'context'], ['x_in_*', 'loss*', 'l2_grads*'], ['d*']),
+    'train_step': (['clip', 'clip.*', 'clip_*', 'noise_*', 'context'], ['x_in_*', 'loss*', 'l2_grads*'], ['d*']),
+    'vae_encode_grad': (['image', 'w_mean', 'w_logvar'], ['mean', 'logvar', 'd_image'], ['g*']),
+    'vae_decode_grad': (['latents', 'w'], ['decoded', 'd_latents'], ['g*']),
+    'toyworld': ([], ['frames'], []),
 }
 for _op in _GRAD_OPS:
     _fwd = _op[:-len('_grad')]
@@ -105,7 +109,7 @@ for _op in _GRAD_OPS:
         (['t', 'sinusoid'] if _op == 'timestep_embedding_grad' else [])
     ROLES[_op] = (_ins, ['d_*'], [])
 
-NOT_PLUGGABLE = {'tokenize', 'pipeline', 'unet_grad', 'train_step'}
+NOT_PLUGGABLE = {'tokenize', 'pipeline', 'unet_grad', 'train_step', 'vae_encode_grad', 'vae_decode_grad', 'toyworld'}
 EXACT_OUTPUTS = {('noise_normal', 'z'): False, ('tokenize', 'ids'): True, ('pipeline', 'ids'): True,
                  ('pipeline', 'neg_ids'): True, ('pipeline', 'timesteps'): True, ('pipeline', 'frames'): True}
 BOOKKEEPING = ('op', 'seed', 'params')
@@ -127,7 +131,8 @@ def layout(op, name, ndim):
     if op in ('unet', 'unet_grad') and name in ('sample', 'out', 'w', 'd_sample'):
         return 'BCFHW' if ndim == 5 else 'BCHW'
     if op in ('activation', 'activation_grad', 'sched_schedule', 'sched_step', 'noise_normal', 'tokenize',
-              'image_quantize', 'clip_text', 'pipeline', 'train_step', 'sched_add_noise') or \
+              'image_quantize', 'clip_text', 'pipeline', 'train_step', 'sched_add_noise', 'toyworld',
+              'vae_encode_grad', 'vae_decode_grad') or \
             (op == 'unet_grad' and name not in ('context', 'timesteps')):
         return 'any' if not (op == 'clip_text' and name == 'hidden') else 'BSC'
     if op == 'vae':
@@ -137,7 +142,8 @@ def layout(op, name, ndim):
     if op.startswith(('timestep_embedding', 'dense', 'layernorm', 'geglu')):
         return '...C'
     if op.startswith(('attention', 'transformer')) or name == 'context':
-        return 'BSC' if ndim == 3 else ('BFHWC' if ndim == 5 else '...C')
+        return 'BSC' if ndim == 3 else 'BFHWC' if ndim == 5 else \
+            'NHWC' if ndim == 4 and op.startswith('transformer') else '...C'
     if name == 'temb':
         return '...C'
     if ndim == 5:

@@ -29,11 +29,13 @@ CASE_MODULES = [
     'cases_tokenizer',
     'cases_blocks',
     'cases_unet',
+    'cases_unet_strength',
     'cases_grad',
     'cases_sched',
     'cases_train',
     'cases_pipeline',
     'cases_toy',
+    'cases_train_batch',
 ]
 
 PRECS = ('f32', 'f64')

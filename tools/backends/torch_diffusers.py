@@ -1,6 +1,6 @@
 """diffusers' PyTorch modules (and torch.nn under them) as a `mavref check` adapter.
 
-    make torch-env
+    make conformance-env
     bin/mavref check --backend 'tools/.torch-venv/bin/python tools/backends/torch_diffusers.py {case} {out}'
 
 Every op runs the library's own module or function, its parameters taken from the case

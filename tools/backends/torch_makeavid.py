@@ -2,7 +2,7 @@
 github.com/lopho/makeavid-sd-tpu) as a `mavref check` adapter. The port is never vendored:
 point the adapter at a checkout.
 
-    make torch-env                       # einops, which the port needs, is in the lock
+    make conformance-env                       # einops, which the port needs, is in the lock
     MAVREF_MAKEAVID_TORCH_IMPL=/path/to/makeavid-sd-tpu \\
     bin/mavref check --backend 'tools/.torch-venv/bin/python tools/backends/torch_makeavid.py {case} {out}'
 

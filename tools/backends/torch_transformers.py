@@ -1,6 +1,6 @@
 """transformers' PyTorch CLIP as a `mavref check` adapter.
 
-    make torch-env
+    make conformance-env
     bin/mavref check --backend 'tools/.torch-venv/bin/python tools/backends/torch_transformers.py {case} {out}'
 
     op              implementation

@@ -1,7 +1,7 @@
 """Shared glue of the PyTorch adapters (torch_diffusers.py, torch_transformers.py,
 torch_makeavid.py): read a case with tools/mavcase.py, build a library module, fill its
 parameters from the case (stored, or procedural by the corpus rule under their Flax names),
-run an op function, write the outputs. Needs the environment of `make torch-env`.
+run an op function, write the outputs. Needs the environment of `make conformance-env`.
 
 An adapter is `python ADAPTER.py CASE.safetensors OUT.safetensors`. Exit status:
   0  outputs written
