@@ -72,10 +72,11 @@ def summarise(text):
         op, case, verdict, rest = m.groups()
         s = ops.setdefault(op, dict(n=0, passed=0, fail=0, unsup=0, skip=0, worst=None, why=''))
         s['n'] += 1
-        if verdict == 'SKIP':
+        covered = 'not covered by the backend' not in rest
+        if verdict == 'SKIP' and covered:
             s['skip'] += 1
             continue
-        if 'exited with status 3' in rest:
+        if not covered or 'exited with status 3' in rest:
             s['unsup'] += 1
             s['why'] = s['why'] or rest.split(': ', 1)[-1].split(': ', 1)[-1]
             continue
