@@ -222,13 +222,17 @@ def resnet(case, grad=False):
 
 def transformer(case, grad=False):
     _two_d(case)
-    x = T(case.inputs['x'], case, grad).permute(0, 3, 1, 2)  # '...C' (B,H,W,C) -> NCHW
+    x = T(case.inputs['x'], case, grad)
+    chlast = case.tensors['x']['layout'] != 'NHWC'  # contracts that call x '...C' leave it (B,H,W,C)
+    if chlast:
+        x = x.permute(0, 3, 1, 2)
     ctx = T(case.inputs['context'], case, grad)
     C, heads = x.shape[1], case.attr('heads', int)
     m = _mod(Transformer2DModel(num_attention_heads=heads, attention_head_dim=C // heads, in_channels=C,
                                 cross_attention_dim=ctx.shape[-1], norm_num_groups=32), case)
     load_params(m, case)
-    y = m(x, encoder_hidden_states=ctx).sample.permute(0, 2, 3, 1)
+    y = m(x, encoder_hidden_states=ctx).sample
+    y = y.permute(0, 2, 3, 1) if chlast else y
     return {'y': y}, {'x': x, 'context': ctx}, {}
 
 

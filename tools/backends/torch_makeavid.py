@@ -109,7 +109,8 @@ def resnet(case):
 def transformer(case):
     x = _x(case)
     two_d = x.ndim == 4
-    if two_d:  # '...C' (B,H,W,C), not converted by mavcase
+    chlast = two_d and case.tensors['x']['layout'] != 'NHWC'  # contracts that call x '...C'
+    if chlast:
         x = x.permute(0, 3, 1, 2)
     ctx = T(case.inputs['context'], case)
     C = x.shape[1]
@@ -119,7 +120,7 @@ def transformer(case):
     load_params(m, case, optional=lambda n: 'temporal' in n and two_d)
     with torch.no_grad():
         y = m(x, encoder_hidden_states=ctx).sample
-    return {'y': N(y.permute(0, 2, 3, 1) if two_d else y)}
+    return {'y': N(y.permute(0, 2, 3, 1) if chlast else y)}
 
 
 def downsample(case):
