@@ -18,7 +18,10 @@
 #   make ckpt-fixtures    regenerate vectors/checkpoint/ (flax.serialization and torch.save files)
 #   make demo             the main job on the embedded default
 #   make backends-env     tools/backends/.venv: Debian's python3-torch + diffusers, transformers (pinned)
-#   make conformance      mavref check of diffusers/transformers (PyTorch) and numpy, float32 and float64
+#   make conformance-hf   mavref check of tools/backends/torch_hf.py (PyTorch) and numpy, float32 and float64
+#   make conformance-env  tools/.torch-venv: Debian's python3-torch + tools/torch-requirements.lock
+#   make conformance      the PyTorch adapters (diffusers, transformers, upstream's port) over the corpus,
+#                         f32 and f64 -> out/conformance.md (the README's Conformance table)
 #   make install PREFIX=p libmavref.a, the headers (p/include/mavref/), mavref and mavref.pc
 #   make install-test     install into a temporary prefix, build tools/example_install with pkg-config, run it
 #   make clean
@@ -66,7 +69,7 @@ HEADERS  := $(wildcard ref/*.h tests/*.h)
 
 PY ?= tools/.venv/bin/python
 
-.PHONY: backends-env conformance contract install install-test torch-env fixtures all test cross-test wasm-test same-bits sanitize bench-model clean tools-env vectors ckpt-fixtures demo bench bench-run fuzz valgrind check-spec FORCE
+.PHONY: backends-env conformance conformance-env conformance-hf contract install install-test torch-env fixtures all test cross-test wasm-test same-bits sanitize bench-model clean tools-env vectors ckpt-fixtures demo bench bench-run fuzz valgrind check-spec FORCE
 
 all: bin/mavref
 
@@ -277,6 +280,24 @@ valgrind: $(BUILD)/run_tests
 check-spec:
 	python3 tools/check_spec.py
 
+# make conformance-env: the PyTorch environment of the conformance adapters (tools/backends/):
+# Debian's CPU torch (apt-get install python3-torch) seen through a venv, plus the pins of
+# tools/torch-requirements.lock (diffusers 0.16.1, transformers 4.30.2, ...).
+TORCH_PY := tools/.torch-venv/bin/python
+conformance-env:
+	@/usr/bin/python3 -c 'import torch, numpy' || { echo "needs Debian's torch: apt-get install python3-torch"; exit 1; }
+	/usr/bin/python3 -m venv --system-site-packages tools/.torch-venv
+	$(TORCH_PY) -m pip install --quiet --no-deps -r tools/torch-requirements.lock
+	HF_HUB_OFFLINE=1 $(TORCH_PY) -c 'import diffusers, transformers, tokenizers, safetensors, ftfy; from transformers import CLIPTextModel, CLIPTokenizer, CLIPTokenizerFast; print("conformance-env: torch", __import__("torch").__version__, "diffusers", diffusers.__version__, "transformers", transformers.__version__)'
+
+# make conformance: the PyTorch adapters over the corpus (f32 and f64, `mavref check`),
+# the table in out/conformance.md (README.md, section Conformance). CONF_LEVEL=quick: a short run;
+# MAVREF_MAKEAVID_TORCH_IMPL=/path/to/makeavid-sd-tpu adds upstream's PyTorch port.
+CONF_LEVEL ?= full
+conformance: bin/mavref
+	@test -x $(TORCH_PY) || { echo "run 'make conformance-env' first"; exit 1; }
+	OMP_NUM_THREADS=2 MAVREF_THREADS=2 $(TORCH_PY) tools/backends/conformance.py --level $(CONF_LEVEL) $(CONFORMANCE_ARGS)
+
 tools-env:
 	python3 -m venv tools/.venv
 	$(PY) -m pip install --quiet --no-deps -r tools/requirements.lock
@@ -294,7 +315,7 @@ backends-env:
 	/usr/bin/python3 -m venv --system-site-packages tools/backends/.venv
 	$(BACKENDS_PY) -m pip install --quiet safetensors==0.4.5 diffusers==0.16.1 huggingface_hub==0.14.1 transformers==4.30.2
 
-# make conformance [CHECK_LEVEL=full]: the ops each backend covers, both precisions; the tables go
+# make conformance-hf [CHECK_LEVEL=full]: the ops each backend covers, both precisions; the tables go
 # to $(BUILDROOT)/conformance-<backend>-f<precision>.txt. Failures are findings, not errors.
 TORCH_FWD   := activation,dense,layernorm,groupnorm,conv2d,temporal_conv,geglu,attention_self,attention_cross,attention_temporal,attention_clip,upsample_nearest,timestep_embedding,sched_add_noise
 TORCH_GRAD  := activation_grad,dense_grad,layernorm_grad,groupnorm_grad,conv2d_grad,temporal_conv_grad,geglu_grad,attention_self_grad,attention_cross_grad,attention_temporal_grad,upsample_nearest_grad,timestep_embedding_grad
@@ -303,7 +324,7 @@ NUMPY_OPS   := activation,dense,layernorm,groupnorm,conv2d,geglu,upsample_neares
 # quick by default (one Python process per case: ~10 s each on a loaded 2-core machine)
 CHECK_LEVEL ?= quick
 CONFORMANCE_LEVEL := $(CHECK_LEVEL)
-conformance: $(BUILD)/mavref
+conformance-hf: $(BUILD)/mavref
 	@test -x $(BACKENDS_PY) || { echo "run 'make backends-env' first"; exit 1; }
 	@mkdir -p $(BUILDROOT)
 	@for p in 32 64; do \
