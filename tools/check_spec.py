@@ -203,6 +203,11 @@ def main():
                 cases.add(f[0])
                 ops.add(f[1])
     known |= ops
+    contract = os.path.join(root, 'vectors', 'contract.json')
+    if os.path.exists(contract):  # the tensor names of the corpus cases (the per-op contract table)
+        import json
+        for case in json.load(open(contract))['cases']:
+            known.update(t['name'] for t in case.get('tensors', []))
     registry = read(os.path.join(root, 'tests', 'registry.c'))
     unit_tests = set(re.findall(r'\{"([a-z0-9_]+)", test_', registry))
     known |= unit_tests
