@@ -38,14 +38,17 @@ int ck_pread(const CkFile *f, uint64_t off, void *dst, size_t n) {
 // so it is right for files beyond 2 GB where long is 32 bits.
 static int probe(FILE *fp, uint64_t off) { return st_seek(fp, off) == MV_OK && fgetc(fp) != EOF; }
 
+#define CK_MAX_FILE ((uint64_t)1 << 46) // 64 TiB: beyond any checkpoint, and st_seek's steps stay few
+
 static int file_size(FILE *fp, uint64_t *size) {
     uint64_t lo = 0, hi = 1; // the byte at lo-1 exists (or lo == 0), the byte at hi does not
     long t = -1;
     if (fseek(fp, 0, SEEK_END) == 0) t = ftell(fp);
-    if (t >= 0 && (t == 0 || probe(fp, (uint64_t)t - 1)) && !probe(fp, (uint64_t)t)) { *size = (uint64_t)t; return MV_OK; }
+    // (a directory may report any size: it is trusted only when its last byte reads)
+    if (t >= 0 && (uint64_t)t <= CK_MAX_FILE && (t == 0 || probe(fp, (uint64_t)t - 1)) && !probe(fp, (uint64_t)t)) { *size = (uint64_t)t; return MV_OK; }
     while (probe(fp, hi)) {
         lo = hi + 1;
-        if (hi > ((uint64_t)1 << 60)) return MV_ERR;
+        if (hi >= CK_MAX_FILE) return MV_ERR;
         hi *= 2;
     }
     while (lo < hi) { // invariant: bytes below lo exist, byte hi does not
@@ -541,6 +544,7 @@ int ck_open(CkFile *f, const char *path) {
     f->fp = fopen(path, "rb");
     if (!f->fp) { mv_fail("%s: cannot open for reading", path); ck_close(f); return MV_ERR; }
     if (file_size(f->fp, &f->size)) { mv_fail("%s: cannot determine the file's size", path); ck_close(f); return MV_ERR; }
+    if (f->size == 0) { mv_fail("%s: empty, or not a regular file", path); ck_close(f); return MV_ERR; }
     n = f->size < sizeof head ? (size_t)f->size : sizeof head;
     if (ck_pread(f, 0, head, n)) { ck_close(f); return MV_ERR; }
     if (n >= 4 && head[0] == 'P' && head[1] == 'K' && head[2] == 3 && head[3] == 4) {

@@ -299,6 +299,13 @@ int test_bad_ckpt_msgpack(void) {
     for (i = 0; i < 80; i++) { deep[3 * i] = 0x81; deep[3 * i + 1] = 0xa1; deep[3 * i + 2] = 'a'; }
     deep[240] = 0x01;
     fails += expect_refused("msgpack deep nesting", deep, sizeof deep, "nested deeper than 64 levels");
+    fails += expect_refused("empty file", "", 0, "empty, or not a regular file");
+    {   // a directory (which may report any size) is refused at once
+        CkFile f;
+        mv_clear_error();
+        if (ck_open(&f, "build") == MV_OK) { ck_close(&f); harness_failf(__func__, "opened the directory build/"); fails++; }
+        else fails += EXPECT(strstr(mv_error(), "build") != NULL, "directory: %s", mv_error());
+    }
     return fails;
 }
 
