@@ -528,6 +528,9 @@ static int long_bytes(Unpickler *u, const unsigned char *b, uint64_t n, int64_t 
     return MV_OK;
 }
 
+// The pickle machine: one case per opcode a state dict uses, every other opcode refused by
+// name. Longer than 120 lines on purpose: the whole instruction set reads as one table here,
+// each case a few lines against the same stack and memo.
 static int unpickle(Unpickler *u, PkVal **result) {
     *result = NULL;
     while (u->p < u->end) {
