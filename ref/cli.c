@@ -414,8 +414,8 @@ static int train_setup(TrainRun *r, const CliArgs *a) {
     r->tc.weight_decay = a->weight_decay;
     r->tc.recompute = a->recompute;
     sched_config_sd(&scfg);
-    if (unet_declare_params(&r->params, &r->cfg) || params_alloc(&r->params) || unet_grads_alloc(&r->grads, &r->params) ||
-        adam_init(&r->opt, r->params.numel) || sched_init(&r->sched, SCHED_DDIM, &scfg, 0, 1))
+    if (unet_declare_params(&r->params, &r->cfg) || params_alloc(&r->params) || train_grads_alloc(&r->grads, &r->params, &r->tc) ||
+        adam_init(&r->opt, &r->params, &r->tc) || sched_init(&r->sched, SCHED_DDIM, &scfg, 0, 1))
         return fail(a, "setup");
     if (a->resume) {
         snprintf(path, sizeof path, "%s.params.safetensors", a->resume);
@@ -623,7 +623,7 @@ static int vae_setup(VaeRun *r, const CliArgs *a) {
     r->tc.only_temporal = 0;
     r->tc.weight_decay = a->weight_decay;
     if (vae_declare_params(&r->params, &r->cfg) || params_alloc(&r->params) || unet_grads_alloc(&r->grads, &r->params) ||
-        adam_init(&r->opt, r->params.numel))
+        adam_init(&r->opt, &r->params, &r->tc))
         return fail(a, "setup");
     if (a->resume) {
         snprintf(path, sizeof path, "%s.params.safetensors", a->resume);
