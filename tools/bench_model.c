@@ -8,12 +8,19 @@
 //                                     wall time of one forward + backward (every parameter's
 //                                     gradient) of the same, keeping every stage's input or
 //                                     (recompute) only checkpoints, and the peak memory
+//   bench_model flops unet CONFIG|- B F H W T
+//                                     the FLOP count (ref/flops.h) of one UNet forward of the
+//                                     configuration (a config.json, or - for makeavid's) on
+//                                     sample (B,Cin,F,H,W) with T context tokens
+//   bench_model flops vae encode|decode B H W   the same of the VAE at H x W pixels
+//   bench_model flops clip B T
 #define _POSIX_C_SOURCE 200809L // clock_gettime
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "../ref/flops.h"
 #include "../ref/procedural.h"
 #include "../ref/safetensors.h"
 #include "../ref/threads.h"
@@ -191,7 +198,39 @@ static int bench_weights(void) {
     return 0;
 }
 
+static int print_flops(const char *what, int rc, const Flops *f) {
+    if (rc) { fprintf(stderr, "%s\n", mv_error()); return 1; }
+    printf("%s_flops = %.0f\n%s_flops_conv = %.0f\n%s_flops_dense = %.0f\n%s_flops_attn = %.0f\n", what, flops_total(f), what,
+           f->conv, what, f->dense, what, f->attn);
+    return 0;
+}
+
+static int bench_flops(int argc, char **argv) {
+    Flops f;
+    if (argc == 7 && !strcmp(argv[0], "unet")) {
+        UNetConfig c;
+        unet_config_default(&c);
+        if (strcmp(argv[1], "-") && unet_config_load(&c, argv[1])) { fprintf(stderr, "%s\n", mv_error()); return 1; }
+        return print_flops("unet_forward", unet_flops(&f, &c, (size_t)atol(argv[2]), (size_t)atol(argv[3]), (size_t)atol(argv[4]),
+                                                      (size_t)atol(argv[5]), (size_t)atol(argv[6])), &f);
+    }
+    if (argc == 5 && !strcmp(argv[0], "vae")) {
+        VAEConfig c;
+        vae_config_default(&c);
+        return print_flops(!strcmp(argv[1], "decode") ? "vae_decode" : "vae_encode",
+                           vae_flops(&f, &c, !strcmp(argv[1], "decode"), (size_t)atol(argv[2]), (size_t)atol(argv[3]), (size_t)atol(argv[4])), &f);
+    }
+    if (argc == 3 && !strcmp(argv[0], "clip")) {
+        ClipConfig c;
+        clip_config_default(&c);
+        return print_flops("clip_text", clip_flops(&f, &c, (size_t)atol(argv[1]), (size_t)atol(argv[2])), &f);
+    }
+    fprintf(stderr, "usage: bench_model flops unet CONFIG|- B F H W T | flops vae encode|decode B H W | flops clip B T\n");
+    return 2;
+}
+
 int main(int argc, char **argv) {
+    if (argc >= 2 && !strcmp(argv[1], "flops")) return bench_flops(argc - 2, argv + 2);
     if (argc == 2 && !strcmp(argv[1], "weights")) return bench_weights();
     if (argc >= 3 && !strcmp(argv[1], "tokenize")) return bench_tokenize(argc - 2, argv + 2);
     if (argc == 6 && !strcmp(argv[1], "unet"))
