@@ -84,7 +84,7 @@ int flops_resnet(Flops *f, const ParamTable *pt, const char *name, size_t B, siz
 // `seqs` sequences of Tq queries against Tk keys each, C channels over all heads.
 static int attn_flops(Flops *f, const ParamTable *pt, const char *name, size_t Nq, size_t Nkv, size_t seqs, size_t Tq,
                       size_t Tk, size_t C) {
-    char n[160];
+    char n[192]; // the transformer's 160-byte name and a projection's
     static const char *proj[4] = {"to_q", "to_k", "to_v", "to_out_0"};
     int i;
     for (i = 0; i < 4; i++) {
