@@ -13,7 +13,12 @@
 #   make bench            GEMM GFLOP/s (NATIVE=1 build) against the FMA peak and OpenBLAS
 #   make tools-env        create the exporter's Python environment in tools/.venv (pinned)
 #   make vectors          regenerate vectors/ and vectors/manifest.txt from the FLAX model
+#   make ckpt-fixtures    regenerate vectors/checkpoint/ (flax.serialization and torch.save files)
 #   make demo             the main job on the embedded default
+#   make backends-env     tools/backends/.venv: Debian's python3-torch + diffusers, transformers (pinned)
+#   make conformance      mavref check of diffusers/transformers (PyTorch) and numpy, float32 and float64
+#   make install PREFIX=p libmavref.a, the headers (p/include/mavref/), mavref and mavref.pc
+#   make install-test     install into a temporary prefix, build tools/example_install with pkg-config, run it
 #   make clean
 #
 # Never add fast-math options (the O-fast level, fast-math or any of its parts): this is a numerical reference.
@@ -54,9 +59,9 @@ TEST_SRC := $(wildcard tests/*.c)
 TEST_OBJ := $(patsubst tests/%.c,$(BUILD)/tests/%.o,$(TEST_SRC))
 HEADERS  := $(wildcard ref/*.h tests/*.h)
 
-PY := tools/.venv/bin/python
+PY ?= tools/.venv/bin/python
 
-.PHONY: all test cross-test sanitize bench-model bench-real clean tools-env vectors demo bench bench-run fuzz valgrind check-spec FORCE
+.PHONY: backends-env conformance contract install install-test torch-env fixtures all test cross-test sanitize bench-model bench-real clean tools-env vectors ckpt-fixtures demo bench bench-run fuzz valgrind check-spec FORCE
 
 all: bin/mavref
 
@@ -75,7 +80,8 @@ $(BUILD)/libmavref.a: $(LIB_OBJ)
 $(BUILD)/mavref: $(BUILD)/ref/main.o $(BUILD)/libmavref.a
 	$(CC) $(CFLAGS_ALL) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/run_tests: $(TEST_OBJ) $(BUILD)/libmavref.a
+# the check tests (tests/test_check.c) run the mavref next to run_tests
+$(BUILD)/run_tests: $(TEST_OBJ) $(BUILD)/libmavref.a | $(BUILD)/mavref
 	$(CC) $(CFLAGS_ALL) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # bin/ always holds the binaries of the configuration built last.
@@ -255,6 +261,47 @@ tools-env:
 vectors:
 	@test -x $(PY) || { echo "run 'make tools-env' first"; exit 1; }
 	JAX_PLATFORMS=cpu HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) tools/export_vectors.py --out vectors
+	$(PY) tools/contract.py --vectors vectors
+
+# The other implementations `mavref check` runs (tools/backends/): PyTorch from Debian
+# (apt-get install python3-torch: 1.13.1 for /usr/bin/python3), the rest pinned from PyPI.
+BACKENDS_PY := tools/backends/.venv/bin/python
+backends-env:
+	/usr/bin/python3 -m venv --system-site-packages tools/backends/.venv
+	$(BACKENDS_PY) -m pip install --quiet safetensors==0.4.5 diffusers==0.16.1 huggingface_hub==0.14.1 transformers==4.30.2
+
+# make conformance [CHECK_LEVEL=full]: the ops each backend covers, both precisions; the tables go
+# to $(BUILDROOT)/conformance-<backend>-f<precision>.txt. Failures are findings, not errors.
+TORCH_FWD   := activation,dense,layernorm,groupnorm,conv2d,temporal_conv,geglu,attention_self,attention_cross,attention_temporal,attention_clip,upsample_nearest,timestep_embedding,sched_add_noise
+TORCH_GRAD  := activation_grad,dense_grad,layernorm_grad,groupnorm_grad,conv2d_grad,temporal_conv_grad,geglu_grad,attention_self_grad,attention_cross_grad,attention_temporal_grad,upsample_nearest_grad,timestep_embedding_grad
+TORCH_OPS   := $(TORCH_FWD),$(TORCH_GRAD),resnet,downsample,upsample,transformer
+NUMPY_OPS   := activation,dense,layernorm,groupnorm,conv2d,geglu,upsample_nearest
+# quick by default (one Python process per case: ~10 s each on a loaded 2-core machine)
+CHECK_LEVEL ?= quick
+CONFORMANCE_LEVEL := $(CHECK_LEVEL)
+conformance: $(BUILD)/mavref
+	@test -x $(BACKENDS_PY) || { echo "run 'make backends-env' first"; exit 1; }
+	@mkdir -p $(BUILDROOT)
+	@for p in 32 64; do \
+	  $(BUILD)/mavref check --backend '$(BACKENDS_PY) tools/backends/torch_hf.py {case} {out}' --ops '$(TORCH_OPS)' \
+	    --precision $$p --level $(CONFORMANCE_LEVEL) --timeout 300 > $(BUILDROOT)/conformance-torch-f$$p.txt; \
+	  $(BUILD)/mavref check --backend '$(BACKENDS_PY) tools/backends/numpy_ops.py {case} {out}' --ops '$(NUMPY_OPS)' \
+	    --precision $$p --level $(CONFORMANCE_LEVEL) --timeout 300 > $(BUILDROOT)/conformance-numpy-f$$p.txt; \
+	done; \
+	python3 tools/conformance_table.py "diffusers/transformers f32=$(BUILDROOT)/conformance-torch-f32.txt" \
+	  "diffusers/transformers f64=$(BUILDROOT)/conformance-torch-f64.txt" "numpy f32=$(BUILDROOT)/conformance-numpy-f32.txt" \
+	  "numpy f64=$(BUILDROOT)/conformance-numpy-f64.txt"
+
+# vectors/contract.json from the manifest and the files' headers (standard library only)
+contract:
+	python3 tools/contract.py --vectors vectors
+
+# The checkpoint readers' fixtures: files written by flax.serialization.to_bytes and torch.save
+# (Debian's python3-torch for /usr/bin/python3: apt-get install python3-torch), with the values
+# the libraries hold, for tests/test_checkpoint.c.
+ckpt-fixtures:
+	@test -x $(PY) || { echo "run 'make tools-env' first"; exit 1; }
+	JAX_PLATFORMS=cpu $(PY) tools/ckpt_fixtures.py vectors/checkpoint
 
 # The main job on the embedded default: `mavref generate` replays a recorded FLAX pipeline run
 # (a small makeavid-shaped configuration with procedural weights, shipped in vectors/), writes
@@ -264,7 +311,42 @@ demo: bin/mavref
 	@mkdir -p out
 	./bin/mavref generate --replay $(DEMO_CASE) --out out/demo --fps 8
 
+# make install PREFIX=/usr/local [PRECISION=64]: the library, its headers under
+# PREFIX/include/mavref/, the command and a pkg-config file. The headers' `real` follows
+# MAVREF_PRECISION, so mavref.pc passes the installed build's value to the compiler.
+PREFIX ?= /usr/local
+INSTALL_HEADERS := $(wildcard ref/*.h)
+install: $(BUILD)/libmavref.a $(BUILD)/mavref
+	mkdir -p $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/mavref $(DESTDIR)$(PREFIX)/bin
+	cp $(BUILD)/libmavref.a $(DESTDIR)$(PREFIX)/lib/
+	cp $(INSTALL_HEADERS) $(DESTDIR)$(PREFIX)/include/mavref/
+	cp $(BUILD)/mavref $(DESTDIR)$(PREFIX)/bin/
+	{ echo 'prefix=$(PREFIX)'; echo 'libdir=$${prefix}/lib'; echo 'includedir=$${prefix}/include'; echo; \
+	  echo 'Name: mavref'; echo 'Description: portable C99 reference implementation of Make-A-Video SD ($(if $(filter 64,$(PRECISION)),float64,float32))'; \
+	  echo 'Version: 0.1'; echo 'Cflags: -I$${includedir} -DMAVREF_PRECISION=$(PRECISION)'; \
+	  echo 'Libs: -L$${libdir} -lmavref -lm$(if $(filter 1,$(THREADS)), -pthread)'; } > $(DESTDIR)$(PREFIX)/lib/pkgconfig/mavref.pc
+
+install-test:
+	tools/example_install/test.sh $(PRECISION)
+
 clean:
 	rm -rf build bin
 
 FORCE:
+
+# make torch-env: the PyTorch side of the checkpoint fixtures, a venv over Debian's CPU torch
+# (apt-get install python3-torch: 1.13.1) with diffusers 0.16.1 and transformers 4.30.2.
+# make fixtures: vectors/model/ (small published-format folders, an LDM single file) and the
+# parameters the Flax libraries load from them (vectors/model/expected/), see tools/fixtures_*.py.
+PYT := tools/.venv-torch/bin/python
+torch-env:
+	/usr/bin/python3 -m venv --system-site-packages tools/.venv-torch
+	$(PYT) -m pip install diffusers==0.16.1 huggingface_hub==0.14.1 transformers==4.30.2 safetensors==0.3.1
+
+fixtures:
+	rm -rf vectors/model tools/.cache/fixtures
+	JAX_PLATFORMS=cpu HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) tools/fixtures_flax.py unet
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PYT) tools/fixtures_torch.py
+	JAX_PLATFORMS=cpu HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) tools/fixtures_flax.py expected
+	JAX_PLATFORMS=cpu HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) tools/fixtures_flax.py pipeline f32
+	JAX_PLATFORMS=cpu HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) tools/fixtures_flax.py pipeline f64

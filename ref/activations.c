@@ -4,8 +4,11 @@
 // The float32 build evaluates the forward activations in float (expf, erfcf): a few float32
 // ulps from the exact value, as XLA's float32 kernels, and much faster than double calls. The
 // derivatives (backward) are evaluated in double in both builds.
-// Element-wise work runs in parallel in fixed chunks: every element is computed by one task.
+// The file opens with the math (scalar forms and their derivatives) and the plain GEGLU
+// forward and backward; the fast path follows: element-wise work in parallel in fixed chunks
+// (every element computed by one task), GEGLU as matrix products.
 #include "activations.h"
+#include "engine.h"
 #include "gemm.h"
 #include "threads.h"
 
@@ -24,6 +27,27 @@ double gelu_scalar(double x, GeluKind kind) {
 
 double quick_gelu_scalar(double x) { return x / (1.0 + exp(-1.702 * x)); }
 
+// Derivatives, evaluated in double in both builds.
+double silu_grad_scalar(double x) {
+    // silu = x * s with s = sigmoid(x), s' = s (1 - s): silu' = s + x s (1 - s)
+    double s = 1.0 / (1.0 + exp(-x));
+    return s * (1.0 + x * (1.0 - s));
+}
+
+double gelu_grad_scalar(double x, GeluKind kind) {
+    if (kind == GELU_ERF) {
+        // gelu = x * Phi(x), Phi(x) = erfc(-x/sqrt 2)/2, Phi' = phi = exp(-x^2/2)/sqrt(2 pi)
+        double cdf = 0.5 * erfc(-x * 0.70710678118654752440);
+        return cdf + x * 0.39894228040143267794 * exp(-0.5 * x * x); // 1/sqrt(2 pi)
+    } else {
+        // gelu = x * cdf, cdf = (1 + tanh(u))/2, u = k (x + 0.044715 x^3), k = sqrt(2/pi):
+        // gelu' = cdf + x (1 - tanh(u)^2)/2 * k (1 + 3 * 0.044715 x^2)
+        double k = 0.79788456080286535588;
+        double t = tanh(k * (x + 0.044715 * (x * x * x)));
+        return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 3.0 * 0.044715 * x * x);
+    }
+}
+
 // The forms the element-wise loops use, in the build's precision.
 #if MAVREF_PRECISION == 32
 static real silu_real(real x) { return x / (1.0f + expf(-x)); }
@@ -39,6 +63,78 @@ static real silu_real(real x) { return silu_scalar(x); }
 static real quick_gelu_real(real x) { return quick_gelu_scalar(x); }
 static real gelu_real(real x, GeluKind kind) { return gelu_scalar(x, kind); }
 #endif
+
+// The readable path: one row at a time, the value half built in place in the output.
+int geglu_forward_ref(real *out, const real *x, const real *kernel, const real *bias,
+                      size_t N, size_t C, size_t H, GeluKind kind) {
+    real *g = (real *)mv_malloc(H * sizeof(real), "geglu gate row"); // (H)
+    size_t n, c, h;
+    if (!g) return MV_ERR;
+    for (n = 0; n < N; n++) {
+        const real *xn = x + n * C; // (C)
+        real *a = out + n * H;      // (H)
+        for (h = 0; h < H; h++) { a[h] = bias[h]; g[h] = bias[H + h]; }
+        for (c = 0; c < C; c++) {
+            real xc = xn[c];
+            const real *k = kernel + c * 2 * H; // (2H): [value | gate]
+            for (h = 0; h < H; h++) a[h] += xc * k[h];
+            for (h = 0; h < H; h++) g[h] += xc * k[H + h];
+        }
+        for (h = 0; h < H; h++) a[h] = a[h] * gelu_real(g[h], kind);
+    }
+    free(g);
+    return MV_OK;
+}
+
+// The readable path: recomputes each row's projection p = [a | g] (no cache), then
+// back-propagates the row.
+int geglu_backward_ref(real *dx, real *dkernel, real *dbias,
+                       const real *dout, const real *x, const real *kernel, const real *bias,
+                       size_t N, size_t C, size_t H, GeluKind kind) {
+    real *p = (real *)mv_malloc(4 * H * sizeof(real), "geglu backward rows"); // (2H) p, then (2H) dp
+    real *dp;
+    size_t n, c, h;
+    if (!p) return MV_ERR;
+    dp = p + 2 * H;
+    for (n = 0; n < N; n++) {
+        const real *xn = x + n * C;     // (C)
+        const real *dy = dout + n * H;  // (H)
+        // forward: p = bias + x @ kernel (as geglu_forward: a = p[:H], g = p[H:])
+        for (h = 0; h < 2 * H; h++) p[h] = bias[h];
+        for (c = 0; c < C; c++) {
+            real xc = xn[c];
+            const real *k = kernel + c * 2 * H; // (2H)
+            for (h = 0; h < 2 * H; h++) p[h] += xc * k[h];
+        }
+        // forward was: out = a * gelu(g), so da = dout * gelu(g), dg = dout * a * gelu'(g)
+        for (h = 0; h < H; h++) {
+            double g = (double)p[H + h];
+            dp[h] = (real)((double)dy[h] * gelu_scalar(g, kind));
+            dp[H + h] = (real)((double)dy[h] * (double)p[h] * gelu_grad_scalar(g, kind));
+        }
+        // forward was: p = bias + x @ kernel, so dbias += dp, dkernel[c,:] += x[c] dp, dx[c] += dp . kernel[c,:]
+        if (dbias)
+            for (h = 0; h < 2 * H; h++) dbias[h] += dp[h];
+        for (c = 0; c < C; c++) {
+            const real *k = kernel + c * 2 * H; // (2H)
+            if (dx) {
+                real acc = 0;
+                for (h = 0; h < 2 * H; h++) acc += dp[h] * k[h];
+                dx[n * C + c] += acc;
+            }
+            if (dkernel) {
+                real xc = xn[c];
+                real *dk = dkernel + c * 2 * H; // (2H)
+                for (h = 0; h < 2 * H; h++) dk[h] += xc * dp[h];
+            }
+        }
+    }
+    free(p);
+    return MV_OK;
+}
+
+// ---------------------------------------------------------------------------------------
+// The fast path.
 
 // Element-wise jobs: task t computes elements [t*ACT_CHUNK, (t+1)*ACT_CHUNK) of the output.
 #define ACT_CHUNK 8192
@@ -91,80 +187,6 @@ void gelu_forward(real *out, const real *x, size_t n, GeluKind kind) { act_run(A
 
 void quick_gelu_forward(real *out, const real *x, size_t n) { act_run(ACT_QUICK_GELU, GELU_TANH, out, x, NULL, n, 0); }
 
-// The readable path: one row at a time, the value half built in place in the output.
-static int geglu_forward_ref(real *out, const real *x, const real *kernel, const real *bias,
-                             size_t N, size_t C, size_t H, GeluKind kind) {
-    real *g = (real *)mv_malloc(H * sizeof(real), "geglu gate row"); // (H)
-    size_t n, c, h;
-    if (!g) return MV_ERR;
-    for (n = 0; n < N; n++) {
-        const real *xn = x + n * C; // (C)
-        real *a = out + n * H;      // (H)
-        for (h = 0; h < H; h++) { a[h] = bias[h]; g[h] = bias[H + h]; }
-        for (c = 0; c < C; c++) {
-            real xc = xn[c];
-            const real *k = kernel + c * 2 * H; // (2H): [value | gate]
-            for (h = 0; h < H; h++) a[h] += xc * k[h];
-            for (h = 0; h < H; h++) g[h] += xc * k[H + h];
-        }
-        for (h = 0; h < H; h++) a[h] = a[h] * gelu_real(g[h], kind);
-    }
-    free(g);
-    return MV_OK;
-}
-
-// The fast path: for blocks of rows, the value half a = bias[:H] + x kernel[:, :H] straight into
-// the output and the gate g = bias[H:] + x kernel[:, H:] into scratch, each as one matrix
-// product (the kernel's halves are read with leading dimension 2H), then out = a * gelu(g).
-#define GEGLU_ROWS 256
-int geglu_forward(real *out, const real *x, const real *kernel, const real *bias,
-                  size_t N, size_t C, size_t H, GeluKind kind) {
-    real *g;
-    size_t n0, nb, n;
-    if (mv_reference_path) return geglu_forward_ref(out, x, kernel, bias, N, C, H, kind);
-    g = (real *)malloc(GEGLU_ROWS * H * sizeof(real)); // (rows,H)
-    if (!g) return geglu_forward_ref(out, x, kernel, bias, N, C, H, kind);
-    for (n0 = 0; n0 < N; n0 += nb) {
-        real *a = out + n0 * H; // (nb,H)
-        nb = N - n0 < GEGLU_ROWS ? N - n0 : GEGLU_ROWS;
-        for (n = 0; n < nb; n++) {
-            memcpy(a + n * H, bias, H * sizeof(real));
-            memcpy(g + n * H, bias + H, H * sizeof(real));
-        }
-        if (gemm(a, x + n0 * C, kernel, nb, H, C, H, C, 2 * H, GEMM_ACC) ||
-            gemm(g, x + n0 * C, kernel + H, nb, H, C, H, C, 2 * H, GEMM_ACC)) {
-            free(g);
-            return geglu_forward_ref(out, x, kernel, bias, N, C, H, kind);
-        }
-        act_run(ACT_GATE, kind, a, g, NULL, nb * H, H); // out = a * gelu(g)
-    }
-    free(g);
-    return MV_OK;
-}
-
-// ---------------------------------------------------------------------------------------
-// Backward passes: derivatives evaluated in double, ACCUMULATED (+=) into the gradients.
-
-double silu_grad_scalar(double x) {
-    // silu = x * s with s = sigmoid(x), s' = s (1 - s): silu' = s + x s (1 - s)
-    double s = 1.0 / (1.0 + exp(-x));
-    return s * (1.0 + x * (1.0 - s));
-}
-
-double gelu_grad_scalar(double x, GeluKind kind) {
-    if (kind == GELU_ERF) {
-        // gelu = x * Phi(x), Phi(x) = erfc(-x/sqrt 2)/2, Phi' = phi = exp(-x^2/2)/sqrt(2 pi)
-        double cdf = 0.5 * erfc(-x * 0.70710678118654752440);
-        return cdf + x * 0.39894228040143267794 * exp(-0.5 * x * x); // 1/sqrt(2 pi)
-    } else {
-        // gelu = x * cdf, cdf = (1 + tanh(u))/2, u = k (x + 0.044715 x^3), k = sqrt(2/pi):
-        // gelu' = cdf + x (1 - tanh(u)^2)/2 * k (1 + 3 * 0.044715 x^2)
-        double k = 0.79788456080286535588;
-        double t = tanh(k * (x + 0.044715 * (x * x * x)));
-        return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 3.0 * 0.044715 * x * x);
-    }
-}
-
 // forward was: out = silu(x), so dx += dout * silu'(x)
 void silu_backward(real *dx, const real *dout, const real *x, size_t n) {
     act_run(ACT_SILU_BACK, GELU_TANH, dx, dout, x, n, 0);
@@ -175,50 +197,29 @@ void gelu_backward(real *dx, const real *dout, const real *x, size_t n, GeluKind
     act_run(ACT_GELU_BACK, kind, dx, dout, x, n, 0);
 }
 
-// The readable path: recomputes each row's projection p = [a | g] (no cache), then
-// back-propagates the row.
-static int geglu_backward_ref(real *dx, real *dkernel, real *dbias,
-                              const real *dout, const real *x, const real *kernel, const real *bias,
-                              size_t N, size_t C, size_t H, GeluKind kind) {
-    real *p = (real *)mv_malloc(4 * H * sizeof(real), "geglu backward rows"); // (2H) p, then (2H) dp
-    real *dp;
-    size_t n, c, h;
-    if (!p) return MV_ERR;
-    dp = p + 2 * H;
-    for (n = 0; n < N; n++) {
-        const real *xn = x + n * C;     // (C)
-        const real *dy = dout + n * H;  // (H)
-        // forward: p = bias + x @ kernel (as geglu_forward: a = p[:H], g = p[H:])
-        for (h = 0; h < 2 * H; h++) p[h] = bias[h];
-        for (c = 0; c < C; c++) {
-            real xc = xn[c];
-            const real *k = kernel + c * 2 * H; // (2H)
-            for (h = 0; h < 2 * H; h++) p[h] += xc * k[h];
+// The fast path: for blocks of rows, the value half a = bias[:H] + x kernel[:, :H] straight into
+// the output and the gate g = bias[H:] + x kernel[:, H:] into scratch, each as one matrix
+// product (the kernel's halves are read with leading dimension 2H), then out = a * gelu(g).
+#define GEGLU_ROWS 256
+int geglu_forward(real *out, const real *x, const real *kernel, const real *bias,
+                  size_t N, size_t C, size_t H, GeluKind kind) {
+    real *g;
+    size_t n0, nb, n;
+    if (engine_reference()) return geglu_forward_ref(out, x, kernel, bias, N, C, H, kind);
+    g = (real *)malloc(GEGLU_ROWS * H * sizeof(real)); // (rows,H)
+    if (!g) return geglu_forward_ref(out, x, kernel, bias, N, C, H, kind);
+    for (n0 = 0; n0 < N; n0 += nb) {
+        real *a = out + n0 * H; // (nb,H)
+        nb = N - n0 < GEGLU_ROWS ? N - n0 : GEGLU_ROWS;
+        for (n = 0; n < nb; n++) {
+            memcpy(a + n * H, bias, H * sizeof(real));
+            memcpy(g + n * H, bias + H, H * sizeof(real));
         }
-        // forward was: out = a * gelu(g), so da = dout * gelu(g), dg = dout * a * gelu'(g)
-        for (h = 0; h < H; h++) {
-            double g = (double)p[H + h];
-            dp[h] = (real)((double)dy[h] * gelu_scalar(g, kind));
-            dp[H + h] = (real)((double)dy[h] * (double)p[h] * gelu_grad_scalar(g, kind));
-        }
-        // forward was: p = bias + x @ kernel, so dbias += dp, dkernel[c,:] += x[c] dp, dx[c] += dp . kernel[c,:]
-        if (dbias)
-            for (h = 0; h < 2 * H; h++) dbias[h] += dp[h];
-        for (c = 0; c < C; c++) {
-            const real *k = kernel + c * 2 * H; // (2H)
-            if (dx) {
-                real acc = 0;
-                for (h = 0; h < 2 * H; h++) acc += dp[h] * k[h];
-                dx[n * C + c] += acc;
-            }
-            if (dkernel) {
-                real xc = xn[c];
-                real *dk = dkernel + c * 2 * H; // (2H)
-                for (h = 0; h < 2 * H; h++) dk[h] += xc * dp[h];
-            }
-        }
+        gemm(a, x + n0 * C, kernel, nb, H, C, H, C, 2 * H, GEMM_ACC);
+        gemm(g, x + n0 * C, kernel + H, nb, H, C, H, C, 2 * H, GEMM_ACC);
+        act_run(ACT_GATE, kind, a, g, NULL, nb * H, H); // out = a * gelu(g)
     }
-    free(p);
+    free(g);
     return MV_OK;
 }
 
@@ -229,7 +230,7 @@ int geglu_backward(real *dx, real *dkernel, real *dbias,
                    size_t N, size_t C, size_t H, GeluKind kind) {
     real *p, *dp;
     size_t n0, nb, n, h;
-    if (mv_reference_path) return geglu_backward_ref(dx, dkernel, dbias, dout, x, kernel, bias, N, C, H, kind);
+    if (engine_reference()) return geglu_backward_ref(dx, dkernel, dbias, dout, x, kernel, bias, N, C, H, kind);
     p = (real *)malloc(2 * GEGLU_ROWS * 2 * H * sizeof(real)); // (rows,2H) p, then (rows,2H) dp
     if (!p) return geglu_backward_ref(dx, dkernel, dbias, dout, x, kernel, bias, N, C, H, kind);
     dp = p + GEGLU_ROWS * 2 * H;
@@ -238,18 +239,15 @@ int geglu_backward(real *dx, real *dkernel, real *dbias,
         nb = N - n0 < GEGLU_ROWS ? N - n0 : GEGLU_ROWS;
         // forward: p = bias + x @ kernel (a = p[:, :H], g = p[:, H:])
         for (n = 0; n < nb; n++) memcpy(p + n * 2 * H, bias, 2 * H * sizeof(real));
-        if (gemm(p, xb, kernel, nb, 2 * H, C, 2 * H, C, 2 * H, GEMM_ACC))
-            gemm_ref(p, xb, kernel, nb, 2 * H, C, 2 * H, C, 2 * H, GEMM_ACC);
+        gemm(p, xb, kernel, nb, 2 * H, C, 2 * H, C, 2 * H, GEMM_ACC);
         // forward was: out = a * gelu(g), so da = dout * gelu(g), dg = dout * a * gelu'(g)
         act_run(ACT_GEGLU_BACK, kind, dp, dout + n0 * H, p, nb * H, H);
         // forward was: p = bias + x @ kernel, so dbias += sum_n dp, dkernel += x^T dp, dx += dp kernel^T
         if (dbias)
             for (n = 0; n < nb; n++)
                 for (h = 0; h < 2 * H; h++) dbias[h] += dp[n * 2 * H + h];
-        if (dkernel && gemm(dkernel, xb, dp, C, 2 * H, nb, 2 * H, C, 2 * H, GEMM_TA | GEMM_ACC))
-            gemm_ref(dkernel, xb, dp, C, 2 * H, nb, 2 * H, C, 2 * H, GEMM_TA | GEMM_ACC);
-        if (dx && gemm(dx + n0 * C, dp, kernel, nb, C, 2 * H, C, 2 * H, 2 * H, GEMM_TB | GEMM_ACC))
-            gemm_ref(dx + n0 * C, dp, kernel, nb, C, 2 * H, C, 2 * H, 2 * H, GEMM_TB | GEMM_ACC);
+        if (dkernel) gemm(dkernel, xb, dp, C, 2 * H, nb, 2 * H, C, 2 * H, GEMM_TA | GEMM_ACC);
+        if (dx) gemm(dx + n0 * C, dp, kernel, nb, C, 2 * H, C, 2 * H, 2 * H, GEMM_TB | GEMM_ACC);
     }
     free(p);
     return MV_OK;

@@ -27,8 +27,11 @@ void quick_gelu_forward(real *out, const real *x, size_t n);           // (n) (n
 //   p = x @ kernel + bias        (N, 2H)   kernel (C, 2H): Dense C -> 2H (2H = 8C in the UNet)
 //   a = p[:, :H], g = p[:, H:]   the first half is the value, the second the gate
 //   out = a * gelu(g)            (N, H)
-// Works on blocks of rows (the plain path: one row at a time with an H-element scratch row);
-// MV_ERR only if the plain path's allocation fails.
+// geglu_forward runs on blocks of rows as matrix products (ref/gemm.c); geglu_forward_ref is
+// the plain loop (one row at a time with an H-element scratch row), the readable path that
+// tests check the fast one against. MV_ERR only if the plain path's allocation fails.
+int geglu_forward_ref(real *out, const real *x, const real *kernel, const real *bias,
+                      size_t N, size_t C, size_t H, GeluKind kind); // as geglu_forward
 int geglu_forward(real *out,                               // (N,H)
                   const real *x,                           // (N,C)
                   const real *kernel, const real *bias,    // (C,2H) (2H)
@@ -54,6 +57,9 @@ void gelu_backward(real *dx, const real *dout, const real *x, size_t n, GeluKind
 //   dbias += sum_n dp,  dkernel += x^T dp,  dx += dp kernel^T
 // dx, dkernel, dbias may each be NULL. MV_ERR only if the plain path's 4H-element row scratch
 // cannot be had (the fast path falls back to the plain one when its block scratch cannot).
+int geglu_backward_ref(real *dx, real *dkernel, real *dbias, const real *dout, const real *x,
+                       const real *kernel, const real *bias, size_t N, size_t C, size_t H,
+                       GeluKind kind); // the plain loop, as geglu_backward
 int geglu_backward(real *dx,                               // (N,C) or NULL
                    real *dkernel, real *dbias,             // (C,2H) (2H), or NULL
                    const real *dout,                       // (N,H)

@@ -1,6 +1,8 @@
 // attention.h: multi-head attention as diffusers' FlaxAttention computes it, in the three ways
 // the pseudo-3D transformer block uses it (spatial self-attention, cross-attention to the text,
-// temporal self-attention across frames).
+// temporal self-attention across frames). The plain path (attention_forward_ref and
+// attention_backward_ref, ref/attention.c) and the tiled one (ref/attention_fast.c) share one
+// description of the sequences, AttnView, at the end of this header.
 #ifndef MAVREF_ATTENTION_H
 #define MAVREF_ATTENTION_H
 
@@ -24,7 +26,7 @@ typedef struct {
     int causal;      // 1: query i sees only keys j <= i (CLIP's text encoder); 0 in the UNet
 } AttnWeights;
 
-// Queries are processed in blocks of this many: the only score storage is one
+// The tiled path processes queries in blocks of this many: the only score storage is one
 // (ATTN_QUERY_BLOCK x keys) tile per thread, whatever the number of sequences, heads or frames.
 #define ATTN_QUERY_BLOCK 64
 
@@ -36,6 +38,7 @@ typedef struct {
 // No padding mask, no positional term; the causal flag is the only mask. Each function returns
 // MV_ERR (with a message) only on bad sizes or a failed allocation. out may equal x (each
 // sequence is fully read before it is written); otherwise they must not overlap.
+// Each runs attention_forward_ref where engine_reference() (engine.h), else attention_forward_fast.
 
 // (1) Spatial self-attention: N = B*F sequences (one per frame) of T = H*W tokens.
 int attention_self_forward(real *out,       // (N,T,Cq)
@@ -98,5 +101,51 @@ int attention_temporal_backward(real *dx,           // (B,F,S,Cq) or NULL
                                 const real *dout,   // (B,F,S,Cq)
                                 const real *x,      // (B,F,S,Cq)
                                 const AttnWeights *w, size_t B, size_t F, size_t S);
+
+// ---------------------------------------------------------------------------------------
+// The two paths behind the entry points, on one description of the sequences. Query row t of
+// sequence n is row view_row(n, t) = ((n / S) * T + t) * S + n % S of x (and out, dout, dx):
+//   spatial self-attention  {N, T, 1, T, 1}      contiguous sequences
+//   cross-attention         {B*F, T, 1, Tk, F}   keys and values from ctx: sequence n reads the
+//                                                Tk rows of prompt n / F, shared by its F frames
+//   temporal attention      {B*S, F, S, F, 1}    sequence b*S + s is pixel s of clip b: its frames
+//                                                are S rows apart (an index view, nothing copied)
+// ctx is NULL for self-attention (the keys are the sequence's own rows). The sizes are not
+// checked here: the entry points above check them first.
+typedef struct {
+    size_t nseq;    // sequences
+    size_t T;       // query rows per sequence
+    size_t S;       // the stride of a sequence's rows (1: contiguous)
+    size_t Tk;      // keys per sequence (= T for self-attention)
+    size_t per_ctx; // cross-attention: consecutive sequences sharing one context (1 otherwise)
+} AttnView;
+
+// The plain path: one sequence, head and query row at a time, the formulas above as loops;
+// the dense projections are linear_forward_ref / linear_backward_ref row by row. The backward
+// recomputes q, k, v, P and o per sequence (nothing cached) and accumulates as the backward
+// entry points do. MV_ERR only if its buffers (a sequence's projections) cannot be had.
+int attention_forward_ref(real *out,            // rows of x's layout, (nseq*T, Cq) in all
+                          const real *x,        // as out
+                          const real *ctx,      // (nseq/per_ctx, Tk, Ckv), or NULL
+                          const AttnWeights *w, const AttnView *v);
+int attention_backward_ref(real *dx,            // as x, or NULL
+                           real *dctx,          // as ctx, or NULL
+                           const AttnGrads *dw, // or NULL
+                           const real *dout,    // as x
+                           const real *x,       // as out of the forward
+                           const real *ctx,     // (nseq/per_ctx, Tk, Ckv), or NULL
+                           const AttnWeights *w, const AttnView *v);
+
+// The fast path (attention_fast.c): the same math on chunks of sequences, with matrix products
+// (ref/gemm.c), query-block tiles and the thread pool. Same arguments and contract as the _ref
+// functions; results differ from them only by rounding and do not depend on the thread count.
+int attention_forward_fast(real *out, const real *x, const real *ctx, const AttnWeights *w, const AttnView *v);
+int attention_backward_fast(real *dx, real *dctx, const AttnGrads *dw, const real *dout, const real *x,
+                            const real *ctx, const AttnWeights *w, const AttnView *v);
+
+// The stable softmax numerators of one row of nk scores, as both paths compute them:
+// p[j] = exp(p[j] - max_j p[j]) in place; returns l = sum_j p[j], summed in double as eight
+// interleaved partial sums (j mod 8) added pairwise (a fixed order that vectorizes).
+double attention_softmax_row(real *p, size_t nk);
 
 #endif

@@ -8,8 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
+#include "checkpoint.h"
 #include "cli.h"
 #include "compare.h"
+#include "model_dir.h"
 #include "safetensors.h"
 #include "clip.h"
 #include "noise.h"
@@ -49,20 +52,58 @@ static const char *merges_path(const char *given) {
 // info, compare
 
 static int cmd_info(const CliArgs *a) {
-    StFile f;
+    CkFile f;
+    StFile st;
     size_t i, total = 0;
     char shp[160];
-    if (st_open(&f, a->pos[0])) { fprintf(a->err, "mavref info: %s\n", mv_error()); return 2; }
-    fprintf(a->out, "%s: %lu tensors\n", a->pos[0], (unsigned long)f.count);
-    for (i = 0; i < f.nmeta; i++) fprintf(a->out, "  meta %s = %s\n", f.meta_keys[i], f.meta_values[i]);
+    if (ck_open(&f, a->pos[0])) { fprintf(a->err, "mavref info: %s\n", mv_error()); return 2; }
+    fprintf(a->out, "%s: %s, %lu tensors\n", a->pos[0], ck_format_name(f.format), (unsigned long)f.count);
+    if (f.format == CK_SAFETENSORS && st_open(&st, a->pos[0]) == MV_OK) {
+        for (i = 0; i < st.nmeta; i++) fprintf(a->out, "  meta %s = %s\n", st.meta_keys[i], st.meta_values[i]);
+        st_close(&st);
+    }
     for (i = 0; i < f.count; i++) {
-        const StEntry *e = &f.entries[i];
+        const CkEntry *e = &f.entries[i];
         fprintf(a->out, "  %-60s %-5s %s\n", e->name, st_dtype_name(e->dtype), shape_str(shp, sizeof shp, e->ndim, e->shape));
         total += e->numel;
     }
     fprintf(a->out, "  total elements: %lu\n", (unsigned long)total);
-    st_close(&f);
+    ck_close(&f);
     return 0;
+}
+
+// mavref convert IN OUT: every tensor of IN (any format ck_open reads) into a safetensors file
+// with the same names, as the build's reals. One tensor is in memory at a time while reading;
+// the writer holds the copies until its atomic save.
+static int cmd_convert(const CliArgs *a) {
+    CkFile f;
+    StWriter w;
+    size_t i;
+    int rc = 2;
+    if (ck_open(&f, a->pos[0])) { fprintf(a->err, "mavref convert: %s\n", mv_error()); return 2; }
+    st_writer_init(&w);
+    for (i = 0; i < f.count; i++) {
+        const CkEntry *e = &f.entries[i];
+        Tensor t;
+        if (tensor_alloc(&t, e->ndim, e->shape)) { fprintf(a->err, "mavref convert: %s: tensor '%s': %s\n", a->pos[0], e->name, mv_error()); goto done; }
+        if (ck_read_into(&f, e, t.data) || st_writer_add(&w, e->name, &t, ST_REAL)) {
+            tensor_free(&t);
+            fprintf(a->err, "mavref convert: %s\n", mv_error());
+            goto done;
+        }
+        tensor_free(&t);
+    }
+    if (st_writer_meta(&w, "producer", "mavref convert " REAL_NAME) || st_writer_meta(&w, "source_format", ck_format_name(f.format)) ||
+        st_writer_save(&w, a->pos[1])) {
+        fprintf(a->err, "mavref convert: %s\n", mv_error());
+        goto done;
+    }
+    fprintf(a->out, "wrote %s: %lu tensors from %s (%s)\n", a->pos[1], (unsigned long)f.count, a->pos[0], ck_format_name(f.format));
+    rc = 0;
+done:
+    st_writer_free(&w);
+    ck_close(&f);
+    return rc;
 }
 
 // One tensor of B (expected) against A's of the same name: prints a line, returns 1 on a
@@ -125,7 +166,7 @@ static int cmd_compare(const CliArgs *a) {
 static int tokenize_text(const CliArgs *a, const char *text, int32_t ids[CLIP_CONTEXT]) {
     Tokenizer tok;
     int n;
-    if (build_tokenizer(&tok, merges_path(a->merges))) { fail(a, ""); return 2; }
+    if (a->model ? md_load_tokenizer(&tok, a->model) : build_tokenizer(&tok, merges_path(a->merges))) { fail(a, ""); return 2; }
     n = tokenize(&tok, text, strlen(text), ids);
     free_tokenizer(&tok);
     return n < 0 ? fail(a, "") : 0;
@@ -149,16 +190,17 @@ static int cmd_encode_text(const CliArgs *a) {
     Tensor hidden;
     StWriter w;
     int k, rc;
-    if (!a->out_path || (!a->weights) == !cli_given(a, "--procedural"))
-        return usage_error(a, "needs PROMPT, --out and one of --weights / --procedural");
+    if (!a->out_path || (!!a->weights + cli_given(a, "--procedural") + !!a->model) != 1)
+        return usage_error(a, "needs PROMPT, --out and one of --weights / --procedural / --model");
     if ((rc = tokenize_text(a, a->pos[0], ids32))) return rc;
     for (k = 0; k < CLIP_CONTEXT; k++) ids[k] = ids32[k];
     clip_config_default(&cfg);
     params_init(&pt);
     st_writer_init(&w);
     memset(&hidden, 0, sizeof hidden);
-    if (clip_declare_params(&pt, &cfg) || params_alloc(&pt) ||
-        (a->weights ? params_load(&pt, a->weights, 0) : params_procedural(&pt, (uint64_t)a->procedural)) ||
+    if ((a->model ? md_load_clip(&pt, &cfg, a->model)
+                  : clip_declare_params(&pt, &cfg) || params_alloc(&pt) ||
+                        (a->weights ? params_load(&pt, a->weights, 0) : params_procedural(&pt, (uint64_t)a->procedural))) ||
         clip_text_forward(&hidden, ids, 1, CLIP_CONTEXT, &pt, &cfg) || st_writer_add_i64(&w, "ids", ids, 2, shp) ||
         st_writer_add(&w, "hidden", &hidden, ST_REAL) || st_writer_save(&w, a->out_path)) {
         rc = fail(a, "");
@@ -215,8 +257,44 @@ static int load_weights(ParamTable *pt, const char *file, unsigned long long see
 }
 
 // The inputs and networks of a run that is not a replay: MV_ERR with mv_error() set.
+// The scheduler of a model folder: mavref's pipeline computes SD 1.x's schedule; a folder whose
+// scheduler_config.json asks for another is refused, naming the key.
+static int model_scheduler_check(const char *dir) {
+    SchedConfig c, sd;
+    char path[4096];
+    if ((size_t)snprintf(path, sizeof path, "%s/scheduler/scheduler_config.json", dir) >= sizeof path) return mv_fail("%s: path too long", dir);
+    if (sched_config_load(&c, path)) return MV_ERR;
+    sched_config_sd(&sd);
+    if (c.num_train_timesteps != sd.num_train_timesteps) return mv_fail("%s: \"num_train_timesteps\" %d; mavref's pipeline uses %d", path, c.num_train_timesteps, sd.num_train_timesteps);
+    if (c.beta_start != sd.beta_start) return mv_fail("%s: \"beta_start\" %g; mavref's pipeline uses %g", path, c.beta_start, sd.beta_start);
+    if (c.beta_end != sd.beta_end) return mv_fail("%s: \"beta_end\" %g; mavref's pipeline uses %g", path, c.beta_end, sd.beta_end);
+    if (c.steps_offset != sd.steps_offset) return mv_fail("%s: \"steps_offset\" %d; mavref's pipeline uses %d", path, c.steps_offset, sd.steps_offset);
+    if (c.set_alpha_to_one != sd.set_alpha_to_one) return mv_fail("%s: \"set_alpha_to_one\" differs from SD 1.x's", path);
+    return MV_OK;
+}
+
+// The networks, configs and tokenizer of --model DIR and --hint-model DIR|FILE.
+static int generate_load_model(Models *m, const CliArgs *a) {
+    if (model_scheduler_check(a->model) || md_load_tokenizer(&m->tok, a->model) || md_load_unet(&m->unet_p, &m->unet, a->model, 1) ||
+        md_load_vae(&m->vae_p, &m->vae, a->model) || md_load_clip(&m->clip_p, &m->clip, a->model))
+        return MV_ERR;
+    return MV_OK;
+}
+
 static int generate_load(GenOptions *o, Models *m, Image *hint, Image *mask, Tensor *noise, const CliArgs *a) {
-    if ((a->unet_config && unet_config_load(&m->unet, a->unet_config)) || build_tokenizer(&m->tok, merges_path(a->merges)) ||
+    if (a->model && generate_load_model(m, a)) return MV_ERR;
+    if (a->hint_model) { // SD 1.5 (a folder, or the single file with SD 1.5's configuration)
+        unet_config_default(&m->unet2d);
+        m->unet2d.temporal = 0;
+        m->unet2d.in_channels = 4;
+        // a single file has no config.json: SD 1.5's, or --hint-unet-config
+        if ((a->hint_unet_config && unet_config_load(&m->unet2d, a->hint_unet_config)) ||
+            md_load_hint_unet(&m->unet2d_p, &m->unet2d, a->hint_model))
+            return MV_ERR;
+        m->have_unet2d = 1;
+    }
+    if ((!a->model && a->unet_config && unet_config_load(&m->unet, a->unet_config)) ||
+        (!a->model && build_tokenizer(&m->tok, merges_path(a->merges))) ||
         (a->hint && image_read_pnm(hint, a->hint)) || (a->mask && image_read_pnm(mask, a->mask)))
         return MV_ERR;
     if (a->noise) {
@@ -227,9 +305,9 @@ static int generate_load(GenOptions *o, Models *m, Image *hint, Image *mask, Ten
     }
     o->hint = a->hint ? hint : NULL;
     o->mask = a->mask ? mask : NULL;
-    if (unet_declare_params(&m->unet_p, &m->unet) || params_alloc(&m->unet_p) || load_weights(&m->unet_p, a->unet, a->unet_seed) ||
+    if (!a->model && (unet_declare_params(&m->unet_p, &m->unet) || params_alloc(&m->unet_p) || load_weights(&m->unet_p, a->unet, a->unet_seed) ||
         vae_declare_params(&m->vae_p, &m->vae) || params_alloc(&m->vae_p) || load_weights(&m->vae_p, a->vae, a->vae_seed) ||
-        clip_declare_params(&m->clip_p, &m->clip) || params_alloc(&m->clip_p) || load_weights(&m->clip_p, a->clip, a->clip_seed))
+        clip_declare_params(&m->clip_p, &m->clip) || params_alloc(&m->clip_p) || load_weights(&m->clip_p, a->clip, a->clip_seed)))
         return MV_ERR;
     if (a->hint_unet || cli_given(a, "--hint-unet-seed")) { // SD 1.5's 2-D UNet, for the hint latent when no --hint is given
         unet_config_default(&m->unet2d);
@@ -302,7 +380,13 @@ static int cmd_generate(const CliArgs *a) {
     if ((rc = generate_settings(&o, &m, a))) return rc;
     if (!a->out_path || (!a->replay && !a->prompt)) return usage_error(a, "needs --prompt and --out (or --replay CASE and --out)");
     if (strlen(a->out_path) > 1024 - 32) return usage_error(a, "--out prefix too long");
-    if (!a->replay && ((!a->unet) == !cli_given(a, "--unet-seed") || (!a->vae) == !cli_given(a, "--vae-seed") ||
+    if (a->model && (a->unet || a->vae || a->clip || cli_given(a, "--unet-seed") || cli_given(a, "--vae-seed") ||
+                     cli_given(a, "--clip-seed") || a->unet_config || a->replay))
+        return usage_error(a, "--model DIR gives every network, its config and the tokenizer: no --unet/--vae/--clip, "
+                              "their seeds, --unet-config or --replay with it");
+    if (a->hint_model && (a->hint_unet || cli_given(a, "--hint-unet-seed")))
+        return usage_error(a, "--hint-model and --hint-unet / --hint-unet-seed are alternatives");
+    if (!a->replay && !a->model && ((!a->unet) == !cli_given(a, "--unet-seed") || (!a->vae) == !cli_given(a, "--vae-seed") ||
                        (!a->clip) == !cli_given(a, "--clip-seed")))
         return usage_error(a, "give each network's weights: --unet W or --unet-seed S, --vae W or --vae-seed S, "
                               "--clip W or --clip-seed S (no model is downloaded)");
@@ -345,18 +429,25 @@ static int cmd_unet(const CliArgs *a) {
     TapSink sink;
     Tensor sample, t, ctx, out;
     int rc = 2;
-    if (!a->inputs || !a->out_path || (!a->weights) == !cli_given(a, "--procedural"))
-        return usage_error(a, "needs --inputs, --out and exactly one of --weights / --procedural");
+    char mcfg[4096];
+    if (!a->inputs || !a->out_path || (!!a->weights + cli_given(a, "--procedural") + !!a->model) != 1)
+        return usage_error(a, "needs --inputs, --out and exactly one of --weights / --procedural / --model");
+    if (a->model && a->config) return usage_error(a, "--model DIR has its own unet/config.json: no --config");
     unet_config_default(&cfg);
     if (a->two_d) { cfg.temporal = 0; cfg.in_channels = 4; }
-    if (a->config && unet_config_load(&cfg, a->config)) { fail(a, ""); return 2; }
+    if (a->model) snprintf(mcfg, sizeof mcfg, "%s/unet/config.json", a->model);
+    if ((a->config || a->model) && unet_config_load(&cfg, a->model ? mcfg : a->config)) { fail(a, ""); return 2; }
     params_init(&pt);
     st_writer_init(&w);
     memset(&sample, 0, sizeof sample); memset(&t, 0, sizeof t); memset(&ctx, 0, sizeof ctx); memset(&out, 0, sizeof out);
     if (st_open(&f, a->inputs)) { fail(a, ""); return 2; }
     if (st_read(&f, "sample", &sample) || st_read(&f, "timesteps", &t) || st_read(&f, "context", &ctx)) { fail(a, ""); goto out; }
     if (unet_check_inputs(&sample, &t, &ctx, &cfg)) { fail(a, a->inputs); goto out; } // before minutes of loading weights
-    if (unet_declare_params(&pt, &cfg) || params_alloc(&pt) || load_weights(&pt, a->weights, a->procedural)) { fail(a, ""); goto out; }
+    if (a->model ? md_load_unet(&pt, &cfg, a->model, !a->two_d)
+                 : unet_declare_params(&pt, &cfg) || params_alloc(&pt) || load_weights(&pt, a->weights, a->procedural)) {
+        fail(a, "");
+        goto out;
+    }
     sink.w = &w;
     if (unet_forward(&out, &sample, &t, &ctx, &pt, &cfg, a->taps ? write_tap : NULL, &sink) ||
         st_writer_add(&w, "out", &out, ST_REAL) || st_writer_meta(&w, "producer", "mavref " REAL_NAME) ||
@@ -375,7 +466,7 @@ out:
 }
 
 // ---------------------------------------------------------------------------------------
-// train: upstream's training loop on precomputed latents (SPEC.md, `mavref train`)
+// train: upstream's training loop on precomputed latents (SPEC.md section 10.3)
 
 #define TRAIN_MAX_BATCH 64 // the --batch option's bound
 
@@ -403,12 +494,37 @@ static void train_run_free(TrainRun *r) {
     free_params(&r->grads); free_params(&r->params);
 }
 
+// --resume P0: the parameters and optimizer state that run P0 wrote (P0.params.safetensors,
+// P0.opt.safetensors). 0, or 1 after a message.
+static int resume_run(ParamTable *params, AdamState *opt, TrainConfig *tc, const CliArgs *a) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s.params.safetensors", a->resume);
+    if (params_load(params, path, 0)) return fail(a, "resume");
+    snprintf(path, sizeof path, "%s.opt.safetensors", a->resume);
+    if (train_load_state(path, params, opt, tc)) return fail(a, "resume");
+    return 0;
+}
+
+// A training run's data file (--data) and its number of clips: the consecutive tensors
+// NAME.0, NAME.1, ... 0, or 2 after a message (unreadable, or no NAME.0).
+static int open_clips(StFile *data, size_t *nclips, const char *name, const CliArgs *a) {
+    char key[256];
+    if (st_open(data, a->data)) return bad_input(a);
+    for (*nclips = 0;; (*nclips)++) {
+        snprintf(key, sizeof key, "%s.%lu", name, (unsigned long)*nclips);
+        if (!st_find(data, key)) break;
+    }
+    if (*nclips == 0) { fprintf(a->err, "mavref %s: %s holds no tensor '%s.0'\n", a->command, a->data, name); return 2; }
+    return 0;
+}
+
 // The model, its weights (or a resumed run's), the optimizer, the schedule and the data file.
 static int train_setup(TrainRun *r, const CliArgs *a) {
     SchedConfig scfg;
     char path[1024];
     unet_config_default(&r->cfg);
-    if (a->config && unet_config_load(&r->cfg, a->config)) return fail(a, "");
+    if (a->model) snprintf(path, sizeof path, "%s/unet/config.json", a->model);
+    if ((a->config || a->model) && unet_config_load(&r->cfg, a->model ? path : a->config)) return fail(a, "");
     train_config_default(&r->tc);
     r->tc.only_temporal = !a->all;
     r->tc.weight_decay = a->weight_decay;
@@ -418,21 +534,15 @@ static int train_setup(TrainRun *r, const CliArgs *a) {
         adam_init(&r->opt, &r->params, &r->tc) || sched_init(&r->sched, SCHED_DDIM, &scfg, 0, 1))
         return fail(a, "setup");
     if (a->resume) {
-        snprintf(path, sizeof path, "%s.params.safetensors", a->resume);
-        if (params_load(&r->params, path, 0)) return fail(a, "resume");
-        snprintf(path, sizeof path, "%s.opt.safetensors", a->resume);
-        if (train_load_state(path, &r->params, &r->opt, &r->tc)) return fail(a, "resume");
+        if (resume_run(&r->params, &r->opt, &r->tc, a)) return 1;
+    } else if (a->model) {
+        char w[1024];
+        if (md_weights_path(w, sizeof w, a->model, "unet") || md_load_weights(&r->params, w, 0)) return fail(a, "weights");
     } else if (load_weights(&r->params, a->weights, a->procedural)) {
         return fail(a, "weights");
     }
     train_set_schedule(&r->tc, a->lr, a->warmup, a->decay, a->total_steps ? (long)a->total_steps : r->opt.step + (long)a->steps);
-    if (st_open(&r->data, a->data)) return bad_input(a);
-    for (r->nclips = 0;; r->nclips++) {
-        snprintf(path, sizeof path, "latents.%lu", (unsigned long)r->nclips);
-        if (!st_find(&r->data, path)) break;
-    }
-    if (r->nclips == 0) { fprintf(a->err, "mavref train: %s holds no tensor 'latents.0'\n", a->data); return 2; }
-    return 0;
+    return open_clips(&r->data, &r->nclips, "latents", a);
 }
 
 // Clip b of global step g's batch: its index, window start and timestep. The draws depend on
@@ -549,8 +659,9 @@ static int cmd_train(const CliArgs *a) {
     unsigned long long k;
     int rc;
     if (!a->data || !a->out_path || !cli_given(a, "--steps") ||
-        (!!a->weights + cli_given(a, "--procedural") + !!a->resume) != 1)
-        return usage_error(a, "needs --data, --out, --steps and exactly one of --weights / --procedural / --resume");
+        (!!a->weights + cli_given(a, "--procedural") + !!a->resume + !!a->model) != 1 || (a->model && a->config))
+        return usage_error(a, "needs --data, --out, --steps and exactly one of --weights / --procedural / --resume / --model"
+                              " (--model DIR has its own config)");
     memset(&r, 0, sizeof r);
     params_init(&r.params);
     params_init(&r.grads);
@@ -614,7 +725,6 @@ static void vae_run_free(VaeRun *r) {
 }
 
 static int vae_setup(VaeRun *r, const CliArgs *a) {
-    char path[1024];
     vae_config_default(&r->cfg);
     if (a->vae_channels && (r->cfg.n_blocks = mv_parse_int_list(a->vae_channels, r->cfg.block_out_channels, VAE_MAX_BLOCKS)) < 1)
         return usage_error(a, "bad --vae-channels");
@@ -626,21 +736,12 @@ static int vae_setup(VaeRun *r, const CliArgs *a) {
         adam_init(&r->opt, &r->params, &r->tc))
         return fail(a, "setup");
     if (a->resume) {
-        snprintf(path, sizeof path, "%s.params.safetensors", a->resume);
-        if (params_load(&r->params, path, 0)) return fail(a, "resume");
-        snprintf(path, sizeof path, "%s.opt.safetensors", a->resume);
-        if (train_load_state(path, &r->params, &r->opt, &r->tc)) return fail(a, "resume");
+        if (resume_run(&r->params, &r->opt, &r->tc, a)) return 1;
     } else if (load_weights(&r->params, a->weights, a->procedural)) {
         return fail(a, "weights");
     }
     train_set_schedule(&r->tc, a->lr, a->warmup, a->decay, a->total_steps ? (long)a->total_steps : r->opt.step + (long)a->steps);
-    if (st_open(&r->data, a->data)) return bad_input(a);
-    for (r->nclips = 0;; r->nclips++) {
-        snprintf(path, sizeof path, "frames.%lu", (unsigned long)r->nclips);
-        if (!st_find(&r->data, path)) break;
-    }
-    if (r->nclips == 0) { fprintf(a->err, "mavref train-vae: %s holds no tensor 'frames.0'\n", a->data); return 2; }
-    return 0;
+    return open_clips(&r->data, &r->nclips, "frames", a);
 }
 
 // Image b of step g: frame f of clip ci, both drawn from (seed, g, b); pixels to [-1, 1].
@@ -725,9 +826,31 @@ static int cmd_train_vae(const CliArgs *a) {
 
 typedef int (*CommandFn)(const CliArgs *a);
 
+// ---------------------------------------------------------------------------------------
+// check (ref/check.c)
+
+static int cmd_check(const CliArgs *a) {
+    CheckOpts o;
+    memset(&o, 0, sizeof o);
+    if (!a->backend) return usage_error(a, "--backend is required");
+    o.backend = a->backend;
+    o.vectors = a->vectors;
+    o.ops = a->ops;
+    o.cases = a->cases;
+    o.level = a->level;
+    o.workdir = a->workdir;
+    o.precision = (int)a->precision;
+    o.timeout = a->timeout;
+    return check_run(&o, a->out, a->err);
+}
+
 static const struct { CliCommand c; CommandFn run; } commands[] = {
     {{"info", CMD_INFO, 1, 1, "FILE", "FILE",
-      "      list the tensors of a safetensors file: name, dtype, shape, and its metadata\n"}, cmd_info},
+      "      list the tensors of a checkpoint: name, dtype, shape (safetensors: and its metadata).\n"
+      "      Reads safetensors, Flax msgpack (flax.serialization) and torch.save zip files.\n"}, cmd_info},
+    {{"convert", CMD_CONVERT, 2, 2, "IN OUT", "IN OUT",
+      "      write every tensor of the checkpoint IN to the safetensors file OUT, same names,\n"
+      "      as " REAL_NAME " (exact widening of float16/bfloat16; integers only when exact)\n"}, cmd_convert},
     {{"compare", CMD_COMPARE, 2, 2, "A B", "A B [--rtol R] [--atol T]",
       "      compare every tensor of A with the tensor of the same name in B (B is the expected\n"
       "      side). Prints max abs error, max relative error, NMSE, rel = max_abs/max|B| and the\n"
@@ -736,9 +859,9 @@ static const struct { CliCommand c; CommandFn run; } commands[] = {
       "      FAIL line is the first place the two diverge.\n"
       "      Exit status: 0 all match, 1 a mismatch, 2 bad usage or unreadable input.\n"}, cmd_compare},
     {{"train", CMD_TRAIN, 0, 0, "", "--data D --steps N --out P (--weights W | --procedural SEED | --resume P0) [options]",
-      "      upstream's training step (SPEC.md, `mavref train`) for N steps, batch 1: D holds\n"
-      "      latents.<i> (Fc,4,h,w) raw VAE latents and context.<i> (77,768) per clip i = 0, 1, ...;\n"
-      "      each step draws a clip, a window of F frames, a timestep and noise from (S, step).\n"
+      "      upstream's training step (SPEC.md section 10.3) for N steps: D holds latents.<i>\n"
+      "      (Fc,4,h,w) raw VAE latents and context.<i> (77,768) per clip i = 0, 1, ...; each step\n"
+      "      draws --batch clips, each a window of F frames, a timestep and noise from (S, step).\n"
       "      Trains only the temporal layers unless --all; AdamW (--warmup/--decay: the fractions\n"
       "      of T = total steps as upstream), gradient clip 1. Prints loss and the gradient norm\n"
       "      per step; writes P.params.safetensors (Flax names) and P.opt.safetensors (mu.NAME,\n"
@@ -771,11 +894,21 @@ static const struct { CliCommand c; CommandFn run; } commands[] = {
     {{"generate", CMD_GENERATE, 0, 0, "", "--prompt TEXT (--hint IMAGE.ppm | --hint-unet W) --out PREFIX [options]",
       "      text (and a hint image) to video, as upstream's jax_inference.py; writes\n"
       "      PREFIX.gif, PREFIX.y4m and PREFIX_latents.safetensors (final latents).\n"
+      "      The published model: --model DIR (every network, its config, the tokenizer) and\n"
+      "      --hint-model DIR|FILE (SD 1.5 for the hint latent; README \"Run the published model\").\n"
       "      Weights: --unet W --vae W --clip W (safetensors by Flax names), or procedural:\n"
       "      --unet-seed S --vae-seed S --clip-seed S. No --hint: as upstream, SD 1.5's 2-D UNet\n"
       "      makes the hint latent (--hint-unet W or --hint-unet-seed S). --replay CASE reruns a\n"
       "      recorded FLAX pipeline case with its prompts, networks, weights, hint, mask and\n"
       "      noise, and reports how closely the final latents match FLAX's.\n"}, cmd_generate},
+    {{"check", CMD_CHECK, 0, 0, "", "--backend 'CMD {case} {out}' [--ops GLOB] [--level quick|full] [--precision 32|64] [options]",
+      "      the golden corpus against another backend: for every selected case of\n"
+      "      vectors/contract.json, runs the adapter CMD with {case} = the case file and {out} = a\n"
+      "      path for its outputs (safetensors, one tensor per output of the contract), and compares\n"
+      "      each output with the expected tensor at the manifest's tolerance. One line per case\n"
+      "      (op, case, rel and worst element, PASS or the reason: crashed, timed out, wrote\n"
+      "      nothing, wrong shape, ...), then a table per op. Needs sh and timeout (POSIX).\n"
+      "      Exit status: 0 all passed, 1 a failure, 2 bad usage or unreadable contract.\n"}, cmd_check},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
@@ -793,7 +926,7 @@ static int print_help(FILE *fp, int full) {
     size_t i;
     fprintf(fp, "mavref: portable C99 reference implementation of Make-A-Video SD (" REAL_NAME " build)\n\n");
     for (i = 0; i < N_COMMANDS; i++) {
-        if (full) cli_usage(fp, &commands[i].c);
+        if (full) { cli_usage(fp, &commands[i].c); fprintf(fp, "\n"); }
         else fprintf(fp, "usage: mavref %s %s\n", commands[i].c.name, commands[i].c.synopsis);
     }
     if (full) fputs(trailer, fp);
@@ -802,9 +935,7 @@ static int print_help(FILE *fp, int full) {
 }
 
 int mavref_main(int argc, char **argv, FILE *out, FILE *err) {
-    const char *ref = getenv("MAVREF_REFERENCE");
     size_t i;
-    mv_reference_path = ref && *ref && strcmp(ref, "0") != 0; // run the plain loops instead of the fast path
     if (argc < 2) return print_help(err, 0);
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) return print_help(out, 1);
     for (i = 0; i < N_COMMANDS; i++)

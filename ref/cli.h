@@ -21,7 +21,9 @@ enum {
     CMD_ENCODE_TEXT = 1 << 5,
     CMD_GENERATE = 1 << 6,
     CMD_TOYWORLD = 1 << 7,
-    CMD_TRAIN_VAE = 1 << 8
+    CMD_TRAIN_VAE = 1 << 8,
+    CMD_CONVERT = 1 << 9,
+    CMD_CHECK = 1 << 10
 };
 
 typedef enum {
@@ -58,10 +60,14 @@ typedef struct {
     const char *out_path, *merges, *weights, *config, *inputs, *data, *resume, *plot;
     const char *prompt, *negative, *scheduler, *hint, *mask, *noise, *replay;
     const char *unet, *vae, *clip, *unet_config, *hint_unet, *hint_unet_config, *vae_channels;
+    const char *model, *hint_model; // published folders (ref/model_dir.h)
+    const char *backend, *vectors, *ops, *cases, *level, *workdir; // check
     // integers
     unsigned long long procedural, steps, frames, batch, total_steps, seed, clips, size, width, height, fps;
     unsigned long long unet_seed, vae_seed, clip_seed, hint_unet_seed;
     unsigned long long vae_layers, clip_width, clip_layers, clip_heads, clip_mlp;
+    unsigned long long precision; // check
+    double timeout;               // check
     // numbers
     double rtol, atol, lr, warmup, decay, weight_decay, guidance, guidance_image, kl;
     // flags

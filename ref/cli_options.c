@@ -27,6 +27,8 @@ const CliOption cli_options[] = {
     {"--weights", CMD_UNET | CMD_ENCODE_TEXT | TRAIN | TVAE, OPT_TEXT, F(weights), "W", NULL, 0, 0, "weights: a safetensors file by Flax names"},
     {"--procedural", CMD_UNET | CMD_ENCODE_TEXT | TRAIN | TVAE, OPT_COUNT, F(procedural), "SEED", NULL, 0, ANY, "weights from the procedural generator"},
     {"--config", CMD_UNET | TRAIN, OPT_TEXT, F(config), "JSON", NULL, 0, 0, "a diffusers UNet config.json (default: makeavid)"},
+    {"--model", CMD_UNET | CMD_ENCODE_TEXT | CMD_TOKENIZE | TRAIN | GEN, OPT_TEXT, F(model), "DIR", NULL, 0, 0,
+     "a published model folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/): configs, tokenizer and weights in any of their published formats"},
     {"--merges", CMD_TOKENIZE | CMD_ENCODE_TEXT | GEN, OPT_TEXT, F(merges), "FILE", NULL, 0, 0, "CLIP merges (default $MAVREF_MERGES, else vectors/clip/clip_merges.txt)"},
     // unet
     {"--inputs", CMD_UNET, OPT_TEXT, F(inputs), "IN", NULL, 0, 0, "sample, timesteps and context"},
@@ -41,7 +43,7 @@ const CliOption cli_options[] = {
     {"--lr", TRAIN, OPT_NUMBER, F(lr), "LR", "5e-5", 0, 0, "peak learning rate"},
     {"--warmup", TRAIN | TVAE, OPT_NUMBER, F(warmup), "FRAC", "0", 0, 0, "warmup, a fraction of the total steps"},
     {"--decay", TRAIN | TVAE, OPT_NUMBER, F(decay), "FRAC", "0", 0, 0, "cosine decay, a fraction of the total steps"},
-    {"--total-steps", TRAIN | TVAE, OPT_COUNT, F(total_steps), "T", "0", 0, LONG_ANY, "the schedule's total steps (0: this run's end)"},
+    {"--total-steps", TRAIN | TVAE, OPT_COUNT, F(total_steps), "T", "0", 0, LONG_ANY, "the schedule's total steps; 0: this run's last step"},
     {"--weight-decay", TRAIN | TVAE, OPT_NUMBER, F(weight_decay), "WD", "1e-2", 0, 0, "AdamW weight decay"},
     {"--all", TRAIN, OPT_FLAG, F(all), NULL, NULL, 0, 0, "train every parameter, not only the temporal layers"},
     {"--seed", TRAIN, OPT_COUNT, F(seed), "S", "0", 0, ANY, "seed of the clip, window, timestep and noise draws"},
@@ -91,13 +93,25 @@ const CliOption cli_options[] = {
     {"--clip-layers", GEN, OPT_COUNT, F(clip_layers), "N", NULL, 1, 1000, "CLIP layers (default 12)"},
     {"--clip-heads", GEN, OPT_COUNT, F(clip_heads), "N", NULL, 1, 1000, "CLIP heads (default 12)"},
     {"--clip-mlp", GEN, OPT_COUNT, F(clip_mlp), "N", NULL, 1, 1000000, "CLIP MLP width (default 3072)"},
+    // check (ref/check.c)
+    {"--backend", CMD_CHECK, OPT_TEXT, F(backend), "'CMD {case} {out}'", NULL, 0, 0, "the adapter: {case} and {out} become the case file and the output path"},
+    {"--vectors", CMD_CHECK, OPT_TEXT, F(vectors), "DIR", "vectors", 0, 0, "the corpus (DIR/contract.json, DIR/f32, DIR/f64)"},
+    {"--ops", CMD_CHECK, OPT_TEXT, F(ops), "GLOB[,GLOB]", "*", 0, 0, "only these ops (shell globs: * and ?)"},
+    {"--cases", CMD_CHECK, OPT_TEXT, F(cases), "TEXT", NULL, 0, 0, "only cases whose name contains TEXT"},
+    {"--level", CMD_CHECK, OPT_TEXT, F(level), "quick|full", "full", 0, 0, "quick: the quick cases only"},
+    {"--precision", CMD_CHECK, OPT_COUNT, F(precision), "32|64", NULL, 32, 64, "the float32 or float64 cases (default: the build's)"},
+    {"--timeout", CMD_CHECK, OPT_NONNEG, F(timeout), "S", "600", 0, 0, "seconds per case before the adapter is stopped"},
+    {"--workdir", CMD_CHECK, OPT_TEXT, F(workdir), "DIR", NULL, 0, 0, "outputs and logs (default: a new $TMPDIR/mavref-check-XXXXXX)"},
     // generate: the hint latent without --hint (SD 1.5's 2-D UNet, as upstream)
+    {"--hint-model", GEN, OPT_TEXT, F(hint_model), "DIR|FILE", NULL, 0, 0, "SD 1.5 for the hint latent: a diffusers folder (PyTorch or Flax weights) or the single-file original checkpoint"},
     {"--hint-unet", GEN, OPT_TEXT, F(hint_unet), "W", NULL, 0, 0, "2-D UNet weights for the hint latent"},
     {"--hint-unet-seed", GEN, OPT_COUNT, F(hint_unet_seed), "S", NULL, 0, ANY, "procedural 2-D UNet weights instead"},
     {"--hint-unet-config", GEN, OPT_TEXT, F(hint_unet_config), "JSON", NULL, 0, 0, "2-D UNet config.json (default: SD 1.5)"},
     {"--guidance-image", GEN, OPT_NUMBER, F(guidance_image), "G", NULL, 0, 0, "guidance of the hint run (default: --guidance)"},
 };
 const size_t n_cli_options = sizeof cli_options / sizeof cli_options[0];
+// CliArgs.given has a flag per row: a table longer than CLI_MAX_OPTIONS does not compile.
+typedef char cli_options_fit_in_given[sizeof cli_options / sizeof cli_options[0] <= CLI_MAX_OPTIONS ? 1 : -1];
 
 // ---------------------------------------------------------------------------------------
 // Parsing

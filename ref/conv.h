@@ -17,8 +17,9 @@ int conv2d_out_size(size_t *Ho, size_t *Wo, size_t H, size_t W, const Conv2dGeom
 // Cross-correlation as flax.linen.Conv / lax.conv_general_dilated compute it:
 //   out[n,i,j,o] = bias[o] + sum_{kh,kw,c} in[n, i*s+kh-pt, j*s+kw-pl, c] * kernel[kh,kw,c,o]
 // with zeros outside the input.
-// conv2d_forward and temporal_conv_forward run as matrix products (ref/gemm.c); the *_ref
-// functions are the plain loops, the readable path that tests check the fast one against.
+// The *_ref functions are the plain loops (ref/conv.c), the readable path that tests check the
+// fast one against; conv2d_forward and temporal_conv_forward run the same sums as matrix
+// products (ref/conv_fast.c, ref/gemm.c), or the *_ref loops where engine_reference() (engine.h).
 void conv2d_forward_ref(real *out, const real *in, const real *kernel, const real *bias,
                         size_t N, size_t H, size_t W, size_t Ci, size_t Co, const Conv2dGeom *g);
 void temporal_conv_forward_ref(real *out, const real *in, const real *kernel, const real *bias,
@@ -59,8 +60,8 @@ int conv_pseudo3d_forward(real *out,                   // (B,F,Ho,Wo,Co)
 // the caller zeroes once per step; every gradient pointer may be NULL (gradient not wanted,
 // e.g. a frozen weight). dout is the gradient of the loss with respect to `out`.
 
-// conv2d_backward and temporal_conv_backward run as matrix products (ref/gemm.c); the *_ref
-// functions are the plain loops (same arguments), the readable path.
+// The *_ref functions are the plain loops (same arguments), the readable path;
+// conv2d_backward and temporal_conv_backward run as matrix products (ref/conv_fast.c).
 void conv2d_backward_ref(real *dinp, real *dkernel, real *dbias, const real *dout, const real *inp,
                          const real *kernel, size_t N, size_t H, size_t W, size_t Ci, size_t Co, const Conv2dGeom *g);
 void temporal_conv_backward_ref(real *dinp, real *dkernel, real *dbias, const real *dout, const real *inp,

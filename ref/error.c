@@ -11,8 +11,6 @@
 
 static char g_msg[2048];
 
-int mv_reference_path = 0;
-
 int mv_fail(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);

@@ -69,6 +69,9 @@ void gemm_ref(real *C, const real *A, const real *B,
 #define GEMM_MIN_PARALLEL ((size_t)1 << 20)
 
 size_t gemm_tile_m(void) { return MR; }
+
+static int g_no_memory = 0; // tests: act as if no packing buffer could be allocated
+void gemm_simulate_no_memory(int on) { g_no_memory = on; }
 size_t gemm_tile_n(void) { return NR; }
 
 // Where FMA contraction is allowed: in the kernel only (SPEC.md section 11.3). gcc -std=c99 turns
@@ -329,6 +332,39 @@ static void gemm_task(void *ctx, size_t task, int worker) {
 
 static int run_job(GemmJob *gp);
 
+// The packed op(B)[k,j] (gemm_pack_b's layout, see below): k block pc = k - k % KC of kc rows
+// at pc * packed_width(N), in it the panel of columns from j - j % NR at + (j - j % NR) * kc,
+// in that row k - pc at * NR.
+static real packed_at(const real *panels, size_t K, size_t N, size_t k, size_t j) {
+    size_t pc = k / KC * KC, kc = K - pc < KC ? K - pc : KC;
+    return panels[pc * packed_width(N) + j / NR * NR * kc + (k - pc) * NR + j % NR];
+}
+
+// The plain product of a job, for when its packing buffers cannot be had: gemm_ref's loop
+// (the K products added to the start value one at a time in increasing k), with op(A) read
+// through the runs and op(B) from the panels where the job has them; padding adds nothing.
+static void job_ref(const GemmJob *g) {
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF
+#endif
+    size_t i, j, p, run;
+    for (i = 0; i < g->M; i++)
+        for (j = 0; j < g->N; j++) {
+            real s = g->acc ? g->C[i * g->ldc + j] : (real)0, a, b;
+            for (p = 0; p < g->K; p++) {
+                if (g->runs) {
+                    const real *ap = g->runs(g->runs_ctx, i, p, &run);
+                    if (!ap) continue; // padding
+                    a = *ap;
+                } else
+                    a = A_AT(g->A, g->lda, g->ta, i, p);
+                b = g->packed ? packed_at(g->packed, g->K, g->N, p, j) : B_AT(g->B, g->ldb, g->tb, p, j);
+                s += a * b;
+            }
+            g->C[i * g->ldc + j] = s;
+        }
+}
+
 int gemm(real *C, const real *A, const real *B,
          size_t M, size_t N, size_t K, size_t ldc, size_t lda, size_t ldb, int flags) {
     GemmJob g;
@@ -399,8 +435,11 @@ static int run_job(GemmJob *gp) {
     if ((size_t)workers > n_tasks) workers = (int)n_tasks;
     g.per_worker = (WORK_A + (g.packed ? 0 : WORK_B) + WORK_T + ALIGN_REALS - 1) / ALIGN_REALS * ALIGN_REALS;
     bytes = ((size_t)workers * g.per_worker + ALIGN_REALS) * sizeof(real);
-    raw = mv_malloc(bytes, "gemm packing buffers");
-    if (!raw) return MV_ERR;
+    raw = g_no_memory ? NULL : malloc(bytes);
+    if (!raw) { // no packing buffers: the plain product, which needs none
+        job_ref(&g);
+        return MV_OK;
+    }
     g.work = (real *)raw + (ALIGN_REALS - ((uintptr_t)raw / sizeof(real)) % ALIGN_REALS) % ALIGN_REALS;
     parallel_for_max(n_tasks, workers, gemm_task, &g);
     free(raw);
@@ -434,12 +473,11 @@ int gemm_pack_b(GemmPackedB *pb, const real *B, size_t K, size_t N, size_t ldb, 
     if (ldb < ((flags & GEMM_TB) ? K : N))
         return mv_fail("gemm_pack_b: ldb %lu too small for op(B) (%lu,%lu)%s", (unsigned long)ldb,
                        (unsigned long)K, (unsigned long)N, (flags & GEMM_TB) ? " stored transposed" : "");
-    if (mv_mul_size(&n, K, packed_width(N)) || mv_add_size(&n, n, ALIGN_REALS) || mv_mul_size(&n, n, sizeof(real)))
-        return mv_fail_prefix("gemm_pack_b");
-    if (!(pb->raw = mv_malloc(n, "packed matrix"))) return MV_ERR;
+    pb->B = B; pb->K = K; pb->N = N; pb->ldb = ldb; pb->tb = (flags & GEMM_TB) != 0;
+    if (mv_mul_size(&n, K, packed_width(N)) || mv_add_size(&n, n, ALIGN_REALS) || mv_mul_size(&n, n, sizeof(real)) ||
+        g_no_memory || !(pb->raw = malloc(n)))
+        return MV_OK; // too large to pack: gemm_packed uses B where it is
     pb->panels = (real *)pb->raw + (ALIGN_REALS - ((uintptr_t)pb->raw / sizeof(real)) % ALIGN_REALS) % ALIGN_REALS;
-    pb->K = K;
-    pb->N = N;
     if (K == 0 || N == 0) return MV_OK;
     j.dst = pb->panels; j.B = B; j.K = K; j.N = N; j.ldb = ldb; j.tb = (flags & GEMM_TB) != 0;
     j.ncol = (N + NC - 1) / NC;
@@ -477,6 +515,8 @@ int gemm_packed(real *C, const real *A, const GemmPackedB *pb, size_t M, size_t 
     if (M && pb->N && pb->K && lda < (g.ta ? M : pb->K))
         return mv_fail("gemm: lda %lu too small for op(A) (%lu,%lu)%s", (unsigned long)lda,
                        (unsigned long)M, (unsigned long)pb->K, g.ta ? " stored transposed" : "");
+    if (!pb->panels) // B could not be packed: the same product from B itself
+        return gemm(C, A, pb->B, M, pb->N, pb->K, ldc, lda, pb->ldb, (flags & ~GEMM_TB) | (pb->tb ? GEMM_TB : 0));
     return run_packed(&g, pb, M, ldc);
 }
 

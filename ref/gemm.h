@@ -27,8 +27,9 @@
 #define GEMM_KC 256 // the block of k summed as one chain (fixed: it defines the rounding)
 
 // The fast path: packed panels, cache blocking, a register-tile kernel, threads
-// (threads.h). Returns MV_OK, or MV_ERR when its packing buffers cannot be allocated
-// (C is then unchanged) or a leading dimension is too small.
+// (threads.h). Where its packing buffers cannot be allocated it computes the plain product
+// instead (gemm_ref's sums, one thread), so callers need no fallback of their own. Returns
+// MV_OK, or MV_ERR (C unchanged) when a leading dimension is too small.
 int gemm(real *C,       // (M,N), leading dimension ldc
          const real *A, // (M,K), or (K,M) with GEMM_TA; leading dimension lda
          const real *B, // (K,N), or (N,K) with GEMM_TB; leading dimension ldb
@@ -49,14 +50,18 @@ void gemm_ref(real *C, const real *A, const real *B,
 
 // op(B) (K,N) in the kernel's panel order (see ref/gemm.c), made by gemm_pack_b.
 typedef struct {
-    real *panels; // for each block of GEMM_KC k's, ceil(N/NR) panels of (kc, NR)
-    void *raw;    // the allocation behind panels
-    size_t K, N;
+    real *panels;  // for each block of GEMM_KC k's, ceil(N/NR) panels of (kc, NR); NULL when
+                   // their memory could not be had: then B is used where it is
+    void *raw;     // the allocation behind panels
+    const real *B; // the unpacked B (used only when panels is NULL)
+    size_t K, N, ldb;
+    int tb;        // B stored transposed
 } GemmPackedB;
 
 // Pack op(B): B (K,N) with ldb >= N, or with GEMM_TB (N,K) with ldb >= K (other flags are
-// ignored). MV_ERR if the memory (K x N rounded up to whole panels) cannot be allocated or
-// ldb is too small. Free with gemm_packed_b_free (also safe on a zeroed struct).
+// ignored). If the memory (K x N rounded up to whole panels) cannot be allocated, pb keeps
+// B unpacked and gemm_packed runs gemm() on it: the same bits. MV_ERR only if ldb is too
+// small. B must outlive pb. Free with gemm_packed_b_free (also safe on a zeroed struct).
 int gemm_pack_b(GemmPackedB *pb, const real *B, size_t K, size_t N, size_t ldb, int flags);
 void gemm_packed_b_free(GemmPackedB *pb);
 
@@ -80,5 +85,9 @@ int gemm_runs(real *C,                  // (M,N), leading dimension ldc
 // The register tile of the build (for tests and the benchmark).
 size_t gemm_tile_m(void);
 size_t gemm_tile_n(void);
+
+// For tests: on != 0 makes gemm, gemm_pack_b and the products act as if no packing buffer
+// could be allocated, so that the plain fallbacks run. Not to be called while a product runs.
+void gemm_simulate_no_memory(int on);
 
 #endif

@@ -1,35 +1,14 @@
 // layernorm.c: LayerNorm forward and backward. Same statistics as groupnorm.c (sums in double
 // in both builds, Flax's E[x^2] - E[x]^2 variance clamped at zero), one group spanning the row.
+// The plain forward and backward first; the fast path (rows on the thread pool) after.
 #include "layernorm.h"
 
 #include <math.h>
 
+#include "engine.h"
 #include "threads.h"
 
-// The fast path: rows are independent, so blocks of rows run as parallel tasks (each the
-// plain loop on its rows).
-typedef struct {
-    real *out, *mean, *rstd;
-    const real *x, *scale, *bias;
-    size_t C;
-    double eps;
-} LnJob;
-
-static void ln_rows(void *ctx, size_t begin, size_t end) {
-    const LnJob *j = (const LnJob *)ctx;
-    layernorm_forward_ref(j->out + begin * j->C, j->mean ? j->mean + begin : NULL, j->rstd ? j->rstd + begin : NULL,
-                          j->x + begin * j->C, j->scale, j->bias, end - begin, j->C, j->eps);
-}
-
-void layernorm_forward(real *out, real *mean, real *rstd,
-                       const real *x, const real *scale, const real *bias,
-                       size_t N, size_t C, double eps) {
-    LnJob j;
-    j.out = out; j.mean = mean; j.rstd = rstd; j.x = x; j.scale = scale; j.bias = bias; j.C = C; j.eps = eps;
-    parallel_range(N, 16384 / (C + 1) + 1, ln_rows, &j);
-}
-
-// The readable path.
+// The readable path: one row at a time.
 void layernorm_forward_ref(real *out, real *mean, real *rstd,
                            const real *x, const real *scale, const real *bias,
                            size_t N, size_t C, double eps) {
@@ -80,4 +59,29 @@ void layernorm_backward(real *dx, real *dscale, real *dbias,
             dx[n * C + c] += (real)(r * (dxhat - sum_dxhat / (double)C - xhat * (sum_dxhat_xhat / (double)C)));
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The fast path: rows are independent, so blocks of rows run as parallel tasks (each the
+// plain loop on its rows).
+typedef struct {
+    real *out, *mean, *rstd;
+    const real *x, *scale, *bias;
+    size_t C;
+    double eps;
+} LnJob;
+
+static void ln_rows(void *ctx, size_t begin, size_t end) {
+    const LnJob *j = (const LnJob *)ctx;
+    layernorm_forward_ref(j->out + begin * j->C, j->mean ? j->mean + begin : NULL, j->rstd ? j->rstd + begin : NULL,
+                          j->x + begin * j->C, j->scale, j->bias, end - begin, j->C, j->eps);
+}
+
+void layernorm_forward(real *out, real *mean, real *rstd,
+                       const real *x, const real *scale, const real *bias,
+                       size_t N, size_t C, double eps) {
+    LnJob j;
+    if (engine_reference()) { layernorm_forward_ref(out, mean, rstd, x, scale, bias, N, C, eps); return; }
+    j.out = out; j.mean = mean; j.rstd = rstd; j.x = x; j.scale = scale; j.bias = bias; j.C = C; j.eps = eps;
+    parallel_range(N, 16384 / (C + 1) + 1, ln_rows, &j);
 }

@@ -16,7 +16,8 @@ void linear_forward(real *out,           // (N,O)
                     const real *bias,    // (O) or NULL
                     size_t N, size_t I, size_t O);
 
-// Backward (SPEC.md section 4.7), ACCUMULATING (+=); dx, dkernel, dbias may each be NULL:
+// Backward (SPEC.md section 4.7), ACCUMULATING (+=); dx, dkernel, dbias may each be NULL (x is
+// read only for dkernel, so it may be NULL when dkernel is):
 //   dx[n,i] += sum_o dout[n,o] * kernel[i,o]
 //   dkernel[i,o] += sum_n x[n,i] * dout[n,o]
 //   dbias[o] += sum_n dout[n,o]

@@ -45,12 +45,6 @@ int mv_fail_prefix(const char *fmt, ...) MV_PRINTF(1, 2); // prepend "<context>:
 const char *mv_error(void);                                // the last message ("" if none)
 void mv_clear_error(void);
 
-// The readable path: when nonzero, operators that have a fast path (matrix products through
-// ref/gemm.c) run their plain loops instead. Set by the environment variable
-// MAVREF_REFERENCE=1 in the command line, or directly by tests. Both paths compute the same
-// math and differ only in rounding.
-extern int mv_reference_path;
-
 // Overflow-checked size arithmetic: return 0 and set *out, or MV_ERR with a message.
 int mv_mul_size(size_t *out, size_t a, size_t b);
 int mv_add_size(size_t *out, size_t a, size_t b);

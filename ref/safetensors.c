@@ -7,8 +7,9 @@
 
 #define ST_MAX_HEADER (100u * 1024u * 1024u) // the format's own limit
 
-static const char *dtype_names[ST_NDTYPES] = {"F32", "F64", "F16", "BF16", "I32", "I64", "U8"};
-static const size_t dtype_sizes[ST_NDTYPES] = {4, 8, 2, 2, 4, 8, 1};
+static const char *dtype_names[ST_NDTYPES] = {"F32", "F64", "F16", "BF16", "I32", "I64", "U8",
+                                              "I8", "I16", "U16", "U32", "U64", "BOOL"};
+static const size_t dtype_sizes[ST_NDTYPES] = {4, 8, 2, 2, 4, 8, 1, 1, 2, 2, 4, 8, 1};
 
 const char *st_dtype_name(StDtype d) { return (unsigned)d < ST_NDTYPES ? dtype_names[d] : "?"; }
 size_t st_dtype_size(StDtype d) { return (unsigned)d < ST_NDTYPES ? dtype_sizes[d] : 0; }
@@ -52,7 +53,9 @@ static double f16_to_double(uint16_t h) {
     return f32_from_bits(bits);
 }
 
-static double decode_one(const unsigned char *b, StDtype d) {
+static uint16_t le16(const unsigned char *b) { return (uint16_t)(b[0] | (b[1] << 8)); }
+
+double st_decode(const unsigned char *b, StDtype d) {
     switch (d) {
     case ST_F32: return f32_from_bits(le32(b));
     case ST_F64: return f64_from_bits(le64(b));
@@ -60,7 +63,12 @@ static double decode_one(const unsigned char *b, StDtype d) {
     case ST_BF16: return f32_from_bits((uint32_t)(b[0] | (b[1] << 8)) << 16);
     case ST_I32: return (double)(int32_t)le32(b);
     case ST_I64: return (double)(int64_t)le64(b);
-    case ST_U8: return (double)b[0];
+    case ST_U8: case ST_BOOL: return (double)b[0];
+    case ST_I8: return (double)(signed char)b[0];
+    case ST_I16: return (double)(int16_t)le16(b);
+    case ST_U16: return (double)le16(b);
+    case ST_U32: return (double)le32(b);
+    case ST_U64: return (double)le64(b);
     default: return 0.0;
     }
 }
@@ -68,7 +76,7 @@ static double decode_one(const unsigned char *b, StDtype d) {
 // ---------------------------------------------------------------------------------------
 // Seeking to 64-bit offsets with C99's fseek(long): absolute seeks in steps that fit a long.
 
-static int seek_to(FILE *fp, uint64_t off) {
+int st_seek(FILE *fp, uint64_t off) {
     const uint64_t step = 1u << 30;
     if (fseek(fp, 0, SEEK_SET)) return MV_ERR;
     while (off > 0) {
@@ -103,7 +111,7 @@ static int parse_entry(StFile *f, StEntry *e, const char *name, const JsonValue 
     for (k = 0; k < ST_NDTYPES; k++)
         if (strcmp(dt->text, dtype_names[k]) == 0) break;
     if (k == ST_NDTYPES)
-        return mv_fail("%s: tensor '%s': unsupported dtype '%s' (mavref reads F32, F64, F16, BF16, I32, I64, U8)",
+        return mv_fail("%s: tensor '%s': unsupported dtype '%s' (mavref reads F32, F64, F16, BF16, I8, I16, I32, I64, U8, U16, U32, U64, BOOL)",
                        f->path, name, dt->text);
     e->dtype = (StDtype)k;
     if (sh->count > MV_MAXDIM) return mv_fail("%s: tensor '%s': rank %lu exceeds %d", f->path, name, (unsigned long)sh->count, MV_MAXDIM);
@@ -205,7 +213,7 @@ int st_open(StFile *f, const char *path) {
         }
     // The file must hold every byte the header promises.
     if (data_len > 0) {
-        if (data_len > UINT64_MAX - f->data_start || seek_to(f->fp, f->data_start + data_len - 1) || fgetc(f->fp) == EOF) {
+        if (data_len > UINT64_MAX - f->data_start || st_seek(f->fp, f->data_start + data_len - 1) || fgetc(f->fp) == EOF) {
             mv_fail("%s: truncated: the header promises %llu data bytes after byte %llu, the file is shorter", path,
                     (unsigned long long)data_len, (unsigned long long)f->data_start);
             goto done;
@@ -252,15 +260,19 @@ typedef struct { real *r; double *d; int64_t *i; } Sink;
 static int read_entry(const StFile *f, const StEntry *e, Sink s) {
     unsigned char buf[1 << 16];
     size_t esz = dtype_sizes[e->dtype], per = sizeof buf / esz, done = 0;
-    if (seek_to(f->fp, f->data_start + e->begin)) return mv_fail("%s: tensor '%s': seek failed", f->path, e->name);
+    if (st_seek(f->fp, f->data_start + e->begin)) return mv_fail("%s: tensor '%s': seek failed", f->path, e->name);
     while (done < e->numel) {
         size_t k = e->numel - done < per ? e->numel - done : per, j;
         if (fread(buf, esz, k, f->fp) != k) return mv_fail("%s: tensor '%s': read failed (file truncated?)", f->path, e->name);
         for (j = 0; j < k; j++) {
             const unsigned char *b = buf + j * esz;
-            if (s.r) s.r[done + j] = (real)decode_one(b, e->dtype);
-            if (s.d) s.d[done + j] = decode_one(b, e->dtype);
-            if (s.i) s.i[done + j] = e->dtype == ST_I64 ? (int64_t)le64(b) : e->dtype == ST_I32 ? (int64_t)(int32_t)le32(b) : (int64_t)b[0];
+            if (s.r) s.r[done + j] = (real)st_decode(b, e->dtype);
+            if (s.d) s.d[done + j] = st_decode(b, e->dtype);
+            if (s.i) {
+                if (e->dtype == ST_U64 && le64(b) > (uint64_t)INT64_MAX)
+                    return mv_fail("%s: tensor '%s': U64 value %llu does not fit int64", f->path, e->name, (unsigned long long)le64(b));
+                s.i[done + j] = e->dtype == ST_I64 || e->dtype == ST_U64 ? (int64_t)le64(b) : (int64_t)st_decode(b, e->dtype);
+            }
         }
         done += k;
     }
@@ -304,7 +316,7 @@ int st_read_i64(const StFile *f, const char *name, int64_t **out, size_t *numel)
     Sink s = {NULL, NULL, NULL};
     *out = NULL;
     if (!e) return mv_fail("%s: missing tensor '%s'", f->path, name);
-    if (e->dtype != ST_I64 && e->dtype != ST_I32 && e->dtype != ST_U8)
+    if (e->dtype == ST_F32 || e->dtype == ST_F64 || e->dtype == ST_F16 || e->dtype == ST_BF16)
         return mv_fail("%s: tensor '%s' has dtype %s, expected an integer dtype", f->path, name, dtype_names[e->dtype]);
     s.i = (int64_t *)mv_calloc(e->numel ? e->numel : 1, sizeof(int64_t), e->name);
     if (!s.i) return MV_ERR;

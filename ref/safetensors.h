@@ -12,7 +12,10 @@
 
 #include "tensor.h"
 
-typedef enum { ST_F32, ST_F64, ST_F16, ST_BF16, ST_I32, ST_I64, ST_U8, ST_NDTYPES } StDtype;
+// The first seven values are fixed (files and tests name them); the others were added for the
+// checkpoint readers (ref/checkpoint.h), which meet every dtype numpy and torch can store.
+typedef enum { ST_F32, ST_F64, ST_F16, ST_BF16, ST_I32, ST_I64, ST_U8,
+               ST_I8, ST_I16, ST_U16, ST_U32, ST_U64, ST_BOOL, ST_NDTYPES } StDtype;
 
 typedef struct {
     char *name;
@@ -49,8 +52,14 @@ int st_read(const StFile *f, const char *name, Tensor *out);
 int st_read_into(const StFile *f, const char *name, const Tensor *dst);
 // Read a tensor as doubles (exact for every dtype but I64 beyond 2^53), for tools.
 int st_read_f64(const StFile *f, const StEntry *e, double *out);
-// Read an integer tensor (I32, I64, U8) exactly.
+// Read an integer tensor (any integer dtype or BOOL; U64 beyond 2^63 refused) exactly.
 int st_read_i64(const StFile *f, const char *name, int64_t **out, size_t *numel);
+
+// One element of dtype d stored little-endian at b, as a double (exact but for 64-bit
+// integers beyond 2^53). Shared with the checkpoint readers.
+double st_decode(const unsigned char *b, StDtype d);
+// Seek to a 64-bit offset with C99's fseek(long) (a 32-bit long on Windows): steps that fit.
+int st_seek(FILE *fp, uint64_t off);
 
 // Writer: collects tensors (copied) and metadata, then writes to PATH.tmp and renames it
 // to PATH, so a failure never leaves a partial file under the final name.

@@ -954,19 +954,25 @@ static int encode_piece(const Tokenizer *t, const CpBuf *s, int32_t *out, size_t
 // ---------------------------------------------------------------------------------------
 // The tokenizer
 
+static int make_pair_table(Tokenizer *t, uint32_t *keys, const char *path);
+
+// byte ids: printable bytes first in byte order, then the rest in byte order (GPT-2's map)
+static void set_byte_ids(Tokenizer *t) {
+    int b, n = 0;
+    for (b = 0; b < 256; b++)
+        if ((b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF)) t->byte_id[b] = (uint16_t)n++;
+    for (b = 0; b < 256; b++)
+        if (!((b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF))) t->byte_id[b] = (uint16_t)n++;
+}
+
 int build_tokenizer(Tokenizer *t, const char *path) {
     FILE *fp;
     char line[256];
     long lineno = 1, r;
     uint32_t *keys = NULL, *nk; // (cap) the pair keys in rank order, read before the table is made
     size_t i, cap = 0;
-    int b, n = 0;
     memset(t, 0, sizeof *t);
-    // byte ids: printable bytes first in byte order, then the rest in byte order
-    for (b = 0; b < 256; b++)
-        if ((b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF)) t->byte_id[b] = (uint16_t)n++;
-    for (b = 0; b < 256; b++)
-        if (!((b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF))) t->byte_id[b] = (uint16_t)n++;
+    set_byte_ids(t);
     fp = fopen(path, "r");
     if (!fp) return mv_fail("%s: cannot open the CLIP merges file", path);
     if (!fgets(line, sizeof line, fp) || strncmp(line, "# mavref CLIP BPE merges v1 ", 28) != 0) {
@@ -996,6 +1002,12 @@ int build_tokenizer(Tokenizer *t, const char *path) {
     i = fgets(line, sizeof line, fp) != NULL;
     fclose(fp);
     if (i) { free(keys); return mv_fail("%s: more than %d merges", path, CLIP_N_MERGES); }
+    return make_pair_table(t, keys, path);
+}
+
+// The pair table from the pair keys in rank order (consumes keys).
+static int make_pair_table(Tokenizer *t, uint32_t *keys, const char *path) {
+    long r;
     t->pair_cap = 131072;
     t->pair_keys = (uint32_t *)mv_calloc(t->pair_cap, sizeof *t->pair_keys, "tokenizer merges");
     t->pair_rank = (int32_t *)mv_calloc(t->pair_cap, sizeof *t->pair_rank, "tokenizer merges");
@@ -1073,5 +1085,185 @@ int tokenize(const Tokenizer *t, const char *text, size_t len, int32_t ids[CLIP_
     ids[nout++] = CLIP_EOS;
     rc = (int)nout;
     for (; nout < CLIP_CONTEXT; nout++) ids[nout] = CLIP_EOS;
+    return rc;
+}
+
+// ---------------------------------------------------------------------------------------
+// The tokenizer from Hugging Face's files (tokenizer/vocab.json and merges.txt)
+
+static int read_all(const char *path, char **out, size_t *len) {
+    FILE *fp = fopen(path, "rb");
+    long n;
+    if (!fp) return mv_fail("%s: cannot open for reading", path);
+    if (fseek(fp, 0, SEEK_END) || (n = ftell(fp)) < 0 || n > (32L << 20) || fseek(fp, 0, SEEK_SET)) {
+        fclose(fp);
+        return mv_fail("%s: unreadable, or larger than 32 MiB", path);
+    }
+    *out = (char *)mv_malloc((size_t)n + 1, path);
+    if (!*out) { fclose(fp); return MV_ERR; }
+    if (fread(*out, 1, (size_t)n, fp) != (size_t)n) { fclose(fp); free(*out); return mv_fail("%s: read error", path); }
+    fclose(fp);
+    (*out)[n] = '\0';
+    *len = (size_t)n;
+    return MV_OK;
+}
+
+// One JSON string at s[*i] (the opening quote), decoded in place into dst (UTF-8, NUL-ended).
+static int vocab_string(const char *s, size_t len, size_t *i, char *dst, size_t cap) {
+    size_t o = 0;
+    if (*i >= len || s[*i] != '"') return MV_ERR;
+    for ((*i)++; *i < len && s[*i] != '"'; (*i)++) {
+        unsigned long cp = (unsigned char)s[*i];
+        if (o + 5 >= cap || cp < 0x20) return MV_ERR;
+        if (cp == '\\') {
+            char e = ++(*i) < len ? s[*i] : 0;
+            if (e == 'u') {
+                char hex[5] = {0};
+                if (*i + 4 >= len) return MV_ERR;
+                memcpy(hex, s + *i + 1, 4);
+                cp = strtoul(hex, NULL, 16);
+                *i += 4;
+                if (cp >= 0xD800 && cp < 0xDC00) { // a surrogate pair
+                    unsigned long lo;
+                    if (*i + 6 >= len || s[*i + 1] != '\\' || s[*i + 2] != 'u') return MV_ERR;
+                    memcpy(hex, s + *i + 3, 4);
+                    lo = strtoul(hex, NULL, 16);
+                    if (lo < 0xDC00 || lo >= 0xE000) return MV_ERR;
+                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                    *i += 6;
+                }
+                o += utf8_encode((unsigned char *)dst + o, (uint32_t)cp);
+            } else {
+                const char *from = "\"\\/bfnrt", *to = "\"\\/\b\f\n\r\t", *p = e ? strchr(from, e) : NULL;
+                if (!p) return MV_ERR;
+                dst[o++] = to[p - from];
+            }
+        } else {
+            dst[o++] = (char)cp;
+        }
+    }
+    if (*i >= len) return MV_ERR;
+    (*i)++;
+    dst[o] = '\0';
+    return MV_OK;
+}
+
+typedef struct { const char *s; int id; } VocabItem;
+static int vocab_cmp(const void *a, const void *b) { return strcmp(((const VocabItem *)a)->s, ((const VocabItem *)b)->s); }
+
+static int vocab_lookup(const VocabItem *v, size_t n, const char *s) {
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(v[mid].s, s);
+        if (c == 0) return v[mid].id;
+        if (c < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return -1;
+}
+
+int build_tokenizer_hf(Tokenizer *t, const char *vocab_path, const char *merges_path) {
+    char *text = NULL, *mtext = NULL, *pool = NULL, **sym = NULL, buf[1024];
+    VocabItem *items = NULL;
+    uint32_t *keys = NULL;
+    size_t len = 0, mlen = 0, i = 0, n = 0, used = 0;
+    int rc = MV_ERR, b;
+    long r;
+    memset(t, 0, sizeof *t);
+    set_byte_ids(t);
+    if (read_all(vocab_path, &text, &len)) return MV_ERR;
+    sym = (char **)mv_calloc(CLIP_VOCAB, sizeof *sym, "vocabulary");
+    items = (VocabItem *)mv_calloc(CLIP_VOCAB, sizeof *items, "vocabulary");
+    pool = (char *)mv_malloc(len + 1, "vocabulary"); // decoded strings are never longer than the JSON
+    keys = (uint32_t *)mv_calloc(CLIP_N_MERGES, sizeof *keys, "merges");
+    if (!sym || !items || !pool || !keys) goto done;
+    // {"symbol": id, ...}
+    while (i < len && strchr(" \t\r\n", text[i])) i++;
+    if (i >= len || text[i++] != '{') { mv_fail("%s: not a JSON object", vocab_path); goto done; }
+    for (;;) {
+        char *end;
+        long id;
+        while (i < len && strchr(" \t\r\n", text[i])) i++;
+        if (i < len && text[i] == '}') break;
+        if (n == CLIP_VOCAB) { mv_fail("%s: more than %d entries (mavref's CLIP tokenizer has %d)", vocab_path, CLIP_VOCAB, CLIP_VOCAB); goto done; }
+        if (vocab_string(text, len, &i, pool + used, len + 1 - used)) { mv_fail("%s: byte %lu: expected a JSON string", vocab_path, (unsigned long)i); goto done; }
+        while (i < len && strchr(" \t\r\n", text[i])) i++;
+        if (i >= len || text[i++] != ':') { mv_fail("%s: byte %lu: expected ':'", vocab_path, (unsigned long)i); goto done; }
+        id = strtol(text + i, &end, 10);
+        if (end == text + i || id < 0 || id >= CLIP_VOCAB || sym[id]) {
+            mv_fail("%s: byte %lu: expected a new id below %d", vocab_path, (unsigned long)i, CLIP_VOCAB);
+            goto done;
+        }
+        i = (size_t)(end - text);
+        sym[id] = pool + used;
+        items[n].s = pool + used;
+        items[n].id = (int)id;
+        used += strlen(pool + used) + 1;
+        n++;
+        while (i < len && strchr(" \t\r\n", text[i])) i++;
+        if (i < len && text[i] == ',') { i++; continue; }
+        if (i < len && text[i] == '}') break;
+        mv_fail("%s: byte %lu: expected ',' or '}'", vocab_path, (unsigned long)i);
+        goto done;
+    }
+    if (n != CLIP_VOCAB) { mv_fail("%s: %lu entries, mavref's CLIP tokenizer has %d", vocab_path, (unsigned long)n, CLIP_VOCAB); goto done; }
+    // ids 0..511: the byte symbols (GPT-2's map), then the same with "</w>"; the two specials last
+    for (b = 0; b < 256; b++) {
+        unsigned char u[8];
+        size_t k = utf8_encode(u, (uint32_t)(t->byte_id[b] < 188 ? b : 256 + (t->byte_id[b] - 188)));
+        u[k] = 0;
+        snprintf(buf, sizeof buf, "%s</w>", (const char *)u);
+        if (strcmp(sym[t->byte_id[b]], (const char *)u) || strcmp(sym[256 + t->byte_id[b]], buf)) {
+            mv_fail("%s: id %d is '%s', not the byte symbol mavref's CLIP tokenizer has there", vocab_path, t->byte_id[b], sym[t->byte_id[b]]);
+            goto done;
+        }
+    }
+    if (strcmp(sym[CLIP_BOS], "<|startoftext|>") || strcmp(sym[CLIP_EOS], "<|endoftext|>")) {
+        mv_fail("%s: ids %d and %d must be <|startoftext|> and <|endoftext|>", vocab_path, CLIP_BOS, CLIP_EOS);
+        goto done;
+    }
+    qsort(items, n, sizeof *items, vocab_cmp);
+    // merges.txt: a "#version" line, then "A B" per rank; transformers reads the first 48894
+    if (read_all(merges_path, &mtext, &mlen)) goto done;
+    i = 0;
+    if (strncmp(mtext, "#version", 8) != 0) { mv_fail("%s: line 1 is not a \"#version\" header", merges_path); goto done; }
+    while (i < mlen && mtext[i] != '\n') i++;
+    for (r = 0; r < CLIP_N_MERGES; r++) {
+        size_t s0 = ++i, sp = 0, e;
+        int a, c, m;
+        while (i < mlen && mtext[i] != '\n') { if (mtext[i] == ' ' && !sp) sp = i; i++; }
+        e = i > s0 && mtext[i - 1] == '\r' ? i - 1 : i;
+        if (i > mlen || !sp || e - s0 >= sizeof buf - 1) {
+            mv_fail("%s: line %ld: expected \"A B\" (merge rank %ld of %d)", merges_path, r + 2, r, CLIP_N_MERGES);
+            goto done;
+        }
+        memcpy(buf, mtext + s0, sp - s0);
+        buf[sp - s0] = '\0';
+        a = vocab_lookup(items, n, buf);
+        memcpy(buf, mtext + sp + 1, e - sp - 1);
+        buf[e - sp - 1] = '\0';
+        c = vocab_lookup(items, n, buf);
+        // the merged symbol must be id 512 + rank, as the C tokenizer assumes
+        memcpy(buf, mtext + s0, sp - s0);
+        memcpy(buf + (sp - s0), mtext + sp + 1, e - sp - 1);
+        buf[e - s0 - 1] = '\0';
+        m = vocab_lookup(items, n, buf);
+        if (a < 0 || c < 0 || a >= 512 + r || c >= 512 + r || m != 512 + r) {
+            mv_fail("%s: line %ld: the merge's symbols are not ids of vocab.json below %ld, or '%s' is not id %ld",
+                    merges_path, r + 2, 512 + r, buf, 512 + r);
+            goto done;
+        }
+        keys[r] = ((uint32_t)a << 16 | (uint32_t)c) + 1;
+    }
+    rc = make_pair_table(t, keys, merges_path);
+    keys = NULL; // consumed
+done:
+    free(text);
+    free(mtext);
+    free(pool);
+    free(sym);
+    free(items);
+    free(keys);
     return rc;
 }

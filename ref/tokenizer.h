@@ -28,6 +28,11 @@ typedef struct {
 // Read the merges file written by tools/gen_clip_vocab.py (vectors/clip/clip_merges.txt).
 // Errors name the file and the line.
 int build_tokenizer(Tokenizer *t, const char *merges_path);
+// The same tokenizer from Hugging Face's tokenizer/vocab.json and merges.txt (as CLIPTokenizer
+// writes them). The files must hold the CLIP vocabulary: ids 0..511 the byte symbols, merge
+// rank r making id 512 + r, <|startoftext|> 49406 and <|endoftext|> 49407; anything else is
+// refused with a message naming the file and the line or id.
+int build_tokenizer_hf(Tokenizer *t, const char *vocab_path, const char *merges_path);
 void free_tokenizer(Tokenizer *t);
 
 // Tokenize `len` bytes of UTF-8 text into ids (CLIP_CONTEXT of them, padded with CLIP_EOS).

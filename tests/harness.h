@@ -56,6 +56,11 @@ int case_check(Case *c, const char *expected_name, const Tensor *got);
 // Report an ref/ error (mv_error()) as a failure of this case.
 int case_error(Case *c, const char *what);
 
+// 1 while `run_tests --run-case` captures outputs instead of comparing them (tests/main.c).
+int harness_capturing(void);
+// argv[0] of run_tests, to find the binaries next to it (tests/test_check.c).
+extern const char *harness_argv0;
+
 // The tensors a runner reads or allocates, freed together. The runners' one cleanup idiom:
 // everything a runner owns starts empty (`Bag b = {0};`, zeroed structs), every exit after
 // the first allocation goes through one label `out:`, which frees it all (bag_free(&b)).

@@ -1,6 +1,15 @@
 // main.c: runs the unit tests and every corpus case of this build's precision.
 //
 //   tests/run_tests [--vectors DIR] [--level quick|full] [--filter TEXT] [--list]
+//   tests/run_tests --run-case CASE.safetensors OUT.safetensors
+//
+// --run-case is mavref as a backend adapter for `mavref check` (ref/check.c): it runs the
+// runner of the case's op with every case_check() capturing the computed tensor under the
+// expected tensor's name instead of comparing it, and writes those tensors to OUT. With
+// MAVREF_PERTURB=OP:KIND:ARG it computes one op wrongly on purpose (tests/test_check.c):
+//   OP:neg:TENSOR        negate input TENSOR                 (a sign error)
+//   OP:transpose:TENSOR  swap the first two axes of TENSOR   (a transposed kernel)
+//   OP:meta:KEY=VALUE    read metadata KEY as VALUE          (e.g. geglu:meta:gelu=erf)
 //
 // The corpus is vectors/manifest.txt: after '#' comment lines, one case a line,
 //   NAME OP PRECISION LEVEL FILE SHA256 TOL SEED
@@ -16,6 +25,40 @@
 #include "../ref/procedural.h"
 
 static int g_checks_failed;
+const char *harness_argv0;
+
+// --run-case: the tensors computed so far (NULL in a normal run) and the perturbation
+static StWriter *g_capture;
+static char g_captured[512][128];
+static size_t g_ncaptured;
+static char g_perturb_op[64], g_perturb_kind[16], g_perturb_arg[192];
+
+int harness_capturing(void) { return g_capture != NULL; }
+
+static int perturbs(const Case *c, const char *kind, const char *arg) {
+    size_t n = strlen(arg);
+    if (!g_capture || strcmp(c->op, g_perturb_op) || strcmp(kind, g_perturb_kind)) return 0;
+    if (!strcmp(kind, "meta")) return !strncmp(g_perturb_arg, arg, n) && g_perturb_arg[n] == '=';
+    return !strcmp(g_perturb_arg, arg);
+}
+
+// The deliberate mistakes of MAVREF_PERTURB, applied to an input as it is read.
+static void perturb_input(const Case *c, const char *tensor, Tensor *t) {
+    size_t i, j, k, a, b, inner;
+    if (perturbs(c, "neg", tensor))
+        for (i = 0; i < t->numel; i++) t->data[i] = -t->data[i];
+    if (perturbs(c, "transpose", tensor) && t->ndim >= 2) {
+        real *tmp = (real *)malloc(t->numel * sizeof(real));
+        if (!tmp) return;
+        a = t->shape[0]; b = t->shape[1]; inner = t->numel / (a * b);
+        for (i = 0; i < a; i++)
+            for (j = 0; j < b; j++)
+                for (k = 0; k < inner; k++) tmp[(j * a + i) * inner + k] = t->data[(i * b + j) * inner + k];
+        memcpy(t->data, tmp, t->numel * sizeof(real));
+        free(tmp);
+        t->shape[0] = b; t->shape[1] = a;
+    }
+}
 
 void harness_failf(const char *where, const char *fmt, ...) {
     va_list ap;
@@ -36,6 +79,7 @@ int case_error(Case *c, const char *what) {
 
 int case_read(Case *c, const char *tensor, Tensor *t) {
     if (st_read(&c->vec, tensor, t)) return case_error(c, "reading input");
+    perturb_input(c, tensor, t);
     return MV_OK;
 }
 
@@ -52,11 +96,13 @@ int case_input(Case *c, const char *tensor, Tensor *t) {
     if (proc_parse(desc, &seed, &scale, &offset, &ndim, shape) || tensor_alloc(t, ndim, shape))
         return case_error(c, key);
     proc_fill(t->data, t->numel, seed, tensor, scale, offset);
+    perturb_input(c, tensor, t);
     return MV_OK;
 }
 
 const char *case_meta_str(Case *c, const char *key) {
     const char *v = st_meta(&c->vec, key);
+    if (perturbs(c, "meta", key)) return g_perturb_arg + strlen(key) + 1;
     if (!v) { harness_failf(c->name, "%s: metadata key '%s' is missing", c->path, key); c->failed++; }
     return v;
 }
@@ -83,7 +129,17 @@ int case_check(Case *c, const char *expected_name, const Tensor *got) {
     Tensor exp;
     Metrics m;
     char idx[128], line[512], a[128], b[128];
+    size_t i;
     c->checks++;
+    if (g_capture) { // --run-case: keep the first tensor computed under each name
+        for (i = 0; i < g_ncaptured; i++)
+            if (!strcmp(g_captured[i], expected_name)) return 0;
+        if (g_ncaptured == sizeof g_captured / sizeof g_captured[0] || strlen(expected_name) >= sizeof g_captured[0] ||
+            st_writer_add(g_capture, expected_name, got, ST_REAL))
+            return case_error(c, "capturing an output"), 1;
+        strcpy(g_captured[g_ncaptured++], expected_name);
+        return 0;
+    }
     if (st_read(&c->vec, expected_name, &exp)) { case_error(c, "reading expected output"); return 1; }
     if (!tensor_same_shape(&exp, got)) {
         harness_failf(c->name, "%s: shape %s, expected %s", expected_name, shape_str(a, sizeof a, got->ndim, got->shape),
@@ -233,10 +289,53 @@ static int run_corpus(const char *dir, const char *level, const char *filter, in
     return 0;
 }
 
+// --run-case CASE OUT: compute the case's outputs with mavref and write them to OUT.
+// Exit 0 on success, 1 when the runner fails, 2 on unreadable input or a bad option.
+static int run_case(const char *path, const char *out) {
+    StFile vec;
+    StWriter w;
+    Case c;
+    const CaseRunner *r;
+    const char *op, *env = getenv("MAVREF_PERTURB"), *base;
+    char name[128];
+    int rc;
+    if (st_open(&vec, path)) { fprintf(stderr, "run_tests: %s\n", mv_error()); return 2; }
+    if (!(op = st_meta(&vec, "op")) || !(r = find_runner(op))) {
+        fprintf(stderr, "run_tests: %s: %s\n", path, op ? "no runner for this op" : "metadata key 'op' is missing");
+        st_close(&vec);
+        return 2;
+    }
+    if (env && sscanf(env, "%63[^:]:%15[^:]:%191s", g_perturb_op, g_perturb_kind, g_perturb_arg) != 3) {
+        fprintf(stderr, "run_tests: MAVREF_PERTURB must be OP:KIND:ARG, not '%s'\n", env);
+        st_close(&vec);
+        return 2;
+    }
+    base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    snprintf(name, sizeof name, "%.*s", (int)strcspn(base, "."), base);
+    memset(&c, 0, sizeof c);
+    c.name = name; c.op = op; c.path = path; c.tol = 1.0; c.vec = vec;
+    st_writer_init(&w);
+    g_capture = &w;
+    rc = r->fn(&c);
+    g_capture = NULL;
+    if (rc || c.failed || g_checks_failed || w.count == 0) {
+        fprintf(stderr, "run_tests: %s: the %s runner failed%s\n", path, op, w.count ? "" : " or computed nothing");
+        rc = 1;
+    } else if (st_writer_meta(&w, "op", op) || st_writer_save(&w, out)) {
+        fprintf(stderr, "run_tests: %s\n", mv_error());
+        rc = 2;
+    }
+    st_writer_free(&w);
+    st_close(&c.vec);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     const char *dir = "vectors", *level = "full", *filter = NULL;
     int passed = 0, failed = 0, list = 0, i;
     size_t u;
+    harness_argv0 = argv[0];
+    if (argc == 4 && !strcmp(argv[1], "--run-case")) return run_case(argv[2], argv[3]);
     for (i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--vectors") && i + 1 < argc) dir = argv[++i];
         else if (!strcmp(argv[i], "--level") && i + 1 < argc) level = argv[++i];

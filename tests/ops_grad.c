@@ -22,7 +22,7 @@
 static int check_grad(Case *c, const char *name, const Tensor *got) {
     const char *zero = st_meta(&c->vec, "zero_grads");
     size_t i;
-    if (zero && in_list(zero, name)) {
+    if (zero && in_list(zero, name) && !harness_capturing()) {
         c->checks++;
         for (i = 0; i < got->numel; i++)
             if (got->data[i] != 0) {

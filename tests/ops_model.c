@@ -83,9 +83,11 @@ static int case_params(Case *c, ParamTable *pt, const char *prefix, ParamTable *
     return MV_OK;
 }
 
-// Block dimensions from x: (B,F,H,W,C) video, or (B,H,W,C) 2-D mode viewed as (B,1,H,W,C).
-static int block_input(Case *c, Tensor *x, BlockDims *d) {
-    if (case_input(c, "x", x)) return MV_ERR;
+// x (B,F,H,W,C) video, or (B,H,W,C) 2-D mode viewed as (B,1,H,W,C), in the bag, and the
+// block dimensions from it; NULL (and a FAIL line) on error.
+static Tensor *block_input(Case *c, Bag *b, BlockDims *d) {
+    Tensor *x = bag_input(c, b, "x");
+    if (!x) return NULL;
     memset(d, 0, sizeof *d);
     if (x->ndim == 4) {
         x->ndim = 5;
@@ -97,13 +99,12 @@ static int block_input(Case *c, Tensor *x, BlockDims *d) {
     } else {
         harness_failf(c->name, "x must be (B,F,H,W,C) or (B,H,W,C)");
         c->failed++;
-        tensor_free(x);
-        return MV_ERR;
+        return NULL;
     }
     d->B = x->shape[0];
     d->F = x->shape[1];
     d->gn_eps = 1e-5;
-    return MV_OK;
+    return x;
 }
 
 // Compare got (B,F,H,W,C) with y, which is 4-D in 2-D mode.
@@ -115,68 +116,75 @@ static int check_block(Case *c, Tensor *got, const BlockDims *d) {
     return case_check(c, "y", got);
 }
 
-int run_resnet(Case *c) {
+// What a block runner holds: its inputs (the bag), the block's parameters and its output y.
+typedef struct {
+    Bag b;
     ParamTable pt;
     BlockDims d;
-    Tensor x, temb, y;
-    int rc = 1;
-    if (block_input(c, &x, &d)) return 1;
-    if (case_input(c, "temb", &temb)) { tensor_free(&x); return 1; }
-    d.Ct = temb.shape[1];
-    if (case_params(c, &pt, "blk", NULL) == MV_OK) {
-        if (resnet_forward(&y, &x, temb.data, &pt, "blk", &d)) case_error(c, "resnet_forward");
-        else { rc = check_block(c, &y, &d); tensor_free(&y); }
-    }
-    free_params(&pt);
-    tensor_free(&x);
-    tensor_free(&temb);
+    Tensor y;
+} BlockRun;
+
+// Start a block case: x (returned; NULL on error) and the procedural parameters "blk.*".
+static Tensor *block_begin(Case *c, BlockRun *r) {
+    Tensor *x;
+    memset(r, 0, sizeof *r);
+    if (!(x = block_input(c, &r->b, &r->d)) || case_params(c, &r->pt, "blk", NULL)) return NULL;
+    return x;
+}
+
+// End it: check y when the forward ran (ok), free everything; the runner's result.
+static int block_end(Case *c, BlockRun *r, int ok) {
+    int rc = ok ? check_block(c, &r->y, &r->d) : 1;
+    tensor_free(&r->y);
+    free_params(&r->pt);
+    bag_free(&r->b);
     return rc;
 }
 
-int run_transformer(Case *c) {
-    ParamTable pt;
-    BlockDims d;
-    Tensor x, ctx, y;
-    long heads;
-    int rc = 1;
-    if (case_meta_long(c, "heads", &heads) || block_input(c, &x, &d)) return 1;
-    if (case_input(c, "context", &ctx)) { tensor_free(&x); return 1; }
-    if (ctx.ndim != 3) { harness_failf(c->name, "context must be (B,T,Cctx)"); tensor_free(&x); tensor_free(&ctx); return 1; }
-    d.Tctx = ctx.shape[1];
-    d.Cctx = ctx.shape[2];
-    if (case_params(c, &pt, "blk", NULL) == MV_OK) {
-        if (transformer_forward(&y, &x, ctx.data, &pt, "blk", (size_t)heads, &d)) case_error(c, "transformer_forward");
-        else { rc = check_block(c, &y, &d); tensor_free(&y); }
+int run_resnet(Case *c) {
+    BlockRun r;
+    Tensor *x = block_begin(c, &r), *temb;
+    int ok = 0;
+    if (x && (temb = bag_input(c, &r.b, "temb"))) {
+        r.d.Ct = temb->shape[1];
+        ok = resnet_forward(&r.y, x, temb->data, &r.pt, "blk", &r.d) == MV_OK;
+        if (!ok) case_error(c, "resnet_forward");
     }
-    free_params(&pt);
-    tensor_free(&x);
-    tensor_free(&ctx);
-    return rc;
+    return block_end(c, &r, ok);
+}
+
+int run_transformer(Case *c) {
+    BlockRun r;
+    Tensor *x, *ctx;
+    long heads;
+    int ok = 0;
+    if (case_meta_long(c, "heads", &heads)) return 1;
+    x = block_begin(c, &r);
+    if (x && (ctx = bag_input(c, &r.b, "context")) && !case_expect_rank(c, ctx, "context (B,T,Cctx)", 3)) {
+        r.d.Tctx = ctx->shape[1];
+        r.d.Cctx = ctx->shape[2];
+        ok = transformer_forward(&r.y, x, ctx->data, &r.pt, "blk", (size_t)heads, &r.d) == MV_OK;
+        if (!ok) case_error(c, "transformer_forward");
+    }
+    return block_end(c, &r, ok);
 }
 
 static int run_sampler(Case *c, int up) {
     static const Conv2dGeom conv3 = {3, 3, 1, 1, 1, 1, 1}, down3 = {3, 3, 2, 1, 1, 1, 1};
-    ParamTable pt;
-    BlockDims d;
-    Tensor x, u, y;
-    int rc = 1;
-    if (block_input(c, &x, &d)) return 1;
-    memset(&u, 0, sizeof u);
-    if (case_params(c, &pt, "blk", NULL) == MV_OK) {
-        const Tensor *in = &x;
-        if (up) { // nearest 2x per frame, then the 3x3 conv
-            if (tensor_alloc_v(&u, 5, d.B, d.F, 2 * x.shape[2], 2 * x.shape[3], x.shape[4])) { case_error(c, "alloc"); goto out; }
-            upsample_nearest2x_forward(u.data, x.data, d.B * d.F, x.shape[2], x.shape[3], x.shape[4]);
-            in = &u;
-        }
-        if (conv_block_forward(&y, in, &pt, "blk.conv", &d, up ? &conv3 : &down3)) case_error(c, "conv_block_forward");
-        else { rc = check_block(c, &y, &d); tensor_free(&y); }
+    BlockRun r;
+    Tensor *x = block_begin(c, &r), *in = x;
+    size_t shape[5];
+    int ok = 0;
+    if (x && up) { // nearest 2x per frame, then the 3x3 conv
+        shape[0] = r.d.B; shape[1] = r.d.F; shape[2] = 2 * x->shape[2]; shape[3] = 2 * x->shape[3]; shape[4] = x->shape[4];
+        if ((in = bag_alloc(c, &r.b, 5, shape)) != NULL)
+            upsample_nearest2x_forward(in->data, x->data, r.d.B * r.d.F, x->shape[2], x->shape[3], x->shape[4]);
     }
-out:
-    free_params(&pt);
-    tensor_free(&x);
-    tensor_free(&u);
-    return rc;
+    if (in) {
+        ok = conv_block_forward(&r.y, in, &r.pt, "blk.conv", &r.d, up ? &conv3 : &down3) == MV_OK;
+        if (!ok) case_error(c, "conv_block_forward");
+    }
+    return block_end(c, &r, ok);
 }
 int run_downsample(Case *c) { return run_sampler(c, 0); }
 int run_upsample(Case *c) { return run_sampler(c, 1); }
@@ -191,56 +199,49 @@ typedef struct {
 
 static int tap_check(void *user, const char *name, const Tensor *t) {
     TapCheck *tc = (TapCheck *)user;
-    const char *n = name + 4; // without "tap."
-    size_t len = strlen(n);
-    const char *p = tc->wanted;
-    while (p && *p) { // is n in the comma-separated list?
-        size_t k = strcspn(p, ",");
-        if (k == len && strncmp(p, n, len) == 0) {
-            tc->failed |= case_check(tc->c, name, t);
-            tc->checked++;
-            break;
-        }
-        p += k + (p[k] == ',');
+    if (in_list(tc->wanted, name + 4)) { // the name without "tap."
+        tc->failed |= case_check(tc->c, name, t);
+        tc->checked++;
     }
     return MV_OK; // keep going: the first failing tap is the interesting one
 }
 
 int run_unet(Case *c) {
+    Bag b = {0};
     UNetConfig cfg;
-    ParamTable decl, pt;
-    Tensor sample, t, ctx, out;
+    ParamTable pt;
+    Tensor *sample, *t, *ctx, out;
     TapCheck tc;
     const char *json, *taps;
     long video;
     int rc = 1;
     size_t ntaps = 1;
     const char *p;
+    params_init(&pt);
+    memset(&out, 0, sizeof out);
     if (!(json = case_meta_str(c, "config")) || !(taps = case_meta_str(c, "taps")) || case_meta_long(c, "video", &video))
         return 1;
     unet_config_default(&cfg);
     if (unet_config_parse(&cfg, json, strlen(json), "meta config")) return case_error(c, "config"), 1;
     cfg.temporal = video != 0;
-    params_init(&decl);
-    if (unet_declare_params(&decl, &cfg)) { case_error(c, "declare"); free_params(&decl); return 1; }
-    pt = decl; // case_params allocates and fills the declared table
-    if (case_params(c, &pt, NULL, &decl)) { free_params(&pt); return 1; }
-    if (case_input(c, "sample", &sample)) { free_params(&pt); return 1; }
-    if (case_input(c, "timesteps", &t) || case_input(c, "context", &ctx)) { tensor_free(&sample); free_params(&pt); return 1; }
+    // mavref declares its own tree; case_params checks it against the file's list, then fills it
+    if (unet_declare_params(&pt, &cfg)) { case_error(c, "declare"); goto out; }
+    if (case_params(c, &pt, NULL, &pt)) goto out;
+    if (!(sample = bag_input(c, &b, "sample")) || !(t = bag_input(c, &b, "timesteps")) || !(ctx = bag_input(c, &b, "context")))
+        goto out;
     tc.c = c;
     tc.wanted = taps;
     tc.checked = tc.failed = 0;
-    if (unet_forward(&out, &sample, &t, &ctx, &pt, &cfg, tap_check, &tc)) case_error(c, "unet_forward");
-    else {
-        for (p = taps; *p; p++) ntaps += *p == ',';
-        rc = case_check(c, "out", &out) | tc.failed;
-        if ((size_t)tc.checked != (*taps ? ntaps : 0)) {
-            harness_failf(c->name, "the file lists %lu taps, mavref produced %d of them", (unsigned long)ntaps, tc.checked);
-            rc = 1;
-        }
-        tensor_free(&out);
+    if (unet_forward(&out, sample, t, ctx, &pt, &cfg, tap_check, &tc)) { case_error(c, "unet_forward"); goto out; }
+    for (p = taps; *p; p++) ntaps += *p == ',';
+    rc = case_check(c, "out", &out) | tc.failed;
+    if ((size_t)tc.checked != (*taps ? ntaps : 0)) {
+        harness_failf(c->name, "the file lists %lu taps, mavref produced %d of them", (unsigned long)ntaps, tc.checked);
+        rc = 1;
     }
-    tensor_free(&sample); tensor_free(&t); tensor_free(&ctx);
+out:
+    tensor_free(&out);
     free_params(&pt);
+    bag_free(&b);
     return rc;
 }

@@ -51,7 +51,7 @@ int run_tokenize(Case *c) {
     unsigned char *bytes = NULL;
     const char *merges, *want_sha;
     char dir[1024], mpath[1200], hex[65];
-    Tokenizer tok;
+    Tokenizer tok, tok_hf;
     int32_t got[CLIP_CONTEXT], exp[CLIP_CONTEXT];
     clock_t t0;
     double secs;
@@ -64,6 +64,14 @@ int run_tokenize(Case *c) {
         return 1;
     }
     if (build_tokenizer(&tok, mpath)) return case_error(c, "build_tokenizer") ? 1 : 1;
+    // the same tokenizer read from Hugging Face's vocab.json + merges.txt (--model DIR) must
+    // give the same ids on every string
+    {
+        char vj[1100], mt[1100];
+        snprintf(vj, sizeof vj, "%s/model/makeavid/tokenizer/vocab.json", dir);
+        snprintf(mt, sizeof mt, "%s/model/makeavid/tokenizer/merges.txt", dir);
+        if (build_tokenizer_hf(&tok_hf, vj, mt)) { case_error(c, "build_tokenizer_hf"); free_tokenizer(&tok); return 1; }
+    }
     if (st_read_i64(&c->vec, "text", &text, &ntext) || st_read_i64(&c->vec, "text_offsets", &toff, &ntoff) ||
         st_read_i64(&c->vec, "ids", &ids, &nids) || st_read_i64(&c->vec, "ids_offsets", &ioff, &nioff) ||
         st_read_i64(&c->vec, "mojibake", &moji, &nmoji)) {
@@ -89,7 +97,14 @@ int run_tokenize(Case *c) {
         size_t n0 = (size_t)toff[i], len = (size_t)(toff[i + 1] - toff[i]);
         size_t ne = (size_t)(ioff[i + 1] - ioff[i]);
         int r = tokenize(&tok, (const char *)bytes + n0, len, got);
+        int32_t got_hf[CLIP_CONTEXT];
+        int r_hf = tokenize(&tok_hf, (const char *)bytes + n0, len, got_hf);
         for (k = 0; k < CLIP_CONTEXT; k++) exp[k] = k < ne ? (int32_t)ids[ioff[i] + (int64_t)k] : CLIP_EOS;
+        if (r_hf != r || memcmp(got_hf, exp, sizeof got_hf) != 0) {
+            bad++;
+            if (shown++ < 5) printf("FAIL %s: string %lu: the tokenizer from vocab.json + merges.txt gives other ids\n", c->name, (unsigned long)i);
+            continue;
+        }
         if (moji[i]) nmojibake++;
         if (r > 0) ntok += (size_t)r;
         if (r < 0 || memcmp(got, exp, sizeof got) != 0) {
@@ -111,7 +126,7 @@ int run_tokenize(Case *c) {
         c->failed++;
         goto out;
     }
-    printf("  ok %s ids: %lu strings exact (%lu of them checked by ftfy's mojibake repair; %lu ids) in %.1f ms\n",
+    printf("  ok %s ids: %lu strings exact, also from vocab.json + merges.txt (%lu of them checked by ftfy's mojibake repair; %lu ids) in %.1f ms\n",
            c->name, (unsigned long)N, (unsigned long)nmojibake, (unsigned long)ntok, secs * 1e3);
     rc = 0;
 out:
@@ -122,6 +137,7 @@ out:
     free(moji);
     free(bytes);
     free_tokenizer(&tok);
+    free_tokenizer(&tok_hf);
     return rc;
 }
 

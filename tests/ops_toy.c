@@ -26,9 +26,11 @@ int run_toyworld(Case *c) {
     long S, F;
     char geometry[160], caption[96];
     const char *want_geometry, *want_caption;
-    Tensor exp;
-    unsigned char *frames;
+    Bag b = {0};
+    Tensor *exp;
+    unsigned char *frames = NULL;
     size_t i, n, diff = 0, first = 0;
+    int rc = 1;
     if (clip_from_meta(c, &clip, &S, &F)) return 1;
     want_geometry = case_meta_str(c, "geometry");
     want_caption = case_meta_str(c, "caption");
@@ -39,23 +41,24 @@ int run_toyworld(Case *c) {
     c->checks += 2;
     if (strcmp(geometry, want_geometry)) { harness_failf(c->name, "geometry '%s', tools/toyworld.py drew '%s'", geometry, want_geometry); c->failed++; }
     if (strcmp(caption, want_caption)) { harness_failf(c->name, "caption '%s', expected '%s'", caption, want_caption); c->failed++; }
-    if (case_read(c, "frames", &exp)) return 1;
     n = (size_t)F * (size_t)S * (size_t)S * 3;
-    if (exp.numel != n) { tensor_free(&exp); return case_error(c, "frames has the wrong size"); }
-    frames = (unsigned char *)malloc(n);
-    if (!frames) { tensor_free(&exp); return case_error(c, "alloc"); }
+    if (!(exp = bag_input(c, &b, "frames"))) goto out;
+    if (exp->numel != n) { case_error(c, "frames has the wrong size"); goto out; }
+    if (!(frames = (unsigned char *)malloc(n))) { case_error(c, "alloc"); goto out; }
     toy_render(frames, &clip, (int)S, (int)F);
     for (i = 0; i < n; i++)
-        if ((real)frames[i] != exp.data[i] && diff++ == 0) first = i;
+        if ((real)frames[i] != exp->data[i] && diff++ == 0) first = i;
     c->checks++;
     if (diff) {
         harness_failf(c->name, "%lu of %lu bytes differ; first at %lu: %u, expected %g", (unsigned long)diff,
-                      (unsigned long)n, (unsigned long)first, frames[first], (double)exp.data[first]);
+                      (unsigned long)n, (unsigned long)first, frames[first], (double)exp->data[first]);
         c->failed++;
     } else {
         printf("  %s: %s, %lu bytes identical\n", c->name, caption, (unsigned long)n);
     }
+    rc = diff != 0;
+out:
     free(frames);
-    tensor_free(&exp);
-    return diff != 0;
+    bag_free(&b);
+    return rc;
 }

@@ -16,7 +16,8 @@
 #include "../ref/unet.h"
 
 // The case's model: configuration from meta, parameters declared by mavref and filled with
-// the procedural rule (meta `params` must list as many tensors).
+// the procedural rule (meta `params` must list as many tensors). The caller frees pt, also
+// on an error.
 static int load_model(Case *c, UNetConfig *cfg, ParamTable *pt) {
     const char *json = case_meta_str(c, "config"), *list = case_meta_str(c, "params"), *p;
     long seed;
@@ -26,15 +27,14 @@ static int load_model(Case *c, UNetConfig *cfg, ParamTable *pt) {
     if (unet_config_parse(cfg, json, strlen(json), "meta config")) return case_error(c, "config");
     cfg->temporal = 1;
     params_init(pt);
-    if (unet_declare_params(pt, cfg)) { free_params(pt); return case_error(c, "declare"); }
+    if (unet_declare_params(pt, cfg)) return case_error(c, "declare");
     for (p = list; *p; p++) count += *p == ',';
     if (count != pt->count) {
         harness_failf(c->name, "mavref declares %lu parameters, the Flax model has %lu", (unsigned long)pt->count, (unsigned long)count);
         c->failed++;
-        free_params(pt);
         return MV_ERR;
     }
-    if (params_alloc(pt) || params_procedural(pt, (uint64_t)seed)) { free_params(pt); return case_error(c, "procedural parameters"); }
+    if (params_alloc(pt) || params_procedural(pt, (uint64_t)seed)) return case_error(c, "procedural parameters");
     return MV_OK;
 }
 
@@ -231,46 +231,46 @@ out:
 }
 
 int run_unet_grad(Case *c) {
+    Bag b = {0};
     UNetConfig cfg;
     ParamTable pt, gt;
-    Tensor sample, t, ctx, w, out, dx, ref;
+    Tensor *sample, *t, *ctx, *w, out, dx, ref;
     int rc = 1;
-    if (load_model(c, &cfg, &pt)) return 1;
-    if (unet_grads_alloc(&gt, &pt)) { free_params(&pt); return case_error(c, "gradient table"); }
-    memset(&sample, 0, sizeof sample); memset(&t, 0, sizeof t); memset(&ctx, 0, sizeof ctx); memset(&w, 0, sizeof w);
-    if (case_input(c, "sample", &sample) || case_input(c, "timesteps", &t) || case_input(c, "context", &ctx) ||
-        case_input(c, "w", &w))
+    params_init(&pt); params_init(&gt);
+    memset(&out, 0, sizeof out); memset(&dx, 0, sizeof dx); memset(&ref, 0, sizeof ref);
+    if (load_model(c, &cfg, &pt)) goto out;
+    if (unet_grads_alloc(&gt, &pt)) { case_error(c, "gradient table"); goto out; }
+    if (!(sample = bag_input(c, &b, "sample")) || !(t = bag_input(c, &b, "timesteps")) || !(ctx = bag_input(c, &b, "context")) ||
+        !(w = bag_input(c, &b, "w")))
         goto out;
-    if (unet_backward(&gt, &dx, &out, &w, &sample, &t, &ctx, &pt, &cfg)) { case_error(c, "unet_backward"); goto out; }
+    if (unet_backward(&gt, &dx, &out, w, sample, t, ctx, &pt, &cfg)) { case_error(c, "unet_backward"); goto out; }
     rc = case_check(c, "out", &out) | case_check(c, "d_sample", &dx);
     // the tape's forward is unet_forward's computation, bit for bit
-    if (unet_forward(&ref, &sample, &t, &ctx, &pt, &cfg, NULL, NULL)) rc |= case_error(c, "unet_forward");
-    else {
-        if (memcmp(ref.data, out.data, out.numel * sizeof(real))) {
-            harness_failf(c->name, "unet_tape_forward differs from unet_forward");
-            c->failed++;
-            rc = 1;
-        }
-        tensor_free(&ref);
+    if (unet_forward(&ref, sample, t, ctx, &pt, &cfg, NULL, NULL)) {
+        rc |= case_error(c, "unet_forward");
+    } else if (memcmp(ref.data, out.data, out.numel * sizeof(real))) {
+        harness_failf(c->name, "unet_tape_forward differs from unet_forward");
+        c->failed++;
+        rc = 1;
     }
     rc |= check_summary(c, &pt, gt.arena, "g", 1);
-    tensor_free(&out); tensor_free(&dx);
 out:
-    tensor_free(&sample); tensor_free(&t); tensor_free(&ctx); tensor_free(&w);
+    tensor_free(&out); tensor_free(&dx); tensor_free(&ref);
     free_params(&gt); free_params(&pt);
+    bag_free(&b);
     return rc;
 }
 
-// The clips of a training case: "clip" (batch 1) or "clip_0" ... "clip_{B-1}" (meta batch),
-// each (Fc,4,h,w) with the same Fc, h, w.
-static int read_clips(Case *c, Tensor *clips, long B) {
+// The clips of a training case, in the bag: "clip" (batch 1) or "clip_0" ... "clip_{B-1}"
+// (meta batch), each (Fc,4,h,w) with the same Fc, h, w.
+static int read_clips(Case *c, Bag *bag, Tensor **clips, long B) {
     char key[32];
     long b;
     for (b = 0; b < B; b++) {
         if (B == 1) snprintf(key, sizeof key, "clip");
         else snprintf(key, sizeof key, "clip_%ld", b);
-        if (case_input(c, key, &clips[b])) return 1;
-        if (clips[b].ndim != 4 || clips[b].shape[1] != 4 || !tensor_same_shape(&clips[b], &clips[0])) {
+        if (!(clips[b] = bag_input(c, bag, key))) return 1;
+        if (clips[b]->ndim != 4 || clips[b]->shape[1] != 4 || !tensor_same_shape(clips[b], clips[0])) {
             harness_failf(c->name, "%s must be (Fc,4,h,w) like clip 0", key);
             c->failed++;
             return 1;
@@ -299,86 +299,102 @@ static int read_draws(Case *c, long k, long B, size_t *start, int64_t *t, Tensor
 
 #define TRAIN_MAX_BATCH 8
 
+// Every parameter tensor that train_step must leave alone (only_temporal) is unchanged:
+// delta (pt's layout) is exactly zero there.
+static int check_frozen(Case *c, const ParamTable *pt, const TrainConfig *tc, const real *delta, long step) {
+    size_t j, i, bad = 0;
+    for (j = 0; j < pt->count; j++)
+        if (!train_is_trainable(tc, pt->p[j].name))
+            for (i = 0; i < pt->p[j].t.numel; i++) bad += delta[pt->p[j].offset + i] != 0;
+    c->checks++;
+    if (!bad) return 0;
+    harness_failf(c->name, "step %ld changed %lu frozen values", step, (unsigned long)bad);
+    c->failed++;
+    return 1;
+}
+
+// The case's training configuration and batch (meta), or 1 and a FAIL line.
+static int read_train_config(Case *c, TrainConfig *tc, long *steps, long *frames, long *batch) {
+    long wsteps, dsteps, only;
+    double lr, end_lr, wd;
+    const char *kind;
+    if (case_meta_long(c, "steps", steps) || case_meta_long(c, "frames", frames) || case_meta_long(c, "warmup_steps", &wsteps) ||
+        case_meta_long(c, "decay_steps", &dsteps) || case_meta_long(c, "only_temporal", &only) ||
+        case_meta_double(c, "lr", &lr) || case_meta_double(c, "end_lr", &end_lr) || case_meta_double(c, "weight_decay", &wd) ||
+        !(kind = case_meta_str(c, "schedule")))
+        return 1;
+    *batch = 1;
+    if (st_meta(&c->vec, "batch") && case_meta_long(c, "batch", batch)) return 1;
+    if (*batch < 1 || *batch > TRAIN_MAX_BATCH) { case_error(c, "batch out of range"); return 1; }
+    train_config_default(tc);
+    tc->kind = strcmp(kind, "constant") ? LR_WARMUP_COSINE : LR_CONSTANT;
+    tc->lr = lr; tc->end_lr = end_lr; tc->warmup_steps = wsteps; tc->decay_steps = dsteps; tc->weight_decay = wd;
+    tc->only_temporal = only != 0;
+    return 0;
+}
+
 int run_train_step(Case *c) {
+    Bag bag = {0};
     UNetConfig cfg;
     ParamTable pt, gt;
     TrainConfig tc;
     AdamState opt;
     Scheduler sch;
     SchedConfig scfg;
-    Tensor clips[TRAIN_MAX_BATCH], ctx, noise, x_in, ts, losses, norms;
+    Tensor *clips[TRAIN_MAX_BATCH], *ctx, *x_in, *ts, *losses, *norms, noise;
     const real *cp[TRAIN_MAX_BATCH];
-    size_t Fc[TRAIN_MAX_BATCH], start[TRAIN_MAX_BATCH];
+    size_t Fc[TRAIN_MAX_BATCH], start[TRAIN_MAX_BATCH], shape[5];
     int64_t t[TRAIN_MAX_BATCH];
     real *p0 = NULL, *delta = NULL;
-    long steps, F, wsteps, dsteps, only, k, B = 1, b;
-    double lr, end_lr, wd;
-    const char *kind;
+    long steps, F, k, B, b;
     char key[64];
     size_t i, H, W;
     int rc = 1;
-    memset(clips, 0, sizeof clips); memset(&ctx, 0, sizeof ctx); memset(&noise, 0, sizeof noise);
-    memset(&x_in, 0, sizeof x_in); memset(&ts, 0, sizeof ts); memset(&losses, 0, sizeof losses); memset(&norms, 0, sizeof norms);
-    memset(&opt, 0, sizeof opt);
-    if (case_meta_long(c, "steps", &steps) || case_meta_long(c, "frames", &F) || case_meta_long(c, "warmup_steps", &wsteps) ||
-        case_meta_long(c, "decay_steps", &dsteps) || case_meta_long(c, "only_temporal", &only) ||
-        case_meta_double(c, "lr", &lr) || case_meta_double(c, "end_lr", &end_lr) || case_meta_double(c, "weight_decay", &wd) ||
-        !(kind = case_meta_str(c, "schedule")))
-        return 1;
-    if (st_meta(&c->vec, "batch") && case_meta_long(c, "batch", &B)) return 1;
-    if (B < 1 || B > TRAIN_MAX_BATCH) return case_error(c, "batch out of range");
-    train_config_default(&tc);
-    tc.kind = strcmp(kind, "constant") ? LR_WARMUP_COSINE : LR_CONSTANT;
-    tc.lr = lr; tc.end_lr = end_lr; tc.warmup_steps = wsteps; tc.decay_steps = dsteps; tc.weight_decay = wd;
-    tc.only_temporal = only != 0;
-    if (load_model(c, &cfg, &pt)) return 1;
+    params_init(&pt); params_init(&gt);
+    memset(&opt, 0, sizeof opt); memset(&sch, 0, sizeof sch); memset(&noise, 0, sizeof noise);
+    if (read_train_config(c, &tc, &steps, &F, &B)) return 1;
     sched_config_sd(&scfg);
+    if (load_model(c, &cfg, &pt)) goto out;
     // the table `mavref train` uses: temporal only, the trainable gradients kept and the frozen
     // ones lent per block for l2_grads
-    if (train_grads_alloc(&gt, &pt, &tc)) { free_params(&pt); return case_error(c, "gradient table"); }
-    if (sched_init(&sch, SCHED_DDIM, &scfg, 0, 1)) { free_params(&gt); free_params(&pt); return case_error(c, "scheduler"); }
+    if (train_grads_alloc(&gt, &pt, &tc)) { case_error(c, "gradient table"); goto out; }
+    if (sched_init(&sch, SCHED_DDIM, &scfg, 0, 1)) { case_error(c, "scheduler"); goto out; }
     if (adam_init(&opt, &pt, &tc) || !(p0 = (real *)malloc(pt.numel * sizeof(real))) ||
         !(delta = (real *)malloc(pt.numel * sizeof(real)))) { case_error(c, "allocation"); goto out; }
     memcpy(p0, pt.arena, pt.numel * sizeof(real));
-    if (read_clips(c, clips, B) || case_input(c, "context", &ctx)) goto out;
-    H = clips[0].shape[2]; W = clips[0].shape[3];
-    for (b = 0; b < B; b++) { Fc[b] = clips[b].shape[0]; cp[b] = clips[b].data; }
-    if (tensor_alloc_v(&x_in, 5, (size_t)B, (size_t)9, (size_t)F, H, W) || tensor_alloc_v(&ts, 1, (size_t)B) ||
-        tensor_alloc_v(&losses, 1, (size_t)steps) || tensor_alloc_v(&norms, 1, (size_t)steps)) { case_error(c, "allocation"); goto out; }
+    if (read_clips(c, &bag, clips, B) || !(ctx = bag_input(c, &bag, "context"))) goto out;
+    H = clips[0]->shape[2]; W = clips[0]->shape[3];
+    for (b = 0; b < B; b++) { Fc[b] = clips[b]->shape[0]; cp[b] = clips[b]->data; }
+    shape[0] = (size_t)B; shape[1] = 9; shape[2] = (size_t)F; shape[3] = H; shape[4] = W;
+    if (!(x_in = bag_alloc(c, &bag, 5, shape)) || !(ts = bag_alloc(c, &bag, 1, shape))) goto out; // ts: (B)
+    shape[0] = (size_t)steps;
+    if (!(losses = bag_alloc(c, &bag, 1, shape)) || !(norms = bag_alloc(c, &bag, 1, shape))) goto out;
     rc = 0;
     for (k = 0; k < steps; k++) {
         double loss, l2;
-        if (read_draws(c, k, B, start, t, &ts)) { rc = 1; break; }
+        if (read_draws(c, k, B, start, t, ts)) { rc = 1; break; }
         snprintf(key, sizeof key, "noise_%ld", k);
         tensor_free(&noise);
         if (case_input(c, key, &noise)) { rc = 1; break; }
-        if (train_collate(x_in.data, cp, Fc, start, (size_t)B, (size_t)F, H, W, noise.data, t, &sch)) { rc = case_error(c, "collate"); break; }
-        if (k == 0) rc |= case_check(c, "x_in_0", &x_in);
-        if (train_step(&pt, &gt, &opt, &tc, &cfg, &x_in, &ts, &noise, &ctx, &loss, &l2, NULL)) { rc = case_error(c, "train_step"); break; }
-        losses.data[k] = (real)loss;
-        norms.data[k] = (real)l2;
+        if (train_collate(x_in->data, cp, Fc, start, (size_t)B, (size_t)F, H, W, noise.data, t, &sch)) { rc = case_error(c, "collate"); break; }
+        if (k == 0) rc |= case_check(c, "x_in_0", x_in);
+        if (train_step(&pt, &gt, &opt, &tc, &cfg, x_in, ts, &noise, ctx, &loss, &l2, NULL)) { rc = case_error(c, "train_step"); break; }
+        losses->data[k] = (real)loss;
+        norms->data[k] = (real)l2;
         printf("  step %ld: loss %.10f l2_grads %.10f lr %.3e\n", k, loss, l2, train_lr(&tc, k));
         for (i = 0; i < pt.numel; i++) delta[i] = pt.arena[i] - p0[i];
         snprintf(key, sizeof key, "d%ld", k);
         rc |= check_summary(c, &pt, delta, key, k == steps - 1);
-        if (tc.only_temporal) { // frozen parameters: exactly unchanged
-            size_t j, bad = 0;
-            for (j = 0; j < pt.count; j++)
-                if (!train_is_trainable(&tc, pt.p[j].name))
-                    for (i = 0; i < pt.p[j].t.numel; i++) bad += delta[pt.p[j].offset + i] != 0;
-            c->checks++;
-            if (bad) { harness_failf(c->name, "step %ld changed %lu frozen values", k, (unsigned long)bad); c->failed++; rc = 1; }
-        }
+        if (tc.only_temporal) rc |= check_frozen(c, &pt, &tc, delta, k);
     }
-    if (k == steps) rc |= case_check(c, "loss", &losses) | case_check(c, "l2_grads", &norms);
+    if (k == steps) rc |= case_check(c, "loss", losses) | case_check(c, "l2_grads", norms);
 out:
-    for (b = 0; b < TRAIN_MAX_BATCH; b++) tensor_free(&clips[b]);
-    tensor_free(&ctx); tensor_free(&noise); tensor_free(&x_in); tensor_free(&ts);
-    tensor_free(&losses); tensor_free(&norms);
+    tensor_free(&noise);
     free(p0); free(delta);
     adam_free(&opt);
     sched_free(&sch);
     free_params(&gt); free_params(&pt);
+    bag_free(&bag);
     return rc;
 }
 

@@ -154,3 +154,58 @@ int test_cli_dash_text(void) {
     fails += expect_usage_error(__func__, &r, "tokenize", "unexpected argument 'more'");
     return fails;
 }
+
+// --model DIR: tokenize reads tokenizer/vocab.json + merges.txt (the same ids as the merges
+// file); unet reads unet/config.json and the msgpack upstream loads, and computes what the same
+// parameters give from the Flax library's loaded values (vectors/model/expected).
+int test_cli_model(void) {
+    CliRun a, b;
+    StWriter w;
+    Tensor sample, t, ctx;
+    size_t ss[5] = {1, 9, 2, 8, 8}, ts[1] = {1}, cs[3] = {1, 5, 8}, i;
+    const char *in = "build/test_cli_model_inputs.safetensors", *o1 = "build/test_cli_model_a.safetensors",
+               *o2 = "build/test_cli_model_b.safetensors";
+    int fails = 0;
+    run_cli(&a, "tokenize", "--model", "vectors/model/makeavid", "--", "a photo of a cat, 4k", NULL);
+    run_cli(&b, "tokenize", "--merges", "vectors/clip/clip_merges.txt", "--", "a photo of a cat, 4k", NULL);
+    fails += EXPECT(a.rc == 0 && b.rc == 0 && strcmp(a.out, b.out) == 0 && strncmp(a.out, "49406 320 1125 539 320 2368 ", 28) == 0,
+                    "tokenize --model: rc %d/%d, '%s' vs '%s'", a.rc, b.rc, a.out, b.out);
+    // UNet inputs at the fixture's size: sample (1,9,2,8,8), t (1), context (1,5,8)
+    memset(&sample, 0, sizeof sample); memset(&t, 0, sizeof t); memset(&ctx, 0, sizeof ctx);
+    st_writer_init(&w);
+    if (tensor_alloc(&sample, 5, ss) || tensor_alloc(&t, 1, ts) || tensor_alloc(&ctx, 3, cs)) { fails += EXPECT(0, "%s", mv_error()); goto out; }
+    for (i = 0; i < sample.numel; i++) sample.data[i] = (real)((double)(i % 17) / 17.0 - 0.5);
+    for (i = 0; i < ctx.numel; i++) ctx.data[i] = (real)((double)(i % 7) / 7.0 - 0.5);
+    t.data[0] = 501;
+    if (st_writer_add(&w, "sample", &sample, ST_REAL) || st_writer_add(&w, "timesteps", &t, ST_REAL) ||
+        st_writer_add(&w, "context", &ctx, ST_REAL) || st_writer_save(&w, in)) { fails += EXPECT(0, "%s", mv_error()); goto out; }
+    run_cli(&a, "unet", "--model", "vectors/model/makeavid", "--inputs", in, "--out", o1, NULL);
+    run_cli(&b, "unet", "--weights", "vectors/model/expected/makeavid_unet.safetensors", "--config",
+            "vectors/model/makeavid/unet/config.json", "--inputs", in, "--out", o2, NULL);
+    fails += EXPECT(a.rc == 0 && b.rc == 0, "unet --model rc %d (%s), --weights rc %d (%s)", a.rc, a.err, b.rc, b.err);
+    if (a.rc == 0 && b.rc == 0) {
+        StFile f1, f2;
+        Tensor y1, y2;
+        memset(&y1, 0, sizeof y1); memset(&y2, 0, sizeof y2);
+        if (st_open(&f1, o1) == 0) {
+            if (st_open(&f2, o2) == 0) {
+                fails += EXPECT(st_read(&f1, "out", &y1) == 0 && st_read(&f2, "out", &y2) == 0 && y1.numel == y2.numel &&
+                                    memcmp(y1.data, y2.data, y1.numel * sizeof(real)) == 0,
+                                "unet --model differs from the same weights loaded by Flax names");
+                st_close(&f2);
+            }
+            st_close(&f1);
+        }
+        tensor_free(&y1); tensor_free(&y2);
+    }
+    // a wrong combination and a folder without the file are usage / input errors
+    run_cli(&a, "unet", "--model", "vectors/model/makeavid", "--config", "x.json", "--inputs", in, "--out", o1, NULL);
+    fails += EXPECT(a.rc == 2, "--model with --config: rc %d", a.rc);
+    run_cli(&a, "unet", "--model", "vectors/model/nonexistent", "--inputs", in, "--out", o1, NULL);
+    fails += EXPECT(a.rc == 2 && strstr(a.err, "vectors/model/nonexistent/unet/config.json"), "missing folder: rc %d '%s'", a.rc, a.err);
+out:
+    tensor_free(&sample); tensor_free(&t); tensor_free(&ctx);
+    st_writer_free(&w);
+    remove(in); remove(o1); remove(o2);
+    return fails;
+}

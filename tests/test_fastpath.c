@@ -10,6 +10,7 @@
 #include "tests.h"
 #include "../ref/attention.h"
 #include "../ref/conv.h"
+#include "../ref/engine.h"
 #include "../ref/expf_poly.h"
 #include "../ref/linear.h"
 #include "../ref/procedural.h"
@@ -46,7 +47,7 @@ static void absv(real *dst, const real *src, size_t n) {
     for (i = 0; i < n; i++) dst[i] = (real)fabs((double)src[i]);
 }
 
-int test_fastpath_conv(void) {
+static int fastpath_conv(void) {
     static const Conv2dGeom geoms[4] = {{3, 3, 1, 1, 1, 1, 1}, {1, 1, 1, 0, 0, 0, 0}, {3, 3, 2, 1, 1, 1, 1}, {3, 3, 2, 0, 1, 0, 1}};
     size_t N = 2, H = 9, W = 7, Ci = 37, Co = 53, g;
     int fails = 0;
@@ -85,7 +86,7 @@ int test_fastpath_conv(void) {
     return fails;
 }
 
-int test_fastpath_linear(void) {
+static int fastpath_linear(void) {
     size_t N = 67, I = 300, O = 77, i;
     real *x = rnd(N * I, "x"), *k = rnd(I * O, "k"), *b = rnd(O, "b"), *fast = rnd(N * O, "f"), *ref = rnd(N * O, "r"),
          *mag = rnd(N * O, "m"), *ax = rnd(N * I, "ax"), *ak = rnd(I * O, "ak");
@@ -101,9 +102,10 @@ int test_fastpath_linear(void) {
     return fails;
 }
 
-// Attention as a whole: fast vs reference path agree to a few hundred eps of the output's
-// scale (softmax, two products of up to 300 terms), and both are deterministic.
-int test_fastpath_attention(void) {
+// Attention as a whole: the entry point's fast path vs the plain attention_forward_ref agree to
+// a few hundred eps of the output's scale (softmax, two products of up to 300 terms); with the
+// switch on (engine.h), the entry point gives the plain path's bits.
+static int fastpath_attention(void) {
     size_t N = 3, T = 131, C = 64, heads = 4, n = N * T * C, i;
     AttnWeights w;
     real *x = rnd(n, "x"), *wq = rnd(C * C, "wq"), *wk = rnd(C * C, "wk"), *wv = rnd(C * C, "wv"), *wo = rnd(C * C, "wo"),
@@ -114,10 +116,17 @@ int test_fastpath_attention(void) {
     for (i = 0; i < C * C; i++) { wq[i] *= (real)0.125; wk[i] *= (real)0.125; wv[i] *= (real)0.125; wo[i] *= (real)0.125; }
     memset(&w, 0, sizeof w);
     w.wq = wq; w.wk = wk; w.wv = wv; w.wo = wo; w.bo = bo; w.Cq = w.Ckv = C; w.heads = heads; w.dim_head = C / heads;
-    fails += attention_self_forward(fast, x, &w, N, T) != MV_OK;
-    mv_reference_path = 1;
-    fails += attention_self_forward(ref, x, &w, N, T) != MV_OK;
-    mv_reference_path = 0;
+    {
+        AttnView v = {0, 0, 1, 0, 1};
+        v.nseq = N; v.T = v.Tk = T;
+        engine_set_reference(0);
+        fails += attention_self_forward(fast, x, &w, N, T) != MV_OK;
+        fails += attention_forward_ref(ref, x, NULL, &w, &v) != MV_OK;
+        engine_set_reference(1);
+        fails += attention_self_forward(x, x, &w, N, T) != MV_OK; // in place, through the door
+        engine_set_reference(0);
+        fails += EXPECT(memcmp(x, ref, n * sizeof(real)) == 0, "attention entry point with the switch on: not the plain path's bits");
+    }
     for (i = 0; i < n; i++) {
         if (fabs((double)ref[i]) > m) m = fabs((double)ref[i]);
         if (fabs((double)fast[i] - (double)ref[i]) > d) d = fabs((double)fast[i] - (double)ref[i]);
@@ -128,7 +137,7 @@ int test_fastpath_attention(void) {
 }
 
 // Every operator with a fast path gives the same bits for 1, 2, 3 and 4 threads.
-int test_fastpath_threads(void) {
+static int fastpath_threads(void) {
     static const Conv2dGeom g3 = {3, 3, 1, 1, 1, 1, 1};
     size_t N = 2, H = 24, W = 20, Ci = 64, Co = 96, nin = N * H * W * Ci, nout = N * H * W * Co;
     real *in = rnd(nin, "in"), *k = rnd(9 * Ci * Co, "k"), *b = rnd(Co, "b"), *out1 = rnd(nout, "o1"), *outn = rnd(nout, "on");
@@ -174,7 +183,7 @@ int test_fastpath_threads(void) {
 // threads: conv2d (patches read from the image) = gemm() on the patch matrix built
 // explicitly; the temporal conv (a product per clip and tap) = gemm() per clip, frame and
 // tap; GroupNorm and LayerNorm (parallel) = their plain loops; the upsampler copies.
-int test_fastpath_forward_bits(void) {
+static int fastpath_forward_bits(void) {
     static const Conv2dGeom geoms[5] = {{3, 3, 1, 1, 1, 1, 1}, {3, 3, 2, 1, 1, 1, 1}, {3, 3, 2, 0, 1, 0, 1}, {2, 3, 1, 0, 2, 2, 0},
                                         {3, 3, 1, 0, 0, 0, 0}};
     static const size_t cis[5] = {37, 9, 300, 4, 16};
@@ -378,9 +387,9 @@ static int conv_bwd_case(size_t N, size_t H, size_t W, size_t Ci, size_t Co, con
     fails += same("conv2d backward dkernel alone", b.xk, b.fk, b.nk);
     // MAVREF_REFERENCE selects the plain loops
     bwd_bufs_reset_fast(&b);
-    mv_reference_path = 1;
+    engine_set_reference(1);
     conv2d_backward(b.fi, b.fk, b.fb, b.dy, b.in, b.k, N, H, W, Ci, Co, g);
-    mv_reference_path = 0;
+    engine_set_reference(0);
     fails += same("conv2d backward reference switch (dinp)", b.fi, b.ri, b.nin);
     fails += same("conv2d backward reference switch (dkernel)", b.fk, b.rk, b.nk);
     bwd_bufs_free(&b);
@@ -402,16 +411,16 @@ static int temporal_bwd_case(size_t B, size_t F, size_t S, size_t Ci, size_t Co)
     fails += same("temporal conv backward dinp alone", b.xi, b.fi, b.nin);
     fails += same("temporal conv backward dkernel alone", b.xk, b.fk, b.nk);
     bwd_bufs_reset_fast(&b);
-    mv_reference_path = 1;
+    engine_set_reference(1);
     temporal_conv_backward(b.fi, b.fk, b.fb, b.dy, b.in, b.k, B, F, S, Ci, Co);
-    mv_reference_path = 0;
+    engine_set_reference(0);
     fails += same("temporal conv backward reference switch (dinp)", b.fi, b.ri, b.nin);
     fails += same("temporal conv backward reference switch (dkernel)", b.fk, b.rk, b.nk);
     bwd_bufs_free(&b);
     return fails;
 }
 
-int test_fastpath_conv_backward(void) {
+static int fastpath_conv_backward(void) {
     static const Conv2dGeom geoms[6] = {{3, 3, 1, 1, 1, 1, 1}, {1, 1, 1, 0, 0, 0, 0}, {3, 3, 2, 1, 1, 1, 1},
                                         {3, 3, 2, 0, 1, 0, 1}, {1, 1, 2, 0, 0, 0, 0}, {2, 3, 1, 0, 1, 2, 0}};
     size_t g;
@@ -425,7 +434,7 @@ int test_fastpath_conv_backward(void) {
     return fails;
 }
 
-int test_fastpath_linear_backward(void) {
+static int fastpath_linear_backward(void) {
     static const size_t sizes[3][3] = {{67, 300, 77}, {1, 5, 3}, {300, 33, 290}};
     int fails = 0, s;
     for (s = 0; s < 3; s++) {
@@ -448,9 +457,9 @@ int test_fastpath_linear_backward(void) {
         linear_backward(xx, NULL, NULL, dy, x, k, N, I, O);
         fails += same("linear backward dx alone", xx, fx, N * I);
         memcpy(fx, g0x, N * I * sizeof(real)); memcpy(fk, g0k, I * O * sizeof(real));
-        mv_reference_path = 1;
+        engine_set_reference(1);
         linear_backward(fx, fk, NULL, dy, x, k, N, I, O);
-        mv_reference_path = 0;
+        engine_set_reference(0);
         fails += same("linear backward reference switch (dx)", fx, rx, N * I);
         fails += same("linear backward reference switch (dkernel)", fk, rk, I * O);
         free(x); free(k); free(dy); free(g0x); free(g0k); free(g0b); free(fx); free(fk); free(fb); free(rx); free(rk); free(rb);
@@ -460,7 +469,7 @@ int test_fastpath_linear_backward(void) {
 }
 
 // The backward fast paths give the same bits for 1, 2, 3 and 4 threads.
-int test_fastpath_backward_threads(void) {
+static int fastpath_backward_threads(void) {
     static const Conv2dGeom geoms[2] = {{3, 3, 1, 1, 1, 1, 1}, {3, 3, 2, 1, 1, 1, 1}};
     size_t N = 2, H = 24, W = 20, Ci = 64, Co = 96, nin = N * H * W * Ci, nk = 9 * Ci * Co, nout = N * H * W * Co, g;
     real *in = rnd(nin, "in"), *k = rnd(nk, "k"), *dy = rnd(nout, "dy");
@@ -528,10 +537,32 @@ static real *attn_weights(AttnWeights *w, const AttnShape *s) {
     return p;
 }
 
-static int attn_fwd(const AttnShape *s, real *out, const real *x, const real *ctx, const AttnWeights *w) {
+// The sequences of a shape as the two paths see them (attention.h), and their context.
+static AttnView attn_view(const AttnShape *s) {
+    AttnView v;
+    v.nseq = s->kind == 0 ? s->B : s->kind == 1 ? s->B * s->F : s->B * s->S;
+    v.T = s->kind == 2 ? s->F : s->T;
+    v.S = s->kind == 2 ? s->S : 1;
+    v.Tk = s->kind == 1 ? s->Tk : v.T;
+    v.per_ctx = s->kind == 1 ? s->F : 1;
+    return v;
+}
+
+// Which way to run attention: through the entry points (the door, engine.h), or straight
+// into the fast or the plain path.
+enum { VIA_ENTRY, VIA_FAST, VIA_REF };
+
+static int attn_fwd_via(int via, const AttnShape *s, real *out, const real *x, const real *ctx, const AttnWeights *w) {
+    AttnView v = attn_view(s);
+    if (via == VIA_FAST) return attention_forward_fast(out, x, s->kind == 1 ? ctx : NULL, w, &v);
+    if (via == VIA_REF) return attention_forward_ref(out, x, s->kind == 1 ? ctx : NULL, w, &v);
     if (s->kind == 0) return attention_self_forward(out, x, w, s->B, s->T);
     if (s->kind == 1) return attention_cross_forward(out, x, ctx, w, s->B, s->F, s->T, s->Tk);
     return attention_temporal_forward(out, x, w, s->B, s->F, s->S);
+}
+
+static int attn_fwd(const AttnShape *s, real *out, const real *x, const real *ctx, const AttnWeights *w) {
+    return attn_fwd_via(VIA_ENTRY, s, out, x, ctx, w);
 }
 
 // g: 10 gradient buffers dx dctx dwq dwk dwv dwo dbo dbq dbk dbv (sizes: attn_grad_sizes)
@@ -541,12 +572,20 @@ static void attn_grad_sizes(size_t *n, const AttnShape *s) {
     n[2] = s->Cq * D; n[3] = n[4] = s->Ckv * D; n[5] = D * s->Cq; n[6] = s->Cq; n[7] = n[8] = n[9] = D;
 }
 
-static int attn_bwd(const AttnShape *s, real **g, const real *dout, const real *x, const real *ctx, const AttnWeights *w) {
+static int attn_bwd_via(int via, const AttnShape *s, real **g, const real *dout, const real *x, const real *ctx,
+                        const AttnWeights *w) {
     AttnGrads dw;
+    AttnView v = attn_view(s);
     dw.dwq = g[2]; dw.dwk = g[3]; dw.dwv = g[4]; dw.dwo = g[5]; dw.dbo = g[6]; dw.dbq = g[7]; dw.dbk = g[8]; dw.dbv = g[9];
+    if (via == VIA_FAST) return attention_backward_fast(g[0], s->kind == 1 ? g[1] : NULL, &dw, dout, x, s->kind == 1 ? ctx : NULL, w, &v);
+    if (via == VIA_REF) return attention_backward_ref(g[0], s->kind == 1 ? g[1] : NULL, &dw, dout, x, s->kind == 1 ? ctx : NULL, w, &v);
     if (s->kind == 0) return attention_self_backward(g[0], &dw, dout, x, w, s->B, s->T);
     if (s->kind == 1) return attention_cross_backward(g[0], g[1], &dw, dout, x, ctx, w, s->B, s->F, s->T, s->Tk);
     return attention_temporal_backward(g[0], &dw, dout, x, w, s->B, s->F, s->S);
+}
+
+static int attn_bwd(const AttnShape *s, real **g, const real *dout, const real *x, const real *ctx, const AttnWeights *w) {
+    return attn_bwd_via(VIA_ENTRY, s, g, dout, x, ctx, w);
 }
 
 // max |a - b| <= tol * max |b| (tol in eps of the build)
@@ -593,20 +632,23 @@ static int attn_run_init(AttnRun *r, const AttnShape *s) {
     return 0;
 }
 
-// Run forward and backward into slot k (gradients restarted from g0).
-static int attn_run_once(AttnRun *r, int k) {
+// Run forward and backward into slot k (gradients restarted from g0), by the way `via` says.
+static int attn_run_via(AttnRun *r, int k, int via) {
     size_t i;
     for (i = 0; i < 10; i++) memcpy(r->g[k][i], r->g0[i], r->n[i] * sizeof(real));
-    if (attn_fwd(&r->s, r->out[k], r->x, r->ctx, &r->w) || attn_bwd(&r->s, r->g[k], r->dout, r->x, r->ctx, &r->w)) {
+    if (attn_fwd_via(via, &r->s, r->out[k], r->x, r->ctx, &r->w) ||
+        attn_bwd_via(via, &r->s, r->g[k], r->dout, r->x, r->ctx, &r->w)) {
         harness_failf("attention", "%s", mv_error());
         return 1;
     }
     return 0;
 }
 
+static int attn_run_once(AttnRun *r, int k) { return attn_run_via(r, k, VIA_ENTRY); }
+
 static const char *const grad_names[10] = {"dx", "dctx", "dwq", "dwk", "dwv", "dwo", "dbo", "dbq", "dbk", "dbv"};
 
-int test_fastpath_attention_kinds(void) {
+static int fastpath_attention_kinds(void) {
     static const AttnShape shapes[] = {
         {0, 2, 1, 67, 67, 0, 32, 32, 2, 16, 0, 0},  // self, two query blocks, gemm tiles
         {0, 3, 1, 9, 9, 0, 16, 16, 2, 8, 0, 0},     // self, short: loops
@@ -623,10 +665,8 @@ int test_fastpath_attention_kinds(void) {
         AttnRun r;
         char what[96];
         if (attn_run_init(&r, &shapes[k])) { attn_run_free(&r); return fails + 1; }
-        fails += attn_run_once(&r, 0);
-        mv_reference_path = 1;
-        fails += attn_run_once(&r, 1);
-        mv_reference_path = 0;
+        fails += attn_run_via(&r, 0, VIA_FAST);
+        fails += attn_run_via(&r, 1, VIA_REF);
         snprintf(what, sizeof what, "attention shape %lu forward fast vs ref", (unsigned long)k);
         fails += close_scaled(what, r.out[0], r.out[1], attn_rows(&r.s) * r.s.Cq, 128);
         for (i = 0; i < 10; i++) {
@@ -635,29 +675,38 @@ int test_fastpath_attention_kinds(void) {
             snprintf(what, sizeof what, "attention shape %lu backward %s fast vs ref", (unsigned long)k, grad_names[i]);
             fails += close_scaled(what, r.g[0][i], r.g[1][i], r.n[i], 256);
         }
+        // the entry points with the switch on give the plain path's bits
+        engine_set_reference(1);
+        fails += attn_run_via(&r, 0, VIA_ENTRY);
+        engine_set_reference(0);
+        fails += EXPECT(memcmp(r.out[0], r.out[1], attn_rows(&r.s) * r.s.Cq * sizeof(real)) == 0,
+                        "attention shape %lu: the switch does not give attention_forward_ref's bits", (unsigned long)k);
+        for (i = 0; i < 10; i++)
+            fails += EXPECT(memcmp(r.g[0][i], r.g[1][i], r.n[i] * sizeof(real)) == 0,
+                            "attention shape %lu: the switch does not give attention_backward_ref's %s", (unsigned long)k, grad_names[i]);
         attn_run_free(&r);
     }
     return fails;
 }
 
-// The readable path's chunks (ATTN_CHUNK_REALS reals per buffer) are invisible: one call over
-// more sequences than a chunk holds gives the bits of two calls over the pieces (every sum runs
-// over the same rows in the same order), forward and backward. Sizes just over one chunk of
-// 2^21 reals at width 8.
+// The plain path through the entry points: one call over many sequences gives the bits of two
+// calls over the pieces (every sum runs over the same rows in the same order), forward and
+// backward, also where a prompt's frames or a clip's pixels are cut between the calls. Sizes
+// just over one chunk of the fast path (ATTN_CHUNK_REALS, 2^21 reals at width 8).
 int test_attention_chunks(void) {
     static const AttnShape whole[3] = {
         {0, 131075, 1, 2, 2, 0, 8, 8, 2, 4, 0, 1},    // 131072 sequences of 2 rows per chunk
         {1, 2, 65600, 2, 3, 0, 8, 8, 2, 4, 0, 1},     // 131072 frames per chunk: the second prompt spans two
         {2, 2, 2, 0, 2, 65600, 8, 8, 2, 4, 0, 1},     // 131072 pixels per chunk: the second clip spans two
     };
-    int fails = 0, k;
-    mv_reference_path = 1;
+    int fails = 0, k, saved = engine_reference();
+    engine_set_reference(1);
     for (k = 0; k < 3; k++) {
         AttnRun r;
         AttnShape piece = whole[k];
         size_t cut = k == 0 ? 70000 : 1, rows0, i; // piece 0: sequences (self) or clips/prompts 0..cut-1
         real *g1[10];
-        if (attn_run_init(&r, &whole[k])) { attn_run_free(&r); mv_reference_path = 0; return fails + 1; }
+        if (attn_run_init(&r, &whole[k])) { attn_run_free(&r); engine_set_reference(saved); return fails + 1; }
         fails += attn_run_once(&r, 0);
         // the same as two calls: piece 0, then piece 1 adding to the same weight gradients
         for (i = 0; i < 10; i++) memcpy(r.g[1][i], r.g0[i], r.n[i] * sizeof(real));
@@ -678,12 +727,12 @@ int test_attention_chunks(void) {
                                 k, grad_names[i]);
         attn_run_free(&r);
     }
-    mv_reference_path = 0;
+    engine_set_reference(saved);
     return fails;
 }
 
 // GEGLU fast (gemm, parallel gate) vs the row loop, forward and backward.
-int test_fastpath_geglu(void) {
+static int fastpath_geglu(void) {
     size_t N = 300, C = 40, H = 96, kind;
     int fails = 0;
     for (kind = 0; kind < 2; kind++) {
@@ -699,10 +748,10 @@ int test_fastpath_geglu(void) {
         }
         fails += geglu_forward(yf, x, k, b, N, C, H, gk) != MV_OK;
         fails += geglu_backward(gf[0], gf[1], gf[2], dy, x, k, b, N, C, H, gk) != MV_OK;
-        mv_reference_path = 1;
+        engine_set_reference(1);
         fails += geglu_forward(yr, x, k, b, N, C, H, gk) != MV_OK;
         fails += geglu_backward(gr[0], gr[1], gr[2], dy, x, k, b, N, C, H, gk) != MV_OK;
-        mv_reference_path = 0;
+        engine_set_reference(0);
         fails += close_scaled("geglu forward fast vs ref", yf, yr, N * H, 64);
         fails += close_scaled("geglu backward dx fast vs ref", gf[0], gr[0], n[0], 128);
         fails += close_scaled("geglu backward dkernel fast vs ref", gf[1], gr[1], n[1], 128);
@@ -715,7 +764,7 @@ int test_fastpath_geglu(void) {
 
 // Attention (forward and backward, each kind), the activations and GEGLU give the same bits
 // for 1, 2, 3 and 4 threads.
-int test_fastpath_attention_threads(void) {
+static int fastpath_attention_threads(void) {
     static const AttnShape shapes[3] = {
         {0, 3, 1, 67, 67, 0, 32, 32, 2, 16, 0, 0},
         {1, 2, 3, 37, 77, 0, 32, 24, 2, 16, 0, 0},
@@ -793,3 +842,26 @@ int test_expf_poly(void) {
     }
     return 0;
 }
+
+// ---------------------------------------------------------------------------------------
+// The checks above run on the fast path whatever the switch (engine.h) was, and leave it as
+// they found it.
+static int on_fast_path(int (*check)(void)) {
+    int fails, saved = engine_reference();
+    engine_set_reference(0);
+    fails = check();
+    engine_set_reference(saved);
+    return fails;
+}
+
+int test_fastpath_conv(void) { return on_fast_path(fastpath_conv); }
+int test_fastpath_linear(void) { return on_fast_path(fastpath_linear); }
+int test_fastpath_attention(void) { return on_fast_path(fastpath_attention); }
+int test_fastpath_threads(void) { return on_fast_path(fastpath_threads); }
+int test_fastpath_forward_bits(void) { return on_fast_path(fastpath_forward_bits); }
+int test_fastpath_conv_backward(void) { return on_fast_path(fastpath_conv_backward); }
+int test_fastpath_linear_backward(void) { return on_fast_path(fastpath_linear_backward); }
+int test_fastpath_backward_threads(void) { return on_fast_path(fastpath_backward_threads); }
+int test_fastpath_attention_kinds(void) { return on_fast_path(fastpath_attention_kinds); }
+int test_fastpath_geglu(void) { return on_fast_path(fastpath_geglu); }
+int test_fastpath_attention_threads(void) { return on_fast_path(fastpath_attention_threads); }

@@ -172,6 +172,46 @@ static const real *runs_of(void *ctx, size_t i, size_t p, size_t *run) {
     return row + p;
 }
 
+// Without packing buffers (gemm_simulate_no_memory) gemm, gemm_pack_b + gemm_packed and
+// gemm_runs all compute the plain product: exactly gemm_ref's bits (runs: padding adds nothing,
+// which on these finite values is the bits of adding its zeros).
+static int no_memory_case(const real *A, const real *B, const real *C0, real *want, real *got, size_t M, size_t N, size_t K,
+                          size_t ldc, size_t lda, size_t ldb, int flags) {
+    GemmPackedB pb;
+    RunsCtx rc;
+    int fails = 0, rc_pack;
+    memcpy(want, C0, M * ldc * sizeof(real));
+    gemm_ref(want, A, B, M, N, K, ldc, lda, ldb, flags);
+    gemm_simulate_no_memory(1);
+    memcpy(got, C0, M * ldc * sizeof(real));
+    fails += gemm(got, A, B, M, N, K, ldc, lda, ldb, flags) != MV_OK;
+    fails += EXPECT(memcmp(got, want, M * ldc * sizeof(real)) == 0, "gemm without memory %s %lux%lux%lu: not gemm_ref's bits",
+                    flag_name(flags), (unsigned long)M, (unsigned long)N, (unsigned long)K);
+    memcpy(got, C0, M * ldc * sizeof(real));
+    rc_pack = gemm_pack_b(&pb, B, K, N, ldb, flags);
+    fails += rc_pack != MV_OK || pb.panels != NULL || gemm_packed(got, A, &pb, M, ldc, lda, flags) != MV_OK;
+    gemm_packed_b_free(&pb);
+    fails += EXPECT(memcmp(got, want, M * ldc * sizeof(real)) == 0, "gemm_packed without memory %s %lux%lux%lu: not gemm_ref's bits",
+                    flag_name(flags), (unsigned long)M, (unsigned long)N, (unsigned long)K);
+    gemm_simulate_no_memory(0); // packed with memory, then multiplied without: from the panels
+    rc_pack = gemm_pack_b(&pb, B, K, N, ldb, flags);
+    gemm_simulate_no_memory(1);
+    memcpy(got, C0, M * ldc * sizeof(real));
+    fails += rc_pack != MV_OK || gemm_packed(got, A, &pb, M, ldc, lda, flags) != MV_OK;
+    gemm_packed_b_free(&pb);
+    fails += EXPECT(memcmp(got, want, M * ldc * sizeof(real)) == 0, "gemm_packed (packed) without memory %s %lux%lux%lu: not gemm_ref's bits",
+                    flag_name(flags), (unsigned long)M, (unsigned long)N, (unsigned long)K);
+    if (!(flags & GEMM_TA)) {
+        memcpy(got, C0, M * ldc * sizeof(real));
+        rc.A = A; rc.lda = lda; rc.K = K; rc.cut = K / 3;
+        fails += gemm_runs(got, runs_of, &rc, B, M, N, K, ldc, ldb, flags) != MV_OK;
+        fails += EXPECT(memcmp(got, want, M * ldc * sizeof(real)) == 0, "gemm_runs without memory %s %lux%lux%lu: not gemm_ref's bits",
+                        flag_name(flags), (unsigned long)M, (unsigned long)N, (unsigned long)K);
+    }
+    gemm_simulate_no_memory(0);
+    return fails;
+}
+
 int test_gemm_packed(void) {
     size_t mr = gemm_tile_m(), nr = gemm_tile_n();
     static const size_t base[][3] = {{1, 1, 1}, {3, 5, 2}, {40, 30, 700}, {257, 3, 513}};
@@ -220,6 +260,7 @@ int test_gemm_packed(void) {
                     fails++;
                 }
             }
+            fails += no_memory_case(A, B, C0, want, got, M, N, K, ldc, lda, ldb, flags);
         }
         free(A); free(B); free(C0); free(want); free(got);
     }

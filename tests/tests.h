@@ -113,6 +113,27 @@ int test_st_dtypes(void);
 int test_st_bad_files(void);
 int test_procedural(void);
 
+// test_model_dir.c (published folders against the Flax libraries' loaded parameters: vectors/model)
+int test_model_makeavid_unet(void);
+int test_model_makeavid_vae_clip(void);
+int test_model_sd15_formats(void);
+int test_model_dir_folders(void);
+int test_model_mismatch_messages(void);
+int test_model_tokenizer_hf(void);
+int test_model_pipeline(void);
+int test_cli_model(void); // test_cli.c
+
+// test_checkpoint.c (fixtures written by flax and torch: vectors/checkpoint)
+int test_ckpt_msgpack_fixtures(void);
+int test_ckpt_safetensors(void);
+int test_ckpt_torch_fixtures(void);
+int test_ckpt_pickle_refusals(void);
+int test_ckpt_int_exactness(void);
+int test_ckpt_beyond_4gb(void);
+int test_bad_ckpt_truncated_corrupt(void);
+int test_bad_ckpt_msgpack(void);
+int test_bad_ckpt_torch(void);
+
 // test_gemm.c
 int test_gemm_edges(void);
 int test_gemm_blocks(void);
@@ -155,5 +176,11 @@ int test_y4m_structure(void);
 int test_noise_pieces(void);
 int test_noise_file(void);
 int test_sched_args(void);
+
+// test_check.c (the case contract and `mavref check`)
+int test_contract(void);
+int test_check_self(void);
+int test_check_perturbed(void);
+int test_check_bad_adapters(void);
 
 #endif

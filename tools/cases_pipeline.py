@@ -185,14 +185,23 @@ def make_scheduler(kind, prec, steps, shape):
     return sched, state, ts
 
 
-def generate(prec, kind, steps, guidance, ids, neg_ids, hint_u8, mask_u8, noise, hint_noise=None):
+def generate(prec, kind, steps, guidance, ids, neg_ids, hint_u8, mask_u8, noise, hint_noise=None, nets=None):
+    """nets (optional): the networks as loaded from a model folder (tools/fixtures_flax.py):
+    dict(clip, clip_p, vae, vae_p, unet_config, unet_p, unet2d_config, unet2d_p); default: the
+    procedural networks above."""
     dt = np_dtype(prec)
     F_, h, w = noise.shape[2:]
     H, W = mask_u8.shape
-    clip, clip_p, n_clip = clip_model(prec)
-    vae, vae_p, n_vae = vae_model(prec, H, W)
-    unet_p, n_unet = unet_params(prec)
-    unet = mavflax.UNetPseudo3DConditionModel(UNET, use_memory_efficient_attention=True, dtype=dt)
+    if nets is None:
+        clip, clip_p, n_clip = clip_model(prec)
+        vae, vae_p, n_vae = vae_model(prec, H, W)
+        unet_p, n_unet = unet_params(prec)
+        unet_cfg, unet2d_cfg = UNET, UNET2D
+    else:
+        clip, clip_p, vae, vae_p, unet_p = nets['clip'], nets['clip_p'], nets['vae'], nets['vae_p'], nets['unet_p']
+        unet_cfg, unet2d_cfg = nets['unet_config'], nets.get('unet2d_config')
+        n_clip = n_vae = n_unet = 0
+    unet = mavflax.UNetPseudo3DConditionModel(unet_cfg, use_memory_efficient_attention=True, dtype=dt)
 
     # prepare_inputs
     hint, mask = prepare_images(hint_u8, mask_u8, dt)
@@ -214,8 +223,9 @@ def generate(prec, kind, steps, guidance, ids, neg_ids, hint_u8, mask_u8, noise,
         # L358-400 (use_imagegen): a 2-D text-to-image run makes the hint latent directly (no VAE
         # round trip), same scheduler type and steps, guidance cfg_image (= cfg), the same
         # text features; the mask stays zero
-        u2 = mavflax.UNetPseudo3DConditionModel(UNET2D, use_memory_efficient_attention=True, dtype=dt)
-        u2_p = mavflax.procedural_tree(mavflax.unet_param_shapes(UNET2D, video=False), UNET2D_SEED, dt)
+        u2 = mavflax.UNetPseudo3DConditionModel(unet2d_cfg, use_memory_efficient_attention=True, dtype=dt)
+        u2_p = (mavflax.procedural_tree(mavflax.unet_param_shapes(UNET2D, video=False), UNET2D_SEED, dt)
+                if nets is None else nets['unet2d_p'])
         sched2, state2, _ = make_scheduler(kind, prec, steps, hint_noise.shape)
         il = jnp.asarray(hint_noise) * state2.init_noise_sigma
 

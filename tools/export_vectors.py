@@ -29,6 +29,7 @@ CASE_MODULES = [
     'cases_tokenizer',
     'cases_blocks',
     'cases_unet',
+    'cases_unet_strength',
     'cases_grad',
     'cases_sched',
     'cases_train',
