@@ -69,7 +69,7 @@ HEADERS  := $(wildcard ref/*.h tests/*.h)
 
 PY ?= tools/.venv/bin/python
 
-.PHONY: backends-env conformance conformance-env conformance-hf contract install install-test torch-env fixtures all test cross-test wasm-test same-bits sanitize bench-model clean tools-env vectors ckpt-fixtures demo bench bench-run fuzz valgrind check-spec FORCE
+.PHONY: backends-env conformance conformance-env conformance-hf contract install install-test torch-env fixtures all test cross-test wasm-test same-bits sanitize bench-model bench-real clean tools-env vectors ckpt-fixtures demo bench bench-run fuzz valgrind check-spec FORCE
 
 all: bin/mavref
 
@@ -192,13 +192,17 @@ BENCH_VARS := NATIVE=1 OPT=-O3 PRECISION=32 THREADS=1
 
 bench:
 	@mkdir -p $(BUILDROOT)
-	@$(MAKE) --no-print-directory $(BENCH_VARS) bench-run bench-model 2>&1 | tee $(BUILDROOT)/bench.log
+	@$(MAKE) --no-print-directory $(BENCH_VARS) bench-run bench-model bench-real 2>&1 | tee $(BUILDROOT)/bench.log
 	@echo "---- summary"
 	@grep -E '^[a-z0-9_]+ = ' $(BUILDROOT)/bench.log | sort -u -t= -k1,1
 	@awk -F' = ' '/^unet_forward_s = /{m=$$2} /^jax_unet_forward_s = /{j=$$2} \
 	  /^generate_peak_rss_kb = /{r=$$2} /^generate_weights_bytes = /{w=$$2} \
 	  END{ if (m != "" && j+0 > 0) printf "unet_vs_jax = %.2f\n", m/j; else print "unet_vs_jax = NA"; \
 	       if (r+0 > 0 && w+0 > 0) printf "generate_peak_rss_vs_weights = %.2f\n", r*1024/w; else print "generate_peak_rss_vs_weights = NA" }' $(BUILDROOT)/bench.log
+	@awk -F' = ' '/^peak_gflops_nt = /{p=$$2} /^[a-z0-9_]+_gflops = /{n[$$1]=$$2} \
+	  /^video_512x24x20_min = /{vm=$$2} /^video_512x24x20_gflop = /{vg=$$2} \
+	  END{ for (k in n) { s=k; sub(/_gflops$$/, "_peak_share", s); if (p+0 > 0) printf "%s = %.3f\n", s, n[k]/p; } \
+	       if (p+0 > 0 && vm+0 > 0) printf "video_vs_peak_time = %.2f\n", vm*60/(vg/p); else print "video_vs_peak_time = NA" }' $(BUILDROOT)/bench.log | sort
 
 # The model figures: tokenizer rate, the real UNet forward at 32x32 latents, 8 frames, batch 2
 # (mavref, then JAX on CPU from the exporter's environment when installed), and the peak
@@ -214,11 +218,42 @@ bench-model: $(BUILD)/bench_model $(BUILD)/mavref
 	@if [ -x $(PY) ]; then $(PY) tools/bench_jax.py 2 8 32 32; else echo "no exporter environment: jax_unet_forward_s = NA"; fi
 	$(BUILD)/bench_model train 1 8 32 32
 	$(BUILD)/bench_model train 1 8 32 32 recompute
-	@{ printf 'P6\n512 512\n255\n'; head -c 786432 /dev/zero | tr '\000' '\200'; } > $(BENCH_HINT)
+
+# The job at the real size (issue 17): the full-size CFG step, sample (2,9,24,64,64); the VAE
+# decode of 24 frames at 512x512 and the encode of one; one real training step (batch 1, 24
+# frames, 64x64 latents, temporal layers only, recompute); a 2-step `mavref generate` at
+# 512x512, 24 frames (peak memory, and the time of each stage, which give the 20-step video
+# time video_512x24x20_min). The _gflops lines divide ref/flops.h's count by the wall time;
+# `make bench` turns them into shares of the FMA peak it measured (_peak_share). Each of these
+# takes minutes to an hour on a 2-core machine: BENCH_SMALL=1 runs them at a tiny size (2
+# frames, 128x128 pixels) to check the wiring; its figures mean nothing.
+ifeq ($(BENCH_SMALL),1)
+  BENCH_PX := 128
+  BENCH_FRAMES := 2
+else
+  BENCH_PX := 512
+  BENCH_FRAMES := 24
+endif
+BENCH_LAT := $(shell expr $(BENCH_PX) / 8)
+bench-real: $(BUILD)/bench_model $(BUILD)/mavref
+	$(BUILD)/bench_model unet 2 $(BENCH_FRAMES) $(BENCH_LAT) $(BENCH_LAT) unet_full_step
+	$(BUILD)/bench_model vae decode $(BENCH_FRAMES) $(BENCH_PX) $(BENCH_PX) vae_decode_512x24
+	$(BUILD)/bench_model vae encode 1 $(BENCH_PX) $(BENCH_PX) vae_encode_512
+	$(BUILD)/bench_model trainstep $(BENCH_FRAMES) $(BENCH_LAT) $(BENCH_LAT)
+	@{ printf 'P6\n$(BENCH_PX) $(BENCH_PX)\n255\n'; head -c $$(($(BENCH_PX) * $(BENCH_PX) * 3)) /dev/zero | tr '\000' '\200'; } > $(BENCH_HINT)
 	@if [ -x /usr/bin/time ]; then \
 	  /usr/bin/time -f 'generate_peak_rss_kb = %M' $(BUILD)/mavref generate --prompt "a person dancing" \
-	    --hint $(BENCH_HINT) --steps 1 --frames 24 --width 512 --height 512 --unet-seed 1 --vae-seed 2 \
-	    --clip-seed 3 --out $(BUILDROOT)/bench_generate --quiet; \
+	    --hint $(BENCH_HINT) --steps 2 --frames $(BENCH_FRAMES) --width $(BENCH_PX) --height $(BENCH_PX) --unet-seed 1 \
+	    --vae-seed 2 --clip-seed 3 --out $(BUILDROOT)/bench_generate 2> $(BUILDROOT)/bench_generate.err; \
+	  cat $(BUILDROOT)/bench_generate.err; \
+	  sed -e 's/[:,()]/ /g' $(BUILDROOT)/bench_generate.err | awk ' \
+	    $$1 == "work" { for (i = 2; i < NF; i++) { if ($$i == "text") clip = $$(i + 1); if ($$i == "hint") hint = $$(i + 1); \
+	                                                if ($$i == "x") step = $$(i + 1); if ($$i == "frames") dec = $$(i + 1); } } \
+	    $$1 == "times" { for (i = 2; i < NF; i++) { if ($$i == "text") tt = $$(i + 1); if ($$i == "hint") th = $$(i + 1); \
+	                                                 if ($$i == "per") ps = $$(i - 2); if ($$i == "decode") td = $$(i + 1); } \
+	      printf "generate_text_s = %s\ngenerate_hint_s = %s\ngenerate_step_s = %s\ngenerate_decode_s = %s\n", tt, th, ps, td; \
+	      printf "video_512x24x20_min = %.1f\n", (tt + th + 20 * ps + td) / 60; \
+	      printf "video_512x24x20_gflop = %.0f\n", clip + hint + 20 * step + dec; }'; \
 	else echo "no /usr/bin/time: generate_peak_rss_kb = NA"; fi
 
 $(BUILD)/bench_model: $(BUILD)/tools/bench_model.o $(BUILD)/libmavref.a

@@ -314,12 +314,9 @@ done:
 // block input (keeping the internal activations it needs only for the duration of the call),
 // then differentiates it with the operators' X_backward functions. Gradients ACCUMULATE (+=).
 
-// The gradient slot of parameter data `w` in gt, a table of the same layout as pt (one arena):
-// the same offset. NULL when gt is NULL (no weight gradients wanted).
-static real *gslot(const ParamTable *pt, ParamTable *gt, const real *w) {
-    if (!gt || !w) return NULL;
-    return gt->arena + (w - pt->arena);
-}
+// The gradient slot of parameter data `w` in gt (params_grad_slot). NULL when gt is NULL or
+// keeps no gradient of that parameter: the operator then skips that weight gradient.
+static real *gslot(const ParamTable *pt, ParamTable *gt, const real *w) { return params_grad_slot(pt, gt, w); }
 
 typedef struct {
     const real *sk, *sb, *tk, *tb; // spatial kernel (KH,KW,Ci,Co), bias (Co); temporal (3,Co,Co), (Co) or NULL

@@ -530,8 +530,8 @@ static int train_setup(TrainRun *r, const CliArgs *a) {
     r->tc.weight_decay = a->weight_decay;
     r->tc.recompute = a->recompute;
     sched_config_sd(&scfg);
-    if (unet_declare_params(&r->params, &r->cfg) || params_alloc(&r->params) || unet_grads_alloc(&r->grads, &r->params) ||
-        adam_init(&r->opt, r->params.numel) || sched_init(&r->sched, SCHED_DDIM, &scfg, 0, 1))
+    if (unet_declare_params(&r->params, &r->cfg) || params_alloc(&r->params) || train_grads_alloc(&r->grads, &r->params, &r->tc) ||
+        adam_init(&r->opt, &r->params, &r->tc) || sched_init(&r->sched, SCHED_DDIM, &scfg, 0, 1))
         return fail(a, "setup");
     if (a->resume) {
         if (resume_run(&r->params, &r->opt, &r->tc, a)) return 1;
@@ -733,7 +733,7 @@ static int vae_setup(VaeRun *r, const CliArgs *a) {
     r->tc.only_temporal = 0;
     r->tc.weight_decay = a->weight_decay;
     if (vae_declare_params(&r->params, &r->cfg) || params_alloc(&r->params) || unet_grads_alloc(&r->grads, &r->params) ||
-        adam_init(&r->opt, r->params.numel))
+        adam_init(&r->opt, &r->params, &r->tc))
         return fail(a, "setup");
     if (a->resume) {
         if (resume_run(&r->params, &r->opt, &r->tc, a)) return 1;

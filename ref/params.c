@@ -53,7 +53,44 @@ void free_params(ParamTable *pt) {
     for (i = 0; i < pt->count; i++) free(pt->p[i].name);
     free(pt->p);
     free(pt->arena);
+    free(pt->slot);
+    free(pt->sq);
     memset(pt, 0, sizeof *pt);
+}
+
+int params_grads_subset(ParamTable *g, const ParamTable *pt, const unsigned char *keep, int lend_norms) {
+    size_t k, j;
+    params_init(g);
+    for (k = 0; k < pt->count; k++)
+        if (keep[k] && params_add(g, pt->p[k].t.ndim, pt->p[k].t.shape, "%s", pt->p[k].name)) goto fail;
+    if (params_alloc(g)) goto fail;
+    g->model_count = pt->count;
+    if (!(g->slot = (real **)mv_calloc(pt->count ? pt->count : 1, sizeof(real *), "gradient slots"))) goto fail;
+    if (lend_norms && !(g->sq = (double *)mv_calloc(pt->count ? pt->count : 1, sizeof(double), "gradient norms"))) goto fail;
+    for (k = 0, j = 0; k < pt->count; k++) g->slot[k] = keep[k] ? g->p[j++].t.data : NULL;
+    return MV_OK;
+fail:
+    free_params(g);
+    return MV_ERR;
+}
+
+size_t params_index_of(const ParamTable *pt, const real *w) {
+    // the last parameter whose offset is <= w's (offsets increase in declaration order)
+    size_t off = (size_t)(w - pt->arena), lo = 0, hi = pt->count;
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (pt->p[mid].offset <= off) lo = mid;
+        else hi = mid;
+    }
+    return lo;
+}
+
+real *params_grad_slot(const ParamTable *pt, ParamTable *gt, const real *w) {
+    size_t k;
+    if (!gt || !w) return NULL;
+    if (!gt->slot) return gt->arena + (w - pt->arena); // the full table: the same offset
+    k = params_index_of(pt, w);
+    return gt->slot[k] ? gt->slot[k] + (w - pt->p[k].t.data) : NULL;
 }
 
 Tensor *params_get(ParamTable *pt, const char *name) {

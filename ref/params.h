@@ -20,6 +20,14 @@ typedef struct {
     Param *p;       // (count)
     size_t numel;   // total elements
     real *arena;    // (numel), one allocation
+    // A gradient table of a subset of a model's parameters (params_grads_subset) also maps
+    // each parameter k of the model (model_count of them) to its gradient:
+    real **slot;        // (model_count) a view into this arena (kept), a buffer a backward
+                        // lends it for one block (see sq), or NULL (no gradient computed)
+    double *sq;         // (model_count) the squared norm of each lent gradient, taken by the
+                        // backward before it frees the buffer; NULL: lend none (frozen
+                        // parameters get no weight gradient at all)
+    size_t model_count;
 } ParamTable;
 
 void params_init(ParamTable *pt);
@@ -34,6 +42,17 @@ Tensor *params_getf(ParamTable *pt, const char *fmt, ...) MV_PRINTF(2, 3);
 // Load every parameter from a safetensors file. Fails, naming the tensor, on a missing
 // tensor, a shape mismatch, or (unless allow_extra) a tensor the model does not have.
 int params_load(ParamTable *pt, const char *path, int allow_extra);
+
+// Gradient tables. The full table has the model's layout (every parameter at the same
+// offset; unet_grads_alloc). A subset table holds only the parameters keep[k] != 0 of the
+// model pt, packed in the model's order; with lend_norms, the backward computes the other
+// gradients too, one block at a time in a lent buffer, and keeps only their squared norms (sq).
+int params_grads_subset(ParamTable *g, const ParamTable *pt, const unsigned char *keep, int lend_norms);
+// Where the gradient of the model's value at `w` (inside pt's arena) lives in gt: NULL when gt
+// is NULL or keeps no gradient for that parameter.
+real *params_grad_slot(const ParamTable *pt, ParamTable *gt, const real *w);
+// The index of the model's parameter holding the value at `w` (inside pt's arena).
+size_t params_index_of(const ParamTable *pt, const real *w);
 
 
 // The corpus' procedural weights (SPEC.md section 5.6): every parameter is

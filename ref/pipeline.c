@@ -10,6 +10,7 @@
 //   5. latents / 0.18215, each frame decoded by the VAE, round((x/2+0.5)*255) clipped to bytes
 #include "pipeline.h"
 #include "noise.h"
+#include "flops.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,7 +66,29 @@ done:
     return rc;
 }
 
-static double now(void) { return (double)clock() / CLOCKS_PER_SEC; }
+// Wall-clock seconds since `t0` (C99's time(): whole seconds, enough for runs of minutes).
+static double wall_since(time_t t0) { return difftime(time(NULL), t0); }
+
+int pipeline_work(GenWork *wk, const GenOptions *o, const Models *m) {
+    size_t fac = (size_t)1 << (m->vae.n_blocks - 1), h = o->height / fac, w = o->width / fac;
+    Flops f;
+    memset(wk, 0, sizeof *wk);
+    if (clip_flops(&f, &m->clip, 2, 77)) return MV_ERR;
+    wk->clip = flops_total(&f);
+    if (o->hint) {
+        if (vae_flops(&f, &m->vae, 0, 1, o->height, o->width)) return MV_ERR;
+        wk->hint = flops_total(&f);
+    } else if (m->have_unet2d) {
+        if (unet_flops(&f, &m->unet2d, 1, 1, h, w, 77)) return MV_ERR;
+        wk->hint = 2.0 * (double)o->steps * flops_total(&f);
+    }
+    if (unet_flops(&f, &m->unet, 1, o->frames, h, w, 77)) return MV_ERR;
+    wk->step = 2.0 * flops_total(&f);
+    if (vae_flops(&f, &m->vae, 1, o->frames, o->height, o->width)) return MV_ERR;
+    wk->decode = flops_total(&f);
+    wk->total = wk->clip + wk->hint + (double)o->steps * wk->step + wk->decode;
+    return MV_OK;
+}
 
 int pipeline_imagegen_hint(Tensor *hint_lat, const Tensor *text, const Tensor *neg, size_t h, size_t w,
                            const GenOptions *o, Models *m) {
@@ -115,7 +138,9 @@ int pipeline_generate(unsigned char **frames, Tensor *final_latents, Tensor *fra
     SchedConfig scfg;
     int64_t ids[77];
     unsigned char *out = NULL;
-    double t0 = now();
+    GenWork wk;
+    time_t w0 = time(NULL);
+    double t_text = 0, t_hint = 0, t_steps = 0, t_decode = 0, rate = 0;
     int k, rc = MV_ERR;
     memset(&text, 0, sizeof text); memset(&neg, 0, sizeof neg); memset(&hint, 0, sizeof hint);
     memset(&mask, 0, sizeof mask); memset(&lat, 0, sizeof lat); memset(&inp, 0, sizeof inp);
@@ -140,15 +165,24 @@ int pipeline_generate(unsigned char **frames, Tensor *final_latents, Tensor *fra
     h = H / fac;
     w = W / fac;
     hw = h * w;
+    if (o->progress) { // the work ahead, counted (ref/flops.h)
+        if (pipeline_work(&wk, o, m)) return MV_ERR;
+        fprintf(stderr, "work: text %.1f GFLOP, hint %.1f GFLOP, %d steps x %.1f GFLOP (2 UNet passes of (1,9,%lu,%lu,%lu)), "
+                "decode of %lu frames %.1f GFLOP: %.2f TFLOP in all\n", wk.clip * 1e-9, wk.hint * 1e-9, o->steps,
+                wk.step * 1e-9, (unsigned long)F, (unsigned long)h, (unsigned long)w, (unsigned long)F, wk.decode * 1e-9,
+                wk.total * 1e-12);
+    }
     // ---- 1. text
     if (pipeline_encode_prompt(&text, ids, o->prompt ? o->prompt : "", m) ||
         pipeline_encode_prompt(&neg, ids, o->neg_prompt ? o->neg_prompt : "", m))
         goto done;
+    t_text = wall_since(w0);
     // ---- 2. hint and mask latents
     if (!o->hint) { // upstream's use_imagegen: the 2-D UNet makes the hint latent, the mask stays zero
         if (pipeline_imagegen_hint(&hint, &text, &neg, h, w, o, m) || tensor_alloc_v(&mask, 4, (size_t)1, (size_t)1, h, w))
             goto done;
     } else if (pipeline_hint_latents(&hint, &mask, o->hint, o->mask, H, W, h, w, m)) goto done;
+    t_hint = wall_since(w0);
     // ---- 3. initial latents (init_noise_sigma = 1 for DDIM and DPM-Solver++)
     if (tensor_alloc_v(&lat, 5, (size_t)1, (size_t)4, F, h, w)) goto done;
     if (o->noise) {
@@ -177,12 +211,20 @@ int pipeline_generate(unsigned char **frames, Tensor *final_latents, Tensor *fra
         tensor_free(&eps_c);
         tensor_free(&eps_u);
         if (step_fn && step_fn(user, k, t, &lat)) goto done;
-        if (o->progress) {
-            double el = now() - t0;
-            fprintf(stderr, "step %d/%d  t=%lld  elapsed %.1fs  remaining ~%.1fs\n", k + 1, o->steps, (long long)t, el,
-                    el / (k + 1) * (o->steps - k - 1));
+        if (o->progress) { // the remaining work at the rate the steps so far ran
+            double el = wall_since(w0), ts = el - t_hint, left;
+            rate = ts > 0 ? (double)(k + 1) * wk.step / ts : 0.0;
+            left = rate > 0 ? ((double)(o->steps - k - 1) * wk.step + wk.decode) / rate : 0.0;
+            if (k == 0 && rate > 0)
+                fprintf(stderr, "first step: %.0f s wall (%.1f GFLOP/s): estimated total %.0f s (%.1f min)\n", ts, rate * 1e-9,
+                        el + left, (el + left) / 60.0);
+            else if (k == 0)
+                fprintf(stderr, "first step: under 1 s wall (too short to estimate the total)\n");
+            fprintf(stderr, "step %d/%d  t=%lld  elapsed %.0fs  remaining ~%.0fs (steps and decode)\n", k + 1, o->steps,
+                    (long long)t, el, left);
         }
     }
+    t_steps = wall_since(w0) - t_hint;
     // ---- 5. decode every frame
     out = (unsigned char *)mv_calloc(F * H * W * 3, 1, "frames");
     if (!out || tensor_alloc_v(&one, 4, (size_t)1, (size_t)4, h, w)) goto done;
@@ -201,6 +243,11 @@ int pipeline_generate(unsigned char **frames, Tensor *final_latents, Tensor *fra
             }
         }
         tensor_free(&img);
+    }
+    if (o->progress) {
+        t_decode = wall_since(w0) - t_hint - t_steps;
+        fprintf(stderr, "times: text %.0f s, hint %.0f s, steps %.0f s (%.1f s per step), decode %.0f s, total %.0f s wall\n",
+                t_text, t_hint - t_text, t_steps, t_steps / o->steps, t_decode, wall_since(w0));
     }
     *frames = out;
     out = NULL;

@@ -40,8 +40,18 @@ typedef struct {
     const Tensor *hint_noise; // (1, 4, h, w) for the 2-D hint run, or NULL: noise_normal(seed, "hint")
     double guidance_image;    // guidance of the 2-D hint run (upstream's cfg_image); 0: = guidance
     uint64_t seed;
-    int progress;             // print a progress line per step on stderr
+    int progress;             // print the work ahead, a progress line per step and the time of
+                              // each stage on stderr
 } GenOptions;
+
+// The work of a generate run (ref/flops.h's count, FLOPs): the text encoder (both prompts),
+// the hint (its VAE encode, or the 2-D UNet's sampling loop when there is no hint image),
+// one denoising step (two UNet passes: text and negative prompt) and the decode of every frame.
+typedef struct {
+    double clip, hint, step, decode;
+    double total;             // clip + hint + steps * step + decode
+} GenWork;
+int pipeline_work(GenWork *wk, const GenOptions *o, const Models *m);
 
 // Optional observer of every step's latents (1,4,F,h,w) (tests and --save-steps).
 typedef int (*StepFn)(void *user, int step, int64_t t, const Tensor *latents);

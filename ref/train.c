@@ -60,10 +60,17 @@ int train_is_trainable(const TrainConfig *t, const char *name) {
     return !t->only_temporal || strstr(name, "temporal") != NULL;
 }
 
-int adam_init(AdamState *s, size_t numel) {
+int adam_init(AdamState *s, const ParamTable *pt, const TrainConfig *tc) {
+    size_t k, numel = 0;
     memset(s, 0, sizeof *s);
+    if (!(s->at = (size_t *)mv_calloc(pt->count ? pt->count : 1, sizeof(size_t), "AdamW moment index"))) return MV_ERR;
+    s->count = pt->count;
+    for (k = 0; k < pt->count; k++) {
+        s->at[k] = train_is_trainable(tc, pt->p[k].name) ? numel : (size_t)-1;
+        if (s->at[k] != (size_t)-1) numel += pt->p[k].t.numel;
+    }
     s->mu = (real *)mv_calloc(numel ? 2 * numel : 1, sizeof(real), "AdamW moments");
-    if (!s->mu) return MV_ERR;
+    if (!s->mu) { adam_free(s); return MV_ERR; }
     s->nu = s->mu + numel;
     s->numel = numel;
     return MV_OK;
@@ -71,7 +78,20 @@ int adam_init(AdamState *s, size_t numel) {
 
 void adam_free(AdamState *s) {
     free(s->mu);
+    free(s->at);
     memset(s, 0, sizeof *s);
+}
+
+int train_grads_alloc(ParamTable *g, const ParamTable *pt, const TrainConfig *tc) {
+    unsigned char *keep;
+    size_t k;
+    int rc;
+    if (!tc->only_temporal) return unet_grads_alloc(g, pt);
+    if (!(keep = (unsigned char *)mv_calloc(pt->count ? pt->count : 1, 1, "trainable flags"))) return MV_ERR;
+    for (k = 0; k < pt->count; k++) keep[k] = (unsigned char)train_is_trainable(tc, pt->p[k].name);
+    rc = params_grads_subset(g, pt, keep, 1);
+    free(keep);
+    return rc;
 }
 
 int train_collate(real *x_in, const real *const *clips, const size_t *Fc, const size_t *start, size_t B, size_t F,
@@ -105,9 +125,13 @@ void adamw_update(ParamTable *pt, const ParamTable *gt, AdamState *opt, const Tr
     int clip;
     // norms: the full gradient (upstream's metric) and the trainable part (what the clip sees)
     for (k = 0; k < pt->count; k++) {
-        const Param *p = &gt->p[k];
+        const Param *p = &pt->p[k];
+        const real *g = params_grad_slot(pt, (ParamTable *)gt, p->t.data);
         double s = 0.0;
-        for (i = 0; i < p->t.numel; i++) s += (double)p->t.data[i] * (double)p->t.data[i];
+        if (g)
+            for (i = 0; i < p->t.numel; i++) s += (double)g[i] * (double)g[i];
+        else if (gt->sq) // a frozen gradient the backward lent a buffer: its norm only
+            s = gt->sq[k];
         full += s;
         if (train_is_trainable(tc, p->name)) tr += s;
     }
@@ -123,8 +147,11 @@ void adamw_update(ParamTable *pt, const ParamTable *gt, AdamState *opt, const Tr
     bc2 = 1.0 - pow(tc->b2, (double)(opt->step + 1));
     for (k = 0; k < pt->count; k++) {
         const Param *p = &pt->p[k];
-        real *w = p->t.data, *g = gt->arena + p->offset, *mu = opt->mu + p->offset, *nu = opt->nu + p->offset;
+        real *w = p->t.data, *g, *mu, *nu;
         if (!train_is_trainable(tc, p->name)) continue; // optax.set_to_zero: no change
+        g = params_grad_slot(pt, (ParamTable *)gt, w);
+        mu = opt->mu + opt->at[k];
+        nu = opt->nu + opt->at[k];
         for (i = 0; i < p->t.numel; i++) {
             real gi = clip ? (g[i] / scale) * (real)tc->clip_norm : g[i];
             real mh, nh, u;
@@ -148,7 +175,8 @@ int train_step(ParamTable *pt, ParamTable *gt, AdamState *opt, const TrainConfig
     size_t i, n;
     double acc;
     int rc = MV_ERR;
-    if (gt->numel != pt->numel || opt->numel != pt->numel) return mv_fail("train_step: gradient or optimizer state of the wrong size");
+    if ((!gt->slot && gt->numel != pt->numel) || (gt->slot && gt->model_count != pt->count) || opt->count != pt->count)
+        return mv_fail("train_step: gradient table or optimizer state of another model");
     if (unet_tape_forward_mode(&tp, &pred, x_in, timesteps, context, pt, uc, tc->recompute)) return mv_fail_prefix("train_step");
     memset(&dout, 0, sizeof dout);
     if (!tensor_same_shape(&pred, noise)) { mv_fail("train_step: noise must have the prediction's shape"); goto done; }
@@ -187,10 +215,10 @@ int train_save_state(const char *path, const ParamTable *pt, const AdamState *op
         if (!train_is_trainable(tc, p->name)) continue;
         v = p->t;
         v.owned = 0;
-        v.data = opt->mu + p->offset;
+        v.data = opt->mu + opt->at[k];
         snprintf(name, sizeof name, "mu.%s", p->name);
         if (st_writer_add(&w, name, &v, ST_REAL)) goto done;
-        v.data = opt->nu + p->offset;
+        v.data = opt->nu + opt->at[k];
         snprintf(name, sizeof name, "nu.%s", p->name);
         if (st_writer_add(&w, name, &v, ST_REAL)) goto done;
     }
@@ -215,10 +243,10 @@ int train_load_state(const char *path, const ParamTable *pt, AdamState *opt, con
         if (!train_is_trainable(tc, p->name)) continue;
         v = p->t;
         v.owned = 0;
-        v.data = opt->mu + p->offset;
+        v.data = opt->mu + opt->at[k];
         snprintf(name, sizeof name, "mu.%s", p->name);
         if (st_read_into(&f, name, &v)) goto done;
-        v.data = opt->nu + p->offset;
+        v.data = opt->nu + opt->at[k];
         snprintf(name, sizeof name, "nu.%s", p->name);
         if (st_read_into(&f, name, &v)) goto done;
     }

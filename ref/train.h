@@ -39,15 +39,24 @@ double train_lr(const TrainConfig *t, long count);
 // 1 if the parameter named `name` is trained.
 int train_is_trainable(const TrainConfig *t, const char *name);
 
-// AdamW state: first and second moments over the whole arena (zero for frozen parameters)
-// and the number of updates taken.
+// AdamW state: first and second moments of the trainable parameters only, packed in the
+// model's order, and the number of updates taken.
 typedef struct {
     real *mu, *nu; // (numel) each
-    size_t numel;
+    size_t numel;  // the trainable parameters' elements
+    size_t *at;    // (model's count) where parameter k's moments start in mu and nu; SIZE_MAX: frozen
+    size_t count;  // the model's parameter count
     long step;
 } AdamState;
-int adam_init(AdamState *s, size_t numel);
+// Zeroed moments for the parameters of pt that tc trains.
+int adam_init(AdamState *s, const ParamTable *pt, const TrainConfig *tc);
 void adam_free(AdamState *s);
+
+// The gradient table a training step needs: everything trains (tc->only_temporal == 0): the
+// full table (unet_grads_alloc); otherwise a table of the trainable parameters only
+// (params_grads_subset), lending the backward a buffer for each frozen block's gradients so
+// that l2_grads stays the full gradient's norm (upstream's metric) without keeping them.
+int train_grads_alloc(ParamTable *g, const ParamTable *pt, const TrainConfig *tc);
 
 // dataset.py's collate for B clips: x_in (B,9,F,h,w) from clips[b] (Fc,4,h,w) (raw VAE
 // latents, scaled by LATENT_SCALE here), the window [start[b], start[b]+F), noise (B,4,F,h,w)
@@ -59,7 +68,7 @@ int train_collate(real *x_in,                 // (B,9,F,h,w)
                   const int64_t *t,           // (B)
                   const Scheduler *s);
 
-// One step: forward, loss, backward into gt (zeroed here; all parameters' gradients),
+// One step: forward, loss, backward into gt (zeroed here; from train_grads_alloc or unet_grads_alloc),
 // clipping and AdamW on the trainable parameters of pt. *loss and *l2_grads (the full
 // gradient's norm, before clipping) are the step's metrics; *trainable_norm (may be NULL)
 // the norm the clipping saw.
@@ -74,7 +83,8 @@ int train_step(ParamTable *pt, ParamTable *gt, AdamState *opt, const TrainConfig
 // trainable part's norm (*trainable_norm, may be NULL; what the clipping sees), optax's
 // clip_by_global_norm(clip_norm) of the trainable part, then AdamW on the trainable
 // parameters of pt at the learning rate of step opt->step; opt->step advances. gt: the
-// gradient, in pt's layout.
+// gradient, a full table (pt's layout) or a subset one (train_grads_alloc; the frozen
+// parameters' squared norms in gt->sq when it lends).
 void adamw_update(ParamTable *pt, const ParamTable *gt, AdamState *opt, const TrainConfig *tc, double *l2_grads,
                   double *trainable_norm);
 

@@ -48,7 +48,7 @@ static void stage_tap(UNetTape *tp, const char *fmt, int i) { snprintf(tp->st[tp
 
 // The stages of configuration tp->c, in the order of upstream's __call__; each skip is pushed
 // on a stack as it is made, and each up-block layer pops the newest.
-static int unet_stages_build(UNetTape *tp) {
+int unet_stages_build(UNetTape *tp) {
     const UNetConfig *c = &tp->c;
     int nb = c->n_blocks, L = c->layers_per_block, i, j, stack[MAX_SKIPS], ns = 0;
     int cap = 8 + nb * (4 * L + 4) + nb * (3 * (L + 1) + 2);

@@ -55,6 +55,10 @@ struct UNetTape {
     Tensor sinus, temb, ctx; // (B,c0) (B,4c0) (B,T,Cctx)
 };
 
+// Fill tp->st, tp->n with the stage list of configuration tp->c (ref/unet.c; the FLOP count
+// in ref/flops.c walks it too).
+int unet_stages_build(UNetTape *tp);
+
 // Run the whole network: check the inputs, make the stage list, the time embedding, then walk
 // every stage from the channels-last sample; out (channels-first, the sample's layout) is
 // allocated here. *tape receives the walk's state (free it with unet_tape_free; NULL on error).

@@ -21,9 +21,32 @@ int unet_grads_alloc(ParamTable *g, const ParamTable *p) {
     return MV_OK;
 }
 
-// The gradient slot of parameter data `w` in gt (the same arena offset); NULL without gt.
-static real *gslot_unet(const ParamTable *pt, ParamTable *gt, const real *w) {
-    return gt && w ? gt->arena + (w - pt->arena) : NULL;
+// The gradient slot of parameter data `w` in gt; NULL without gt or a slot for it.
+static real *gslot_unet(const ParamTable *pt, ParamTable *gt, const real *w) { return params_grad_slot(pt, gt, w); }
+
+// A subset gradient table that lends buffers (gt->sq): give each parameter of block `prefix`
+// (names "prefix.*") that has no gradient slot a zeroed buffer for the block's backward
+// (lend = 1), or take their squared norms and free the buffers (lend = 0). The sums run in
+// the order adamw_update's do, so the full gradient's norm is the one a full table gives.
+static int lend_block(const ParamTable *pt, ParamTable *gt, const char *prefix, int lend) {
+    size_t k, i, n = strlen(prefix);
+    if (!gt || !gt->sq || n == 0) return MV_OK;
+    for (k = 0; k < pt->count; k++) {
+        const Param *p = &pt->p[k];
+        if (strncmp(p->name, prefix, n) != 0 || p->name[n] != '.') continue;
+        if (lend) {
+            if (gt->slot[k]) continue; // kept
+            if (!(gt->slot[k] = (real *)mv_calloc(p->t.numel, sizeof(real), "lent gradient"))) return MV_ERR;
+            gt->sq[k] = -1.0; // marks a lent slot
+        } else if (gt->sq[k] < 0.0) {
+            double s = 0.0;
+            for (i = 0; i < p->t.numel; i++) s += (double)gt->slot[k][i] * (double)gt->slot[k][i];
+            gt->sq[k] = s;
+            free(gt->slot[k]);
+            gt->slot[k] = NULL;
+        }
+    }
+    return MV_OK;
 }
 
 size_t unet_tape_peak_bytes(const UNetTape *tp) { return tp->peak; }
@@ -114,7 +137,7 @@ int unet_tape_backward(UNetTape *tp, ParamTable *gt, Tensor *d_sample, const Ten
     int k, rc = MV_ERR;
     memset(&dh, 0, sizeof dh); memset(&dprev, 0, sizeof dprev); memset(&dtemb, 0, sizeof dtemb);
     if (d_sample) memset(d_sample, 0, sizeof *d_sample);
-    if (gt && gt->numel != pt->numel) return mv_fail("gradient table of %lu values for %lu parameters", (unsigned long)gt->numel, (unsigned long)pt->numel);
+    if (gt && !gt->slot && gt->numel != pt->numel) return mv_fail("gradient table of %lu values for %lu parameters", (unsigned long)gt->numel, (unsigned long)pt->numel);
     S = tp->H * tp->W;
     if (dout->numel != B * Co * F * S || dout->ndim != (c->temporal ? 5 : 4))
         return mv_fail("dout must have the output's shape (B, %lu, %sH, W)", (unsigned long)Co, c->temporal ? "F, " : "");
@@ -134,7 +157,8 @@ int unet_tape_backward(UNetTape *tp, ParamTable *gt, Tensor *d_sample, const Ten
         if (s->kind == ST_CONCAT) {
             if (concat_backward(&dprev, &dskip[s->skip], &dh, s->Ca)) goto done;
             unet_tape_drop(tp, &tp->st[s->skip].in); // recompute mode: no re-run reaches this CONCAT any more
-        } else if (tensor_alloc(&dprev, 5, s->in.shape) || stage_backward(tp, gt, s, dprev.data, dtemb.data, dh.data)) {
+        } else if (tensor_alloc(&dprev, 5, s->in.shape) || lend_block(pt, gt, s->name, 1) ||
+                   stage_backward(tp, gt, s, dprev.data, dtemb.data, dh.data) || lend_block(pt, gt, s->name, 0)) {
             goto done;
         }
         unet_tape_drop(tp, &s->in);
@@ -143,10 +167,12 @@ int unet_tape_backward(UNetTape *tp, ParamTable *gt, Tensor *d_sample, const Ten
         memset(&dprev, 0, sizeof dprev);
     }
     // the time embedding MLP (the sinusoid of the integer timestep ends the chain)
+    if (gt && lend_block(pt, gt, "time_embedding", 1)) goto done;
     if (gt && timestep_embedding_backward(NULL, gslot_unet(pt, gt, tw[0]->data), gslot_unet(pt, gt, tw[1]->data),
                                           gslot_unet(pt, gt, tw[2]->data), gslot_unet(pt, gt, tw[3]->data), dtemb.data,
                                           tp->sinus.data, tw[0]->data, tw[1]->data, tw[2]->data, B, c0, 4 * c0))
         goto done;
+    if (gt && lend_block(pt, gt, "time_embedding", 0)) goto done;
     if (d_sample) { // dh is the gradient of the channels-last input (B,F,H,W,Cin)
         size_t Cin = dh.shape[4], H = dh.shape[2], W = dh.shape[3];
         int r = c->temporal ? tensor_alloc_v(d_sample, 5, B, Cin, F, H, W) : tensor_alloc_v(d_sample, 4, B, Cin, H, W);
@@ -155,6 +181,8 @@ int unet_tape_backward(UNetTape *tp, ParamTable *gt, Tensor *d_sample, const Ten
     }
     rc = MV_OK;
 done:
+    for (i = 0; rc && gt && gt->sq && i < pt->count; i++) // an error inside a block: take back its lent buffers
+        if (gt->sq[i] < 0.0) { free(gt->slot[i]); gt->slot[i] = NULL; gt->sq[i] = 0.0; }
     for (k = 0; dskip && k < tp->n; k++) tensor_free(&dskip[k]);
     free(dskip);
     tensor_free(&dh); tensor_free(&dprev); tensor_free(&dtemb);

@@ -8,6 +8,7 @@
 #include "activations.h"
 #include "attention.h"
 #include "blocks.h"
+#include "flops.h"
 #include "groupnorm.h"
 #include "linear.h"
 #include "upsample.h"
@@ -389,6 +390,52 @@ int vae_decode(Tensor *image, const Tensor *latents, ParamTable *pt, const VAECo
     free(st.s);
     if (rc) mv_fail_prefix("VAE decode");
     return rc;
+}
+
+// The FLOP count (ref/flops.h) of the stage list vae_encode or vae_decode walks.
+int vae_flops(Flops *f, const VAEConfig *c, int decode, size_t B, size_t H, size_t W) {
+    VaeStages st = {0, 0, NULL};
+    ParamTable pt;
+    size_t k, h, w, down = (size_t)1 << (c->n_blocks - 1);
+    char n[160];
+    int rc = MV_ERR;
+    memset(f, 0, sizeof *f);
+    params_init(&pt);
+    if (vae_config_check(c) || vae_declare_params(&pt, c) || (decode ? decoder_stages(&st, c) : encoder_stages(&st, c)))
+        goto done;
+    h = decode ? H / down : H; // the decoder starts from the latents
+    w = decode ? W / down : W;
+    for (k = 0; k < st.n; k++) {
+        const VaeStage *s = &st.s[k];
+        switch (s->kind) {
+        case VS_CONV:
+            if (flops_conv_block(f, &pt, s->name, s->geom, B, 1, h, w, &h, &w)) goto done;
+            break;
+        case VS_RESNET:
+            if (flops_resnet(f, &pt, s->name, B, 1, h, w)) goto done;
+            break;
+        case VS_ATTN: { // one head over the h*w tokens: query, key, value, proj_attn; scores and P.V
+            static const char *proj[4] = {"query", "key", "value", "proj_attn"};
+            const Tensor *q;
+            int i;
+            for (i = 0; i < 4; i++) {
+                snprintf(n, sizeof n, "%s.%s", s->name, proj[i]);
+                if (flops_dense(f, &pt, n, B * h * w)) goto done;
+            }
+            snprintf(n, sizeof n, "%s.query.kernel", s->name);
+            if (!(q = flops_param(&pt, n))) goto done;
+            f->attn += 2.0 * 2.0 * (double)B * (double)(h * w) * (double)(h * w) * (double)q->shape[1];
+            break;
+        }
+        case VS_UPSAMPLE: h *= 2; w *= 2; break;
+        default: break; // GroupNorm and SiLU: elementwise
+        }
+    }
+    rc = MV_OK;
+done:
+    free(st.s);
+    free_params(&pt);
+    return rc ? mv_fail_prefix("VAE FLOP count") : MV_OK;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -355,9 +355,11 @@ int run_train_step(Case *c) {
     if (read_train_config(c, &tc, &steps, &F, &B)) return 1;
     sched_config_sd(&scfg);
     if (load_model(c, &cfg, &pt)) goto out;
-    if (unet_grads_alloc(&gt, &pt)) { case_error(c, "gradient table"); goto out; }
+    // the table `mavref train` uses: temporal only, the trainable gradients kept and the frozen
+    // ones lent per block for l2_grads
+    if (train_grads_alloc(&gt, &pt, &tc)) { case_error(c, "gradient table"); goto out; }
     if (sched_init(&sch, SCHED_DDIM, &scfg, 0, 1)) { case_error(c, "scheduler"); goto out; }
-    if (adam_init(&opt, pt.numel) || !(p0 = (real *)malloc(pt.numel * sizeof(real))) ||
+    if (adam_init(&opt, &pt, &tc) || !(p0 = (real *)malloc(pt.numel * sizeof(real))) ||
         !(delta = (real *)malloc(pt.numel * sizeof(real)))) { case_error(c, "allocation"); goto out; }
     memcpy(p0, pt.arena, pt.numel * sizeof(real));
     if (read_clips(c, &bag, clips, B) || !(ctx = bag_input(c, &bag, "context"))) goto out;
@@ -406,7 +408,7 @@ static int tiny_steps(ParamTable *pt, AdamState *opt, const TrainConfig *tc, con
     long k;
     int rc = MV_ERR;
     double loss, l2;
-    if (unet_grads_alloc(&gt, pt)) return MV_ERR;
+    if (train_grads_alloc(&gt, pt, tc)) return MV_ERR;
     memset(&x, 0, sizeof x); memset(&t, 0, sizeof t); memset(&noise, 0, sizeof noise); memset(&ctx, 0, sizeof ctx);
     if (tensor_alloc_v(&x, 5, (size_t)1, (size_t)9, (size_t)2, (size_t)4, (size_t)4) || tensor_alloc_v(&t, 1, (size_t)1) ||
         tensor_alloc_v(&noise, 5, (size_t)1, (size_t)4, (size_t)2, (size_t)4, (size_t)4) ||
@@ -426,21 +428,23 @@ out:
     return rc;
 }
 
-static int tiny_model(ParamTable *pt, UNetConfig *c, AdamState *opt) {
+static int tiny_model(ParamTable *pt, UNetConfig *c, AdamState *opt, const TrainConfig *tc) {
     unet_config_default(c);
     c->in_channels = 9; c->out_channels = 4; c->n_blocks = 2; c->block_out_channels[0] = 32; c->block_out_channels[1] = 64;
     c->layers_per_block = 1; c->heads[0] = 2; c->heads[1] = 4; c->cross_attention_dim = 8;
     c->down_cross[0] = 1; c->down_cross[1] = 0; c->up_cross[0] = 0; c->up_cross[1] = 1;
     params_init(pt);
     if (unet_declare_params(pt, c) || params_alloc(pt) || params_procedural(pt, 21)) return MV_ERR;
-    return adam_init(opt, pt->numel);
+    return adam_init(opt, pt, tc);
 }
 
 #define TR_STR2(x) #x
 #define TR_STR(x) TR_STR2(x)
 #define MAVREF_PRECISION_STR TR_STR(MAVREF_PRECISION)
 
-int test_train_resume(void) {
+// Once training everything (full gradient table, moments over the whole arena) and once
+// temporal only (the trainable subset's gradients and moments).
+static int train_resume_once(int only_temporal) {
     const char *pp = "build/train-resume-f" MAVREF_PRECISION_STR "-params.safetensors";
     const char *sp = "build/train-resume-f" MAVREF_PRECISION_STR "-opt.safetensors";
     const char *bad = "build/train-resume-f" MAVREF_PRECISION_STR "-bad.safetensors";
@@ -456,8 +460,8 @@ int test_train_resume(void) {
     st_writer_init(&w);
     train_config_default(&tc);
     train_set_schedule(&tc, 1e-3, 0.25, 0.5, 4);
-    tc.only_temporal = 0;
-    if (tiny_model(&a, &c, &oa) || tiny_model(&b, &c, &ob)) { harness_failf("train_resume", "setup: %s", mv_error()); goto out; }
+    tc.only_temporal = only_temporal;
+    if (tiny_model(&a, &c, &oa, &tc) || tiny_model(&b, &c, &ob, &tc)) { harness_failf("train_resume", "setup: %s", mv_error()); goto out; }
     // a: 3 steps; b: 2 steps, saved, reloaded into fresh memory, 1 step
     if (tiny_steps(&a, &oa, &tc, &c, 0, 3) || tiny_steps(&b, &ob, &tc, &c, 0, 2)) { harness_failf("train_resume", "%s", mv_error()); goto out; }
     for (i = 0; i < b.count; i++)
@@ -489,5 +493,84 @@ out:
     st_writer_free(&w);
     adam_free(&oa); adam_free(&ob);
     free_params(&a); free_params(&b);
+    return fail;
+}
+
+int test_train_resume(void) { return train_resume_once(0) | train_resume_once(1); }
+
+// Unit test: the gradient tables of a subset (train_grads_alloc's, temporal only). One backward
+// into the full table, a subset that lends the frozen blocks buffers, and a subset that gives
+// them NULL (their weight products skipped): every kept gradient and the sample's gradient are
+// the full table's bit for bit, the lent squared norms are the full gradients' (summed as
+// adamw_update sums), and the lent buffers are all returned.
+int test_grad_subset(void) {
+    UNetConfig c;
+    TrainConfig tc;
+    AdamState opt;
+    ParamTable pt, full, lend, skip;
+    unsigned char *keep = NULL;
+    Tensor x, t, ctx, dout, dx[3];
+    UNetTape *tp;
+    ParamTable *tabs[3];
+    size_t k, i, kept = 0, frozen = 0;
+    int m, fail = 1;
+    memset(dx, 0, sizeof dx);
+    memset(&x, 0, sizeof x); memset(&t, 0, sizeof t); memset(&ctx, 0, sizeof ctx); memset(&dout, 0, sizeof dout);
+    params_init(&full); params_init(&lend); params_init(&skip);
+    train_config_default(&tc); // temporal only
+    if (tiny_model(&pt, &c, &opt, &tc)) { harness_failf("grad_subset", "setup: %s", mv_error()); return 1; }
+    if (!(keep = (unsigned char *)calloc(pt.count, 1))) goto out;
+    for (k = 0; k < pt.count; k++) keep[k] = (unsigned char)train_is_trainable(&tc, pt.p[k].name);
+    if (unet_grads_alloc(&full, &pt) || train_grads_alloc(&lend, &pt, &tc) || params_grads_subset(&skip, &pt, keep, 0) ||
+        tensor_alloc_v(&x, 5, (size_t)1, (size_t)9, (size_t)2, (size_t)4, (size_t)4) || tensor_alloc_v(&t, 1, (size_t)1) ||
+        tensor_alloc_v(&dout, 5, (size_t)1, (size_t)4, (size_t)2, (size_t)4, (size_t)4) ||
+        tensor_alloc_v(&ctx, 3, (size_t)1, (size_t)3, (size_t)8)) {
+        harness_failf("grad_subset", "setup: %s", mv_error());
+        goto out;
+    }
+    proc_fill(x.data, x.numel, 1, "x_in", 1.0, 0.0);
+    proc_fill(dout.data, dout.numel, 1, "dout", 1.0, 0.0);
+    proc_fill(ctx.data, ctx.numel, 1, "ctx", 1.0, 0.0);
+    t.data[0] = 250;
+    tabs[0] = &full; tabs[1] = &lend; tabs[2] = &skip;
+    for (m = 0; m < 3; m++) {
+        Tensor y;
+        if (unet_tape_forward_mode(&tp, &y, &x, &t, &ctx, &pt, &c, m == 1)) { harness_failf("grad_subset", "%s", mv_error()); goto out; }
+        tensor_free(&y);
+        if (unet_tape_backward(tp, tabs[m], &dx[m], &dout)) { unet_tape_free(tp); harness_failf("grad_subset", "%s", mv_error()); goto out; }
+        unet_tape_free(tp);
+    }
+    if (memcmp(dx[0].data, dx[1].data, dx[0].numel * sizeof(real)) || memcmp(dx[0].data, dx[2].data, dx[0].numel * sizeof(real))) {
+        harness_failf("grad_subset", "the sample's gradient depends on the gradient table");
+        goto out;
+    }
+    for (k = 0; k < pt.count; k++) {
+        const Param *p = &pt.p[k];
+        const real *g = full.arena + p->offset;
+        if (keep[k]) {
+            kept++;
+            if (!lend.slot[k] || !skip.slot[k] || memcmp(g, lend.slot[k], p->t.numel * sizeof(real)) ||
+                memcmp(g, skip.slot[k], p->t.numel * sizeof(real))) {
+                harness_failf("grad_subset", "%s: the kept gradient differs from the full table's", p->name);
+                goto out;
+            }
+        } else {
+            double s = 0.0;
+            frozen++;
+            for (i = 0; i < p->t.numel; i++) s += (double)g[i] * (double)g[i];
+            if (lend.slot[k] || skip.slot[k] || lend.sq[k] != s || s == 0.0) {
+                harness_failf("grad_subset", "%s: lent norm %.17g, full %.17g (or a buffer not returned)", p->name, lend.sq[k], s);
+                goto out;
+            }
+        }
+    }
+    if (kept == 0 || frozen == 0) { harness_failf("grad_subset", "the tiny model must have both kinds of tensor"); goto out; }
+    fail = 0;
+out:
+    free(keep);
+    for (m = 0; m < 3; m++) tensor_free(&dx[m]);
+    tensor_free(&x); tensor_free(&t); tensor_free(&ctx); tensor_free(&dout);
+    adam_free(&opt);
+    free_params(&full); free_params(&lend); free_params(&skip); free_params(&pt);
     return fail;
 }

@@ -31,6 +31,7 @@ const UnitTest unit_tests[] = {
     {"gemm_packed", test_gemm_packed},
     {"parallel_for", test_parallel_for},
     {"train_resume", test_train_resume},
+    {"grad_subset", test_grad_subset},
     {"train_batch", test_train_batch},
     {"tape_recompute", test_tape_recompute},
     {"fastpath_conv", test_fastpath_conv},

@@ -29,7 +29,7 @@ static int grad_of(double *loss, ParamTable *gt, ParamTable *pt, const UNetConfi
     AdamState opt;
     double l2;
     int rc;
-    if (adam_init(&opt, pt->numel)) return MV_ERR;
+    if (adam_init(&opt, pt, tc)) return MV_ERR;
     rc = train_step(pt, gt, &opt, tc, c, x, t, noise, ctx, loss, &l2, NULL);
     adam_free(&opt);
     return rc;

@@ -296,7 +296,7 @@ static int recompute_train_step(void) {
     memset(opt, 0, sizeof opt);
     params_init(&p[0]); params_init(&p[1]); params_init(&gt);
     for (m = 0; m < 2; m++)
-        if (unet_declare_params(&p[m], &c) || params_alloc(&p[m]) || params_procedural(&p[m], 21) || adam_init(&opt[m], p[m].numel)) {
+        if (unet_declare_params(&p[m], &c) || params_alloc(&p[m]) || params_procedural(&p[m], 21) || adam_init(&opt[m], &p[m], &tc)) {
             fails = 1;
             goto out;
         }

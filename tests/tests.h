@@ -97,6 +97,7 @@ int run_unet(Case *c);
 int run_unet_grad(Case *c);
 int run_train_step(Case *c);
 int test_train_resume(void);
+int test_grad_subset(void);
 
 // ops_clip.c
 int run_clip_text(Case *c);

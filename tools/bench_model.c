@@ -8,16 +8,32 @@
 //                                     wall time of one forward + backward (every parameter's
 //                                     gradient) of the same, keeping every stage's input or
 //                                     (recompute) only checkpoints, and the peak memory
+//   bench_model unet B F H W NAME     the same, its lines named NAME_* (NAME_gflops: the
+//                                     counted FLOPs, ref/flops.h, over the wall time)
+//   bench_model vae decode|encode B H W NAME
+//                                     wall time of vae_decode of B latents to H x W images (one
+//                                     call per image, as generate) or vae_encode of B images
+//   bench_model trainstep F H W       one train_step of upstream's configuration: batch 1, F
+//                                     frames, H x W latents, temporal layers only, recompute,
+//                                     procedural weights (train_step_real_s, _peak_gb)
+//   bench_model flops unet CONFIG|- B F H W T
+//                                     the FLOP count (ref/flops.h) of one UNet forward of the
+//                                     configuration (a config.json, or - for makeavid's) on
+//                                     sample (B,Cin,F,H,W) with T context tokens
+//   bench_model flops vae encode|decode B H W   the same of the VAE at H x W pixels
+//   bench_model flops clip B T
 #define _POSIX_C_SOURCE 200809L // clock_gettime
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "../ref/flops.h"
 #include "../ref/procedural.h"
 #include "../ref/safetensors.h"
 #include "../ref/threads.h"
 #include "../ref/tokenizer.h"
+#include "../ref/train.h"
 #include "../ref/unet.h"
 
 // Wall-clock seconds with POSIX's monotonic clock (tools/ may use POSIX; ref/ stays C99). The
@@ -92,10 +108,17 @@ static int bench_tokenize(int argc, char **argv) {
     return 0;
 }
 
-static int bench_unet(size_t B, size_t F, size_t H, size_t W) {
+// name_gflop (the count) and name_gflops (over `seconds`) of a forward counted in *f.
+static void print_rate(const char *name, const Flops *f, double seconds) {
+    printf("%s_gflop = %.1f\n", name, flops_total(f) * 1e-9);
+    if (seconds > 0) printf("%s_gflops = %.1f\n", name, flops_total(f) * 1e-9 / seconds);
+}
+
+static int bench_unet(size_t B, size_t F, size_t H, size_t W, const char *name) {
     UNetConfig c;
     ParamTable pt;
     Tensor x, t, ctx, out;
+    Flops fl;
     double w0, w1;
     clock_t c0;
     size_t i;
@@ -116,7 +139,9 @@ static int bench_unet(size_t B, size_t F, size_t H, size_t W) {
     printf("UNet forward, makeavid configuration, sample (%lu,9,%lu,%lu,%lu), %d threads: %.2f s wall, %.1f s CPU\n",
            (unsigned long)B, (unsigned long)F, (unsigned long)H, (unsigned long)W, threads_count(), w1 - w0,
            (double)(clock() - c0) / CLOCKS_PER_SEC);
-    printf("unet_forward_s = %.2f\n", w1 - w0);
+    printf("%s_s = %.2f\n", name, w1 - w0);
+    if (unet_flops(&fl, &c, B, F, H, W, 77) == MV_OK) print_rate(name, &fl, w1 - w0);
+    printf("%s_peak_rss_kb = %ld\n", name, peak_rss_kb());
     tensor_free(&out); tensor_free(&x); tensor_free(&t); tensor_free(&ctx);
     free_params(&pt);
     return 0;
@@ -174,9 +199,85 @@ static int bench_train(size_t B, size_t F, size_t H, size_t W, int recompute) {
     return 0;
 }
 
+// vae_decode of B latents one at a time (as mavref generate decodes its frames), or vae_encode
+// of B images in one call, with procedural weights.
+static int bench_vae(int decode, size_t B, size_t H, size_t W, const char *name) {
+    VAEConfig c;
+    ParamTable pt;
+    Tensor in, out, logvar;
+    Flops fl;
+    size_t fac, b;
+    double w0, w1;
+    vae_config_default(&c);
+    params_init(&pt);
+    fac = (size_t)1 << (c.n_blocks - 1);
+    if (vae_declare_params(&pt, &c) || params_alloc(&pt) || params_procedural(&pt, 2) ||
+        (decode ? tensor_alloc_v(&in, 4, (size_t)1, (size_t)c.latent_channels, H / fac, W / fac)
+                : tensor_alloc_v(&in, 4, B, (size_t)3, H, W))) {
+        fprintf(stderr, "%s\n", mv_error());
+        return 1;
+    }
+    proc_fill(in.data, in.numel, 2, "vae input", 1.0, 0.0);
+    w0 = now();
+    for (b = 0; b < (decode ? B : 1); b++) {
+        if (decode ? vae_decode(&out, &in, &pt, &c) : vae_encode(&out, &logvar, &in, &pt, &c)) { fprintf(stderr, "%s\n", mv_error()); return 1; }
+        tensor_free(&out);
+        if (!decode) tensor_free(&logvar);
+    }
+    w1 = now();
+    printf("VAE %s of %lu %s at %lux%lu pixels, %d threads: %.2f s wall\n", decode ? "decode" : "encode", (unsigned long)B,
+           decode ? "latents" : "images", (unsigned long)W, (unsigned long)H, threads_count(), w1 - w0);
+    printf("%s_s = %.2f\n", name, w1 - w0);
+    if (vae_flops(&fl, &c, decode, B, H, W) == MV_OK) print_rate(name, &fl, w1 - w0);
+    printf("%s_peak_rss_kb = %ld\n", name, peak_rss_kb());
+    tensor_free(&in);
+    free_params(&pt);
+    return 0;
+}
+
+// One training step as `mavref train --recompute` takes it (temporal layers only: gradients
+// and moments of the trainable tensors), batch 1, procedural weights and inputs.
+static int bench_trainstep(size_t F, size_t H, size_t W) {
+    UNetConfig c;
+    TrainConfig tc;
+    ParamTable pt, gt;
+    AdamState opt;
+    Tensor x, t, ctx, noise;
+    Flops fl;
+    double w0, w1, loss, l2;
+    unet_config_default(&c);
+    train_config_default(&tc);
+    tc.recompute = 1;
+    params_init(&pt);
+    if (unet_declare_params(&pt, &c) || params_alloc(&pt) || params_procedural(&pt, 1) || train_grads_alloc(&gt, &pt, &tc) ||
+        adam_init(&opt, &pt, &tc) || tensor_alloc_v(&x, 5, (size_t)1, (size_t)9, F, H, W) || tensor_alloc_v(&t, 1, (size_t)1) ||
+        tensor_alloc_v(&ctx, 3, (size_t)1, (size_t)77, (size_t)768) || tensor_alloc_v(&noise, 5, (size_t)1, (size_t)4, F, H, W)) {
+        fprintf(stderr, "%s\n", mv_error());
+        return 1;
+    }
+    proc_fill(x.data, x.numel, 2, "sample", 1.0, 0.0);
+    proc_fill(ctx.data, ctx.numel, 2, "context", 1.0, 0.0);
+    proc_fill(noise.data, noise.numel, 3, "noise", 1.0, 0.0);
+    t.data[0] = 500;
+    w0 = now();
+    if (train_step(&pt, &gt, &opt, &tc, &c, &x, &t, &noise, &ctx, &loss, &l2, NULL)) { fprintf(stderr, "%s\n", mv_error()); return 1; }
+    w1 = now();
+    printf("training step, makeavid configuration, temporal layers only, recompute, sample (1,9,%lu,%lu,%lu), %d threads: "
+           "%.1f s wall, loss %.6f\n", (unsigned long)F, (unsigned long)H, (unsigned long)W, threads_count(), w1 - w0, loss);
+    printf("train_step_real_s = %.1f\n", w1 - w0);
+    // the model's work: forward + backward (3 forwards' products; mavref also recomputes)
+    if (unet_flops(&fl, &c, 1, F, H, W, 77) == MV_OK) {
+        fl.conv *= 3; fl.dense *= 3; fl.attn *= 3;
+        print_rate("train_step_real", &fl, w1 - w0);
+    }
+    printf("train_step_real_peak_gb = %.2f\n", (double)peak_rss_kb() * 1024.0 / 1e9);
+    tensor_free(&x); tensor_free(&t); tensor_free(&ctx); tensor_free(&noise);
+    adam_free(&opt);
+    free_params(&gt); free_params(&pt);
+    return 0;
+}
+
 // Bytes of the weights `mavref generate` holds: UNet, VAE and CLIP text encoder (defaults).
-#include "../ref/clip.h"
-#include "../ref/vae.h"
 static int bench_weights(void) {
     UNetConfig u;
     VAEConfig v;
@@ -191,13 +292,51 @@ static int bench_weights(void) {
     return 0;
 }
 
+static int print_flops(const char *what, int rc, const Flops *f) {
+    if (rc) { fprintf(stderr, "%s\n", mv_error()); return 1; }
+    printf("%s_flops = %.0f\n%s_flops_conv = %.0f\n%s_flops_dense = %.0f\n%s_flops_attn = %.0f\n", what, flops_total(f), what,
+           f->conv, what, f->dense, what, f->attn);
+    return 0;
+}
+
+static int bench_flops(int argc, char **argv) {
+    Flops f;
+    if (argc == 7 && !strcmp(argv[0], "unet")) {
+        UNetConfig c;
+        unet_config_default(&c);
+        if (strcmp(argv[1], "-") && unet_config_load(&c, argv[1])) { fprintf(stderr, "%s\n", mv_error()); return 1; }
+        return print_flops("unet_forward", unet_flops(&f, &c, (size_t)atol(argv[2]), (size_t)atol(argv[3]), (size_t)atol(argv[4]),
+                                                      (size_t)atol(argv[5]), (size_t)atol(argv[6])), &f);
+    }
+    if (argc == 5 && !strcmp(argv[0], "vae")) {
+        VAEConfig c;
+        vae_config_default(&c);
+        return print_flops(!strcmp(argv[1], "decode") ? "vae_decode" : "vae_encode",
+                           vae_flops(&f, &c, !strcmp(argv[1], "decode"), (size_t)atol(argv[2]), (size_t)atol(argv[3]), (size_t)atol(argv[4])), &f);
+    }
+    if (argc == 3 && !strcmp(argv[0], "clip")) {
+        ClipConfig c;
+        clip_config_default(&c);
+        return print_flops("clip_text", clip_flops(&f, &c, (size_t)atol(argv[1]), (size_t)atol(argv[2])), &f);
+    }
+    fprintf(stderr, "usage: bench_model flops unet CONFIG|- B F H W T | flops vae encode|decode B H W | flops clip B T\n");
+    return 2;
+}
+
 int main(int argc, char **argv) {
+    if (argc >= 2 && !strcmp(argv[1], "flops")) return bench_flops(argc - 2, argv + 2);
     if (argc == 2 && !strcmp(argv[1], "weights")) return bench_weights();
     if (argc >= 3 && !strcmp(argv[1], "tokenize")) return bench_tokenize(argc - 2, argv + 2);
-    if (argc == 6 && !strcmp(argv[1], "unet"))
-        return bench_unet((size_t)atol(argv[2]), (size_t)atol(argv[3]), (size_t)atol(argv[4]), (size_t)atol(argv[5]));
+    if ((argc == 6 || argc == 7) && !strcmp(argv[1], "unet"))
+        return bench_unet((size_t)atol(argv[2]), (size_t)atol(argv[3]), (size_t)atol(argv[4]), (size_t)atol(argv[5]),
+                          argc == 7 ? argv[6] : "unet_forward");
+    if (argc == 7 && !strcmp(argv[1], "vae"))
+        return bench_vae(!strcmp(argv[2], "decode"), (size_t)atol(argv[3]), (size_t)atol(argv[4]), (size_t)atol(argv[5]), argv[6]);
+    if (argc == 5 && !strcmp(argv[1], "trainstep"))
+        return bench_trainstep((size_t)atol(argv[2]), (size_t)atol(argv[3]), (size_t)atol(argv[4]));
     if ((argc == 6 || (argc == 7 && !strcmp(argv[6], "recompute"))) && !strcmp(argv[1], "train"))
         return bench_train((size_t)atol(argv[2]), (size_t)atol(argv[3]), (size_t)atol(argv[4]), (size_t)atol(argv[5]), argc == 7);
-    fprintf(stderr, "usage: bench_model tokenize FILE... | bench_model unet B F H W | bench_model train B F H W [recompute]\n");
+    fprintf(stderr, "usage: bench_model tokenize FILE... | unet B F H W [NAME] | train B F H W [recompute] | "
+                    "vae decode|encode B H W NAME | trainstep F H W | flops ...\n");
     return 2;
 }
