@@ -130,10 +130,41 @@ done:
     return rc;
 }
 
+// Step 5: every frame of the latents lat (1,4,F,h,w) decoded by the VAE into out (F,H,W,3)
+// bytes (allocated) and, when frames_float is given, the decoder's float output (F,3,H,W).
+static int decode_frames(unsigned char **out, Tensor *frames_float, const Tensor *lat, size_t F, size_t H, size_t W, Models *m) {
+    size_t h = lat->shape[3], w = lat->shape[4], hw = h * w, f, c, i;
+    Tensor one, img;
+    int rc = MV_ERR;
+    memset(&one, 0, sizeof one); memset(&img, 0, sizeof img);
+    *out = (unsigned char *)mv_calloc(F * H * W * 3, 1, "frames");
+    if (!*out || tensor_alloc_v(&one, 4, (size_t)1, (size_t)4, h, w)) goto done;
+    if (frames_float && tensor_alloc_v(frames_float, 4, F, (size_t)3, H, W)) goto done;
+    for (f = 0; f < F; f++) {
+        for (c = 0; c < 4; c++)
+            for (i = 0; i < hw; i++) // upstream: latents = 1 / scaling_factor * latents
+                one.data[c * hw + i] = lat->data[(c * F + f) * hw + i] * (real)(1.0 / SCALING_FACTOR);
+        if (vae_decode(&img, &one, &m->vae_p, &m->vae)) goto done;
+        if (frames_float) memcpy(frames_float->data + f * 3 * H * W, img.data, 3 * H * W * sizeof(real));
+        for (c = 0; c < 3; c++) { // (3,H,W) -> (H,W,3) bytes
+            unsigned char row[1];
+            for (i = 0; i < H * W; i++) {
+                image_quantize(row, img.data + c * H * W + i, 1);
+                (*out)[(f * H * W + i) * 3 + c] = row[0];
+            }
+        }
+        tensor_free(&img);
+    }
+    rc = MV_OK;
+done:
+    tensor_free(&one); tensor_free(&img);
+    return rc;
+}
+
 int pipeline_generate(unsigned char **frames, Tensor *final_latents, Tensor *frames_float, const GenOptions *o,
                       Models *m, StepFn step_fn, void *user) {
     size_t F = o->frames, H = o->height, W = o->width, h, w, fac, mult, hw, i, f, c;
-    Tensor text, neg, hint, mask, lat, inp, tt, eps_c, eps_u, img, one;
+    Tensor text, neg, hint, mask, lat, inp, tt, eps_c, eps_u;
     Scheduler s;
     SchedConfig scfg;
     int64_t ids[77];
@@ -145,7 +176,7 @@ int pipeline_generate(unsigned char **frames, Tensor *final_latents, Tensor *fra
     memset(&text, 0, sizeof text); memset(&neg, 0, sizeof neg); memset(&hint, 0, sizeof hint);
     memset(&mask, 0, sizeof mask); memset(&lat, 0, sizeof lat); memset(&inp, 0, sizeof inp);
     memset(&tt, 0, sizeof tt); memset(&eps_c, 0, sizeof eps_c); memset(&eps_u, 0, sizeof eps_u);
-    memset(&img, 0, sizeof img); memset(&one, 0, sizeof one); memset(&s, 0, sizeof s);
+    memset(&s, 0, sizeof s);
     *frames = NULL;
     if (final_latents) memset(final_latents, 0, sizeof *final_latents);
     if (frames_float) memset(frames_float, 0, sizeof *frames_float);
@@ -226,24 +257,7 @@ int pipeline_generate(unsigned char **frames, Tensor *final_latents, Tensor *fra
     }
     t_steps = wall_since(w0) - t_hint;
     // ---- 5. decode every frame
-    out = (unsigned char *)mv_calloc(F * H * W * 3, 1, "frames");
-    if (!out || tensor_alloc_v(&one, 4, (size_t)1, (size_t)4, h, w)) goto done;
-    if (frames_float && tensor_alloc_v(frames_float, 4, F, (size_t)3, H, W)) goto done;
-    for (f = 0; f < F; f++) {
-        for (c = 0; c < 4; c++)
-            for (i = 0; i < hw; i++) // upstream: latents = 1 / scaling_factor * latents
-                one.data[c * hw + i] = lat.data[(c * F + f) * hw + i] * (real)(1.0 / SCALING_FACTOR);
-        if (vae_decode(&img, &one, &m->vae_p, &m->vae)) goto done;
-        if (frames_float) memcpy(frames_float->data + f * 3 * H * W, img.data, 3 * H * W * sizeof(real));
-        for (c = 0; c < 3; c++) { // (3,H,W) -> (H,W,3) bytes
-            unsigned char row[1];
-            for (i = 0; i < H * W; i++) {
-                image_quantize(row, img.data + c * H * W + i, 1);
-                out[(f * H * W + i) * 3 + c] = row[0];
-            }
-        }
-        tensor_free(&img);
-    }
+    if (decode_frames(&out, frames_float, &lat, F, H, W, m)) goto done;
     if (o->progress) {
         t_decode = wall_since(w0) - t_hint - t_steps;
         fprintf(stderr, "times: text %.0f s, hint %.0f s, steps %.0f s (%.1f s per step), decode %.0f s, total %.0f s wall\n",
@@ -257,7 +271,7 @@ done:
     free(out);
     if (rc && frames_float) tensor_free(frames_float);
     tensor_free(&text); tensor_free(&neg); tensor_free(&hint); tensor_free(&mask); tensor_free(&lat);
-    tensor_free(&inp); tensor_free(&tt); tensor_free(&eps_c); tensor_free(&eps_u); tensor_free(&img); tensor_free(&one);
+    tensor_free(&inp); tensor_free(&tt); tensor_free(&eps_c); tensor_free(&eps_u);
     sched_free(&s);
     return rc;
 }
