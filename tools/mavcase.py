@@ -80,8 +80,12 @@ def procedural_param(name, shape, seed, dtype=np.float64):
         scale, offset = float(np.sqrt(3.0 / int(np.prod(shape[:-1])))), 0.0
     elif leaf == 'scale':
         scale, offset = 0.1, 1.0
-    else:
+    elif leaf == 'embedding':   # CLIP's token and position tables (ref/params.c)
+        scale, offset = 1.0, 0.0
+    elif leaf == 'bias':
         scale, offset = 0.1, 0.0
+    else:
+        raise ValueError(f'mavcase: no procedural rule for parameter {name} (ref/params.c)')
     return procgen.fill(tuple(shape), int(seed), name, scale, offset).astype(dtype)
 
 
