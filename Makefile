@@ -218,6 +218,10 @@ bench-model: $(BUILD)/bench_model $(BUILD)/mavref
 	@if [ -x $(PY) ]; then $(PY) tools/bench_jax.py 2 8 32 32; else echo "no exporter environment: jax_unet_forward_s = NA"; fi
 	$(BUILD)/bench_model train 1 8 32 32
 	$(BUILD)/bench_model train 1 8 32 32 recompute
+	@# the published UNet's format at the real size (issue 14): written by flax, read by mavref
+	@if [ -x $(PY) ]; then $(PY) tools/bench_msgpack.py $(BUILDROOT)/bench_model_dir $(if $(filter 1,$(BENCH_SMALL)),--small) && \
+	  $(BUILD)/bench_model load $(BUILDROOT)/bench_model_dir; rm -rf $(BUILDROOT)/bench_model_dir; \
+	  else echo "no exporter environment: load_unet_msgpack_s = NA"; fi
 
 # The job at the real size (issue 17): the full-size CFG step, sample (2,9,24,64,64); the VAE
 # decode of 24 frames at 512x512 and the encode of one; one real training step (batch 1, 24

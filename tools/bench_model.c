@@ -29,6 +29,7 @@
 #include <time.h>
 
 #include "../ref/flops.h"
+#include "../ref/model_dir.h"
 #include "../ref/procedural.h"
 #include "../ref/safetensors.h"
 #include "../ref/threads.h"
@@ -323,8 +324,30 @@ static int bench_flops(int argc, char **argv) {
     return 2;
 }
 
+// The published UNet read from a folder (DIR/unet/config.json + diffusion_flax_model.msgpack,
+// written by tools/bench_msgpack.py): the time to read it into the parameter arena, and the
+// process's peak memory against the weights' bytes (issue 14: at most 1.1).
+static int bench_load(const char *dir) {
+    ParamTable pt;
+    UNetConfig c;
+    double t0, dt;
+    long rss;
+    params_init(&pt);
+    t0 = now();
+    if (md_load_unet(&pt, &c, dir, 1)) { fprintf(stderr, "bench_model load: %s\n", mv_error()); free_params(&pt); return 1; }
+    dt = now() - t0;
+    rss = peak_rss_kb();
+    printf("load_unet_msgpack_s = %.2f\n", dt);
+    printf("load_unet_msgpack_params = %lu\n", (unsigned long)pt.numel);
+    printf("load_peak_rss_kb = %ld\n", rss);
+    printf("load_peak_rss_vs_weights = %.3f\n", (double)rss * 1024.0 / ((double)pt.numel * sizeof(real)));
+    free_params(&pt);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "flops")) return bench_flops(argc - 2, argv + 2);
+    if (argc == 3 && !strcmp(argv[1], "load")) return bench_load(argv[2]);
     if (argc == 2 && !strcmp(argv[1], "weights")) return bench_weights();
     if (argc >= 3 && !strcmp(argv[1], "tokenize")) return bench_tokenize(argc - 2, argv + 2);
     if ((argc == 6 || argc == 7) && !strcmp(argv[1], "unet"))
