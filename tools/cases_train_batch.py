@@ -88,4 +88,4 @@ def train_batch_case(prec, name, config, seed, B, F, H, W, T, steps, lr, warmup,
 def cases(prec):
     # batch 4 (upstream's effective batch), everything trainable, warmup + cosine
     yield train_batch_case(prec, 'train_batch4_all_cosine', TRAIN_MIXED, 5010, 4, 2, 8, 8, 7, 2, 1e-3, 0.25, 0.5, 4,
-                           2e-2, False)
+                           2e-2, False, level='full')
