@@ -42,12 +42,12 @@ int test_train_batch(void) {
     Tensor x, t, noise, ctx, xb, tb, nb, cb;
     real *sum = NULL;
     double loss, lb, lsum = 0.0, err = 0.0, gmax = 0.0;
-    size_t b, i, worst = 0, F = 2, H = 8, W = 8;
+    size_t b, i, worst = 0, F = 2, H = 4, W = 4;
     int fails = 0;
     unet_config_default(&c);
     c.in_channels = 9; c.out_channels = 4; c.n_blocks = 2;
-    c.block_out_channels[0] = 64; c.block_out_channels[1] = 96;
-    c.layers_per_block = 1; c.heads[0] = 2; c.heads[1] = 4; c.cross_attention_dim = 8;
+    c.block_out_channels[0] = 32; c.block_out_channels[1] = 64; // small: the emulated cross tests run it too
+    c.layers_per_block = 1; c.heads[0] = 1; c.heads[1] = 2; c.cross_attention_dim = 8;
     c.down_cross[0] = 1; c.down_cross[1] = 0; c.up_cross[0] = 0; c.up_cross[1] = 1;
     train_config_default(&tc);
     tc.only_temporal = 0;
@@ -90,7 +90,7 @@ int test_train_batch(void) {
     printf("  train_batch: loss %.9g, mean of the 4 single-clip losses %.9g; gradient vs mean of the 4 single-clip "
            "gradients: max|diff|/max|g| = %.3e at element %lu of %lu\n", loss, lsum / NB, err, (unsigned long)worst,
            (unsigned long)pt.numel);
-    // the same sums in another order: measured 2.1e-7 (float32) and 1.3e-15 (float64) of the largest
+    // the same sums in another order: measured 3.0e-7 (float32) and 3.8e-16 (float64) of the largest
     fails += EXPECT(err <= (MAVREF_PRECISION == 64 ? 1e-13 : 2e-6), "batch gradient vs the mean of single-clip gradients: %.3e",
                     err);
     fails += EXPECT(fabs(loss - lsum / NB) <= (MAVREF_PRECISION == 64 ? 1e-13 : 1e-6) * fabs(loss), "batch loss %.9g vs mean %.9g",
