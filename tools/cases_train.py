@@ -271,15 +271,11 @@ def collate(clip, start, F, noise, t, state, sched, dt):
     return np.concatenate([noisy, mask, hint], axis=1).astype(dt)
 
 
-def train_case(prec, name, config, seed, F, H, W, T, steps, lr, warmup, decay, total_steps, weight_decay,
-               only_temporal, level='quick'):
+def train_setup(prec, meta, config, seed, F, steps, lr, warmup, decay, total_steps, weight_decay, only_temporal):
+    """What a training case needs before its steps: the schedule as flax_trainer.py L424-449
+    builds it (recorded in meta), the procedural parameters, the optax transform and its state,
+    the DDPM scheduler. Returns (shapes, params, p0, tx, opt, sched, sstate)."""
     dt = np_dtype(prec)
-    r = rng(seed)
-    Fc = F + 2
-    meta = {'config': config.to_json(), 'weights_seed': str(seed), 'video': '1', 'dir_seed': str(DIR_SEED)}
-    clip = normal(r, (Fc, 4, H, W), prec, 5.0)   # raw VAE latents (x 0.18215 in the collate)
-    context = proc(meta, 'context', (1, T, config.cross_attention_dim), prec, seed, 1.0)
-    # flax_trainer.py L424-426
     warmup_steps = math.ceil(warmup * total_steps) if warmup > 0 else 0
     decay_steps = math.ceil(decay * total_steps) + warmup_steps if decay > 0 else warmup_steps + 1
     if warmup > 0 or decay > 0:
@@ -297,6 +293,20 @@ def train_case(prec, name, config, seed, F, H, W, T, steps, lr, warmup, decay, t
     opt = tx.init(params)
     sched = make_sched('ddpm', prec)
     sstate = sched.create_state()
+    return shapes, params, p0, tx, opt, sched, sstate
+
+
+def train_case(prec, name, config, seed, F, H, W, T, steps, lr, warmup, decay, total_steps, weight_decay,
+               only_temporal, level='quick'):
+    dt = np_dtype(prec)
+    r = rng(seed)
+    Fc = F + 2
+    meta = {'config': config.to_json(), 'weights_seed': str(seed), 'video': '1', 'dir_seed': str(DIR_SEED)}
+    clip = normal(r, (Fc, 4, H, W), prec, 5.0)   # raw VAE latents (x 0.18215 in the collate)
+    context = proc(meta, 'context', (1, T, config.cross_attention_dim), prec, seed, 1.0)
+    # flax_trainer.py L424-426
+    shapes, params, p0, tx, opt, sched, sstate = train_setup(prec, meta, config, seed, F, steps, lr, warmup, decay,
+                                                             total_steps, weight_decay, only_temporal)
     ctx = jnp.asarray(context)
 
     def loss_fn(p, x, tt, noise):

@@ -5,7 +5,6 @@ its own window, timestep and noise) and flax_trainer.py takes the mean loss over
 op 'train_step' with meta 'batch' = B > 1: inputs clip_b (Fc,4,h,w) for b < B, context
 (B,T,C), noise_k (B,4,F,h,w), meta start_k_b and t_k_b; expected as the batch-1 cases
 (loss, l2_grads, the parameter change after every step, x_in_0 (B,9,F,h,w))."""
-import math
 
 import jax
 import jax.numpy as jnp
@@ -13,8 +12,7 @@ import numpy as np
 import optax
 
 import mavflax
-from cases_sched import make as make_sched
-from cases_train import (DIR_SEED, TOL_GRAD_F64, TOL_TRAIN_F32, TRAIN_MIXED, collate, make_tx, summarize)
+from cases_train import (DIR_SEED, TOL_GRAD_F64, TOL_TRAIN_F32, TRAIN_MIXED, collate, summarize, train_setup)
 from vecspec import Case, normal, rng, np_dtype, proc
 
 
@@ -27,23 +25,8 @@ def train_batch_case(prec, name, config, seed, B, F, H, W, T, steps, lr, warmup,
             'batch': str(B)}
     clips = [normal(r, (Fc, 4, H, W), prec, 5.0) for _ in range(B)]   # raw VAE latents
     context = proc(meta, 'context', (B, T, config.cross_attention_dim), prec, seed, 1.0)
-    warmup_steps = math.ceil(warmup * total_steps) if warmup > 0 else 0
-    decay_steps = math.ceil(decay * total_steps) + warmup_steps if decay > 0 else warmup_steps + 1
-    if warmup > 0 or decay > 0:
-        kind, end_lr = 'warmup_cosine', (lr if not decay > 0 else 1e-8)
-    else:
-        kind, end_lr = 'constant', lr
-    meta.update({'steps': str(steps), 'lr': repr(lr), 'schedule': kind, 'warmup_steps': str(warmup_steps),
-                 'decay_steps': str(decay_steps), 'end_lr': repr(end_lr), 'weight_decay': repr(weight_decay),
-                 'only_temporal': '1' if only_temporal else '0', 'frames': str(F)})
-    shapes = mavflax.unet_param_shapes(config)
-    meta['params'] = ','.join(shapes)
-    params = mavflax.procedural_tree(shapes, seed, dt, meta)
-    p0 = {k: np.asarray(v) for k, v in mavflax.flatten(params).items()}
-    tx = make_tx(prec, shapes, lr, warmup_steps, decay_steps, end_lr, kind, weight_decay, only_temporal, steps)
-    opt = tx.init(params)
-    sched = make_sched('ddpm', prec)
-    sstate = sched.create_state()
+    shapes, params, p0, tx, opt, sched, sstate = train_setup(prec, meta, config, seed, F, steps, lr, warmup, decay,
+                                                             total_steps, weight_decay, only_temporal)
     ctx = jnp.asarray(context)
 
     def loss_fn(p, x, tt, noise):   # flax_trainer.py: the mean over the whole batch
