@@ -33,6 +33,19 @@ def vae_params(model, image_shape, seed, prec):
     return unflatten_dict(params), len(flat)
 
 
+def make_vae(boc, L, image_shape, seed, prec):
+    """diffusers' FlaxAutoencoderKL with SD's block types at these channels, and its procedural
+    parameters: (model, params, count)."""
+    n = len(boc)
+    model = FlaxAutoencoderKL(in_channels=3, out_channels=3, latent_channels=4,
+                              down_block_types=('DownEncoderBlock2D',) * n,
+                              up_block_types=('UpDecoderBlock2D',) * n,
+                              block_out_channels=boc, layers_per_block=L, norm_num_groups=32,
+                              dtype=np_dtype(prec))
+    params, count = vae_params(model, image_shape, seed, prec)
+    return model, params, count
+
+
 def cases(prec):
     yield from forward_cases(prec)
     yield from grad_cases(prec)
@@ -43,12 +56,7 @@ def forward_cases(prec):
         seed = 7000 + i
         r = rng(seed)
         n = len(boc)
-        model = FlaxAutoencoderKL(in_channels=3, out_channels=3, latent_channels=4,
-                                  down_block_types=('DownEncoderBlock2D',) * n,
-                                  up_block_types=('UpDecoderBlock2D',) * n,
-                                  block_out_channels=boc, layers_per_block=L, norm_num_groups=32,
-                                  dtype=np_dtype(prec))
-        params, count = vae_params(model, (B, 3, H, W), seed, prec)
+        model, params, count = make_vae(boc, L, (B, 3, H, W), seed, prec)
         image = uniform(r, (B, 3, H, W), prec)
         post = model.apply({'params': params}, jnp.asarray(image), method=model.encode).latent_dist
         f = 2 ** (n - 1)
@@ -93,12 +101,7 @@ def grad_cases(prec):
         seed = 7100 + i
         r = rng(seed)
         n = len(boc)
-        model = FlaxAutoencoderKL(in_channels=3, out_channels=3, latent_channels=4,
-                                  down_block_types=('DownEncoderBlock2D',) * n,
-                                  up_block_types=('UpDecoderBlock2D',) * n,
-                                  block_out_channels=boc, layers_per_block=L, norm_num_groups=32,
-                                  dtype=np_dtype(prec))
-        params, count = vae_params(model, (B, 3, H, W), seed, prec)
+        model, params, count = make_vae(boc, L, (B, 3, H, W), seed, prec)
         f = 2 ** (n - 1)
         image = uniform(r, (B, 3, H, W), prec)
         w_mean = normal(r, (B, 4, H // f, W // f), prec)
