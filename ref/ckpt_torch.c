@@ -180,7 +180,7 @@ static int zip_data(const Zip *z, const ZipMember *m, uint64_t *off) {
     return MV_OK;
 }
 
-static uint32_t crc32_of(const unsigned char *b, size_t n) {
+uint32_t ck_crc32(const unsigned char *b, size_t n) {
     uint32_t c = 0xFFFFFFFFu;
     size_t i;
     int k;
@@ -201,7 +201,7 @@ static int zip_slurp(const Zip *z, const ZipMember *m, size_t max, unsigned char
     if (!*out) return MV_ERR;
     if (ck_pread(z->f, off, *out, (size_t)m->size)) { free(*out); *out = NULL; return MV_ERR; }
     (*out)[m->size] = 0;
-    if (crc32_of(*out, (size_t)m->size) != m->crc) {
+    if (ck_crc32(*out, (size_t)m->size) != m->crc) {
         free(*out);
         *out = NULL;
         return mv_fail("%s: zip member '%s' fails its CRC-32 check (corrupt file)", z->f->path, m->name);

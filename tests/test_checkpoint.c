@@ -372,16 +372,6 @@ static void pk_tensor(Bytes *o, const char *stype, const char *key, uint64_t num
     put_op(o, "t\x89}tR");
 }
 
-static uint32_t crc32_bytes(const unsigned char *b, size_t n) {
-    uint32_t c = 0xFFFFFFFFu;
-    size_t i;
-    int k;
-    for (i = 0; i < n; i++) {
-        c ^= b[i];
-        for (k = 0; k < 8; k++) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1)));
-    }
-    return ~c;
-}
 
 // A zip of stored members: "archive/data.pkl" = pkl, "archive/data/0" = 64 bytes (method
 // `method` for data.pkl; `bad_crc` breaks its checksum).
@@ -396,13 +386,13 @@ static void make_zip(Bytes *z, const Bytes *pkl, int method, int bad_crc) {
     for (i = 0; i < 2; i++) {
         off[i] = z->n;
         put_op(z, "PK\3\4"); put_u16(z, 20); put_u16(z, 0); put_u16(z, i ? 0 : (unsigned)method); put_u32(z, 0);
-        put_u32(z, crc32_bytes(data[i], len[i]) ^ (uint32_t)(i ? 0 : bad_crc)); put_u32(z, (uint32_t)len[i]); put_u32(z, (uint32_t)len[i]);
+        put_u32(z, ck_crc32(data[i], len[i]) ^ (uint32_t)(i ? 0 : bad_crc)); put_u32(z, (uint32_t)len[i]); put_u32(z, (uint32_t)len[i]);
         put_u16(z, (unsigned)strlen(names[i])); put_u16(z, 0); put_op(z, names[i]); put(z, data[i], len[i]);
     }
     cd = z->n;
     for (i = 0; i < 2; i++) {
         put_op(z, "PK\1\2"); put_u16(z, 20); put_u16(z, 20); put_u16(z, 0); put_u16(z, i ? 0 : (unsigned)method); put_u32(z, 0);
-        put_u32(z, crc32_bytes(data[i], len[i]) ^ (uint32_t)(i ? 0 : bad_crc)); put_u32(z, (uint32_t)len[i]); put_u32(z, (uint32_t)len[i]);
+        put_u32(z, ck_crc32(data[i], len[i]) ^ (uint32_t)(i ? 0 : bad_crc)); put_u32(z, (uint32_t)len[i]); put_u32(z, (uint32_t)len[i]);
         put_u16(z, (unsigned)strlen(names[i])); put_u16(z, 0); put_u16(z, 0); put_u16(z, 0); put_u16(z, 0); put_u32(z, 0);
         put_u32(z, (uint32_t)off[i]); put_op(z, names[i]);
     }
@@ -579,7 +569,7 @@ int test_ckpt_beyond_4gb(void) {
         if (fwrite(z.b, 1, z.n, fp) != z.n || skip_forward(fp, BIG_GAP) || fwrite(tailb, 1, 16, fp) != 16) bad = 1;
         off1 = z.n + size0;
         z.n = 0;
-        put_op(&z, "PK\3\4"); put_u16(&z, 20); put_u16(&z, 0); put_u16(&z, 0); put_u32(&z, 0); put_u32(&z, crc32_bytes(pkl.b, pkl.n));
+        put_op(&z, "PK\3\4"); put_u16(&z, 20); put_u16(&z, 0); put_u16(&z, 0); put_u32(&z, 0); put_u32(&z, ck_crc32(pkl.b, pkl.n));
         put_u32(&z, (uint32_t)pkl.n); put_u32(&z, (uint32_t)pkl.n); put_u16(&z, (unsigned)strlen(n1)); put_u16(&z, 0);
         put_op(&z, n1); put(&z, pkl.b, pkl.n);
         cd = off1 + z.n;
@@ -588,7 +578,7 @@ int test_ckpt_beyond_4gb(void) {
         put_u32(&z, 0xFFFFFFFFu); put_u32(&z, 0xFFFFFFFFu); put_u16(&z, (unsigned)strlen(n0)); put_u16(&z, 20); put_u16(&z, 0);
         put_u16(&z, 0); put_u16(&z, 0); put_u32(&z, 0); put_u32(&z, 0); put_op(&z, n0);
         put_u16(&z, 1); put_u16(&z, 16); put_u32(&z, (uint32_t)size0); put_u32(&z, (uint32_t)(size0 >> 32)); put_u32(&z, (uint32_t)size0); put_u32(&z, (uint32_t)(size0 >> 32));
-        put_op(&z, "PK\1\2"); put_u16(&z, 45); put_u16(&z, 45); put_u16(&z, 0); put_u16(&z, 0); put_u32(&z, 0); put_u32(&z, crc32_bytes(pkl.b, pkl.n));
+        put_op(&z, "PK\1\2"); put_u16(&z, 45); put_u16(&z, 45); put_u16(&z, 0); put_u16(&z, 0); put_u32(&z, 0); put_u32(&z, ck_crc32(pkl.b, pkl.n));
         put_u32(&z, (uint32_t)pkl.n); put_u32(&z, (uint32_t)pkl.n); put_u16(&z, (unsigned)strlen(n1)); put_u16(&z, 12); put_u16(&z, 0);
         put_u16(&z, 0); put_u16(&z, 0); put_u32(&z, 0); put_u32(&z, 0xFFFFFFFFu); put_op(&z, n1);
         put_u16(&z, 1); put_u16(&z, 8); put_u32(&z, (uint32_t)off1); put_u32(&z, (uint32_t)(off1 >> 32));

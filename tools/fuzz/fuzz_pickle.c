@@ -7,16 +7,6 @@
 static void put16(unsigned char *b, unsigned v) { b[0] = (unsigned char)v; b[1] = (unsigned char)(v >> 8); }
 static void put32(unsigned char *b, uint32_t v) { put16(b, v & 0xFFFF); put16(b + 2, v >> 16); }
 
-static uint32_t crc32_of(const uint8_t *b, size_t n) {
-    uint32_t c = 0xFFFFFFFFu;
-    size_t i;
-    int k;
-    for (i = 0; i < n; i++) {
-        c ^= b[i];
-        for (k = 0; k < 8; k++) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1)));
-    }
-    return ~c;
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -35,7 +25,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!z) abort();
     for (i = 0; i < 3; i++) { // local headers and data
         size_t n = strlen(names[i]);
-        uint32_t crc = crc32_of(payload[i], len[i]);
+        uint32_t crc = ck_crc32(payload[i], len[i]);
         off[i] = at;
         memcpy(z + at, "PK\3\4", 4);
         put32(z + at + 14, crc);
@@ -50,7 +40,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (i = 0; i < 3; i++) { // central directory
         size_t n = strlen(names[i]);
         memcpy(z + at, "PK\1\2", 4);
-        put32(z + at + 16, crc32_of(payload[i], len[i]));
+        put32(z + at + 16, ck_crc32(payload[i], len[i]));
         put32(z + at + 20, (uint32_t)len[i]);
         put32(z + at + 24, (uint32_t)len[i]);
         put16(z + at + 28, (unsigned)n);
