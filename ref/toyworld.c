@@ -2,7 +2,6 @@
 #include "toyworld.h"
 
 #include <stdio.h>
-#include <string.h>
 
 #include "procedural.h"
 
@@ -114,15 +113,4 @@ void toy_render(unsigned char *frames, const ToyClip *c, int S, int F) { // fram
 int toy_caption(char *buf, size_t n, const ToyClip *c) {
     return snprintf(buf, n, "a %s %s moving %s", toy_color_names[c->color], toy_shape_names[c->shape],
                     toy_dir_names[c->dir]);
-}
-
-int toy_parse_caption(const char *text, int *color, int *shape, int *dir) {
-    char buf[96];
-    for (int a = 0; a < TOY_NCOLORS; a++)
-        for (int b = 0; b < TOY_NSHAPES; b++)
-            for (int d = 0; d < TOY_NDIRS; d++) {
-                snprintf(buf, sizeof buf, "a %s %s moving %s", toy_color_names[a], toy_shape_names[b], toy_dir_names[d]);
-                if (strcmp(buf, text) == 0) { *color = a; *shape = b; *dir = d; return 0; }
-            }
-    return -1;
 }

@@ -65,8 +65,4 @@ void toy_render(unsigned char *frames, const ToyClip *clip, int S, int F);
 // "a red circle moving left" into buf (at most n bytes with the NUL); returns its length.
 int toy_caption(char *buf, size_t n, const ToyClip *clip);
 
-// Parse a caption of the form above (lower case, single spaces); 0 on success, -1 if the
-// text is not one.
-int toy_parse_caption(const char *text, int *color, int *shape, int *dir);
-
 #endif
