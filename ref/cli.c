@@ -523,6 +523,11 @@ static int train_setup(TrainRun *r, const CliArgs *a) {
     SchedConfig scfg;
     char path[1024];
     unet_config_default(&r->cfg);
+    if (a->two_d) { // SD 1.5's 2-D UNet: no temporal layers, 4 input channels unless the config says otherwise
+        r->cfg.temporal = 0;
+        r->cfg.in_channels = 4;
+        if (!a->all) return usage_error(a, "--2d trains every parameter: add --all");
+    }
     if (a->model) snprintf(path, sizeof path, "%s/unet/config.json", a->model);
     if ((a->config || a->model) && unet_config_load(&r->cfg, a->model ? path : a->config)) return fail(a, "");
     train_config_default(&r->tc);
@@ -556,21 +561,29 @@ static void train_draw(const TrainRun *r, const CliArgs *a, long g, size_t b, si
     if (Fc) *start = (size_t)(proc_splitmix64(draw + 2) % (uint64_t)(Fc - (size_t)a->frames + 1)); // dataset.py: random.randint(0, Fc - F), inclusive
 }
 
+// --cond-drop P: 1 if clip b of step g trains on the empty prompt's context, drawn from its own
+// stream of (seed, g, b) so that the other draws are those of a run without it.
+static int train_drop_context(const CliArgs *a, long g, size_t b) {
+    uint64_t u = proc_splitmix64(proc_splitmix64((uint64_t)a->seed ^ proc_splitmix64((uint64_t)g)) ^ 0x636f6e642d64726fULL ^ (uint64_t)b);
+    return a->cond_drop > 0 && (double)(u >> 11) * (1.0 / 9007199254740992.0) < a->cond_drop;
+}
+
 // Read clip ci's latents (Fc,4,h,w) into r->clip[b] and its context (T,C) or (1,T,C) into
-// row b of r->ctx (B,T,C).
-static int train_read_clip(TrainRun *r, const CliArgs *a, size_t b, size_t ci) {
-    size_t B = (size_t)a->batch;
+// row b of r->ctx (B,T,C); uncond: context.uncond instead of context.<ci>.
+static int train_read_clip(TrainRun *r, const CliArgs *a, size_t b, size_t ci, int uncond) {
+    size_t B = (size_t)a->batch, need = a->two_d ? 1 : (size_t)a->frames;
     Tensor ctx;
     char name[64];
     tensor_free(&r->clip[b]);
     snprintf(name, sizeof name, "latents.%lu", (unsigned long)ci);
     if (st_read(&r->data, name, &r->clip[b])) return fail(a, "");
-    if (r->clip[b].ndim != 4 || r->clip[b].shape[1] != 4 || r->clip[b].shape[0] < (size_t)a->frames ||
+    if (r->clip[b].ndim != 4 || r->clip[b].shape[1] != 4 || r->clip[b].shape[0] < need ||
         (b > 0 && (r->clip[b].shape[2] != r->clip[0].shape[2] || r->clip[b].shape[3] != r->clip[0].shape[3]))) {
         fprintf(a->err, "mavref train: latents.%lu must be (F >= %llu, 4, h, w), every clip of one size\n", (unsigned long)ci, a->frames);
         return 2;
     }
-    snprintf(name, sizeof name, "context.%lu", (unsigned long)ci);
+    if (uncond) snprintf(name, sizeof name, "context.uncond");
+    else snprintf(name, sizeof name, "context.%lu", (unsigned long)ci);
     if (st_read(&r->data, name, &ctx)) return fail(a, "");
     if (ctx.ndim == 3 && ctx.shape[0] == 1) { ctx.ndim = 2; ctx.shape[0] = ctx.shape[1]; ctx.shape[1] = ctx.shape[2]; }
     if (ctx.ndim != 2 || (b > 0 && (ctx.shape[0] != r->ctx.shape[1] || ctx.shape[1] != r->ctx.shape[2]))) {
@@ -596,31 +609,38 @@ static int train_one_step(TrainRun *r, const CliArgs *a) {
     double lr, loss, l2, norm;
     char name[64];
     int rc;
-    if (r->cfg.in_channels != 9) {
-        fprintf(a->err, "mavref train: the training input has 9 channels, the model takes %d\n", r->cfg.in_channels);
+    int drop[TRAIN_MAX_BATCH];
+    if (r->cfg.in_channels != (a->two_d ? 4 : 9)) {
+        fprintf(a->err, "mavref train: the training input has %d channels, the model takes %d\n", a->two_d ? 4 : 9, r->cfg.in_channels);
         return 2;
     }
     for (b = 0; b < B; b++) {
+        drop[b] = train_drop_context(a, g, b);
         train_draw(r, a, g, b, 0, &ci[b], &start[b], &t[b]);
-        if ((rc = train_read_clip(r, a, b, ci[b]))) return rc;
+        if ((rc = train_read_clip(r, a, b, ci[b], drop[b]))) return rc;
         Fc[b] = r->clip[b].shape[0];
-        train_draw(r, a, g, b, Fc[b], &ci[b], &start[b], &t[b]);
+        if (a->two_d) start[b] = 0; // the first frame: the picture the video starts from
+        else train_draw(r, a, g, b, Fc[b], &ci[b], &start[b], &t[b]);
         cp[b] = r->clip[b].data;
     }
     H = r->clip[0].shape[2]; W = r->clip[0].shape[3];
     tensor_free(&r->x_in); tensor_free(&r->noise); tensor_free(&r->ts);
-    if (tensor_alloc_v(&r->x_in, 5, B, (size_t)r->cfg.in_channels, F, H, W) || tensor_alloc_v(&r->noise, 5, B, (size_t)4, F, H, W) ||
+    if ((a->two_d ? tensor_alloc_v(&r->x_in, 4, B, (size_t)4, H, W) || tensor_alloc_v(&r->noise, 4, B, (size_t)4, H, W)
+                  : tensor_alloc_v(&r->x_in, 5, B, (size_t)r->cfg.in_channels, F, H, W) || tensor_alloc_v(&r->noise, 5, B, (size_t)4, F, H, W)) ||
         tensor_alloc_v(&r->ts, 1, B))
         return fail(a, "");
     snprintf(name, sizeof name, "train noise %ld", g);
     if (noise_normal(r->noise.data, r->noise.numel, (uint64_t)a->seed, name)) return fail(a, "");
-    if (train_collate(r->x_in.data, cp, Fc, start, B, F, H, W, r->noise.data, t, &r->sched)) return fail(a, "");
+    if (a->two_d ? train_collate_2d(r->x_in.data, cp, B, H, W, r->noise.data, t, &r->sched)
+                 : train_collate(r->x_in.data, cp, Fc, start, B, F, H, W, r->noise.data, t, &r->sched))
+        return fail(a, "");
     for (b = 0; b < B; b++) r->ts.data[b] = (real)t[b];
     lr = train_lr(&r->tc, r->opt.step);
     if (train_step(&r->params, &r->grads, &r->opt, &r->tc, &r->cfg, &r->x_in, &r->ts, &r->noise, &r->ctx, &loss, &l2, &norm))
         return fail(a, "");
     fprintf(a->out, "step %ld", g);
-    for (b = 0; b < B; b++) fprintf(a->out, " clip %lu start %lu t %ld", (unsigned long)ci[b], (unsigned long)start[b], (long)t[b]);
+    for (b = 0; b < B; b++)
+        fprintf(a->out, " clip %lu%s start %lu t %ld", (unsigned long)ci[b], drop[b] ? " uncond" : "", (unsigned long)start[b], (long)t[b]);
     fprintf(a->out, " lr %.6e loss %.9e l2_grads %.9e trainable_norm %.9e\n", lr, loss, l2, norm);
     fflush(a->out);
     return plot_add(&r->plot, (double)g, loss);
@@ -822,6 +842,211 @@ static int cmd_train_vae(const CliArgs *a) {
 }
 
 // ---------------------------------------------------------------------------------------
+// init, encode-clips: a network's starting weights, and a training set from toy-world clips
+
+// COMPONENT's parameters, declared for its config.json (the defaults without --config).
+static int init_declare(ParamTable *pt, const CliArgs *a, const char *component) {
+    if (!strcmp(component, "unet") || !strcmp(component, "unet2d")) {
+        UNetConfig c;
+        unet_config_default(&c);
+        if (!strcmp(component, "unet2d")) { c.temporal = 0; c.in_channels = 4; }
+        return (a->config && unet_config_load(&c, a->config)) || unet_declare_params(pt, &c) ? MV_ERR : MV_OK;
+    }
+    if (!strcmp(component, "vae")) {
+        VAEConfig c;
+        vae_config_default(&c);
+        return (a->config && vae_config_load(&c, a->config)) || vae_declare_params(pt, &c) ? MV_ERR : MV_OK;
+    }
+    if (!strcmp(component, "text_encoder")) {
+        ClipConfig c;
+        clip_config_default(&c);
+        return (a->config && clip_config_load(&c, a->config)) || clip_declare_params(pt, &c) ? MV_ERR : MV_OK;
+    }
+    return mv_fail("unknown component '%s' (unet, unet2d, vae or text_encoder)", component);
+}
+
+static int cmd_init(const CliArgs *a) {
+    ParamTable pt;
+    StWriter w;
+    size_t k, i;
+    int half, rc;
+    char line[160];
+    if (!a->out_path) return usage_error(a, "needs COMPONENT and --out");
+    half = !strcmp(a->dtype, "f16");
+    if (!half && strcmp(a->dtype, "f32")) return usage_error(a, "--dtype must be f32 or f16");
+    params_init(&pt);
+    st_writer_init(&w);
+    if (init_declare(&pt, a, a->pos[0]) || params_alloc(&pt) || params_procedural(&pt, (uint64_t)a->procedural)) {
+        rc = bad_input(a);
+    } else {
+        for (k = 0; k < pt.count; k++) // f16: round first, so the file holds the values exactly
+            for (i = 0; half && i < pt.p[k].t.numel; i++)
+                pt.p[k].t.data[i] = (real)st_f16_to_double(st_f16_from_double((double)pt.p[k].t.data[i]));
+        snprintf(line, sizeof line, "mavref init %s --procedural %llu", a->pos[0], a->procedural);
+        rc = 0;
+        for (k = 0; k < pt.count && !rc; k++) rc = st_writer_add(&w, pt.p[k].name, &pt.p[k].t, half ? ST_F16 : ST_F32);
+        rc = rc || st_writer_meta(&w, "producer", line) || st_writer_save(&w, a->out_path);
+        if (rc) rc = fail(a, "writing");
+        else fprintf(a->out, "wrote %s: %lu tensors, %lu values (%s)\n", a->out_path, (unsigned long)pt.count, (unsigned long)pt.numel, a->dtype);
+    }
+    st_writer_free(&w);
+    free_params(&pt);
+    return rc;
+}
+
+// One clip of D: frames (Fc,H,W,3) bytes -> images (Fc,3,H,W) in [-1, 1] -> the VAE's posterior
+// mean (Fc,4,h,w); its caption -> the text encoder's last hidden state (77,C).
+static int encode_one_clip(StWriter *w, StFile *data, size_t i, Models *m, const CliArgs *a) {
+    Tensor frames, images, mean, hidden;
+    int32_t ids32[CLIP_CONTEXT];
+    int64_t ids[CLIP_CONTEXT];
+    const char *caption;
+    char name[64];
+    size_t F, H, W, f, c, p;
+    int k, rc = MV_ERR;
+    memset(&images, 0, sizeof images); memset(&mean, 0, sizeof mean); memset(&hidden, 0, sizeof hidden);
+    snprintf(name, sizeof name, "caption.%lu", (unsigned long)i);
+    if (!(caption = st_meta(data, name))) return mv_fail("%s: no caption.%lu in the metadata", a->data, (unsigned long)i);
+    snprintf(name, sizeof name, "frames.%lu", (unsigned long)i);
+    if (st_read(data, name, &frames)) return MV_ERR;
+    if (frames.ndim != 4 || frames.shape[3] != 3) { tensor_free(&frames); return mv_fail("%s: %s must be (F, H, W, 3)", a->data, name); }
+    F = frames.shape[0]; H = frames.shape[1]; W = frames.shape[2];
+    if (tensor_alloc_v(&images, 4, F, (size_t)3, H, W)) goto done;
+    for (f = 0; f < F; f++) // (H,W,3) bytes -> (3,H,W) in [-1, 1], as train-vae and the pipeline's hint
+        for (c = 0; c < 3; c++)
+            for (p = 0; p < H * W; p++) images.data[(f * 3 + c) * H * W + p] = frames.data[(f * H * W + p) * 3 + c] / (real)127.5 - (real)1;
+    if (vae_encode(&mean, NULL, &images, &m->vae_p, &m->vae) || tokenize(&m->tok, caption, strlen(caption), ids32)) goto done;
+    for (k = 0; k < CLIP_CONTEXT; k++) ids[k] = ids32[k];
+    if (clip_text_forward(&hidden, ids, 1, CLIP_CONTEXT, &m->clip_p, &m->clip)) goto done;
+    hidden.ndim = 2; hidden.shape[0] = CLIP_CONTEXT; hidden.shape[1] = hidden.shape[2];
+    snprintf(name, sizeof name, "latents.%lu", (unsigned long)i);
+    if (st_writer_add(w, name, &mean, ST_REAL)) goto done;
+    snprintf(name, sizeof name, "context.%lu", (unsigned long)i);
+    if (st_writer_add(w, name, &hidden, ST_REAL) || st_writer_meta(w, name, caption)) goto done;
+    rc = MV_OK;
+done:
+    tensor_free(&frames); tensor_free(&images); tensor_free(&mean); tensor_free(&hidden);
+    return rc;
+}
+
+static int cmd_encode_clips(const CliArgs *a) {
+    Models m;
+    StFile data;
+    StWriter w;
+    Tensor hidden;
+    int32_t ids32[CLIP_CONTEXT];
+    int64_t ids[CLIP_CONTEXT];
+    size_t i, n = 0;
+    char name[64];
+    int k, rc = 0;
+    if (!a->model || !a->data || !a->out_path) return usage_error(a, "needs --model, --data and --out");
+    memset(&m, 0, sizeof m);
+    memset(&hidden, 0, sizeof hidden);
+    params_init(&m.vae_p); params_init(&m.clip_p);
+    st_writer_init(&w);
+    if (st_open(&data, a->data)) { st_writer_free(&w); return bad_input(a); }
+    if (md_load_tokenizer(&m.tok, a->model) || md_load_vae(&m.vae_p, &m.vae, a->model) || md_load_clip(&m.clip_p, &m.clip, a->model)) {
+        rc = bad_input(a);
+        goto done;
+    }
+    for (;; n++) {
+        snprintf(name, sizeof name, "frames.%lu", (unsigned long)n);
+        if (!st_find(&data, name)) break;
+    }
+    if (n == 0) { fprintf(a->err, "mavref encode-clips: %s holds no tensor 'frames.0'\n", a->data); rc = 2; goto done; }
+    for (i = 0; i < n && !rc; i++)
+        if (encode_one_clip(&w, &data, i, &m, a)) rc = bad_input(a);
+    // the empty prompt, for training with --cond-drop (the unconditional half of guidance)
+    if (!rc && tokenize(&m.tok, "", 0, ids32)) rc = fail(a, "");
+    for (k = 0; k < CLIP_CONTEXT; k++) ids[k] = ids32[k];
+    if (!rc && clip_text_forward(&hidden, ids, 1, CLIP_CONTEXT, &m.clip_p, &m.clip)) rc = fail(a, "");
+    if (!rc) {
+        hidden.ndim = 2; hidden.shape[0] = CLIP_CONTEXT; hidden.shape[1] = hidden.shape[2];
+        if (st_writer_add(&w, "context.uncond", &hidden, ST_REAL) || st_writer_meta(&w, "producer", "mavref encode-clips") ||
+            st_writer_save(&w, a->out_path))
+            rc = fail(a, "writing");
+        else fprintf(a->out, "wrote %s: %lu clips\n", a->out_path, (unsigned long)n);
+    }
+done:
+    st_close(&data);
+    st_writer_free(&w);
+    tensor_free(&hidden);
+    free_params(&m.vae_p); free_params(&m.clip_p);
+    free_tokenizer(&m.tok);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------------------
+// toy-eval: does the toy model do what the prompt says?
+
+// Pair k's clip: generated by the model (text only: the 2-D UNet makes the first frame), or
+// with --truth the toy world's own rendering of the same combination.
+static int toy_eval_clip(unsigned char **frames, const CliArgs *a, GenOptions *o, Models *m, int k, char *caption, size_t cap) {
+    ToyClip clip;
+    uint64_t seed;
+    toy_eval_pair(k, &clip.color, &clip.shape, &clip.dir, &seed);
+    toy_caption(caption, cap, &clip);
+    if (a->truth) {
+        toy_clip_for(&clip, clip.color, clip.shape, clip.dir, seed, 0, 64, 12);
+        if (!(*frames = (unsigned char *)mv_malloc((size_t)12 * 64 * 64 * 3, "frames"))) return MV_ERR;
+        toy_render(*frames, &clip, 64, 12);
+        return MV_OK;
+    }
+    o->prompt = caption;
+    o->seed = seed;
+    return pipeline_generate(frames, NULL, NULL, o, m, NULL, NULL);
+}
+
+static int cmd_toy_eval(const CliArgs *a) {
+    GenOptions o;
+    Models m;
+    Image hint, mask;
+    Tensor noise;
+    unsigned char *frames = NULL;
+    char caption[96], path[1100];
+    int k, rc = 0, pass = 0, held_pass = 0, held_n = 0;
+    memset(&m, 0, sizeof m); memset(&hint, 0, sizeof hint); memset(&mask, 0, sizeof mask); memset(&noise, 0, sizeof noise);
+    if (!a->truth && (!a->model || !a->hint_model)) return usage_error(a, "needs --model DIR and --hint-model DIR (or --truth)");
+    if ((rc = generate_settings(&o, &m, a))) return rc;
+    o.frames = 12; o.width = o.height = 64; // the toy world's clips
+    o.progress = 0;
+    params_init(&m.unet_p); params_init(&m.vae_p); params_init(&m.clip_p); params_init(&m.unet2d_p);
+    if (!a->truth && generate_load(&o, &m, &hint, &mask, &noise, a)) { rc = bad_input(a); goto out; }
+    fprintf(a->out, "%-3s %-36s %-4s %-7s %-6s %-6s %-8s %-6s %-9s %s\n", "k", "prompt", "held", "colour", "dir", "along", "shape", "px", "", "");
+    for (k = 0; k < TOY_EVAL_PAIRS; k++) {
+        ToyMeasure me;
+        int color, shape, dir, ok;
+        uint64_t seed;
+        toy_eval_pair(k, &color, &shape, &dir, &seed);
+        if (toy_eval_clip(&frames, a, &o, &m, k, caption, sizeof caption)) { rc = fail(a, ""); goto out; }
+        toy_measure(&me, frames, 64, 12, color);
+        // the asked colour's blob moves the asked way by a quarter of the frame, and has the asked shape
+        ok = me.dir == dir && toy_along(&me, dir) >= 64 / 4.0 && me.shape == shape;
+        pass += ok;
+        held_n += toy_held_out(color, shape, dir);
+        held_pass += ok && toy_held_out(color, shape, dir);
+        fprintf(a->out, "%-3d %-36s %-4s %-7s %-6s %6.1f %-8s %3ld/%-3ld %s\n", k, caption, toy_held_out(color, shape, dir) ? "yes" : "",
+                me.color < 0 ? "none" : toy_color_names[me.color], me.dir < 0 ? "none" : toy_dir_names[me.dir], toy_along(&me, dir),
+                me.shape < 0 ? "none" : toy_shape_names[me.shape], me.pixels0, me.pixels1, ok ? "PASS" : "FAIL");
+        if (a->out_path) {
+            snprintf(path, sizeof path, "%s_%02d.gif", a->out_path, k);
+            if (video_write_gif(path, frames, 12, 64, 64, 8, 1)) { rc = fail(a, "writing"); goto out; }
+        }
+        fflush(a->out);
+        free(frames);
+        frames = NULL;
+    }
+    fprintf(a->out, "prompt adherence: %d of %d pairs (%.1f%%), held-out %d of %d; the bar is 90%%\n", pass, TOY_EVAL_PAIRS,
+            100.0 * pass / TOY_EVAL_PAIRS, held_pass, held_n);
+    rc = pass * 10 >= TOY_EVAL_PAIRS * 9 ? 0 : 1;
+out:
+    free(frames);
+    free_params(&m.unet_p); free_params(&m.vae_p); free_params(&m.clip_p); free_params(&m.unet2d_p);
+    free_tokenizer(&m.tok);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------------------
 // The commands
 
 typedef int (*CommandFn)(const CliArgs *a);
@@ -901,6 +1126,22 @@ static const struct { CliCommand c; CommandFn run; } commands[] = {
       "      makes the hint latent (--hint-unet W or --hint-unet-seed S). --replay CASE reruns a\n"
       "      recorded FLAX pipeline case with its prompts, networks, weights, hint, mask and\n"
       "      noise, and reports how closely the final latents match FLAX's.\n"}, cmd_generate},
+    {{"init", CMD_INIT, 1, 1, "COMPONENT", "COMPONENT --out OUT [--config JSON] [--procedural SEED] [--dtype f32|f16]",
+      "      write procedural weights (SPEC.md section 2) for COMPONENT (unet, unet2d, vae or\n"
+      "      text_encoder) of the configuration in JSON (a diffusers/transformers config.json;\n"
+      "      default: the published model's) as a safetensors file by Flax names: the starting\n"
+      "      point of a training run, or fixed weights (the toy model's frozen text encoder)\n"}, cmd_init},
+    {{"encode-clips", CMD_ENCODE_CLIPS, 0, 0, "", "--model DIR --data D --out OUT",
+      "      a training set for `mavref train` from the clips of D (mavref toyworld): with the VAE,\n"
+      "      text encoder and tokenizer of the model folder DIR, OUT gets latents.<i> (Fc,4,h,w), the\n"
+      "      VAE's posterior mean of every frame, and context.<i> (77,C), the caption's last hidden\n"
+      "      state, per clip; and context.uncond, the empty prompt's (for train --cond-drop)\n"}, cmd_encode_clips},
+    {{"toy-eval", CMD_TOY_EVAL, 0, 0, "", "--model DIR --hint-model DIR [--steps N] [--guidance G] [--out PREFIX] | --truth",
+      "      the toy model's prompt-adherence test: for 24 fixed (prompt, seed) pairs, 8 of them\n"
+      "      combinations never shown in training, generate 12 frames of 64x64 from the text alone\n"
+      "      and measure (ref/toyworld.h): the asked colour's blob must move the asked way by at\n"
+      "      least a quarter of the frame and have the asked shape. Prints a line per pair and the\n"
+      "      score; exit 0 if at least 90% of the pairs pass, 1 if not\n"}, cmd_toy_eval},
     {{"check", CMD_CHECK, 0, 0, "", "--backend 'CMD {case} {out}' [--ops GLOB] [--level quick|full] [--precision 32|64] [options]",
       "      the golden corpus against another backend: for every selected case of\n"
       "      vectors/contract.json, runs the adapter CMD with {case} = the case file and {out} = a\n"

@@ -23,7 +23,10 @@ enum {
     CMD_TOYWORLD = 1 << 7,
     CMD_TRAIN_VAE = 1 << 8,
     CMD_CONVERT = 1 << 9,
-    CMD_CHECK = 1 << 10
+    CMD_CHECK = 1 << 10,
+    CMD_INIT = 1 << 11,
+    CMD_ENCODE_CLIPS = 1 << 12,
+    CMD_TOY_EVAL = 1 << 13
 };
 
 typedef enum {
@@ -62,6 +65,7 @@ typedef struct {
     const char *unet, *vae, *clip, *unet_config, *hint_unet, *hint_unet_config, *vae_channels;
     const char *model, *hint_model; // published folders (ref/model_dir.h)
     const char *backend, *vectors, *ops, *cases, *level, *workdir; // check
+    const char *dtype;              // init
     // integers
     unsigned long long procedural, steps, frames, batch, total_steps, seed, clips, size, width, height, fps;
     unsigned long long unet_seed, vae_seed, clip_seed, hint_unet_seed;
@@ -69,9 +73,9 @@ typedef struct {
     unsigned long long precision; // check
     double timeout;               // check
     // numbers
-    double rtol, atol, lr, warmup, decay, weight_decay, guidance, guidance_image, kl;
+    double rtol, atol, lr, warmup, decay, weight_decay, guidance, guidance_image, kl, cond_drop;
     // flags
-    int taps, two_d, all, recompute, ppm_frames, quiet, held_out;
+    int taps, two_d, all, recompute, ppm_frames, quiet, held_out, truth;
 } CliArgs;
 
 extern const CliOption cli_options[];

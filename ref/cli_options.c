@@ -26,8 +26,8 @@ const CliOption cli_options[] = {
     {"--out", GEN, OPT_TEXT, F(out_path), "PREFIX", NULL, 0, 0, "writes PREFIX.gif, PREFIX.y4m, PREFIX_latents.safetensors"},
     {"--weights", CMD_UNET | CMD_ENCODE_TEXT | TRAIN | TVAE, OPT_TEXT, F(weights), "W", NULL, 0, 0, "weights: a safetensors file by Flax names"},
     {"--procedural", CMD_UNET | CMD_ENCODE_TEXT | TRAIN | TVAE, OPT_COUNT, F(procedural), "SEED", NULL, 0, ANY, "weights from the procedural generator"},
-    {"--config", CMD_UNET | TRAIN, OPT_TEXT, F(config), "JSON", NULL, 0, 0, "a diffusers UNet config.json (default: makeavid)"},
-    {"--model", CMD_UNET | CMD_ENCODE_TEXT | CMD_TOKENIZE | TRAIN | GEN, OPT_TEXT, F(model), "DIR", NULL, 0, 0,
+    {"--config", CMD_UNET | TRAIN | CMD_INIT, OPT_TEXT, F(config), "JSON", NULL, 0, 0, "a diffusers UNet config.json (default: makeavid)"},
+    {"--model", CMD_UNET | CMD_ENCODE_TEXT | CMD_TOKENIZE | TRAIN | GEN | CMD_ENCODE_CLIPS | CMD_TOY_EVAL, OPT_TEXT, F(model), "DIR", NULL, 0, 0,
      "a published model folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/): configs, tokenizer and weights in any of their published formats"},
     {"--merges", CMD_TOKENIZE | CMD_ENCODE_TEXT | GEN, OPT_TEXT, F(merges), "FILE", NULL, 0, 0, "CLIP merges (default $MAVREF_MERGES, else vectors/clip/clip_merges.txt)"},
     // unet
@@ -48,6 +48,8 @@ const CliOption cli_options[] = {
     {"--all", TRAIN, OPT_FLAG, F(all), NULL, NULL, 0, 0, "train every parameter, not only the temporal layers"},
     {"--seed", TRAIN, OPT_COUNT, F(seed), "S", "0", 0, ANY, "seed of the clip, window, timestep and noise draws"},
     {"--plot", TRAIN | TVAE, OPT_TEXT, F(plot), "FILE", NULL, 0, 0, "write the loss per step as an SVG curve"},
+    {"--2d", TRAIN, OPT_FLAG, F(two_d), NULL, NULL, 0, 0, "train a 2-D UNet (SD 1.5's, for the hint) on each clip's first frame"},
+    {"--cond-drop", TRAIN, OPT_NONNEG, F(cond_drop), "P", "0", 0, 0, "with probability P a clip's context is context.uncond of D (the empty prompt's), for guidance; upstream: 0"},
     {"--recompute", TRAIN, OPT_FLAG, F(recompute), NULL, NULL, 0, 0, "keep checkpoints only, recompute in the backward"},
     // train-vae
     {"--data", TVAE, OPT_TEXT, F(data), "D", NULL, 0, 0, "frames.<i> (Fc,H,W,3) bytes per clip i (mavref toyworld)"},
@@ -55,6 +57,17 @@ const CliOption cli_options[] = {
     {"--lr", TVAE, OPT_NUMBER, F(lr), "LR", "1e-3", 0, 0, "peak learning rate"},
     {"--kl", TVAE, OPT_NONNEG, F(kl), "W", "1e-4", 0, 0, "weight of the KL term (both terms are means over their elements)"},
     {"--seed", TVAE, OPT_COUNT, F(seed), "S", "0", 0, ANY, "seed of the image and noise draws"},
+    // init, encode-clips
+    {"--procedural", CMD_INIT, OPT_COUNT, F(procedural), "SEED", "0", 0, ANY, "seed of the procedural generator"},
+    {"--out", CMD_INIT | CMD_ENCODE_CLIPS, OPT_TEXT, F(out_path), "OUT", NULL, 0, 0, "the safetensors file to write"},
+    {"--dtype", CMD_INIT, OPT_TEXT, F(dtype), "f32|f16", "f32", 0, 0, "stored dtype; f16: the values are rounded to float16 first, so the file holds them exactly"},
+    {"--data", CMD_ENCODE_CLIPS, OPT_TEXT, F(data), "D", NULL, 0, 0, "frames.<i> (Fc,H,W,3) bytes and caption.<i> metadata per clip (mavref toyworld)"},
+    // toy-eval
+    {"--steps", CMD_TOY_EVAL, OPT_COUNT, F(steps), "N", "12", 1, 1000, "sampling steps"},
+    {"--guidance", CMD_TOY_EVAL, OPT_NUMBER, F(guidance), "G", "5", 0, 0, "classifier-free guidance scale (both UNets)"},
+    {"--scheduler", CMD_TOY_EVAL, OPT_TEXT, F(scheduler), "dpm|ddim", "dpm", 0, 0, "DPM-Solver++ or DDIM"},
+    {"--truth", CMD_TOY_EVAL, OPT_FLAG, F(truth), NULL, NULL, 0, 0, "measure the toy world's own clips of the pairs instead (checks the measurement)"},
+    {"--out", CMD_TOY_EVAL, OPT_TEXT, F(out_path), "PREFIX", NULL, 0, 0, "also write each clip as PREFIX_<k>.gif"},
     // toyworld
     {"--out", TOY, OPT_TEXT, F(out_path), "D", NULL, 0, 0, "the safetensors file to write"},
     {"--clips", TOY, OPT_COUNT, F(clips), "N", "64", 1, 100000, "clips"},
@@ -103,7 +116,7 @@ const CliOption cli_options[] = {
     {"--timeout", CMD_CHECK, OPT_NONNEG, F(timeout), "S", "600", 0, 0, "seconds per case before the adapter is stopped"},
     {"--workdir", CMD_CHECK, OPT_TEXT, F(workdir), "DIR", NULL, 0, 0, "outputs and logs (default: a new $TMPDIR/mavref-check-XXXXXX)"},
     // generate: the hint latent without --hint (SD 1.5's 2-D UNet, as upstream)
-    {"--hint-model", GEN, OPT_TEXT, F(hint_model), "DIR|FILE", NULL, 0, 0, "SD 1.5 for the hint latent: a diffusers folder (PyTorch or Flax weights) or the single-file original checkpoint"},
+    {"--hint-model", GEN | CMD_TOY_EVAL, OPT_TEXT, F(hint_model), "DIR|FILE", NULL, 0, 0, "SD 1.5 for the hint latent: a diffusers folder (PyTorch or Flax weights) or the single-file original checkpoint"},
     {"--hint-unet", GEN, OPT_TEXT, F(hint_unet), "W", NULL, 0, 0, "2-D UNet weights for the hint latent"},
     {"--hint-unet-seed", GEN, OPT_COUNT, F(hint_unet_seed), "S", NULL, 0, ANY, "procedural 2-D UNet weights instead"},
     {"--hint-unet-config", GEN, OPT_TEXT, F(hint_unet_config), "JSON", NULL, 0, 0, "2-D UNet config.json (default: SD 1.5)"},

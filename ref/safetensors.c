@@ -3,6 +3,7 @@
 #include "json.h"
 #include "port.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,7 +40,7 @@ static double f32_from_bits(uint32_t u) { float f; memcpy(&f, &u, 4); return (do
 static double f64_from_bits(uint64_t u) { double d; memcpy(&d, &u, 8); return d; }
 
 // IEEE half -> double, exactly (subnormals, infinities and NaN included).
-static double f16_to_double(uint16_t h) {
+double st_f16_to_double(uint16_t h) {
     uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1F, man = h & 0x3FF, bits;
     if (exp == 0) {
         if (man == 0) bits = sign;
@@ -60,7 +61,7 @@ double st_decode(const unsigned char *b, StDtype d) {
     switch (d) {
     case ST_F32: return f32_from_bits(le32(b));
     case ST_F64: return f64_from_bits(le64(b));
-    case ST_F16: return f16_to_double((uint16_t)(b[0] | (b[1] << 8)));
+    case ST_F16: return st_f16_to_double((uint16_t)(b[0] | (b[1] << 8)));
     case ST_BF16: return f32_from_bits((uint32_t)(b[0] | (b[1] << 8)) << 16);
     case ST_I32: return (double)(int32_t)le32(b);
     case ST_I64: return (double)(int64_t)le64(b);
@@ -358,14 +359,38 @@ static StWriterItem *writer_new_item(StWriter *w, const char *name, StDtype dtyp
     return it;
 }
 
+// double -> IEEE half, rounded to nearest, ties to even (as numpy's astype(float16)):
+// overflow gives infinity, tiny values subnormals or zero; NaN stays NaN.
+uint16_t st_f16_from_double(double x) {
+    uint16_t sign = (uint16_t)(signbit(x) ? 0x8000u : 0u);
+    double a = fabs(x), m, r;
+    int e;
+    if (a != a) return (uint16_t)(sign | 0x7e00u);
+    if (a >= 65520.0) return (uint16_t)(sign | 0x7c00u); // 65504 + half an ulp rounds up to inf
+    m = frexp(a, &e);                                      // a = m 2^e, m in [0.5, 1)
+    if (a == 0.0) return sign;
+    if (e < -13) { // subnormal: units of 2^-24
+        r = nearbyint(ldexp(a, 24));                       // the default rounding: ties to even
+        return (uint16_t)(sign | (uint16_t)r);            // r = 1024 is the smallest normal: still right
+    }
+    r = nearbyint(ldexp(m, 11));                           // 11 significant bits, in [1024, 2048]
+    if (r == 2048.0) { r = 1024.0; e++; }
+    if (e + 14 >= 31) return (uint16_t)(sign | 0x7c00u);
+    return (uint16_t)(sign | (uint16_t)((e + 14) << 10) | (uint16_t)((int)r - 1024));
+}
+
 int st_writer_add(StWriter *w, const char *name, const Tensor *t, StDtype dtype) {
     StWriterItem *it;
     size_t i;
-    if (dtype != ST_F32 && dtype != ST_F64) return mv_fail("tensor '%s': can only write F32 or F64 from reals", name);
+    if (dtype != ST_F32 && dtype != ST_F64 && dtype != ST_F16) return mv_fail("tensor '%s': can only write F32, F64 or F16 from reals", name);
     it = writer_new_item(w, name, dtype, t->ndim, t->shape);
     if (!it) return MV_ERR;
     for (i = 0; i < t->numel; i++) {
-        if (dtype == ST_F32) {
+        if (dtype == ST_F16) {
+            uint16_t h = st_f16_from_double((double)t->data[i]);
+            it->bytes[2 * i] = (unsigned char)(h & 0xff);
+            it->bytes[2 * i + 1] = (unsigned char)(h >> 8);
+        } else if (dtype == ST_F32) {
             float v = (float)t->data[i];
             uint32_t u;
             memcpy(&u, &v, 4);

@@ -58,6 +58,9 @@ int st_read_i64(const StFile *f, const char *name, int64_t **out, size_t *numel)
 // One element of dtype d stored little-endian at b, as a double (exact but for 64-bit
 // integers beyond 2^53). Shared with the checkpoint readers.
 double st_decode(const unsigned char *b, StDtype d);
+// double -> IEEE half bits, rounded to nearest (ties to even); st_decode widens it back exactly.
+uint16_t st_f16_from_double(double x);
+double st_f16_to_double(uint16_t h); // exact
 // Seek to a 64-bit offset, past 4 GiB on every platform (mv_seek, port.h).
 int st_seek(FILE *fp, uint64_t off);
 
@@ -72,7 +75,7 @@ typedef struct {
 } StWriter;
 
 void st_writer_init(StWriter *w);
-// Adds a tensor stored as `dtype` (ST_F32 or ST_F64 for reals).
+// Adds a tensor stored as `dtype` (ST_F32, ST_F64 or ST_F16 for reals; F16 rounds to nearest even).
 int st_writer_add(StWriter *w, const char *name, const Tensor *t, StDtype dtype);
 int st_writer_add_i64(StWriter *w, const char *name, const int64_t *v, int ndim, const size_t *shape);
 int st_writer_add_u8(StWriter *w, const char *name, const unsigned char *v, int ndim, const size_t *shape);

@@ -114,3 +114,99 @@ int toy_caption(char *buf, size_t n, const ToyClip *c) {
     return snprintf(buf, n, "a %s %s moving %s", toy_color_names[c->color], toy_shape_names[c->shape],
                     toy_dir_names[c->dir]);
 }
+
+// ---------------------------------------------------------------------------------------
+// Reading a clip back
+
+// The palette class of one pixel: 0 background, 1 + c for colour c.
+static int pixel_class(const unsigned char *px) {
+    int best = 0, k, i;
+    long bd = -1;
+    for (k = 0; k <= TOY_NCOLORS; k++) {
+        const unsigned char *ref = k == 0 ? toy_background : toy_colors[k - 1];
+        long d = 0;
+        for (i = 0; i < 3; i++) d += ((long)px[i] - ref[i]) * ((long)px[i] - ref[i]);
+        if (bd < 0 || d < bd) { bd = d; best = k; }
+    }
+    return best;
+}
+
+// One frame's blob of palette class k: pixel count, centroid, bounding box.
+typedef struct { long n; double cx, cy; int x0, x1, y0, y1; } Blob;
+
+static void frame_blob(Blob *b, const unsigned char *img, int S, int k) {
+    double sx = 0, sy = 0;
+    int x, y;
+    b->n = 0; b->x0 = S; b->y0 = S; b->x1 = -1; b->y1 = -1;
+    for (y = 0; y < S; y++)
+        for (x = 0; x < S; x++) {
+            if (pixel_class(img + ((size_t)y * S + x) * 3) != k) continue;
+            b->n++; sx += x; sy += y;
+            if (x < b->x0) b->x0 = x;
+            if (x > b->x1) b->x1 = x;
+            if (y < b->y0) b->y0 = y;
+            if (y > b->y1) b->y1 = y;
+        }
+    b->cx = b->n ? sx / (double)b->n : 0;
+    b->cy = b->n ? sy / (double)b->n : 0;
+}
+
+static int blob_shape(const Blob *b) {
+    double w = (double)(b->x1 - b->x0 + 1), h = (double)(b->y1 - b->y0 + 1);
+    double skew = (b->cy - 0.5 * (b->y0 + b->y1)) / h, fill = (double)b->n / (w * h);
+    if (skew > 0.08) return TOY_TRIANGLE;
+    return fill > 0.89 ? TOY_SQUARE : TOY_CIRCLE;
+}
+
+double toy_along(const ToyMeasure *m, int dir) {
+    switch (dir) {
+    case TOY_LEFT: return -m->dx;
+    case TOY_RIGHT: return m->dx;
+    case TOY_UP: return -m->dy;
+    default: return m->dy;
+    }
+}
+
+void toy_measure(ToyMeasure *m, const unsigned char *frames, int S, int F, int color) {
+    long count[TOY_NCOLORS] = {0}, votes[TOY_NSHAPES] = {0};
+    size_t fs = (size_t)S * S * 3;
+    Blob first = {0, 0, 0, 0, 0, 0, 0}, last = first, b;
+    int f, k, i;
+    for (f = 0; f < F; f++) // the colour with the most pixels over the clip
+        for (i = 0; i < S * S; i++) {
+            k = pixel_class(frames + f * fs + (size_t)i * 3);
+            if (k > 0) count[k - 1]++;
+        }
+    m->color = -1;
+    for (k = 0; k < TOY_NCOLORS; k++)
+        if (count[k] > 0 && (m->color < 0 || count[k] > count[m->color])) m->color = k;
+    for (f = 0; f < F; f++) {
+        frame_blob(&b, frames + f * fs, S, color + 1);
+        if (f == 0) first = b;
+        if (f == F - 1) last = b;
+        if (b.n >= TOY_MIN_BLOB) votes[blob_shape(&b)]++;
+    }
+    m->pixels0 = first.n; m->pixels1 = last.n;
+    m->dx = last.cx - first.cx; m->dy = last.cy - first.cy;
+    m->dir = -1;
+    if (first.n >= TOY_MIN_BLOB && last.n >= TOY_MIN_BLOB) {
+        m->dir = 0;
+        for (k = 1; k < TOY_NDIRS; k++)
+            if (toy_along(m, k) > toy_along(m, m->dir)) m->dir = k;
+    }
+    m->shape = -1;
+    for (k = 0; k < TOY_NSHAPES; k++)
+        if (votes[k] > 0 && (m->shape < 0 || votes[k] > votes[m->shape])) m->shape = k;
+}
+
+void toy_eval_pair(int k, int *color, int *shape, int *dir, uint64_t *seed) {
+    // 8 held-out, then 16 training combinations: each colour 4x, each shape 5-6x, each direction 4x
+    static const int train[16][3] = {
+        {0, TOY_CIRCLE, TOY_LEFT},   {0, TOY_SQUARE, TOY_UP},     {0, TOY_TRIANGLE, TOY_DOWN}, {0, TOY_SQUARE, TOY_RIGHT},
+        {1, TOY_CIRCLE, TOY_RIGHT},  {1, TOY_SQUARE, TOY_DOWN},   {1, TOY_TRIANGLE, TOY_UP},   {1, TOY_CIRCLE, TOY_LEFT},
+        {2, TOY_TRIANGLE, TOY_LEFT}, {2, TOY_CIRCLE, TOY_UP},     {2, TOY_SQUARE, TOY_DOWN},   {2, TOY_TRIANGLE, TOY_RIGHT},
+        {3, TOY_SQUARE, TOY_LEFT},   {3, TOY_TRIANGLE, TOY_DOWN}, {3, TOY_CIRCLE, TOY_RIGHT},  {3, TOY_TRIANGLE, TOY_UP}};
+    const int *c = k < TOY_NHELD ? held[k] : train[(k - TOY_NHELD) % 16];
+    *color = c[0]; *shape = c[1]; *dir = c[2];
+    *seed = 1000u + (uint64_t)k;
+}

@@ -65,4 +65,37 @@ void toy_render(unsigned char *frames, const ToyClip *clip, int S, int F);
 // "a red circle moving left" into buf (at most n bytes with the NUL); returns its length.
 int toy_caption(char *buf, size_t n, const ToyClip *clip);
 
+// ---------------------------------------------------------------------------------------
+// Reading a clip back (the demo's prompt-adherence test): what a person would check by eye.
+//   colour   every pixel is given the nearest of the background and the four colours
+//            (squared RGB distance); the blob of colour c is its pixels of class c
+//   motion   d = centroid(last frame) - centroid(first frame), in pixels (x right, y down);
+//            the clip moves in direction u (left (-1,0), right (1,0), up (0,-1), down (0,1))
+//            by d.u, and its measured direction is the u with the largest d.u
+//   shape    per frame, over the blob's bounding box (w x h): skew = (cy - box centre) / h,
+//            fill = pixels / (w h); skew > 0.08: triangle (apex up: centroid 1/6 below the
+//            box centre); else fill > 0.89: square (fill 1); else circle (fill pi/4); the
+//            clip's shape is the class of most frames (ties to the lower index)
+typedef struct {
+    int color;              // the colour class with the most pixels over the clip (-1: none)
+    long pixels0, pixels1;  // the asked colour's pixels in the first and last frame
+    double dx, dy;          // displacement of the asked colour's centroid, first to last frame
+    int dir;                // measured direction (-1: no blob in the first or last frame)
+    int shape;              // measured shape of the asked colour's blob (-1: no frame has one)
+} ToyMeasure;
+
+#define TOY_MIN_BLOB 12 // fewer pixels of a colour in a frame: no blob there
+
+void toy_measure(ToyMeasure *m,
+                 const unsigned char *frames, // (F,S,S,3)
+                 int S, int F, int color);
+
+// The fixed (prompt, seed) pairs of the prompt-adherence test (mavref toy-eval): every
+// held-out combination and 16 training ones spread over the colours, shapes and directions.
+#define TOY_EVAL_PAIRS 24
+void toy_eval_pair(int k, int *color, int *shape, int *dir, uint64_t *seed);
+
+// Displacement along direction dir (pixels).
+double toy_along(const ToyMeasure *m, int dir);
+
 #endif

@@ -117,6 +117,19 @@ int train_collate(real *x_in, const real *const *clips, const size_t *Fc, const 
     return rc;
 }
 
+int train_collate_2d(real *x_in, const real *const *clips, size_t B, size_t h, size_t w, const real *noise, const int64_t *t,
+                     const Scheduler *s) {
+    size_t b, i, per = 4 * h * w;
+    real *x0 = (real *)mv_calloc(B * per, sizeof(real), "training latents");
+    int rc;
+    if (!x0) return MV_ERR;
+    for (b = 0; b < B; b++) // x0[b] = 0.18215 * clip[b][0]   (frame 0 is (4,h,w) already)
+        for (i = 0; i < per; i++) x0[b * per + i] = clips[b][i] * (real)LATENT_SCALE;
+    rc = sched_add_noise(x_in, x0, noise, t, B, per, s);
+    free(x0);
+    return rc;
+}
+
 void adamw_update(ParamTable *pt, const ParamTable *gt, AdamState *opt, const TrainConfig *tc, double *l2_grads,
                   double *trainable_norm) {
     size_t i, k;

@@ -68,6 +68,15 @@ int train_collate(real *x_in,                 // (B,9,F,h,w)
                   const int64_t *t,           // (B)
                   const Scheduler *s);
 
+// The same for the 2-D UNet that makes the hint (upstream's use_imagegen, SD 1.5's training):
+// x_in (B,4,h,w) = add_noise(0.18215 * clips[b][frame 0], noise[b], t[b]).
+int train_collate_2d(real *x_in,               // (B,4,h,w)
+                     const real *const *clips, // B pointers to (Fc,4,h,w)
+                     size_t B, size_t h, size_t w,
+                     const real *noise,        // (B,4,h,w)
+                     const int64_t *t,         // (B)
+                     const Scheduler *s);
+
 // One step: forward, loss, backward into gt (zeroed here; from train_grads_alloc or unet_grads_alloc),
 // clipping and AdamW on the trainable parameters of pt. *loss and *l2_grads (the full
 // gradient's norm, before clipping) are the step's metrics; *trainable_norm (may be NULL)
