@@ -69,7 +69,7 @@ HEADERS  := $(wildcard ref/*.h tests/*.h)
 
 PY ?= tools/.venv/bin/python
 
-.PHONY: backends-env conformance conformance-env conformance-hf contract install install-test torch-env fixtures all test cross-test wasm-test same-bits sanitize bench-model bench-real clean tools-env vectors ckpt-fixtures demo bench bench-run fuzz valgrind check-spec FORCE
+.PHONY: backends-env conformance conformance-env conformance-hf contract install install-test torch-env fixtures all test cross-test wasm-test same-bits sanitize bench-model bench-real clean tools-env vectors ckpt-fixtures demo toy-model bench bench-run fuzz valgrind check-spec FORCE
 
 all: bin/mavref
 
@@ -391,9 +391,21 @@ ckpt-fixtures:
 # (a small makeavid-shaped configuration with procedural weights, shipped in vectors/), writes
 # out/demo.gif and out/demo.y4m, and reports how closely its final latents match FLAX's.
 DEMO_CASE := vectors/f$(PRECISION)/pipeline_dpm_s5_hintmask.safetensors
+DEMO_CHECK ?= ./bin/mavref generate --replay $(DEMO_CASE) --out out/demo_replay
+# make demo: the toy model of vectors/toy/ (trained by mavref, `make toy-model`) makes a video
+# from text alone (its 2-D UNet draws the first frame), then one from a given first frame.
+TOY_GEN := --model vectors/toy/makeavid --frames 12 --width 64 --height 64 --steps 12 --guidance 5 --fps 8 --gif-scale 4
 demo: bin/mavref
 	@mkdir -p out
-	./bin/mavref generate --replay $(DEMO_CASE) --out out/demo --fps 8
+	./bin/mavref generate $(TOY_GEN) --hint-model vectors/toy/hint --prompt "a red triangle moving right" --seed 1 --out out/demo
+	./bin/mavref toyworld --clips 1 --held-out --seed 1 --out out/demo_clip.safetensors --first-frame out/demo_first.ppm
+	./bin/mavref generate $(TOY_GEN) --hint out/demo_first.ppm --prompt "a yellow square moving down" --seed 2 --out out/demo_hint
+	$(DEMO_CHECK)
+
+# make toy-model: every weight of vectors/toy/ from scratch (tools/toy_model.sh; about 40
+# minutes on 2 cores); the same bits as the committed files (vectors/toy/SHA256SUMS).
+toy-model: bin/mavref
+	sh tools/toy_model.sh bin/mavref
 
 # make install PREFIX=/usr/local [PRECISION=64]: the library, its headers under
 # PREFIX/include/mavref/, the command and a pkg-config file. The headers' `real` follows

@@ -339,7 +339,19 @@ static int generate_write(const CliArgs *a, const GenOptions *o, const unsigned 
     sprintf(path, "%s.y4m", prefix);
     rc = video_write_y4m(path, frames, o->frames, o->height, o->width, (unsigned)a->fps, 1);
     sprintf(path, "%s.gif", prefix);
-    rc = rc || video_write_gif(path, frames, o->frames, o->height, o->width, (unsigned)a->fps, 1);
+    if (!rc && a->gif_scale > 1) { // each pixel a K x K square, so that a 64x64 toy video can be seen
+        size_t K = (size_t)a->gif_scale, H = o->height, W = o->width, f, y, x;
+        unsigned char *big = (unsigned char *)mv_malloc(o->frames * H * K * W * K * 3, "enlarged frames");
+        rc = !big;
+        for (f = 0; big && f < o->frames; f++)
+            for (y = 0; y < H * K; y++)
+                for (x = 0; x < W * K; x++)
+                    memcpy(big + ((f * H * K + y) * W * K + x) * 3, frames + ((f * H + y / K) * W + x / K) * 3, 3);
+        rc = rc || video_write_gif(path, big, o->frames, H * K, W * K, (unsigned)a->fps, 1);
+        free(big);
+    } else {
+        rc = rc || video_write_gif(path, frames, o->frames, o->height, o->width, (unsigned)a->fps, 1);
+    }
     sprintf(path, "%s_", prefix);
     rc = rc || (a->ppm_frames && video_write_frames(path, frames, o->frames, o->height, o->width));
     if (rc) {
@@ -714,6 +726,12 @@ static int cmd_toyworld(const CliArgs *a) {
         rc = st_writer_add_u8(&w, name, frames, 4, shape);
         snprintf(name, sizeof name, "caption.%lu", (unsigned long)i);
         rc = rc || st_writer_meta(&w, name, caption);
+        if (!rc && i == 0 && a->first_frame) { // frame 0 of clip 0: (S,S,3), the start of frames
+            Image img;
+            img.width = img.height = S; img.channels = 3; img.data = frames;
+            rc = image_write_pnm(a->first_frame, &img);
+            if (!rc) fprintf(a->out, "wrote %s: the first frame of \"%s\"\n", a->first_frame, caption);
+        }
     }
     snprintf(value, sizeof value, "%llu", a->seed);
     rc = rc || st_writer_meta(&w, "seed", value) || st_writer_meta(&w, "held_out", a->held_out ? "1" : "0") ||
@@ -915,7 +933,7 @@ static int encode_one_clip(StWriter *w, StFile *data, size_t i, Models *m, const
     for (f = 0; f < F; f++) // (H,W,3) bytes -> (3,H,W) in [-1, 1], as train-vae and the pipeline's hint
         for (c = 0; c < 3; c++)
             for (p = 0; p < H * W; p++) images.data[(f * 3 + c) * H * W + p] = frames.data[(f * H * W + p) * 3 + c] / (real)127.5 - (real)1;
-    if (vae_encode(&mean, NULL, &images, &m->vae_p, &m->vae) || tokenize(&m->tok, caption, strlen(caption), ids32)) goto done;
+    if (vae_encode(&mean, NULL, &images, &m->vae_p, &m->vae) || tokenize(&m->tok, caption, strlen(caption), ids32) < 0) goto done;
     for (k = 0; k < CLIP_CONTEXT; k++) ids[k] = ids32[k];
     if (clip_text_forward(&hidden, ids, 1, CLIP_CONTEXT, &m->clip_p, &m->clip)) goto done;
     hidden.ndim = 2; hidden.shape[0] = CLIP_CONTEXT; hidden.shape[1] = hidden.shape[2];
@@ -957,7 +975,7 @@ static int cmd_encode_clips(const CliArgs *a) {
     for (i = 0; i < n && !rc; i++)
         if (encode_one_clip(&w, &data, i, &m, a)) rc = bad_input(a);
     // the empty prompt, for training with --cond-drop (the unconditional half of guidance)
-    if (!rc && tokenize(&m.tok, "", 0, ids32)) rc = fail(a, "");
+    if (!rc && tokenize(&m.tok, "", 0, ids32) < 0) rc = fail(a, "");
     for (k = 0; k < CLIP_CONTEXT; k++) ids[k] = ids32[k];
     if (!rc && clip_text_forward(&hidden, ids, 1, CLIP_CONTEXT, &m.clip_p, &m.clip)) rc = fail(a, "");
     if (!rc) {

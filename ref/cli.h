@@ -66,11 +66,13 @@ typedef struct {
     const char *model, *hint_model; // published folders (ref/model_dir.h)
     const char *backend, *vectors, *ops, *cases, *level, *workdir; // check
     const char *dtype;              // init
+    const char *first_frame;        // toyworld
     // integers
     unsigned long long procedural, steps, frames, batch, total_steps, seed, clips, size, width, height, fps;
     unsigned long long unet_seed, vae_seed, clip_seed, hint_unet_seed;
     unsigned long long vae_layers, clip_width, clip_layers, clip_heads, clip_mlp;
     unsigned long long precision; // check
+    unsigned long long gif_scale;  // generate
     double timeout;               // check
     // numbers
     double rtol, atol, lr, warmup, decay, weight_decay, guidance, guidance_image, kl, cond_drop;

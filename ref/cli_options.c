@@ -74,6 +74,7 @@ const CliOption cli_options[] = {
     {"--size", TOY, OPT_COUNT, F(size), "S", "64", 32, 512, "frame size in pixels"},
     {"--frames", TOY, OPT_COUNT, F(frames), "F", "12", 2, 1000, "frames per clip"},
     {"--seed", TOY, OPT_COUNT, F(seed), "S", "0", 0, ANY, "seed of the clips"},
+    {"--first-frame", TOY, OPT_TEXT, F(first_frame), "IMAGE.ppm", NULL, 0, 0, "also write clip 0's first frame (a hint image for generate)"},
     {"--held-out", TOY, OPT_FLAG, F(held_out), NULL, NULL, 0, 0, "only the held-out combinations (default: only the training ones)"},
     // generate: the video
     {"--prompt", GEN, OPT_TEXT, F(prompt), "TEXT", NULL, 0, 0, "the prompt (taken as it is, even if it begins with '-')"},
@@ -89,6 +90,7 @@ const CliOption cli_options[] = {
     {"--hint", GEN, OPT_TEXT, F(hint), "IMAGE.ppm", NULL, 0, 0, "the hint image"},
     {"--mask", GEN, OPT_TEXT, F(mask), "MASK.pgm", NULL, 0, 0, "inpainting mask: pixels >= 192 are masked"},
     {"--noise", GEN, OPT_TEXT, F(noise), "FILE", NULL, 0, 0, "initial noise: tensor \"noise\" (1,4,F,h,w)"},
+    {"--gif-scale", GEN, OPT_COUNT, F(gif_scale), "K", "1", 1, 16, "the GIF's frames enlarged K times (nearest pixel), for small videos"},
     {"--ppm-frames", GEN, OPT_FLAG, F(ppm_frames), NULL, NULL, 0, 0, "also write PREFIX_000000.ppm ..."},
     {"--quiet", GEN, OPT_FLAG, F(quiet), NULL, NULL, 0, 0, "no progress line per step"},
     {"--replay", GEN, OPT_TEXT, F(replay), "CASE", NULL, 0, 0, "rerun a recorded FLAX pipeline case (vectors/f32/pipeline_*)"},

@@ -33,6 +33,10 @@ typedef struct { const char *op; CaseFn fn; int min_cases; } CaseRunner;
 
 extern const UnitTest unit_tests[];
 extern const size_t n_unit_tests;
+// Unit tests too slow for the quick level: run by `make test` (level full), not by the emulated
+// cross tests (level quick).
+extern const char *const full_level_tests[];
+extern const size_t n_full_level_tests;
 extern const CaseRunner case_runners[];
 extern const size_t n_case_runners;
 

@@ -15,6 +15,8 @@ const UnitTest unit_tests[] = {
     {"model_mismatch_messages", test_model_mismatch_messages},
     {"model_tokenizer_hf", test_model_tokenizer_hf},
     {"model_pipeline", test_model_pipeline},
+    {"toy_measure_truth", test_toy_measure_truth},
+    {"toy_prompt_adherence", test_toy_prompt_adherence},
     {"cli_model", test_cli_model},
     {"ckpt_msgpack_fixtures", test_ckpt_msgpack_fixtures},
     {"ckpt_safetensors", test_ckpt_safetensors},
@@ -93,6 +95,9 @@ const UnitTest unit_tests[] = {
     {"port_size_messages", test_port_size_messages},
 };
 const size_t n_unit_tests = sizeof unit_tests / sizeof unit_tests[0];
+
+const char *const full_level_tests[] = {"toy_prompt_adherence"};
+const size_t n_full_level_tests = sizeof full_level_tests / sizeof full_level_tests[0];
 
 // op, runner, minimum number of cases per precision in the corpus
 const CaseRunner case_runners[] = {

@@ -121,6 +121,8 @@ int test_model_dir_folders(void);
 int test_model_mismatch_messages(void);
 int test_model_tokenizer_hf(void);
 int test_model_pipeline(void);
+int test_toy_measure_truth(void);
+int test_toy_prompt_adherence(void);
 int test_cli_model(void); // test_cli.c
 
 // test_checkpoint.c (fixtures written by flax and torch: vectors/checkpoint)

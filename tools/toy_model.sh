@@ -1,0 +1,69 @@
+#!/bin/sh
+# toy_model.sh MAVREF: every weight of the toy text-to-video model, trained from scratch by
+# mavref (`make toy-model`). Writes vectors/toy/makeavid/ (the pseudo-3D UNet, VAE, text
+# encoder) and vectors/toy/hint/ (the 2-D UNet that draws the first frame), the training logs
+# and loss curves under vectors/toy/log/, and vectors/toy/SHA256SUMS. Scratch files go to
+# build/toy/. The same binary gives the same bits with any MAVREF_THREADS.
+#
+#   1. the toy world: TOY_CLIPS clips of the training combinations (mavref toyworld)
+#   2. the text encoder: a small CLIP with fixed procedural weights, stored as float16 (frozen,
+#      as upstream keeps CLIP frozen)
+#   3. the VAE (SD's architecture, channels 32,64,64): reconstruction + KL (mavref train-vae)
+#   4. the training set: every clip's VAE latents and caption's CLIP hidden state (encode-clips)
+#   5. the 2-D UNet: first frames from text (train --2d), as upstream's use_imagegen model
+#   6. the pseudo-3D UNet: 9 input channels (latents, mask, hint = the first frame's latent),
+#      every parameter trained (train --all), batch 4, AdamW with warmup and cosine decay
+# --cond-drop trains the empty prompt too, so that classifier-free guidance has its
+# unconditional half (upstream trains on captions only and guides with SD's own training).
+set -eu
+M=${1:-bin/mavref}
+OUT=vectors/toy
+TMP=build/toy
+LOG=$OUT/log
+
+TOY_CLIPS=${TOY_CLIPS:-480}
+VAE_STEPS=${VAE_STEPS:-400}
+U2_STEPS=${U2_STEPS:-1500}
+U3_STEPS=${U3_STEPS:-600}
+
+mkdir -p $TMP $LOG
+start=$(date +%s)
+stage() { echo "== $1 ($(( $(date +%s) - start )) s)"; }
+
+stage "toy world"
+$M toyworld --clips $TOY_CLIPS --size 64 --frames 12 --seed 0 --out $TMP/world.safetensors
+
+stage "text encoder (procedural, float16)"
+$M init text_encoder --config $OUT/makeavid/text_encoder/config.json --procedural 20261207 --dtype f16 \
+    --out $OUT/makeavid/text_encoder/model.safetensors
+
+stage "VAE"
+$M train-vae --data $TMP/world.safetensors --vae-channels 32,64,64 --vae-layers 1 --procedural 1 \
+    --steps $VAE_STEPS --batch 4 --lr 2e-3 --warmup 0.03 --decay 0.97 --kl 1e-6 --seed 0 \
+    --out $TMP/vae --plot $LOG/vae_loss.svg > $LOG/vae.log
+cp $TMP/vae.params.safetensors $OUT/makeavid/vae/diffusion_pytorch_model.safetensors
+
+stage "training set (VAE latents, CLIP contexts)"
+$M encode-clips --model $OUT/makeavid --data $TMP/world.safetensors --out $TMP/data.safetensors
+
+# The two UNets are independent: trained side by side, one thread each (mavref's threads help
+# little at these sizes; results are the same bits for any thread count).
+stage "2-D UNet (the first frame) and pseudo-3D UNet (the video), side by side"
+MAVREF_THREADS=1 $M train --2d --all --config $OUT/hint/unet/config.json --procedural 2 --data $TMP/data.safetensors \
+    --batch 8 --steps $U2_STEPS --lr 1e-3 --warmup 0.05 --decay 0.95 --cond-drop 0.1 --seed 2 \
+    --out $TMP/unet2d --plot $LOG/unet2d_loss.svg > $LOG/unet2d.log &
+p2=$!
+MAVREF_THREADS=1 $M train --all --config $OUT/makeavid/unet/config.json --procedural 3 --data $TMP/data.safetensors \
+    --batch 4 --frames 12 --steps $U3_STEPS --lr 1e-3 --warmup 0.05 --decay 0.95 --cond-drop 0.1 --seed 3 \
+    --out $TMP/unet --plot $LOG/unet_loss.svg > $LOG/unet.log &
+p3=$!
+wait $p2
+wait $p3
+cp $TMP/unet2d.params.safetensors $OUT/hint/unet/diffusion_pytorch_model.safetensors
+cp $TMP/unet.params.safetensors $OUT/makeavid/unet/diffusion_pytorch_model.safetensors
+
+stage "done"
+(cd $OUT && sha256sum makeavid/text_encoder/model.safetensors makeavid/vae/diffusion_pytorch_model.safetensors \
+    hint/unet/diffusion_pytorch_model.safetensors makeavid/unet/diffusion_pytorch_model.safetensors) > $OUT/SHA256SUMS
+cat $OUT/SHA256SUMS
+echo "toy model: $(( $(date +%s) - start )) s"
