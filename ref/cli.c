@@ -378,8 +378,20 @@ static void report_replay(const CliArgs *a, const Tensor *latents, const Tensor 
     fprintf(a->out, "final latents against the FLAX pipeline's (%s): %s\n", a->replay, line);
 }
 
+// --preview P: the clip predicted at step k as P_step<k+1>.gif (GenOptions.preview).
+typedef struct { const CliArgs *a; const GenOptions *o; } PreviewSink;
+
+static int write_preview(void *user, int k, int n, const unsigned char *frames) {
+    const PreviewSink *p = (const PreviewSink *)user;
+    char path[1024 + 32];
+    (void)n;
+    sprintf(path, "%s_step%03d.gif", p->a->preview, k + 1);
+    return video_write_gif(path, frames, p->o->frames, p->o->height, p->o->width, (unsigned)p->a->fps, 1);
+}
+
 static int cmd_generate(const CliArgs *a) {
     GenOptions o;
+    PreviewSink ps;
     Models m;
     Replay replay;
     Image hint, mask;
@@ -392,6 +404,7 @@ static int cmd_generate(const CliArgs *a) {
     if ((rc = generate_settings(&o, &m, a))) return rc;
     if (!a->out_path || (!a->replay && !a->prompt)) return usage_error(a, "needs --prompt and --out (or --replay CASE and --out)");
     if (strlen(a->out_path) > 1024 - 32) return usage_error(a, "--out prefix too long");
+    if (a->preview && strlen(a->preview) > 1024) return usage_error(a, "--preview prefix too long");
     if (a->model && (a->unet || a->vae || a->clip || cli_given(a, "--unet-seed") || cli_given(a, "--vae-seed") ||
                      cli_given(a, "--clip-seed") || a->unet_config || a->replay))
         return usage_error(a, "--model DIR gives every network, its config and the tokenizer: no --unet/--vae/--clip, "
@@ -409,6 +422,11 @@ static int cmd_generate(const CliArgs *a) {
     } else {
         params_init(&m.unet_p); params_init(&m.vae_p); params_init(&m.clip_p);
         rc = generate_load(&o, &m, &hint, &mask, &noise, a);
+    }
+    if (!rc && a->preview) {
+        ps.a = a; ps.o = &o;
+        o.preview = write_preview;
+        o.preview_user = &ps;
     }
     if (rc || pipeline_generate(&frames, &latents, NULL, &o, &m, NULL, NULL)) { rc = fail(a, ""); goto out; }
     if (a->replay) report_replay(a, &latents, &expected, o.steps);

@@ -92,6 +92,7 @@ const CliOption cli_options[] = {
     {"--noise", GEN, OPT_TEXT, F(noise), "FILE", NULL, 0, 0, "initial noise: tensor \"noise\" (1,4,F,h,w)"},
     {"--gif-scale", GEN, OPT_COUNT, F(gif_scale), "K", "1", 1, 16, "the GIF's frames enlarged K times (nearest pixel), for small videos"},
     {"--ppm-frames", GEN, OPT_FLAG, F(ppm_frames), NULL, NULL, 0, 0, "also write PREFIX_000000.ppm ..."},
+    {"--preview", GEN, OPT_TEXT, F(preview), "P", NULL, 0, 0, "after every step k, the clip predicted so far (its x0, decoded) as P_step001.gif ..."},
     {"--quiet", GEN, OPT_FLAG, F(quiet), NULL, NULL, 0, 0, "no progress line per step"},
     {"--replay", GEN, OPT_TEXT, F(replay), "CASE", NULL, 0, 0, "rerun a recorded FLAX pipeline case (vectors/f32/pipeline_*)"},
     // generate: the networks

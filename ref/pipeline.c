@@ -12,6 +12,7 @@
 #include "noise.h"
 #include "flops.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -161,6 +162,28 @@ done:
     return rc;
 }
 
+// The clip predicted at step k (GenOptions.preview): x0 from the current latents x_t (1,4,F,h,w)
+// and the guided eps at timestep t, decoded.
+static int preview_step(const GenOptions *o, const Tensor *lat, const Tensor *eps, const Scheduler *s, int64_t t, int k,
+                        Models *m) {
+    Tensor x0;
+    unsigned char *px = NULL;
+    real a, sg;
+    size_t i;
+    int rc;
+    if (t < 0 || t >= s->T) return mv_fail("preview: timestep %lld outside the schedule", (long long)t);
+    a = (real)sqrt((double)s->alphas_cumprod[t]);
+    sg = (real)sqrt(1.0 - (double)s->alphas_cumprod[t]);
+    memset(&x0, 0, sizeof x0);
+    if (tensor_alloc(&x0, lat->ndim, lat->shape)) return MV_ERR;
+    for (i = 0; i < x0.numel; i++) x0.data[i] = (lat->data[i] - sg * eps->data[i]) / a;
+    rc = decode_frames(&px, NULL, &x0, o->frames, o->height, o->width, m);
+    tensor_free(&x0);
+    if (!rc && o->preview(o->preview_user, k, o->steps, px)) rc = mv_fail("stopped after the preview of step %d", k + 1);
+    free(px);
+    return rc;
+}
+
 int pipeline_generate(unsigned char **frames, Tensor *final_latents, Tensor *frames_float, const GenOptions *o,
                       Models *m, StepFn step_fn, void *user) {
     size_t F = o->frames, H = o->height, W = o->width, h, w, fac, mult, hw, i, f, c;
@@ -238,6 +261,7 @@ int pipeline_generate(unsigned char **frames, Tensor *final_latents, Tensor *fra
             goto done;
         for (i = 0; i < eps_c.numel; i++) // classifier-free guidance
             eps_c.data[i] = eps_u.data[i] + (real)o->guidance * (eps_c.data[i] - eps_u.data[i]);
+        if (o->preview && preview_step(o, &lat, &eps_c, &s, t, k, m)) goto done;
         if (sched_step(&s, lat.data, eps_c.data, lat.data, k)) goto done;
         tensor_free(&eps_c);
         tensor_free(&eps_u);

@@ -42,6 +42,12 @@ typedef struct {
     uint64_t seed;
     int progress;             // print the work ahead, a progress line per step and the time of
                               // each stage on stderr
+    // Optional (NULL: none): after every step k (0-based) of n, the clip predicted at that step,
+    // frames (F, height, width, 3) bytes: the data prediction x0 = (x_t - sqrt(1 - abar_t) eps)
+    // / sqrt(abar_t) of the step's guided eps, decoded by the VAE (one decode of every frame per
+    // step; the latents and the result are the same with or without it). Non-zero stops the run.
+    int (*preview)(void *user, int k, int n, const unsigned char *frames);
+    void *preview_user;
 } GenOptions;
 
 // The work of a generate run (ref/flops.h's count, FLOPs): the text encoder (both prompts),
