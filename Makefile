@@ -8,6 +8,7 @@
 #   make sanitize test    ASan + UBSan build, then the tests
 #   make cross-test ARCH=win64  the tests under wine (mingw-w64); ARCH=s390x, i386, ... under qemu-user
 #   make wasm-test        the tests as WebAssembly (wasm32-wasi) under node
+#   make web              the toy model in a web page (WEB_OUT, build/web/); make web-check drives it in Chromium
 #   make NATIVE=1         machine-specific code generation (-march=native); never the default
 #   make OPT=-O3          another optimization level (its own build directory)
 #   make fuzz FUZZER=json libFuzzer harness (tools/fuzz; FUZZ_TIME=s or FUZZ_RUNS=n)
@@ -69,7 +70,7 @@ HEADERS  := $(wildcard ref/*.h tests/*.h)
 
 PY ?= tools/.venv/bin/python
 
-.PHONY: backends-env conformance conformance-env conformance-hf contract install install-test torch-env fixtures all test cross-test wasm-test same-bits sanitize bench-model bench-real clean tools-env vectors ckpt-fixtures demo toy-model bench bench-run fuzz valgrind check-spec FORCE
+.PHONY: web web-check backends-env conformance conformance-env conformance-hf contract install install-test torch-env fixtures all test cross-test wasm-test same-bits sanitize bench-model bench-real clean tools-env vectors ckpt-fixtures demo toy-model bench bench-run fuzz valgrind check-spec FORCE
 
 all: bin/mavref
 
@@ -156,12 +157,59 @@ cross-test:
 WASM_CC  := clang --target=wasm32-wasi
 WASM_RUN := node --no-warnings --no-turbo-fast-api-calls tools/wasi_run.mjs
 WASM_BUILD = build/wasm32/clang-f$(PRECISION)-t0-n0$(OPTTAG)-s0
+WASM_VARS = CC="$(WASM_CC)" AR=llvm-ar THREADS=0 BUILDROOT=build/wasm32 CFLAGS="-D_WASI_EMULATED_PROCESS_CLOCKS $(CFLAGS)" \
+	  LDFLAGS="-Wl,-z,stack-size=8388608" LDLIBS="-lm -lwasi-emulated-process-clocks"
 wasm-test:
-	$(MAKE) test CC="$(WASM_CC)" AR=llvm-ar THREADS=0 BUILDROOT=build/wasm32 CFLAGS="-D_WASI_EMULATED_PROCESS_CLOCKS $(CFLAGS)" \
-	  LDFLAGS="-Wl,-z,stack-size=8388608" LDLIBS="-lm -lwasi-emulated-process-clocks" \
-	  TEST_RUNNER="$(WASM_RUN)" TESTARGS="--level $(LEVEL) $(TESTARGS)"
+	$(MAKE) test $(WASM_VARS) TEST_RUNNER="$(WASM_RUN)" TESTARGS="--level $(LEVEL) $(TESTARGS)"
 	@if [ "$(PRECISION)" = 32 ]; then \
 	  $(MAKE) --no-print-directory same-bits SAME_BITS_RUN="$(WASM_RUN)" SAME_BITS_EXE=$(WASM_BUILD)/mavref; fi
+
+# The toy model in a web page: `make web` writes WEB_OUT, a static folder (index.html, worker.js,
+# wasi.js from web/, mavref.wasm: the wasm32 build above, float32; files.json; the model folders
+# WEB_MODEL and WEB_HINT as model/ and hint/). Serve it with any static file server (no server
+# logic; nothing from outside the folder); the page runs `mavref generate --model model
+# --hint-model hint --frames WEB_FRAMES --width WEB_SIZE --height WEB_SIZE --preview ...` in a
+# Web Worker on an in-memory file system (web/wasi.js) and shows each step's predicted clip,
+# then the video and its frames.
+#   make web                    the toy model (vectors/toy/makeavid and vectors/toy/hint)
+#   make web WEB_MODEL=vectors/model/makeavid WEB_HINT=vectors/model/sd15 WEB_SIZE=32   fixtures (noise)
+#   make web-check              make web, then tools/web_check.py: headless Chromium (Debian's
+#                               chromium) types WEB_PROMPT, waits for the video, saves
+#                               WEB_OUT/../web_check.png and checks that the asked shape moved the
+#                               asked way (apt-get install chromium). Not part of .ci/run.
+WEB_MODEL  ?= vectors/toy/makeavid
+WEB_HINT   ?= vectors/toy/hint
+WEB_OUT    ?= build/web
+WEB_SIZE   ?= 64
+WEB_FRAMES ?= 12
+WEB_STEPS  ?= 20
+WEB_FPS    ?= 8
+WEB_PROMPT ?= a red circle moving left
+WEB_CHECK_ARGS ?=
+WASM32_MAVREF := build/wasm32/clang-f32-t0-n0$(OPTTAG)-s0/mavref
+web:
+	@test -d "$(WEB_MODEL)" || { echo "make web: WEB_MODEL=$(WEB_MODEL) is not a folder (the toy model: vectors/toy/makeavid;" \
+	  "for a look at the page without it: make web WEB_MODEL=vectors/model/makeavid WEB_HINT=vectors/model/sd15 WEB_SIZE=32)"; exit 2; }
+	@test -e "$(WEB_HINT)" || { echo "make web: WEB_HINT=$(WEB_HINT) does not exist (a folder or a single checkpoint file)"; exit 2; }
+	$(MAKE) --no-print-directory PRECISION=32 $(WASM_VARS) $(WASM32_MAVREF)
+	rm -rf $(WEB_OUT)
+	mkdir -p $(WEB_OUT)
+	cp web/index.html web/worker.js web/wasi.js $(WEB_OUT)/
+	cp $(WASM32_MAVREF) $(WEB_OUT)/mavref.wasm
+	cp -R "$(WEB_MODEL)" $(WEB_OUT)/model
+	@if [ -d "$(WEB_HINT)" ]; then cp -R "$(WEB_HINT)" $(WEB_OUT)/hint; echo "cp -R $(WEB_HINT) $(WEB_OUT)/hint"; \
+	  else mkdir -p $(WEB_OUT)/hintfile && cp "$(WEB_HINT)" $(WEB_OUT)/hintfile/ && echo "cp $(WEB_HINT) $(WEB_OUT)/hintfile/"; fi
+	@cd $(WEB_OUT) && hint=$$(if [ -d hint ]; then echo hint; else ls -d hintfile/*; fi) && { \
+	  printf '{"settings": {"model": "model", "hint": "%s", "model_name": "%s", "hint_name": "%s",\n' "$$hint" "$(WEB_MODEL)" "$(WEB_HINT)"; \
+	  printf '  "width": %d, "height": %d, "frames": %d, "steps": %d, "fps": %d},\n "files": [' \
+	    $(WEB_SIZE) $(WEB_SIZE) $(WEB_FRAMES) $(WEB_STEPS) $(WEB_FPS); \
+	  find model $$hint -type f ! -name '.*' | LC_ALL=C sort | { sep=''; while read -r f; do \
+	    printf '%s\n  {"path": "%s", "size": %d}' "$$sep" "$$f" $$(wc -c < "$$f"); sep=','; done; }; \
+	  printf '\n]}\n'; } > files.json
+	@echo "wrote $(WEB_OUT)/ ($$(du -sh $(WEB_OUT) | cut -f1)): serve it, e.g. python3 -m http.server -b 127.0.0.1 -d $(WEB_OUT) 8000, and open http://127.0.0.1:8000/"
+
+web-check: web
+	python3 tools/web_check.py --dir $(WEB_OUT) --prompt "$(WEB_PROMPT)" --screenshot $(dir $(WEB_OUT))web_check.png $(WEB_CHECK_ARGS)
 
 # Bit for bit: the quick pipeline replays (tokenizer, CLIP, UNet, VAE, DDIM and DPM-Solver++,
 # the GIF and Y4M writers) by the native float32 build and by another build (SAME_BITS_EXE, run
