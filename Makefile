@@ -70,7 +70,7 @@ HEADERS  := $(wildcard ref/*.h tests/*.h)
 
 PY ?= tools/.venv/bin/python
 
-.PHONY: web web-check backends-env conformance conformance-env conformance-hf contract install install-test torch-env fixtures all test cross-test wasm-test same-bits sanitize bench-model bench-real clean tools-env vectors ckpt-fixtures demo toy-model bench bench-run fuzz valgrind check-spec FORCE
+.PHONY: web web-check web-smoke backends-env conformance conformance-env conformance-hf contract install install-test torch-env fixtures all test cross-test wasm-test same-bits sanitize bench-model bench-real clean tools-env vectors ckpt-fixtures demo toy-model bench bench-run fuzz valgrind check-spec FORCE
 
 all: bin/mavref
 
@@ -174,9 +174,10 @@ wasm-test:
 #   make web                    the toy model (vectors/toy/makeavid and vectors/toy/hint)
 #   make web WEB_MODEL=vectors/model/makeavid WEB_HINT=vectors/model/sd15 WEB_SIZE=32   fixtures (noise)
 #   make web-check              make web, then tools/web_check.py: headless Chromium (Debian's
-#                               chromium) types WEB_PROMPT, waits for the video, saves
-#                               WEB_OUT/../web_check.png and checks that the asked shape moved the
-#                               asked way (apt-get install chromium). Not part of .ci/run.
+#                               chromium) types WEB_PROMPT, waits for the video, saves WEB_SHOT
+#                               (build/web_check.png) and checks that the asked shape moved the
+#                               asked way (apt-get install chromium; .ci/run skips it loudly without)
+#   make web-smoke              make web, then the page's worker and WASI shim under node (no browser)
 WEB_MODEL  ?= vectors/toy/makeavid
 WEB_HINT   ?= vectors/toy/hint
 WEB_OUT    ?= build/web
@@ -208,8 +209,13 @@ web:
 	  printf '\n]}\n'; } > files.json
 	@echo "wrote $(WEB_OUT)/ ($$(du -sh $(WEB_OUT) | cut -f1)): serve it, e.g. python3 -m http.server -b 127.0.0.1 -d $(WEB_OUT) 8000, and open http://127.0.0.1:8000/"
 
+WEB_SHOT   ?= $(patsubst %/,%,$(WEB_OUT))_check.png
 web-check: web
-	python3 tools/web_check.py --dir $(WEB_OUT) --prompt "$(WEB_PROMPT)" --screenshot $(dir $(WEB_OUT))web_check.png $(WEB_CHECK_ARGS)
+	python3 tools/web_check.py --dir $(WEB_OUT) --prompt "$(WEB_PROMPT)" --screenshot $(WEB_SHOT) $(WEB_CHECK_ARGS)
+
+# The page's worker and WASI shim under node, without a browser (1 step; .ci/run, on the fixtures).
+web-smoke: web
+	node --no-warnings tools/web_smoke.mjs $(WEB_OUT) "$(WEB_PROMPT)" 1
 
 # Bit for bit: the quick pipeline replays (tokenizer, CLIP, UNet, VAE, DDIM and DPM-Solver++,
 # the GIF and Y4M writers) by the native float32 build and by another build (SAME_BITS_EXE, run
