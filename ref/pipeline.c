@@ -179,7 +179,7 @@ static int preview_step(const GenOptions *o, const Tensor *lat, const Tensor *ep
     for (i = 0; i < x0.numel; i++) x0.data[i] = (lat->data[i] - sg * eps->data[i]) / a;
     rc = decode_frames(&px, NULL, &x0, o->frames, o->height, o->width, m);
     tensor_free(&x0);
-    if (!rc && o->preview(o->preview_user, k, o->steps, px)) rc = mv_fail("stopped after the preview of step %d", k + 1);
+    if (!rc && o->preview(o->preview_user, k, o->steps, px)) rc = mv_fail_prefix("the preview of step %d", k + 1);
     free(px);
     return rc;
 }

@@ -18,6 +18,7 @@ const UnitTest unit_tests[] = {
     {"toy_measure_truth", test_toy_measure_truth},
     {"toy_prompt_adherence", test_toy_prompt_adherence},
     {"cli_model", test_cli_model},
+    {"cli_preview", test_cli_preview},
     {"ckpt_msgpack_fixtures", test_ckpt_msgpack_fixtures},
     {"ckpt_safetensors", test_ckpt_safetensors},
     {"ckpt_torch_fixtures", test_ckpt_torch_fixtures},

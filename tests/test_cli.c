@@ -35,7 +35,7 @@ static void read_back(FILE *fp, char *text, const char *path) {
 
 // Run `mavref ARGS...` (NULL-terminated); returns 0, or 1 if the capture files cannot be made.
 static int run_cli(CliRun *r, const char *arg0, ...) {
-    char *argv[16];
+    char *argv[32];
     int argc = 0;
     const char *s;
     FILE *out = fopen(capture_path[0], "w+b"), *err = fopen(capture_path[1], "w+b");
@@ -48,7 +48,7 @@ static int run_cli(CliRun *r, const char *arg0, ...) {
     }
     argv[argc++] = (char *)"mavref";
     va_start(ap, arg0);
-    for (s = arg0; s && argc < 15; s = va_arg(ap, const char *)) argv[argc++] = (char *)s;
+    for (s = arg0; s && argc < 31; s = va_arg(ap, const char *)) argv[argc++] = (char *)s;
     va_end(ap);
     argv[argc] = NULL;
     r->rc = mavref_main(argc, argv, out, err);
@@ -215,5 +215,52 @@ out:
     tensor_free(&sample); tensor_free(&t); tensor_free(&ctx);
     st_writer_free(&w);
     remove(in); remove(o1); remove(o2);
+    return fails;
+}
+
+// Whole-file bytes (at most cap), or -1 if unreadable.
+static long slurp(const char *path, unsigned char *buf, size_t cap) {
+    FILE *fp = fopen(path, "rb");
+    size_t n;
+    if (!fp) return -1;
+    n = fread(buf, 1, cap, fp);
+    fclose(fp);
+    return (long)n;
+}
+
+// generate --preview P (the web page's per-step clips): P_step001.gif .. one per step, GIFs of the
+// video's size; the video itself is the same bytes with and without it; an unwritable prefix
+// stops the run with a message naming the file.
+int test_cli_preview(void) {
+    static unsigned char a_gif[1 << 16], b_gif[1 << 16], step[1 << 16];
+    const char *common[] = {"generate", "--model", "vectors/model/makeavid", "--hint-model", "vectors/model/sd15", "--frames",
+                            "2", "--width", "8", "--height", "8", "--steps", "2", "--quiet", "--prompt", "a red circle"};
+    CliRun r;
+    long na, nb, ns;
+    int fails = 0, k;
+    char path[128];
+#define GEN_ARGS common[0], common[1], common[2], common[3], common[4], common[5], common[6], common[7], common[8], \
+                 common[9], common[10], common[11], common[12], common[13], common[14], common[15]
+    run_cli(&r, GEN_ARGS, "--out", "build/test_cli_preview_a", (char *)NULL);
+    fails += EXPECT(r.rc == 0, "generate without --preview: rc %d (%s)", r.rc, r.err);
+    run_cli(&r, GEN_ARGS, "--out", "build/test_cli_preview_b", "--preview", "build/test_cli_preview_p", (char *)NULL);
+    fails += EXPECT(r.rc == 0, "generate --preview: rc %d (%s)", r.rc, r.err);
+    na = slurp("build/test_cli_preview_a.gif", a_gif, sizeof a_gif);
+    nb = slurp("build/test_cli_preview_b.gif", b_gif, sizeof b_gif);
+    fails += EXPECT(na > 0 && na == nb && memcmp(a_gif, b_gif, (size_t)na) == 0, "the video differs with --preview (%ld, %ld bytes)", na, nb);
+    for (k = 1; k <= 3; k++) {
+        sprintf(path, "build/test_cli_preview_p_step%03d.gif", k);
+        ns = slurp(path, step, sizeof step);
+        if (k <= 2)
+            fails += EXPECT(ns > 13 && memcmp(step, "GIF89a", 6) == 0 && na > 13 && memcmp(step + 6, a_gif + 6, 4) == 0,
+                            "%s: not a GIF of the video's size (%ld bytes)", path, ns);
+        else fails += EXPECT(ns < 0, "%s written for a 2-step run", path);
+        remove(path);
+    }
+    run_cli(&r, GEN_ARGS, "--out", "build/test_cli_preview_b", "--preview", "build/no-such-dir/p", (char *)NULL);
+    fails += EXPECT(r.rc != 0 && strstr(r.err, "build/no-such-dir/p_step001.gif"), "unwritable --preview: rc %d '%s'", r.rc, r.err);
+#undef GEN_ARGS
+    remove("build/test_cli_preview_a.gif"); remove("build/test_cli_preview_a.y4m"); remove("build/test_cli_preview_a_latents.safetensors");
+    remove("build/test_cli_preview_b.gif"); remove("build/test_cli_preview_b.y4m"); remove("build/test_cli_preview_b_latents.safetensors");
     return fails;
 }

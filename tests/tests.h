@@ -124,6 +124,7 @@ int test_model_pipeline(void);
 int test_toy_measure_truth(void);
 int test_toy_prompt_adherence(void);
 int test_cli_model(void); // test_cli.c
+int test_cli_preview(void); // test_cli.c
 
 // test_checkpoint.c (fixtures written by flax and torch: vectors/checkpoint)
 int test_ckpt_msgpack_fixtures(void);
