@@ -178,6 +178,8 @@ wasm-test:
 #                               (build/web_check.png) and checks that the asked shape moved the
 #                               asked way (apt-get install chromium; .ci/run skips it loudly without)
 #   make web-smoke              make web, then the page's worker and WASI shim under node (no browser)
+# WEB_ARGS: more `mavref generate` options for the page, words without spaces or quotes
+# (e.g. WEB_ARGS="--guidance 7.5 --scheduler ddim").
 WEB_MODEL  ?= vectors/toy/makeavid
 WEB_HINT   ?= vectors/toy/hint
 WEB_OUT    ?= build/web
@@ -185,6 +187,7 @@ WEB_SIZE   ?= 64
 WEB_FRAMES ?= 12
 WEB_STEPS  ?= 20
 WEB_FPS    ?= 8
+WEB_ARGS   ?=
 WEB_PROMPT ?= a red circle moving left
 WEB_CHECK_ARGS ?=
 WASM32_MAVREF := build/wasm32/clang-f32-t0-n0$(OPTTAG)-s0/mavref
@@ -198,12 +201,15 @@ web:
 	cp web/index.html web/worker.js web/wasi.js $(WEB_OUT)/
 	cp $(WASM32_MAVREF) $(WEB_OUT)/mavref.wasm
 	cp -R "$(WEB_MODEL)" $(WEB_OUT)/model
-	@if [ -d "$(WEB_HINT)" ]; then cp -R "$(WEB_HINT)" $(WEB_OUT)/hint; echo "cp -R $(WEB_HINT) $(WEB_OUT)/hint"; \
+	@# of the hint folder, mavref reads unet/ only
+	@if [ -d "$(WEB_HINT)" ]; then mkdir -p $(WEB_OUT)/hint && cp -R "$(WEB_HINT)/unet" $(WEB_OUT)/hint/ && \
+	  echo "cp -R $(WEB_HINT)/unet $(WEB_OUT)/hint/"; \
 	  else mkdir -p $(WEB_OUT)/hintfile && cp "$(WEB_HINT)" $(WEB_OUT)/hintfile/ && echo "cp $(WEB_HINT) $(WEB_OUT)/hintfile/"; fi
 	@cd $(WEB_OUT) && hint=$$(if [ -d hint ]; then echo hint; else ls -d hintfile/*; fi) && { \
 	  printf '{"settings": {"model": "model", "hint": "%s", "model_name": "%s", "hint_name": "%s",\n' "$$hint" "$(WEB_MODEL)" "$(WEB_HINT)"; \
-	  printf '  "width": %d, "height": %d, "frames": %d, "steps": %d, "fps": %d},\n "files": [' \
-	    $(WEB_SIZE) $(WEB_SIZE) $(WEB_FRAMES) $(WEB_STEPS) $(WEB_FPS); \
+	  extra=''; for a in $(WEB_ARGS); do extra="$$extra$${extra:+, }\"$$a\""; done; \
+	  printf '  "width": %d, "height": %d, "frames": %d, "steps": %d, "fps": %d, "extra_args": [%s]},\n "files": [' \
+	    $(WEB_SIZE) $(WEB_SIZE) $(WEB_FRAMES) $(WEB_STEPS) $(WEB_FPS) "$$extra"; \
 	  find model $$hint -type f ! -name '.*' | LC_ALL=C sort | { sep=''; while read -r f; do \
 	    printf '%s\n  {"path": "%s", "size": %d}' "$$sep" "$$f" $$(wc -c < "$$f"); sep=','; done; }; \
 	  printf '\n]}\n'; } > files.json

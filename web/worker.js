@@ -65,6 +65,7 @@ function run(req) {
                 '--width', String(s.width), '--height', String(s.height), '--steps', String(steps),
                 '--seed', String(req.seed || 0), '--fps', String(s.fps), '--out', 'out/demo',
                 '--preview', 'out/demo', '--ppm-frames'];
+  args.push(...(s.extra_args || []));
   if (req.guidance) args.push('--guidance', String(req.guidance));
   args.push('--prompt', req.prompt);
   postMessage({type: 'log', text: args.map(a => /[\s"']/.test(a) ? JSON.stringify(a) : a).join(' ') + '\n'});
