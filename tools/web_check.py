@@ -316,11 +316,11 @@ def drive(args):
                                                     'deviceScaleFactor': 1, 'mobile': False})
         page('Page.navigate', {'url': url})
         end = time.time() + 60
-        while not page.js("document.readyState === 'complete' && /^ready/.test("
-                          "document.getElementById('status').textContent)"):
+        while not page.js("document.readyState === 'complete' && !!window.mavref && /^ready/.test("
+                          "(document.getElementById('status') || {}).textContent)"):
             if time.time() > end:
                 print('web_check: the page did not get ready in 60 s: %r' %
-                      page.js("document.getElementById('status').textContent"), file=sys.stderr)
+                      page.js("(document.getElementById('status') || {}).textContent"), file=sys.stderr)
                 return 2
             time.sleep(0.2)
         # type the prompt (and the seed, steps) as a person would: focus, select, insert text
