@@ -12,15 +12,17 @@ Generate, waits for the video (printing the page's progress line as it changes),
 screenshot, then reads the generated frames from the page (window.mavref.result: RGB bytes) and
 measures the asked shape's motion:
 
-  colour   the asked colour's pixels: nearest, of the toy world's four colours and its background
-           (ref/toyworld.c: toy_colors, toy_background, read from that file), to the asked colour,
-           and within --max-dist of it (Euclidean, RGB);
-  motion   their centroid in the first and the last frame; the displacement along the asked
-           direction (left: -x, right: +x, up: -y, down: +y) must be at least --min-move of the
-           frame's size (1/4), and each of those frames must hold at least --min-pixels of them;
-  shape    reported (checked with --check-shape): the fill of the blob's bounding box in the
-           first frame, nearest of circle ~0.79, square ~1, triangle ~0.5 (the toy world's
-           geometry; right for all 48 combinations of true clips, --self-test).
+  colour   as toy_measure in ref/toyworld.c (`mavref toy-eval`): a pixel is of the asked colour
+           when that is the nearest of the toy world's four colours and its background
+           (toy_colors, toy_background, read from ref/toyworld.c);
+  motion   the blob's centroid in the first and the last frame (each must hold TOY_MIN_BLOB = 12
+           pixels of it); the displacement along the asked direction (left: -x, right: +x,
+           up: -y, down: +y) must be at least --min-move of the frame's size (1/4) and the
+           largest of the four directions;
+  shape    reported (checked with --check-shape): per frame, toy_measure's rule (the centroid
+           8% of the box height below the box centre: triangle; else a box fill over 0.89:
+           square; else circle), the clip's shape by the most frames (right for every true toy
+           clip, --self-test).
 
 Exit status: 0 when the motion check passes, 1 when it fails (the measurement is printed
 either way), 2 when the page could not be driven (no chromium, the page reports an error, a
@@ -42,7 +44,8 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DIRS = {'left': (-1, 0), 'right': (1, 0), 'up': (0, -1), 'down': (0, 1)}
+DIRS = {'left': (-1, 0), 'right': (1, 0), 'up': (0, -1), 'down': (0, 1)}  # toy_dir_names' order
+TOY_MIN_BLOB = 12  # ref/toyworld.h: fewer pixels of a colour in a frame is no blob
 
 
 # ---------------------------------------------------------------------------------------------
@@ -69,7 +72,10 @@ def parse_prompt(prompt, colors, shapes):
 
 
 def blob(rgb, width, height, want, colors, bg, max_dist):
-    """Pixels of colour `want` in one frame (RGB bytes): (count, cx, cy, fill of the bounding box)."""
+    """One frame's blob of colour `want` (RGB bytes), as toy_measure (ref/toyworld.c) finds it: the
+    pixels whose nearest of the background and the toy colours is `want` (and, with max_dist > 0,
+    within max_dist of it). (count, cx, cy, shape) with the centroid in pixel units (x right, y
+    down) and the shape by toy_measure's rule (None under TOY_MIN_BLOB pixels)."""
     refs = [('bg', bg)] + list(colors.items())
     target = colors[want]
     n = sx = sy = 0
@@ -77,19 +83,22 @@ def blob(rgb, width, height, want, colors, bg, max_dist):
     for i in range(width * height):
         p = rgb[3 * i:3 * i + 3]
         d = lambda c: (p[0] - c[0]) ** 2 + (p[1] - c[1]) ** 2 + (p[2] - c[2]) ** 2
-        dt = d(target)
-        if dt > max_dist * max_dist or min(refs, key=lambda r: d(r[1]))[0] != want:
+        if min(refs, key=lambda r: d(r[1]))[0] != want or (max_dist > 0 and d(target) > max_dist * max_dist):
             continue
         x, y = i % width, i // width
         n += 1; sx += x; sy += y
         x0, y0, x1, y1 = min(x0, x), min(y0, y), max(x1, x), max(y1, y)
     if n == 0:
         return 0, None, None, None
-    return n, sx / n + 0.5, sy / n + 0.5, n / ((x1 - x0 + 1) * (y1 - y0 + 1))
+    cx, cy = sx / n, sy / n
+    w, h = x1 - x0 + 1, y1 - y0 + 1
+    skew, fill = (cy - 0.5 * (y0 + y1)) / h, n / (w * h)
+    shape = None if n < TOY_MIN_BLOB else 'triangle' if skew > 0.08 else 'square' if fill > 0.89 else 'circle'
+    return n, cx, cy, shape
 
 
 def measure(frames, width, height, prompt, args, out=sys.stdout):
-    """Print the measurement of a video (a list of RGB byte strings); True when the motion passes."""
+    """Print the measurement of a video (a list of RGB byte strings); True when the check passes."""
     colors, bg, shapes = toy_palette()
     color, shape, direction = parse_prompt(prompt, colors, shapes)
     if not color or not direction:
@@ -97,33 +106,38 @@ def measure(frames, width, height, prompt, args, out=sys.stdout):
               (prompt, ', '.join(colors), ', '.join(DIRS)), file=out)
         return False
     size = min(width, height)
-    print('measure: %r -> colour %s %s, shape %s, direction %s; %d frames %dx%d; pixel = %s when nearest to it of '
-          'the toy palette + background %s and within %g' % (prompt, color, colors[color], shape, direction,
-          len(frames), width, height, color, bg, args.max_dist), file=out)
+    print('measure: %r -> colour %s %s, shape %s, direction %s; %d frames %dx%d; a pixel is %s when that is the '
+          'nearest of the toy colours and the background %s%s (toy_measure, ref/toyworld.c)' %
+          (prompt, color, colors[color], shape, direction, len(frames), width, height, color, bg,
+           ' and within %g of it' % args.max_dist if args.max_dist > 0 else ''), file=out)
     per = [blob(f, width, height, color, colors, bg, args.max_dist) for f in frames]
-    for k, (n, cx, cy, fill) in enumerate(per):
+    for k, (n, cx, cy, sh) in enumerate(per):
         print('  frame %2d: %4d %s pixels%s' % (k, n, color, '' if not n else
-              ', centroid (%.1f, %.1f), bounding-box fill %.2f' % (cx, cy, fill)), file=out)
-    min_px = max(1, int(args.min_pixels * width * height + 0.5))
-    (n0, x0, y0, fill0), (n1, x1, y1, _) = per[0], per[-1]
-    if n0 < min_px or n1 < min_px:
-        print('FAIL: too few %s pixels to find the shape: first frame %d, last frame %d (need %d = %g of the frame)' %
-              (color, n0, n1, min_px, args.min_pixels), file=out)
+              ', centroid (%.1f, %.1f), shape %s' % (cx, cy, sh or '-')), file=out)
+    (n0, x0, y0, _), (n1, x1, y1, _) = per[0], per[-1]
+    if n0 < args.min_pixels or n1 < args.min_pixels:
+        print('FAIL: too few %s pixels to find the shape: first frame %d, last frame %d (need %d, TOY_MIN_BLOB)' %
+              (color, n0, n1, args.min_pixels), file=out)
         return False
-    ux, uy = DIRS[direction]
-    along = (x1 - x0) * ux + (y1 - y0) * uy
-    across = abs((x1 - x0) * uy - (y1 - y0) * ux)
+    dx, dy = x1 - x0, y1 - y0
+    along = {d: dx * u[0] + dy * u[1] for d, u in DIRS.items()}
+    measured = max(DIRS, key=lambda d: along[d])  # the first of the largest, in toy_dir_names' order
     need = args.min_move * size
-    guess = min((('circle', 0.785), ('square', 1.0), ('triangle', 0.5)), key=lambda s: abs(s[1] - fill0))[0]
-    shape_ok = not args.check_shape or guess == shape
-    print('shape (%s): bounding-box fill %.2f in the first frame, nearest the toy %s (circle 0.79, square 1, '
-          'triangle 0.5); asked: %s' % ('checked: ' + ('PASS' if shape_ok else 'FAIL') if args.check_shape else
-          'not checked; --check-shape', fill0, guess, shape), file=out)
-    ok = along >= need and shape_ok
-    print('%s: the %s blob moved %.1f px %s (%.2f of the frame; needs >= %.1f px = %g) and %.1f px across, '
-          'centroid (%.1f, %.1f) -> (%.1f, %.1f)' % ('PASS' if along >= need else 'FAIL', color, along, direction, along / size,
-          need, args.min_move, across, x0, y0, x1, y1), file=out)
-    return ok
+    votes = {}
+    for n, _, _, sh in per:
+        if sh:
+            votes[sh] = votes.get(sh, 0) + 1
+    seen = max(shapes, key=lambda s: (votes.get(s, 0), -shapes.index(s))) if votes else None
+    shape_ok = not args.check_shape or seen == shape
+    print('shape %s: %s (frames voting %s); asked %s' % (
+        ('PASS' if shape_ok else 'FAIL') if args.check_shape else '(not checked; --check-shape)', seen,
+        ', '.join('%s %d' % kv for kv in sorted(votes.items())) or 'none', shape), file=out)
+    move_ok = along[direction] >= need and measured == direction
+    print('%s: the %s blob moved %.1f px %s (%.2f of the frame; needs >= %.1f px = %g, and %s the largest of the '
+          'four directions: measured %s); centroid (%.1f, %.1f) -> (%.1f, %.1f)' % (
+              'PASS' if move_ok else 'FAIL', color, along[direction], direction, along[direction] / size, need,
+              args.min_move, direction, measured, x0, y0, x1, y1), file=out)
+    return move_ok and shape_ok
 
 
 def self_test(path, args):
@@ -385,12 +399,12 @@ def main():
     ap.add_argument('--chromium', default=None, help='the browser (default: chromium on PATH)')
     ap.add_argument('--width', type=int, default=1280)
     ap.add_argument('--height', type=int, default=940)
-    ap.add_argument('--max-dist', type=float, default=90.0, help='RGB distance to the asked colour')
+    ap.add_argument('--max-dist', type=float, default=0, help='also require an RGB distance to the asked colour '
+                    'of at most this (0: nearest only, as toy_measure)')
     ap.add_argument('--min-move', type=float, default=0.25, help='displacement, a fraction of the frame')
-    ap.add_argument('--min-pixels', type=float, default=0.005, help='blob size in the first and last frame, '
-                    'a fraction of the frame')
-    ap.add_argument('--check-shape', action='store_true', help='also require the blob\'s bounding-box fill to be '
-                    'nearest the asked shape\'s')
+    ap.add_argument('--min-pixels', type=int, default=TOY_MIN_BLOB, help='blob size in the first and last frame')
+    ap.add_argument('--check-shape', action='store_true', help='also require the asked shape (toy_measure\'s rule, '
+                    'the most frames\' vote)')
     ap.add_argument('--self-test', metavar='TOY.safetensors', help='measure the clips of `mavref toyworld` instead')
     args = ap.parse_args()
     if args.self_test:
