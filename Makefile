@@ -179,15 +179,16 @@ wasm-test:
 #                               asked way (apt-get install chromium; .ci/run skips it loudly without)
 #   make web-smoke              make web, then the page's worker and WASI shim under node (no browser)
 # WEB_ARGS: more `mavref generate` options for the page, words without spaces or quotes
-# (e.g. WEB_ARGS="--guidance 7.5 --scheduler ddim").
+# (e.g. WEB_ARGS="--guidance 7.5 --scheduler ddim"); WEB_STEPS and WEB_ARGS default to make
+# demo's settings of the toy model (12 steps, guidance 5).
 WEB_MODEL  ?= vectors/toy/makeavid
 WEB_HINT   ?= vectors/toy/hint
 WEB_OUT    ?= build/web
 WEB_SIZE   ?= 64
 WEB_FRAMES ?= 12
-WEB_STEPS  ?= 20
+WEB_STEPS  ?= 12
 WEB_FPS    ?= 8
-WEB_ARGS   ?=
+WEB_ARGS   ?= --guidance 5
 WEB_PROMPT ?= a red circle moving left
 WEB_CHECK_ARGS ?=
 WASM32_MAVREF := build/wasm32/clang-f32-t0-n0$(OPTTAG)-s0/mavref
@@ -195,6 +196,9 @@ web:
 	@test -d "$(WEB_MODEL)" || { echo "make web: WEB_MODEL=$(WEB_MODEL) is not a folder (the toy model: vectors/toy/makeavid;" \
 	  "for a look at the page without it: make web WEB_MODEL=vectors/model/makeavid WEB_HINT=vectors/model/sd15 WEB_SIZE=32)"; exit 2; }
 	@test -e "$(WEB_HINT)" || { echo "make web: WEB_HINT=$(WEB_HINT) does not exist (a folder or a single checkpoint file)"; exit 2; }
+	@for d in $(WEB_MODEL)/unet $(WEB_MODEL)/vae $(WEB_MODEL)/text_encoder $(if $(wildcard $(WEB_HINT)/unet),$(WEB_HINT)/unet); do \
+	  [ -n "$$(find $$d -type f ! -name config.json 2>/dev/null)" ] || \
+	  { echo "make web: no weights in $$d (the toy model's: make toy-model)"; exit 2; }; done
 	$(MAKE) --no-print-directory PRECISION=32 $(WASM_VARS) $(WASM32_MAVREF)
 	rm -rf $(WEB_OUT)
 	mkdir -p $(WEB_OUT)
