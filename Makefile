@@ -17,6 +17,7 @@
 #   make tools-env        create the exporter's Python environment in tools/.venv (pinned)
 #   make vectors          regenerate vectors/ and vectors/manifest.txt from the FLAX model
 #   make ckpt-fixtures    regenerate vectors/checkpoint/ (flax.serialization and torch.save files)
+#   make toy-cases        the toy model's FLAX pipeline cases (vectors/toy/pipeline_*; after make toy-model)
 #   make demo             the main job on the embedded default
 #   make backends-env     tools/backends/.venv: Debian's python3-torch + diffusers, transformers (pinned)
 #   make conformance-hf   mavref check of tools/backends/torch_hf.py (PyTorch) and numpy, float32 and float64
@@ -70,7 +71,7 @@ HEADERS  := $(wildcard ref/*.h tests/*.h)
 
 PY ?= tools/.venv/bin/python
 
-.PHONY: web web-check web-smoke backends-env conformance conformance-env conformance-hf contract install install-test torch-env fixtures all test cross-test wasm-test same-bits sanitize bench-model bench-real clean tools-env vectors ckpt-fixtures demo toy-model bench bench-run fuzz valgrind check-spec FORCE
+.PHONY: web web-check web-smoke backends-env conformance conformance-env conformance-hf contract install install-test torch-env fixtures all test cross-test wasm-test same-bits sanitize bench-model bench-real clean tools-env vectors ckpt-fixtures demo toy-model bench bench-run fuzz valgrind check-spec toy-cases FORCE
 
 all: bin/mavref
 
@@ -455,7 +456,10 @@ ckpt-fixtures:
 # (a small makeavid-shaped configuration with procedural weights, shipped in vectors/), writes
 # out/demo.gif and out/demo.y4m, and reports how closely its final latents match FLAX's.
 DEMO_CASE := vectors/f$(PRECISION)/pipeline_dpm_s5_hintmask.safetensors
-DEMO_CHECK ?= ./bin/mavref generate --replay $(DEMO_CASE) --out out/demo_replay
+# DEMO_CHECK: the toy model (vectors/toy, issue 15) against the FLAX pipeline on the same
+# weights, prompt and noise: replays the exporter's text-only case and prints how closely the
+# final latents match (`make toy-cases` writes the cases).
+DEMO_CHECK ?= ./bin/mavref generate --replay vectors/toy/pipeline_imagegen_f$(PRECISION).safetensors --out out/demo_flax --quiet
 # make demo: the toy model of vectors/toy/ (trained by mavref, `make toy-model`) makes a video
 # from text alone (its 2-D UNet draws the first frame), then one from a given first frame.
 TOY_GEN := --model vectors/toy/makeavid --frames 12 --width 64 --height 64 --steps 12 --guidance 5 --fps 8 --gif-scale 4
@@ -470,6 +474,14 @@ demo: bin/mavref
 # minutes on 2 cores); the same bits as the committed files (vectors/toy/SHA256SUMS).
 toy-model: bin/mavref
 	sh tools/toy_model.sh bin/mavref
+
+# The FLAX pipeline on the toy model's folders (vectors/toy/makeavid, vectors/toy/hint: make
+# toy-model), text only and with a toy-world first frame: vectors/toy/pipeline_*_f{64,32}
+# (tools/toy_flax.py; float64 first, the float32 tolerance is measured against it).
+toy-cases:
+	@test -x $(PY) || { echo "run 'make tools-env' first"; exit 1; }
+	JAX_PLATFORMS=cpu HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) tools/toy_flax.py f64
+	JAX_PLATFORMS=cpu HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) tools/toy_flax.py f32
 
 # make install PREFIX=/usr/local [PRECISION=64]: the library, its headers under
 # PREFIX/include/mavref/, the command and a pkg-config file. The headers' `real` follows

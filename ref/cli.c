@@ -256,31 +256,15 @@ static int load_weights(ParamTable *pt, const char *file, unsigned long long see
     return file ? params_load(pt, file, 0) : params_procedural(pt, (uint64_t)seed);
 }
 
-// The inputs and networks of a run that is not a replay: MV_ERR with mv_error() set.
-// The scheduler of a model folder: mavref's pipeline computes SD 1.x's schedule; a folder whose
-// scheduler_config.json asks for another is refused, naming the key.
-static int model_scheduler_check(const char *dir) {
-    SchedConfig c, sd;
-    char path[4096];
-    if ((size_t)snprintf(path, sizeof path, "%s/scheduler/scheduler_config.json", dir) >= sizeof path) return mv_fail("%s: path too long", dir);
-    if (sched_config_load(&c, path)) return MV_ERR;
-    sched_config_sd(&sd);
-    if (c.num_train_timesteps != sd.num_train_timesteps) return mv_fail("%s: \"num_train_timesteps\" %d; mavref's pipeline uses %d", path, c.num_train_timesteps, sd.num_train_timesteps);
-    if (c.beta_start != sd.beta_start) return mv_fail("%s: \"beta_start\" %g; mavref's pipeline uses %g", path, c.beta_start, sd.beta_start);
-    if (c.beta_end != sd.beta_end) return mv_fail("%s: \"beta_end\" %g; mavref's pipeline uses %g", path, c.beta_end, sd.beta_end);
-    if (c.steps_offset != sd.steps_offset) return mv_fail("%s: \"steps_offset\" %d; mavref's pipeline uses %d", path, c.steps_offset, sd.steps_offset);
-    if (c.set_alpha_to_one != sd.set_alpha_to_one) return mv_fail("%s: \"set_alpha_to_one\" differs from SD 1.x's", path);
-    return MV_OK;
-}
-
 // The networks, configs and tokenizer of --model DIR and --hint-model DIR|FILE.
 static int generate_load_model(Models *m, const CliArgs *a) {
-    if (model_scheduler_check(a->model) || md_load_tokenizer(&m->tok, a->model) || md_load_unet(&m->unet_p, &m->unet, a->model, 1) ||
+    if (md_check_scheduler(a->model) || md_load_tokenizer(&m->tok, a->model) || md_load_unet(&m->unet_p, &m->unet, a->model, 1) ||
         md_load_vae(&m->vae_p, &m->vae, a->model) || md_load_clip(&m->clip_p, &m->clip, a->model))
         return MV_ERR;
     return MV_OK;
 }
 
+// The inputs and networks of a run that is not a replay: MV_ERR with mv_error() set.
 static int generate_load(GenOptions *o, Models *m, Image *hint, Image *mask, Tensor *noise, const CliArgs *a) {
     if (a->model && generate_load_model(m, a)) return MV_ERR;
     if (a->hint_model) { // SD 1.5 (a folder, or the single file with SD 1.5's configuration)
@@ -371,8 +355,13 @@ static void report_replay(const CliArgs *a, const Tensor *latents, const Tensor 
     Metrics mt;
     char line[512], idx[128];
     const real *last;
-    if (expected->ndim != 6 || expected->numel != (size_t)steps * latents->numel) return;
-    last = expected->data + (size_t)(steps - 1) * latents->numel;
+    // the FLAX latents after every step (n, 1,4,F,h,w), or the final ones (1,4,F,h,w)
+    if (expected->ndim == 6 && expected->numel == (size_t)steps * latents->numel)
+        last = expected->data + (size_t)(steps - 1) * latents->numel;
+    else if (tensor_same_shape(expected, latents))
+        last = expected->data;
+    else
+        return;
     metrics_compute_real(&mt, latents->data, last, latents->numel);
     metrics_format(line, sizeof line, &mt, index_str(idx, sizeof idx, mt.worst, latents->ndim, latents->shape));
     fprintf(a->out, "final latents against the FLAX pipeline's (%s): %s\n", a->replay, line);
@@ -417,8 +406,8 @@ static int cmd_generate(const CliArgs *a) {
                               "--clip W or --clip-seed S (no model is downloaded)");
     if (a->replay) { // a recorded FLAX run: its prompts, sizes, networks, weights, hint, mask and noise
         if (pipeline_replay_load(&replay, &o, &m, &expected, a->replay)) { rc = fail(a, ""); goto out; }
-        o.progress = 1;
-        rc = build_tokenizer(&m.tok, merges_path(a->merges));
+        o.progress = !a->quiet;
+        rc = replay.from_folders ? 0 : build_tokenizer(&m.tok, merges_path(a->merges)); // a folder's case: its tokenizer
     } else {
         params_init(&m.unet_p); params_init(&m.vae_p); params_init(&m.clip_p);
         rc = generate_load(&o, &m, &hint, &mask, &noise, a);

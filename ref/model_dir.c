@@ -295,3 +295,16 @@ int md_load_hint_unet(ParamTable *pt, UNetConfig *c, const char *dir_or_file) {
     }
     return MV_OK;
 }
+
+int md_check_scheduler(const char *dir) {
+    SchedConfig c, sd;
+    char path[4096];
+    if (sub_path(path, sizeof path, dir, "scheduler", "scheduler_config.json") || sched_config_load(&c, path)) return MV_ERR;
+    sched_config_sd(&sd);
+    if (c.num_train_timesteps != sd.num_train_timesteps) return mv_fail("%s: \"num_train_timesteps\" %d; mavref's pipeline uses %d", path, c.num_train_timesteps, sd.num_train_timesteps);
+    if (c.beta_start != sd.beta_start) return mv_fail("%s: \"beta_start\" %g; mavref's pipeline uses %g", path, c.beta_start, sd.beta_start);
+    if (c.beta_end != sd.beta_end) return mv_fail("%s: \"beta_end\" %g; mavref's pipeline uses %g", path, c.beta_end, sd.beta_end);
+    if (c.steps_offset != sd.steps_offset) return mv_fail("%s: \"steps_offset\" %d; mavref's pipeline uses %d", path, c.steps_offset, sd.steps_offset);
+    if (c.set_alpha_to_one != sd.set_alpha_to_one) return mv_fail("%s: \"set_alpha_to_one\" differs from SD 1.x's", path);
+    return MV_OK;
+}

@@ -28,6 +28,9 @@ int clip_config_load(ClipConfig *c, const char *path);
 // mavref does not support (beta_schedule other than scaled_linear, prediction_type other than
 // epsilon, trained_betas, clip_sample true, thresholding, ...) or does not know is refused.
 int sched_config_load(SchedConfig *c, const char *path);
+// dir/scheduler/scheduler_config.json is SD 1.x's schedule (mavref's pipeline computes no other):
+// MV_ERR naming the key that differs.
+int md_check_scheduler(const char *dir);
 
 // Each component: config, parameter table (declared, allocated) and weights. temporal: 1 for
 // makeavid's pseudo-3D UNet, 0 for SD 1.5's 2-D UNet.

@@ -9,6 +9,7 @@
 //      eps = eps_u + guidance * (eps_c - eps_u);  latents = scheduler.step(eps, t, latents)
 //   5. latents / 0.18215, each frame decoded by the VAE, round((x/2+0.5)*255) clipped to bytes
 #include "pipeline.h"
+#include "model_dir.h"
 #include "noise.h"
 #include "flops.h"
 
@@ -342,6 +343,65 @@ static int read_image(Image *img, const StFile *f, const char *name, size_t H, s
     return MV_OK;
 }
 
+int pipeline_replay_load_dirs(Replay *r, GenOptions *o, Models *m, Tensor *expected, const char *path,
+                              const char *model, const char *hint_model) {
+    static const char *keys[] = {"steps", "frames", "height", "width"};
+    long v[4];
+    const char *sched, *g, *ig;
+    char *end;
+    size_t i;
+    int imagegen;
+    memset(r, 0, sizeof *r);
+    memset(m, 0, sizeof *m);
+    r->from_folders = 1;
+    if (st_open(&r->f, path)) return MV_ERR;
+    if (!model) model = st_meta(&r->f, "model");
+    if (!hint_model) hint_model = st_meta(&r->f, "hint_model");
+    for (i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        if (meta_long(&r->f, keys[i], &v[i])) goto fail;
+    if (!(sched = st_meta(&r->f, "scheduler")) || !(g = st_meta(&r->f, "guidance")) || !st_meta(&r->f, "prompt") ||
+        !st_meta(&r->f, "neg_prompt")) {
+        mv_fail("%s: not a pipeline case (metadata missing)", path);
+        goto fail;
+    }
+    imagegen = (ig = st_meta(&r->f, "imagegen")) != NULL && strcmp(ig, "1") == 0;
+    memset(o, 0, sizeof *o);
+    o->prompt = st_meta(&r->f, "prompt");
+    o->neg_prompt = st_meta(&r->f, "neg_prompt");
+    o->guidance = strtod(g, &end);
+    o->steps = (int)v[0];
+    o->frames = (size_t)v[1];
+    o->height = (size_t)v[2];
+    o->width = (size_t)v[3];
+    o->scheduler = strcmp(sched, "ddim") == 0 ? SCHED_DDIM : SCHED_DPM;
+    if (o->steps < 1 || o->steps > 1000 || !o->frames || !o->height || !o->width || o->height > IMAGE_MAX_DIM ||
+        o->width > IMAGE_MAX_DIM || o->frames > 10000) {
+        mv_fail("%s: implausible sizes in the metadata", path);
+        goto fail;
+    }
+    if (!model) { mv_fail("%s: no model folder (metadata 'model')", path); goto fail; }
+    if (imagegen && !hint_model) { mv_fail("%s: a case without a hint image needs the 2-D UNet's folder (metadata 'hint_model')", path); goto fail; }
+    if (md_check_scheduler(model) || md_load_tokenizer(&m->tok, model) || md_load_unet(&m->unet_p, &m->unet, model, 1) ||
+        md_load_vae(&m->vae_p, &m->vae, model) || md_load_clip(&m->clip_p, &m->clip, model) ||
+        (imagegen && md_load_hint_unet(&m->unet2d_p, &m->unet2d, hint_model)))
+        goto fail;
+    m->have_unet2d = imagegen;
+    if (read_image(&r->hint, &r->f, "hint", o->height, o->width, 3) || read_image(&r->mask, &r->f, "mask", o->height, o->width, 1) ||
+        st_read(&r->f, "noise", &r->noise) || (imagegen && st_read(&r->f, "hint_noise", &r->hint_noise)))
+        goto fail;
+    o->hint = imagegen ? NULL : &r->hint;
+    o->mask = imagegen ? NULL : &r->mask;
+    o->noise = &r->noise;
+    o->hint_noise = imagegen ? &r->hint_noise : NULL;
+    if (expected && st_read(&r->f, "latents", expected)) goto fail;
+    return MV_OK;
+fail:
+    mv_fail_prefix("replay");
+    free_models(m);
+    pipeline_replay_free(r);
+    return MV_ERR;
+}
+
 int pipeline_replay_load(Replay *r, GenOptions *o, Models *m, Tensor *expected, const char *path) {
     static const char *keys[] = {"steps", "frames", "height", "width", "unet_seed", "vae_seed", "vae_layers_per_block",
                                  "clip_vocab", "clip_width", "clip_layers", "clip_heads", "clip_mlp", "clip_max_pos", "clip_seed"};
@@ -351,6 +411,10 @@ int pipeline_replay_load(Replay *r, GenOptions *o, Models *m, Tensor *expected, 
     size_t i;
     memset(r, 0, sizeof *r);
     if (st_open(&r->f, path)) return MV_ERR;
+    if (st_meta(&r->f, "model")) { // a model folder's case
+        st_close(&r->f);
+        return pipeline_replay_load_dirs(r, o, m, expected, path, NULL, NULL);
+    }
     for (i = 0; i < sizeof keys / sizeof keys[0]; i++)
         if (meta_long(&r->f, keys[i], &v[i])) goto fail;
     if (!(ucfg = st_meta(&r->f, "unet_config")) || !(vboc = st_meta(&r->f, "vae_block_out_channels")) ||

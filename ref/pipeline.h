@@ -79,16 +79,29 @@ int pipeline_imagegen_hint(Tensor *hint_lat, const Tensor *text, const Tensor *n
                            const GenOptions *o, Models *m);
 
 
-// A recorded FLAX pipeline run (a corpus file of tools/cases_pipeline.py): fills the options,
-// builds the three networks with their procedural weights, and reads the hint, mask and noise.
-// expected (n_steps, 1, 4, F, h, w), the FLAX latents after every step, may be NULL.
-// Strings in o (prompts) point into meta that lives until pipeline_replay_free.
+// A recorded FLAX pipeline run: fills the options, builds the networks and reads the hint, mask
+// and noise. Two kinds of file:
+//   - a corpus case of tools/cases_pipeline.py: the three networks with procedural weights from
+//     the seeds and configs in its metadata; expected (n_steps, 1, 4, F, h, w) = the FLAX
+//     latents after every step ("latents_steps");
+//   - a case of a model folder (tools/fixtures_flax.pipeline_file: vectors/model/pipeline_*,
+//     vectors/toy/pipeline_*): the networks, tokenizer and scheduler check of the folder in
+//     its metadata "model" (and "hint_model", the 2-D UNet's folder or SD 1.5 file, when the
+//     case has no hint image), read as --model / --hint-model read them (ref/model_dir.h);
+//     expected (1, 4, F, h, w) = the FLAX pipeline's final latents ("latents").
+// expected may be NULL. Strings in o (prompts) point into meta that lives until
+// pipeline_replay_free.
 typedef struct {
     StFile f;
     Image hint, mask;
     Tensor noise, hint_noise;
+    int from_folders;   // the second kind: m->tok is the folder's tokenizer
 } Replay;
 int pipeline_replay_load(Replay *r, GenOptions *o, Models *m, Tensor *expected, const char *path);
+// The second kind with the folders given (NULL: from the metadata; the vectors/model cases
+// name none).
+int pipeline_replay_load_dirs(Replay *r, GenOptions *o, Models *m, Tensor *expected, const char *path,
+                              const char *model, const char *hint_model);
 void pipeline_replay_free(Replay *r);
 void free_models(Models *m);
 

@@ -19,6 +19,7 @@ const UnitTest unit_tests[] = {
     {"toy_prompt_adherence", test_toy_prompt_adherence},
     {"cli_model", test_cli_model},
     {"cli_preview", test_cli_preview},
+    {"model_pipeline_toy", test_model_pipeline_toy},
     {"ckpt_msgpack_fixtures", test_ckpt_msgpack_fixtures},
     {"ckpt_safetensors", test_ckpt_safetensors},
     {"ckpt_torch_fixtures", test_ckpt_torch_fixtures},

@@ -242,73 +242,36 @@ int test_model_tokenizer_hf(void) {
 }
 
 // ---------------------------------------------------------------------------------------
-// generate --model: the pipeline on vectors/model/makeavid (and SD 1.5's UNet from
-// vectors/model/sd15 for the hint latent) against upstream's FLAX pipeline run on the same
-// folders (tools/fixtures_flax.py pipeline): the final latents within the pipeline tolerance
-// (float64 1e-9, float32 5e-5, relative to max|expected|).
+// generate --model: the pipeline on a model folder against upstream's FLAX pipeline run on the
+// same folder (tools/fixtures_flax.pipeline_file): the final latents within the case's
+// tolerance (float64 1e-9, float32 5e-5, relative to max|expected|). The folders are read as
+// --model / --hint-model read them (pipeline_replay_load_dirs, what `generate --replay` runs):
+//   vectors/model/pipeline_*: vectors/model/makeavid, and SD 1.5's UNet from vectors/model/sd15
+//     for the hint latent (make fixtures)
+//   vectors/toy/pipeline_*: the folders in the case's metadata, the toy model's
+//     vectors/toy/makeavid and vectors/toy/hint (make toy-cases; issue 15)
 
-static int read_u8_image(const StFile *f, const char *name, Image *img, size_t channels) {
-    int64_t *v = NULL;
-    size_t n = 0, i;
-    const StEntry *e = st_find(f, name);
-    if (!e || st_read_i64(f, name, &v, &n)) return MV_ERR;
-    img->height = e->shape[0];
-    img->width = e->shape[1];
-    img->channels = channels;
-    img->data = (unsigned char *)malloc(n ? n : 1);
-    if (!img->data) { free(v); return mv_fail("out of memory"); }
-    for (i = 0; i < n; i++) img->data[i] = (unsigned char)v[i];
-    free(v);
-    return MV_OK;
-}
-
-static int pipeline_case(const char *name) {
+// maker: the command that writes the case, named when it is missing.
+static int pipeline_case(const char *dir, const char *name, const char *model, const char *hint_model, const char *maker) {
     char path[256];
-    StFile f;
+    Replay r;
     Models m;
     GenOptions o;
-    Image hint, mask;
-    Tensor noise, hint_noise, expected, latents;
+    Tensor expected, latents;
     unsigned char *frames = NULL;
     const char *s;
-    int fails = 0, imagegen;
+    int fails = 0;
     double tol, maxe = 0, maxd = 0;
     size_t i;
-    snprintf(path, sizeof path, MD "/pipeline_%s_%s.safetensors", name, MAVREF_PRECISION == 64 ? "f64" : "f32");
-    memset(&m, 0, sizeof m); memset(&o, 0, sizeof o); memset(&hint, 0, sizeof hint); memset(&mask, 0, sizeof mask);
-    memset(&noise, 0, sizeof noise); memset(&hint_noise, 0, sizeof hint_noise); memset(&expected, 0, sizeof expected);
+    snprintf(path, sizeof path, "%s/pipeline_%s_%s.safetensors", dir, name, MAVREF_PRECISION == 64 ? "f64" : "f32");
+    memset(&expected, 0, sizeof expected);
     memset(&latents, 0, sizeof latents);
-    if (st_open(&f, path)) return EXPECT(0, "%s", mv_error());
-    imagegen = (s = st_meta(&f, "imagegen")) && !strcmp(s, "1");
-    o.prompt = st_meta(&f, "prompt");
-    o.neg_prompt = st_meta(&f, "neg_prompt");
-    o.scheduler = (s = st_meta(&f, "scheduler")) && !strcmp(s, "ddim") ? SCHED_DDIM : SCHED_DPM;
-    o.steps = atoi(st_meta(&f, "steps") ? st_meta(&f, "steps") : "0");
-    o.guidance = atof(st_meta(&f, "guidance") ? st_meta(&f, "guidance") : "0");
-    o.frames = (size_t)atoi(st_meta(&f, "frames") ? st_meta(&f, "frames") : "0");
-    o.height = (size_t)atoi(st_meta(&f, "height") ? st_meta(&f, "height") : "0");
-    o.width = (size_t)atoi(st_meta(&f, "width") ? st_meta(&f, "width") : "0");
-    tol = atof(st_meta(&f, "tol") ? st_meta(&f, "tol") : "0");
-    if (!o.prompt || !o.neg_prompt || !o.steps || tol <= 0 || st_read(&f, "noise", &noise) || st_read(&f, "latents", &expected) ||
-        read_u8_image(&f, "hint", &hint, 3) || read_u8_image(&f, "mask", &mask, 1) ||
-        (imagegen && st_read(&f, "hint_noise", &hint_noise))) {
-        fails += EXPECT(0, "%s: incomplete case: %s", path, mv_error());
-        goto out;
-    }
-    o.noise = &noise;
-    o.hint = imagegen ? NULL : &hint;
-    o.mask = imagegen ? NULL : &mask;
-    o.hint_noise = imagegen ? &hint_noise : NULL;
-    // the networks, configs and tokenizer exactly as --model / --hint-model read them
-    if (md_load_tokenizer(&m.tok, MD "/makeavid") || md_load_unet(&m.unet_p, &m.unet, MD "/makeavid", 1) ||
-        md_load_vae(&m.vae_p, &m.vae, MD "/makeavid") || md_load_clip(&m.clip_p, &m.clip, MD "/makeavid") ||
-        (imagegen && md_load_hint_unet(&m.unet2d_p, &m.unet2d, MD "/sd15"))) {
-        fails += EXPECT(0, "%s: %s", name, mv_error());
-        goto out;
-    }
-    m.have_unet2d = imagegen;
-    if (pipeline_generate(&frames, &latents, NULL, &o, &m, NULL, NULL)) { fails += EXPECT(0, "%s: %s", name, mv_error()); goto out; }
-    if (latents.numel != expected.numel) { fails += EXPECT(0, "%s: latents of %lu values, expected %lu", name, (unsigned long)latents.numel, (unsigned long)expected.numel); goto out; }
+    if (pipeline_replay_load_dirs(&r, &o, &m, &expected, path, model, hint_model))
+        return EXPECT(0, "%s (the case and the folders it names: %s)", mv_error(), maker);
+    tol = (s = st_meta(&r.f, "tol")) ? atof(s) : 0;
+    if (tol <= 0) { fails += EXPECT(0, "%s: no tolerance in the metadata", path); goto out; }
+    if (pipeline_generate(&frames, &latents, NULL, &o, &m, NULL, NULL)) { fails += EXPECT(0, "%s: %s", path, mv_error()); goto out; }
+    if (latents.numel != expected.numel) { fails += EXPECT(0, "%s: latents of %lu values, expected %lu", path, (unsigned long)latents.numel, (unsigned long)expected.numel); goto out; }
     for (i = 0; i < expected.numel; i++) {
         double d = (double)latents.data[i] - (double)expected.data[i], e = (double)expected.data[i];
         if (d < 0) d = -d;
@@ -316,15 +279,24 @@ static int pipeline_case(const char *name) {
         if (d > maxd) maxd = d;
         if (e > maxe) maxe = e;
     }
-    printf("    pipeline --model %s: final latents rel %.3e of the FLAX pipeline's (tol %.0e)\n", name, maxd / maxe, tol);
-    fails += EXPECT(maxe > 0 && maxd <= tol * maxe, "%s: final latents differ from the FLAX pipeline's: rel %.3e > %.0e", name, maxd / maxe, tol);
+    printf("    pipeline %s: final latents rel %.3e of the FLAX pipeline's (tol %.0e)\n", path, maxd / maxe, tol);
+    fails += EXPECT(maxe > 0 && maxd <= tol * maxe, "%s: final latents differ from the FLAX pipeline's: rel %.3e > %.0e", path, maxd / maxe, tol);
 out:
     free(frames);
     free_models(&m);
-    image_free(&hint); image_free(&mask);
-    tensor_free(&noise); tensor_free(&hint_noise); tensor_free(&expected); tensor_free(&latents);
-    st_close(&f);
+    tensor_free(&expected); tensor_free(&latents);
+    pipeline_replay_free(&r);
     return fails;
 }
 
-int test_model_pipeline(void) { return pipeline_case("hint") + pipeline_case("imagegen"); }
+int test_model_pipeline(void) {
+    return pipeline_case(MD, "hint", MD "/makeavid", MD "/sd15", "make fixtures") +
+           pipeline_case(MD, "imagegen", MD "/makeavid", MD "/sd15", "make fixtures");
+}
+
+// The toy model of issue 15 (its committed weights) against the FLAX pipeline on them: text
+// only (the 2-D UNet draws the first frame) and with a toy-world first frame.
+int test_model_pipeline_toy(void) {
+    return pipeline_case("vectors/toy", "imagegen", NULL, NULL, "make toy-model, make toy-cases") +
+           pipeline_case("vectors/toy", "hint", NULL, NULL, "make toy-model, make toy-cases");
+}

@@ -276,10 +276,48 @@ PIPE = [  # name, scheduler, steps, guidance, prompt, neg_prompt, mask kind, see
 PIPE_FRAMES, PIPE_LAT = 2, (8, 6)
 
 
+def tokenizer_ids(folder):
+    """The 77 ids of a text as upstream's prepare_inputs asks transformers' CLIPTokenizer (read
+    from the folder's tokenizer/) for them: truncation, padding 'max_length'."""
+    from transformers import CLIPTokenizer
+    tok = CLIPTokenizer.from_pretrained(os.path.join(folder, 'tokenizer'))
+    return lambda t: tok([t], truncation=True, max_length=77, padding='max_length', return_tensors='np').input_ids.astype(np.int64)
+
+
+def pipeline_file(path, prec, nets, ids_of, kind, steps, guidance, prompt, neg, hint_u8, mask_u8, noise, hint_noise,
+                  tol, meta=None, res=None):
+    """One run of upstream's pipeline (tools/cases_pipeline.generate) with the networks nets, as a
+    case file: inputs hint (H,W,3) u8, mask (H,W) u8, noise (1,4,F,h,w), hint_noise (1,4,h,w)
+    when there is no hint image (hint_noise given: upstream's use_imagegen, the hint and mask
+    images are then unused); expected ids, neg_ids, text_emb and the final latents; meta prompt,
+    neg_prompt, scheduler, steps, guidance, frames, height, width, imagegen, tol, plus meta.
+    res: generate's result for these inputs when the caller has run it already. Returns it."""
+    import cases_pipeline as cp
+    from vecspec import np_dtype
+    dt = np_dtype(prec)
+    imagegen = hint_noise is not None
+    ids, neg_ids = ids_of(prompt), ids_of(neg)
+    if res is None:
+        res = cp.generate(prec, kind, steps, guidance, ids, neg_ids, hint_u8, mask_u8, noise, hint_noise, nets=nets)
+    t = {'hint': hint_u8, 'mask': mask_u8, 'noise': np.asarray(noise, dt), 'ids': ids, 'neg_ids': neg_ids,
+         'text_emb': np.asarray(res['text_emb'], dt), 'latents': np.asarray(res['latents_steps'][-1], dt)}
+    if imagegen:
+        t['hint_noise'] = np.asarray(hint_noise, dt)
+    for k, a in t.items():
+        assert np.all(np.isfinite(a)), k
+    H, W = mask_u8.shape
+    m = {'prompt': prompt, 'neg_prompt': neg, 'scheduler': kind, 'steps': str(steps), 'guidance': repr(guidance),
+         'frames': str(noise.shape[2]), 'height': str(H), 'width': str(W), 'imagegen': '1' if imagegen else '0',
+         'tol': repr(tol)}
+    m.update(meta or {})
+    save_file({k: np.ascontiguousarray(v) for k, v in t.items()}, path, metadata=m)
+    return res
+
+
 def pipeline(prec):
     import cases_pipeline as cp
     from diffusers import FlaxAutoencoderKL
-    from transformers import CLIPTextConfig, CLIPTokenizer, FlaxCLIPTextModel
+    from transformers import CLIPTextConfig, FlaxCLIPTextModel
     from vecspec import np_dtype, normal, rng
     dt = np_dtype(prec)
     mk, sd = os.path.join(OUT, 'makeavid'), os.path.join(OUT, 'sd15')
@@ -301,8 +339,7 @@ def pipeline(prec):
     u2_p = cast(unflatten_dict({tuple(ren('.'.join(k)).split('.')): v for k, v in flatten_dict(su).items()}))
     nets = dict(clip=clip, clip_p=clip_p, vae=vae, vae_p=vae_p, unet_config=ucfg, unet_p=unet_p,
                 unet2d_config=u2cfg, unet2d_p=u2_p)
-    tok = CLIPTokenizer.from_pretrained(os.path.join(mk, 'tokenizer'))
-    ids_of = lambda t: tok([t], truncation=True, max_length=77, padding='max_length', return_tensors='np').input_ids.astype(np.int64)
+    ids_of = tokenizer_ids(mk)
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
     h, w = PIPE_LAT
     H, W = h * factor, w * factor
@@ -312,17 +349,8 @@ def pipeline(prec):
         hint_u8, mask_u8 = cp.make_images(r, H, W, 'zero' if imagegen else mask_kind)
         noise = normal(r, (1, 4, PIPE_FRAMES, h, w), prec)
         hint_noise = normal(r, (1, 4, h, w), prec) if imagegen else None
-        ids, neg_ids = ids_of(prompt), ids_of(neg)
-        res = cp.generate(prec, kind, steps, guidance, ids, neg_ids, hint_u8, mask_u8, noise, hint_noise, nets=nets)
-        t = {'hint': hint_u8, 'mask': mask_u8, 'noise': np.asarray(noise, dt), 'ids': ids, 'neg_ids': neg_ids,
-             'text_emb': np.asarray(res['text_emb'], dt), 'latents': np.asarray(res['latents_steps'][-1], dt)}
-        if imagegen:
-            t['hint_noise'] = np.asarray(hint_noise, dt)
-        meta = {'prompt': prompt, 'neg_prompt': neg, 'scheduler': kind, 'steps': str(steps), 'guidance': repr(guidance),
-                'frames': str(PIPE_FRAMES), 'height': str(H), 'width': str(W), 'imagegen': '1' if imagegen else '0',
-                'tol': repr(cp.TOL_PIPE_F64 if prec == 'f64' else cp.TOL_PIPE_F32)}
-        save_file({k: np.ascontiguousarray(v) for k, v in t.items()}, os.path.join(OUT, f'pipeline_{name}_{prec}.safetensors'),
-                  metadata=meta)
+        pipeline_file(os.path.join(OUT, f'pipeline_{name}_{prec}.safetensors'), prec, nets, ids_of, kind, steps, guidance,
+                      prompt, neg, hint_u8, mask_u8, noise, hint_noise, cp.TOL_PIPE_F64 if prec == 'f64' else cp.TOL_PIPE_F32)
     print('pipeline cases written', prec)
 
 
