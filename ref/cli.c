@@ -1150,7 +1150,8 @@ static const struct { CliCommand c; CommandFn run; } commands[] = {
       "      --unet-seed S --vae-seed S --clip-seed S. No --hint: as upstream, SD 1.5's 2-D UNet\n"
       "      makes the hint latent (--hint-unet W or --hint-unet-seed S). --replay CASE reruns a\n"
       "      recorded FLAX pipeline case with its prompts, networks, weights, hint, mask and\n"
-      "      noise, and reports how closely the final latents match FLAX's.\n"}, cmd_generate},
+      "      noise, and reports how closely the final latents match FLAX's; a case of a model\n"
+      "      folder (vectors/toy/pipeline_*) loads the networks from the folders it names.\n"}, cmd_generate},
     {{"init", CMD_INIT, 1, 1, "COMPONENT", "COMPONENT --out OUT [--config JSON] [--procedural SEED] [--dtype f32|f16]",
       "      write procedural weights (SPEC.md section 2) for COMPONENT (unet, unet2d, vae or\n"
       "      text_encoder) of the configuration in JSON (a diffusers/transformers config.json;\n"

@@ -94,7 +94,7 @@ const CliOption cli_options[] = {
     {"--ppm-frames", GEN, OPT_FLAG, F(ppm_frames), NULL, NULL, 0, 0, "also write PREFIX_000000.ppm ..."},
     {"--preview", GEN, OPT_TEXT, F(preview), "P", NULL, 0, 0, "after every step k, the clip predicted so far (its x0, decoded) as P_step001.gif ..."},
     {"--quiet", GEN, OPT_FLAG, F(quiet), NULL, NULL, 0, 0, "no progress line per step"},
-    {"--replay", GEN, OPT_TEXT, F(replay), "CASE", NULL, 0, 0, "rerun a recorded FLAX pipeline case (vectors/f32/pipeline_*)"},
+    {"--replay", GEN, OPT_TEXT, F(replay), "CASE", NULL, 0, 0, "rerun a recorded FLAX pipeline case (vectors/f32/pipeline_*, vectors/toy/pipeline_*)"},
     // generate: the networks
     {"--unet", GEN, OPT_TEXT, F(unet), "W", NULL, 0, 0, "UNet weights (safetensors by Flax names)"},
     {"--vae", GEN, OPT_TEXT, F(vae), "W", NULL, 0, 0, "VAE weights"},

@@ -251,6 +251,39 @@ int test_model_tokenizer_hf(void) {
 //   vectors/toy/pipeline_*: the folders in the case's metadata, the toy model's
 //     vectors/toy/makeavid and vectors/toy/hint (make toy-cases; issue 15)
 
+static double rel_err(const Tensor *got, const Tensor *want) {
+    double maxd = 0, maxe = 0;
+    size_t i;
+    for (i = 0; i < want->numel; i++) {
+        double d = (double)got->data[i] - (double)want->data[i], e = (double)want->data[i];
+        if (d < 0) d = -d;
+        if (e < 0) e = -e;
+        if (d > maxd) maxd = d;
+        if (e > maxe) maxe = e;
+    }
+    return maxe > 0 ? maxd / maxe : (maxd > 0 ? 1.0 : 0.0);
+}
+
+// The prompt's 77 ids (exact) and its text embedding (within tol) against the case's.
+static int prompt_pieces(Replay *r, GenOptions *o, Models *m, const char *path, double tol) {
+    Tensor emb, want_emb;
+    int64_t ids[77], *want = NULL;
+    size_t n = 0;
+    int fails = 0;
+    memset(&emb, 0, sizeof emb); memset(&want_emb, 0, sizeof want_emb);
+    if (pipeline_encode_prompt(&emb, ids, o->prompt, m) || st_read_i64(&r->f, "ids", &want, &n) || st_read(&r->f, "text_emb", &want_emb))
+        fails += EXPECT(0, "%s: %s", path, mv_error());
+    else if (n != 77 || memcmp(ids, want, sizeof ids) != 0)
+        fails += EXPECT(0, "%s: the prompt's ids differ from transformers' CLIPTokenizer's", path);
+    else if (!tensor_same_shape(&emb, &want_emb))
+        fails += EXPECT(0, "%s: text_emb of another shape", path);
+    else
+        fails += EXPECT(rel_err(&emb, &want_emb) <= tol, "%s: text_emb rel %.3e > %.0e", path, rel_err(&emb, &want_emb), tol);
+    free(want);
+    tensor_free(&emb); tensor_free(&want_emb);
+    return fails;
+}
+
 // maker: the command that writes the case, named when it is missing.
 static int pipeline_case(const char *dir, const char *name, const char *model, const char *hint_model, const char *maker) {
     char path[256];
@@ -270,6 +303,7 @@ static int pipeline_case(const char *dir, const char *name, const char *model, c
         return EXPECT(0, "%s (the case and the folders it names: %s)", mv_error(), maker);
     tol = (s = st_meta(&r.f, "tol")) ? atof(s) : 0;
     if (tol <= 0) { fails += EXPECT(0, "%s: no tolerance in the metadata", path); goto out; }
+    fails += prompt_pieces(&r, &o, &m, path, tol);
     if (pipeline_generate(&frames, &latents, NULL, &o, &m, NULL, NULL)) { fails += EXPECT(0, "%s: %s", path, mv_error()); goto out; }
     if (latents.numel != expected.numel) { fails += EXPECT(0, "%s: latents of %lu values, expected %lu", path, (unsigned long)latents.numel, (unsigned long)expected.numel); goto out; }
     for (i = 0; i < expected.numel; i++) {

@@ -549,11 +549,13 @@ def check_tree_against_reference(path='/work/shared/reference/upstream-param-tre
     print(f'tree: {len(got)} tensors, {n} params, equal to {path}')
 
 
-def check_2d_against_diffusers(config):
-    """2-D mode vs FlaxUNet2DConditionModel, float64, same (renamed) parameters."""
+def check_2d_against_diffusers(config, params=None):
+    """2-D mode vs FlaxUNet2DConditionModel, float64, same (renamed) parameters: params (a float64
+    2-D mode tree of config, in_channels 4: tools/toy_flax.py's hint UNet) or procedural ones."""
     from diffusers import FlaxUNet2DConditionModel
     cfg = UNetConfig(**dict(asdict(config), in_channels=4))
-    params = procedural_params(cfg, 7, np.float64, video=False)
+    if params is None:
+        params = procedural_params(cfg, 7, np.float64, video=False)
     x, t, ctx = _inputs(cfg, 2, 1, 8, 8, 77, np.float64, video=False)
     ours, _ = apply_unet(cfg, params, x, t.astype(jnp.float32), ctx, jnp.float64, taps=False, f32_sinusoid=True)
     dparams = unflatten({to_diffusers_2d_name(k): v for k, v in flatten(params).items()})

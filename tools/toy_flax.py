@@ -9,8 +9,9 @@ The toy model's folders, as mavref trained them (`make toy-model`): vectors/toy/
 models without renaming; every file must hold exactly the model's parameters, of its shapes:
   - the pseudo-3D UNet: upstream's UNetPseudo3DConditionModel as the exporter builds it
     (tools/mavflax.py, checked against upstream's parameter tree), config from unet/config.json
-  - the 2-D UNet: as tools/fixtures_flax.py runs SD 1.5's hint UNet (mavflax's 2-D mode, which
-    equals diffusers' FlaxUNet2DConditionModel: mavflax.check_2d_against_diffusers)
+  - the 2-D UNet: as tools/fixtures_flax.py runs SD 1.5's hint UNet (mavflax's 2-D mode); the
+    float64 run first checks that on these weights it equals diffusers' FlaxUNet2DConditionModel
+    (mavflax.check_2d_against_diffusers, rel < 1e-12)
   - the VAE: diffusers' FlaxAutoencoderKL.from_config(vae/config.json)
   - the text encoder: transformers' FlaxCLIPTextModel(CLIPTextConfig.from_pretrained(...)),
     its float16 values widened exactly
@@ -142,6 +143,8 @@ def main(prec):
     import cases_pipeline as cp
     from vecspec import normal, rng
     nets = networks(prec)
+    if prec == 'f64':
+        mavflax.check_2d_against_diffusers(nets['unet2d_config'], nets['unet2d_p'])
     ids_of = fixtures_flax.tokenizer_ids(MODEL)
     factor = 2 ** (len(nets['vae'].config.block_out_channels) - 1)
     h = w = SIZE // factor
