@@ -98,7 +98,8 @@ const UnitTest unit_tests[] = {
 };
 const size_t n_unit_tests = sizeof unit_tests / sizeof unit_tests[0];
 
-const char *const full_level_tests[] = {"toy_prompt_adherence"};
+// model_pipeline_toy: two 12-step runs at 64x64, 12 frames (~30 s native): not under emulation
+const char *const full_level_tests[] = {"toy_prompt_adherence", "model_pipeline_toy"};
 const size_t n_full_level_tests = sizeof full_level_tests / sizeof full_level_tests[0];
 
 // op, runner, minimum number of cases per precision in the corpus
