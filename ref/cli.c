@@ -901,13 +901,15 @@ static int cmd_init(const CliArgs *a) {
     if (!half && strcmp(a->dtype, "f32")) return usage_error(a, "--dtype must be f32 or f16");
     params_init(&pt);
     st_writer_init(&w);
-    if (init_declare(&pt, a, a->pos[0]) || params_alloc(&pt) || params_procedural(&pt, (uint64_t)a->procedural)) {
+    if (init_declare(&pt, a, a->pos[0]) || params_alloc(&pt) ||
+        (a->weights ? params_load(&pt, a->weights, 0) : params_procedural(&pt, (uint64_t)a->procedural))) {
         rc = bad_input(a);
     } else {
         for (k = 0; k < pt.count; k++) // f16: round first, so the file holds the values exactly
             for (i = 0; half && i < pt.p[k].t.numel; i++)
                 pt.p[k].t.data[i] = (real)st_f16_to_double(st_f16_from_double((double)pt.p[k].t.data[i]));
-        snprintf(line, sizeof line, "mavref init %s --procedural %llu", a->pos[0], a->procedural);
+        if (a->weights) snprintf(line, sizeof line, "mavref init %s --weights (trained by mavref)", a->pos[0]);
+        else snprintf(line, sizeof line, "mavref init %s --procedural %llu", a->pos[0], a->procedural);
         rc = 0;
         for (k = 0; k < pt.count && !rc; k++) rc = st_writer_add(&w, pt.p[k].name, &pt.p[k].t, half ? ST_F16 : ST_F32);
         rc = rc || st_writer_meta(&w, "producer", line) || st_writer_save(&w, a->out_path);
@@ -1152,11 +1154,13 @@ static const struct { CliCommand c; CommandFn run; } commands[] = {
       "      recorded FLAX pipeline case with its prompts, networks, weights, hint, mask and\n"
       "      noise, and reports how closely the final latents match FLAX's; a case of a model\n"
       "      folder (vectors/toy/pipeline_*) loads the networks from the folders it names.\n"}, cmd_generate},
-    {{"init", CMD_INIT, 1, 1, "COMPONENT", "COMPONENT --out OUT [--config JSON] [--procedural SEED] [--dtype f32|f16]",
+    {{"init", CMD_INIT, 1, 1, "COMPONENT", "COMPONENT --out OUT [--config JSON] [--procedural SEED | --weights W] [--dtype f32|f16]",
       "      write procedural weights (SPEC.md section 2) for COMPONENT (unet, unet2d, vae or\n"
       "      text_encoder) of the configuration in JSON (a diffusers/transformers config.json;\n"
       "      default: the published model's) as a safetensors file by Flax names: the starting\n"
-      "      point of a training run, or fixed weights (the toy model's frozen text encoder)\n"}, cmd_init},
+      "      point of a training run, or fixed weights (the toy model's frozen text encoder).\n"
+      "      --weights W: W's values instead (every tensor of the component, by Flax name), e.g.\n"
+      "      to store a trained network as float16 (--dtype f16 rounds to nearest, ties to even)\n"}, cmd_init},
     {{"encode-clips", CMD_ENCODE_CLIPS, 0, 0, "", "--model DIR --data D --out OUT",
       "      a training set for `mavref train` from the clips of D (mavref toyworld): with the VAE,\n"
       "      text encoder and tokenizer of the model folder DIR, OUT gets latents.<i> (Fc,4,h,w), the\n"

@@ -24,7 +24,7 @@ const CliOption cli_options[] = {
     {"--out", CMD_UNET | CMD_ENCODE_TEXT, OPT_TEXT, F(out_path), "OUT", NULL, 0, 0, "the safetensors file to write"},
     {"--out", TRAIN | TVAE, OPT_TEXT, F(out_path), "P", NULL, 0, 0, "writes P.params.safetensors and P.opt.safetensors"},
     {"--out", GEN, OPT_TEXT, F(out_path), "PREFIX", NULL, 0, 0, "writes PREFIX.gif, PREFIX.y4m, PREFIX_latents.safetensors"},
-    {"--weights", CMD_UNET | CMD_ENCODE_TEXT | TRAIN | TVAE, OPT_TEXT, F(weights), "W", NULL, 0, 0, "weights: a safetensors file by Flax names"},
+    {"--weights", CMD_UNET | CMD_ENCODE_TEXT | TRAIN | TVAE | CMD_INIT, OPT_TEXT, F(weights), "W", NULL, 0, 0, "weights: a safetensors file by Flax names"},
     {"--procedural", CMD_UNET | CMD_ENCODE_TEXT | TRAIN | TVAE, OPT_COUNT, F(procedural), "SEED", NULL, 0, ANY, "weights from the procedural generator"},
     {"--config", CMD_UNET | TRAIN | CMD_INIT, OPT_TEXT, F(config), "JSON", NULL, 0, 0, "a diffusers UNet config.json (default: makeavid)"},
     {"--model", CMD_UNET | CMD_ENCODE_TEXT | CMD_TOKENIZE | TRAIN | GEN | CMD_ENCODE_CLIPS | CMD_TOY_EVAL, OPT_TEXT, F(model), "DIR", NULL, 0, 0,

@@ -9,6 +9,7 @@
 #   2. the text encoder: a small CLIP with fixed procedural weights, stored as float16 (frozen,
 #      as upstream keeps CLIP frozen)
 #   3. the VAE (SD's architecture, channels 32,64,64): reconstruction + KL (mavref train-vae)
+# Every network is stored as float16 (mavref init --weights W --dtype f16): a few MB in all.
 #   4. the training set: every clip's VAE latents and caption's CLIP hidden state (encode-clips)
 #   5. the 2-D UNet: first frames from text (train --2d), as upstream's use_imagegen model
 #   6. the pseudo-3D UNet: 9 input channels (latents, mask, hint = the first frame's latent),
@@ -22,7 +23,6 @@ TMP=build/toy
 LOG=$OUT/log
 
 TOY_CLIPS=${TOY_CLIPS:-480}
-VAE_STEPS=${VAE_STEPS:-400}
 U2_STEPS=${U2_STEPS:-1500}
 U3_STEPS=${U3_STEPS:-600}
 
@@ -37,11 +37,18 @@ stage "text encoder (procedural, float16)"
 $M init text_encoder --config $OUT/makeavid/text_encoder/config.json --procedural 20261207 --dtype f16 \
     --out $OUT/makeavid/text_encoder/model.safetensors
 
+# Two runs: 400 steps of a warmup-cosine schedule, then 300 more on a second cosine (resumed:
+# the optimizer state carries over); the colours come late, after the shapes.
 stage "VAE"
 $M train-vae --data $TMP/world.safetensors --vae-channels 32,64,64 --vae-layers 1 --procedural 1 \
-    --steps $VAE_STEPS --batch 4 --lr 2e-3 --warmup 0.03 --decay 0.97 --kl 1e-6 --seed 0 \
-    --out $TMP/vae --plot $LOG/vae_loss.svg > $LOG/vae.log
-cp $TMP/vae.params.safetensors $OUT/makeavid/vae/diffusion_pytorch_model.safetensors
+    --steps 400 --batch 4 --lr 2e-3 --warmup 0.03 --decay 0.97 --kl 1e-6 --seed 0 \
+    --out $TMP/vae_a --plot $LOG/vae_loss_a.svg > $LOG/vae_a.log
+$M train-vae --data $TMP/world.safetensors --vae-channels 32,64,64 --vae-layers 1 --resume $TMP/vae_a \
+    --steps 300 --total-steps 700 --batch 4 --lr 2e-3 --warmup 0.03 --decay 0.97 --kl 1e-6 --seed 0 \
+    --out $TMP/vae --plot $LOG/vae_loss_b.svg > $LOG/vae_b.log
+# stored as float16 before anything uses it: the UNets learn the latents of the committed VAE
+$M init vae --config $OUT/makeavid/vae/config.json --weights $TMP/vae.params.safetensors --dtype f16 \
+    --out $OUT/makeavid/vae/diffusion_pytorch_model.safetensors
 
 stage "training set (VAE latents, CLIP contexts)"
 $M encode-clips --model $OUT/makeavid --data $TMP/world.safetensors --out $TMP/data.safetensors
@@ -59,8 +66,10 @@ MAVREF_THREADS=1 $M train --all --config $OUT/makeavid/unet/config.json --proced
 p3=$!
 wait $p2
 wait $p3
-cp $TMP/unet2d.params.safetensors $OUT/hint/unet/diffusion_pytorch_model.safetensors
-cp $TMP/unet.params.safetensors $OUT/makeavid/unet/diffusion_pytorch_model.safetensors
+$M init unet2d --config $OUT/hint/unet/config.json --weights $TMP/unet2d.params.safetensors --dtype f16 \
+    --out $OUT/hint/unet/diffusion_pytorch_model.safetensors
+$M init unet --config $OUT/makeavid/unet/config.json --weights $TMP/unet.params.safetensors --dtype f16 \
+    --out $OUT/makeavid/unet/diffusion_pytorch_model.safetensors
 
 stage "done"
 (cd $OUT && sha256sum makeavid/text_encoder/model.safetensors makeavid/vae/diffusion_pytorch_model.safetensors \
