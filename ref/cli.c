@@ -776,6 +776,7 @@ static int vae_setup(VaeRun *r, const CliArgs *a) {
     if (cli_given(a, "--vae-layers")) r->cfg.layers_per_block = (int)a->vae_layers;
     train_config_default(&r->tc);
     r->tc.only_temporal = 0;
+    r->tc.only = a->train_only;
     r->tc.weight_decay = a->weight_decay;
     if (vae_declare_params(&r->params, &r->cfg) || params_alloc(&r->params) || unet_grads_alloc(&r->grads, &r->params) ||
         adam_init(&r->opt, &r->params, &r->tc))

@@ -68,6 +68,7 @@ typedef struct {
     const char *backend, *vectors, *ops, *cases, *level, *workdir; // check
     const char *dtype;              // init
     const char *first_frame;        // toyworld
+    const char *train_only;         // train-vae
     // integers
     unsigned long long procedural, steps, frames, batch, total_steps, seed, clips, size, width, height, fps;
     unsigned long long unet_seed, vae_seed, clip_seed, hint_unet_seed;

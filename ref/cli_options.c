@@ -55,6 +55,7 @@ const CliOption cli_options[] = {
     {"--data", TVAE, OPT_TEXT, F(data), "D", NULL, 0, 0, "frames.<i> (Fc,H,W,3) bytes per clip i (mavref toyworld)"},
     {"--batch", TVAE, OPT_COUNT, F(batch), "N", "4", 1, 64, "images per step"},
     {"--lr", TVAE, OPT_NUMBER, F(lr), "LR", "1e-3", 0, 0, "peak learning rate"},
+    {"--train-only", TVAE, OPT_TEXT, F(train_only), "TEXT", NULL, 0, 0, "train only the parameters whose name contains TEXT (e.g. decoder: the encoder and its latents stay as they are)"},
     {"--kl", TVAE, OPT_NONNEG, F(kl), "W", "1e-4", 0, 0, "weight of the KL term (both terms are means over their elements)"},
     {"--seed", TVAE, OPT_COUNT, F(seed), "S", "0", 0, ANY, "seed of the image and noise draws"},
     // init, encode-clips

@@ -57,6 +57,7 @@ double train_lr(const TrainConfig *t, long count) {
 
 int train_is_trainable(const TrainConfig *t, const char *name) {
     // flax_trainer.py L257-272: 'temporal' in the joined key path
+    if (t->only && !strstr(name, t->only)) return 0;
     return !t->only_temporal || strstr(name, "temporal") != NULL;
 }
 

@@ -23,6 +23,7 @@ typedef struct {
     double weight_decay;  // 1e-2 (upstream default; the model card's run used 0.02)
     double clip_norm;     // 1.0
     int only_temporal;    // 1: only parameters with "temporal" in their name are trained
+    const char *only;     // not NULL: only parameters whose name contains this text are trained
     int recompute;        // 1: the UNet tape keeps only checkpoints and re-runs segments in the
                           // backward (less memory, about one more forward; same gradients)
 } TrainConfig;

@@ -56,7 +56,9 @@ done:
 int vae_train_step(ParamTable *pt, ParamTable *gt, AdamState *opt, const TrainConfig *tc, const VAEConfig *c,
                    const Tensor *images, const Tensor *eps, double kl_weight, VaeStepStats *st) {
     if (tc->only_temporal) return mv_fail("VAE training step: the VAE has no temporal layers; train all parameters");
-    if (gt->numel != pt->numel || opt->numel != pt->numel || opt->count != pt->count) return mv_fail("VAE training step: gradient or optimizer state of the wrong size");
+    // moments for the trained parameters only (all of them, or those tc->only names)
+    if (gt->numel != pt->numel || (!tc->only && opt->numel != pt->numel) || opt->numel > pt->numel || opt->count != pt->count)
+        return mv_fail("VAE training step: gradient or optimizer state of the wrong size");
     if (vae_loss_grad(gt, st, pt, c, images, eps, kl_weight)) return MV_ERR;
     adamw_update(pt, gt, opt, tc, &st->l2_grads, NULL);
     return MV_OK;
