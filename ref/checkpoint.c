@@ -69,7 +69,7 @@ CkEntry *ck_add_entry(CkFile *f, size_t *cap, const char *name) {
     if (f->count == *cap) {
         size_t ncap = *cap ? *cap * 2 : 64;
         CkEntry *ne = (CkEntry *)realloc(f->entries, ncap * sizeof *ne);
-        if (!ne) { mv_fail("%s: out of memory indexing tensors", f->path); return NULL; }
+        if (!ne) { mv_fail_oom("%s: out of memory indexing tensors", f->path); return NULL; }
         f->entries = ne;
         *cap = ncap;
     }
@@ -443,7 +443,7 @@ static int mp_chunked(MpReader *r, const char *name, uint64_t nkeys) {
                 if (r->f->nsegs == r->segcap) {
                     size_t ncap = r->segcap ? r->segcap * 2 : 16;
                     CkSegment *ns = (CkSegment *)realloc(r->f->segs, ncap * sizeof *ns);
-                    if (!ns) return mv_fail("%s: out of memory indexing chunks", r->f->path);
+                    if (!ns) return mv_fail_oom("%s: out of memory indexing chunks", r->f->path);
                     r->f->segs = ns;
                     r->segcap = ncap;
                 }

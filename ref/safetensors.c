@@ -341,7 +341,7 @@ static StWriterItem *writer_new_item(StWriter *w, const char *name, StDtype dtyp
     if (w->count == w->cap) {
         size_t ncap = w->cap ? w->cap * 2 : 16;
         StWriterItem *items = (StWriterItem *)realloc(w->items, ncap * sizeof *items);
-        if (!items) { mv_fail("out of memory"); return NULL; }
+        if (!items) { mv_fail_oom("out of memory"); return NULL; }
         w->items = items;
         w->cap = ncap;
     }
@@ -423,10 +423,10 @@ int st_writer_add_i64(StWriter *w, const char *name, const int64_t *v, int ndim,
 int st_writer_meta(StWriter *w, const char *key, const char *value) {
     char **k = (char **)realloc(w->meta_keys, (w->nmeta + 1) * sizeof(char *));
     char **v;
-    if (!k) return mv_fail("out of memory");
+    if (!k) return mv_fail_oom("out of memory");
     w->meta_keys = k;
     v = (char **)realloc(w->meta_values, (w->nmeta + 1) * sizeof(char *));
-    if (!v) return mv_fail("out of memory");
+    if (!v) return mv_fail_oom("out of memory");
     w->meta_values = v;
     w->meta_keys[w->nmeta] = dup_str(key);
     w->meta_values[w->nmeta] = dup_str(value);
@@ -503,7 +503,7 @@ int st_writer_save(const StWriter *w, const char *path) {
     }
     buf_str(&b, "}");
     while (!b.failed && b.len % 8) buf_str(&b, " "); // keep the data region 8-byte aligned
-    if (b.failed) { free(b.s); return mv_fail("%s: out of memory building the header", path); }
+    if (b.failed) { free(b.s); return mv_fail_oom("%s: out of memory building the header", path); }
     put_le64(lenbuf, (uint64_t)b.len);
     tmp = (char *)mv_malloc(plen + 5, "path");
     if (!tmp) { free(b.s); return MV_ERR; }
