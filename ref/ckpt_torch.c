@@ -773,7 +773,7 @@ done:
 // ---------------------------------------------------------------------------------------
 // Reading a non-contiguous view: the storage span it touches, then a gather in C order.
 
-int ck_read_strided(const CkFile *f, const CkEntry *e, real *r, double *d) {
+int ck_read_strided(const CkFile *f, const CkEntry *e, CkSink s) {
     size_t esz = st_dtype_size(e->dtype), span = 1, idx[MV_MAXDIM] = {0}, i, pos;
     unsigned char *buf;
     int k, rc = MV_OK;
@@ -783,7 +783,7 @@ int ck_read_strided(const CkFile *f, const CkEntry *e, real *r, double *d) {
     if (ck_pread(f, e->offset + (uint64_t)e->storage_offset * esz, buf, span * esz)) { free(buf); return mv_fail_prefix("%s: tensor '%s'", f->path, e->name); }
     for (i = 0; i < e->numel && rc == MV_OK; i++) {
         for (pos = 0, k = 0; k < e->ndim; k++) pos += idx[k] * e->stride[k];
-        rc = ck_emit(f, e, buf + pos * esz, i, r, d);
+        rc = ck_emit(f, e, buf + pos * esz, i, s);
         for (k = e->ndim - 1; k >= 0; k--) { // next index, last axis fastest
             if (++idx[k] < e->shape[k]) break;
             idx[k] = 0;
