@@ -80,6 +80,22 @@ typedef struct {
 } CkmOptions;
 int ckm_load(ParamTable *pt, const CkmSource *src, const CkmOptions *opt);
 
+// What ckm_load does, decided from the names and shapes alone (nothing is read, pt need not be
+// allocated): stored tensor i fills parameter param[i] (CKM_NONE: skipped, a buffer or another
+// component's) through layout[i], and parameter k is filled from stored tensor source[k].
+// The same checks and messages as ckm_load. mavref convert writes a file by this plan.
+#define CKM_NONE ((size_t)-1)
+typedef struct {
+    size_t *param;      // (src->count)
+    CkmLayout *layout;  // (src->count)
+    size_t *source;     // (pt->count)
+} CkmPlan;
+int ckm_plan(CkmPlan *plan, const ParamTable *pt, const CkmSource *src, const CkmOptions *opt);
+void ckm_plan_free(CkmPlan *plan);
+// dst (the Flax shape) <- src (the stored shape `shape`), elements of esize bytes: Flax axis i
+// is stored axis l->perm[i].
+void ckm_permute(void *dst, const void *src, size_t esize, const CkmLayout *l, const size_t *shape);
+
 // Any checkpoint file ck_open reads (safetensors, Flax msgpack, torch zip) as a CkmSource.
 // ckm_close frees what ckm_open made; the struct must not move while open.
 typedef struct {
