@@ -16,6 +16,7 @@
 #include "checkpoint.h"
 #include "cli.h"
 #include "compare.h"
+#include "convert.h"
 #include "model_dir.h"
 #include "safetensors.h"
 #include "clip.h"
@@ -77,38 +78,30 @@ static int cmd_info(const CliArgs *a) {
     return 0;
 }
 
-// mavref convert IN OUT: every tensor of IN (any format ck_open reads) into a safetensors file
-// with the same names, as the build's reals. One tensor is in memory at a time while reading;
-// the writer holds the copies until its atomic save.
+// mavref convert IN OUT: one network of IN (a weight file in any format, or a model folder) as
+// a safetensors file by Flax names (ref/convert.h), written tensor by tensor.
 static int cmd_convert(const CliArgs *a) {
-    CkFile f;
-    StWriter w;
-    size_t i;
-    int rc = 2;
-    if (ck_open(&f, a->pos[0])) { fprintf(a->err, "mavref convert: %s\n", mv_error()); return 2; }
-    st_writer_init(&w);
-    for (i = 0; i < f.count; i++) {
-        const CkEntry *e = &f.entries[i];
-        Tensor t;
-        if (tensor_alloc(&t, e->ndim, e->shape)) { fprintf(a->err, "mavref convert: %s: tensor '%s': %s\n", a->pos[0], e->name, mv_error()); goto done; }
-        if (ck_read_into(&f, e, t.data) || st_writer_add(&w, e->name, &t, ST_REAL)) {
-            tensor_free(&t);
-            fprintf(a->err, "mavref convert: %s\n", mv_error());
-            goto done;
-        }
-        tensor_free(&t);
-    }
-    if (st_writer_meta(&w, "producer", "mavref convert " REAL_NAME) || st_writer_meta(&w, "source_format", ck_format_name(f.format)) ||
-        st_writer_save(&w, a->pos[1])) {
-        fprintf(a->err, "mavref convert: %s\n", mv_error());
-        goto done;
-    }
-    fprintf(a->out, "wrote %s: %lu tensors from %s (%s)\n", a->pos[1], (unsigned long)f.count, a->pos[0], ck_format_name(f.format));
-    rc = 0;
-done:
-    st_writer_free(&w);
-    ck_close(&f);
-    return rc;
+    ConvertOptions o;
+    ConvertResult r;
+    memset(&o, 0, sizeof o);
+    o.in = a->pos[0];
+    o.out = a->pos[1];
+    o.component = a->component;
+    o.config = a->config;
+    if (strcmp(a->names, "flax") && strcmp(a->names, "stored")) return usage_error(a, "--names must be flax or stored");
+    if (strcmp(a->dtype, "keep") && strcmp(a->dtype, "f32")) return usage_error(a, "--dtype must be keep or f32");
+    if (!strcmp(a->names, "stored") && (a->component || a->config))
+        return usage_error(a, "--names stored writes every tensor as stored: no --component or --config");
+    o.stored_names = !strcmp(a->names, "stored");
+    o.widen = !strcmp(a->dtype, "f32");
+    if (convert_checkpoint(&o, &r)) return r.writing ? fail(a, "") : bad_input(a);
+    fprintf(a->out, "wrote %s: %lu tensors (%s names%s%s) from %s (%s)", a->pos[1], (unsigned long)r.tensors,
+            o.stored_names ? "stored" : "Flax", *r.component ? ", " : "", r.component, r.weights, ck_format_name(r.format));
+    if (r.skipped)
+        fprintf(a->out, "; %lu stored tensor%s left out (buffers%s)", (unsigned long)r.skipped, r.skipped == 1 ? "" : "s",
+                r.ldm ? ", other components" : "");
+    fprintf(a->out, "\n");
+    return 0;
 }
 
 // One tensor of B (expected) against A's of the same name: prints a line, returns 1 on a
@@ -1109,9 +1102,14 @@ static const struct { CliCommand c; CommandFn run; } commands[] = {
     {{"info", CMD_INFO, 1, 1, "FILE", "FILE",
       "      list the tensors of a checkpoint: name, dtype, shape (safetensors: and its metadata).\n"
       "      Reads safetensors, Flax msgpack (flax.serialization) and torch.save zip files.\n"}, cmd_info},
-    {{"convert", CMD_CONVERT, 2, 2, "IN OUT", "IN OUT",
-      "      write every tensor of the checkpoint IN to the safetensors file OUT, same names,\n"
-      "      as " REAL_NAME " (exact widening of float16/bfloat16; integers only when exact)\n"}, cmd_convert},
+    {{"convert", CMD_CONVERT, 2, 2, "IN OUT", "IN OUT [--component unet|unet2d|vae|text_encoder] [--names flax|stored] [--dtype keep|f32]",
+      "      write one network of IN as the safetensors file OUT by mavref's Flax names and layouts,\n"
+      "      exactly the tensors --weights/--unet/--vae/--clip load (the mapping --model applies:\n"
+      "      OIHW -> HWIO, Linear transposed, norm weight -> scale, buffers left out). IN: a weight\n"
+      "      file (safetensors, Flax msgpack, torch.save zip, the single-file LDM checkpoint) or a\n"
+      "      model folder. The dtype is kept as stored unless --dtype f32. Written tensor by tensor\n"
+      "      to OUT.tmp, renamed to OUT when complete.\n"
+      "      Exit status: 0 written, 1 the write failed (or out of memory), 2 bad usage or input.\n"}, cmd_convert},
     {{"compare", CMD_COMPARE, 2, 2, "A B", "A B [--rtol R] [--atol T]",
       "      compare every tensor of A with the tensor of the same name in B (B is the expected\n"
       "      side). Prints max abs error, max relative error, NMSE, rel = max_abs/max|B| and the\n"
