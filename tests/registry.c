@@ -74,6 +74,8 @@ const UnitTest unit_tests[] = {
     {"badinput_unet_inputs", test_bad_unet_inputs},
     {"badinput_clip_ids", test_bad_clip_ids},
     {"badinput_images", test_bad_images},
+    {"badinput_model_generate", test_bad_model_generate},
+    {"badinput_model_train", test_bad_model_train},
     {"badinput_cli_options", test_cli_bad_options},
     {"cli_help", test_cli_help},
     {"cli_dash_text", test_cli_dash_text},
