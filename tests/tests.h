@@ -127,6 +127,8 @@ int test_model_pipeline_toy(void);
 int test_cli_model(void); // test_cli.c
 int test_cli_preview(void); // test_cli.c
 int test_bad_model_generate(void); // test_model_bad.c
+int test_convert_fixtures(void); // test_convert.c
+int test_convert_refusals(void);
 int test_bad_model_train(void);
 
 // test_checkpoint.c (fixtures written by flax and torch: vectors/checkpoint)
