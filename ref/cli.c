@@ -280,6 +280,12 @@ static int generate_load(GenOptions *o, Models *m, Image *hint, Image *mask, Ten
         (!a->model && build_tokenizer(&m->tok, merges_path(a->merges))) ||
         (a->hint && image_read_pnm(hint, a->hint)) || (a->mask && image_read_pnm(mask, a->mask)))
         return MV_ERR;
+    if (a->hint && (hint->width != o->width || hint->height != o->height || hint->channels != 3))
+        return mv_fail("%s: the hint image is %lux%lu %s, the video %lux%lu RGB (--width, --height)", a->hint, (unsigned long)hint->width,
+                       (unsigned long)hint->height, hint->channels == 3 ? "RGB" : "gray", (unsigned long)o->width, (unsigned long)o->height);
+    if (a->mask && (mask->width != o->width || mask->height != o->height || mask->channels != 1))
+        return mv_fail("%s: the mask is %lux%lu %s, it must be %lux%lu gray (a PGM)", a->mask, (unsigned long)mask->width,
+                       (unsigned long)mask->height, mask->channels == 1 ? "gray" : "RGB", (unsigned long)o->width, (unsigned long)o->height);
     if (a->noise) {
         size_t factor = (size_t)1 << (m->vae.n_blocks - 1), shape[5];
         shape[0] = 1; shape[1] = 4; shape[2] = o->frames; shape[3] = o->height / factor; shape[4] = o->width / factor;
@@ -411,7 +417,8 @@ static int cmd_generate(const CliArgs *a) {
         params_init(&m.unet_p); params_init(&m.vae_p); params_init(&m.clip_p);
         rc = generate_load(&o, &m, &hint, &mask, &noise, a);
     }
-    if (rc) { rc = bad_input(a); goto out; } // every input is read before anything is computed or written
+    // every input is read and checked against the others before anything is computed or written
+    if (rc || pipeline_check(&o, &m)) { rc = bad_input(a); goto out; }
     if (a->preview) {
         ps.a = a; ps.o = &o;
         o.preview = write_preview;

@@ -252,6 +252,26 @@ int test_bad_model_generate(void) {
     cli_run(&r, "generate", "--model", ROOT "/no-such-model", "--out", OUT, GEN_ARGS, (char *)NULL);
     fails += expect_refused("no such folder", &r, "generate", ROOT "/no-such-model", NULL, NULL);
 #undef CASE
+    // a hint image of another size than the video, and --width that the model cannot take:
+    // checked before any work (pipeline_check)
+    {
+        static const unsigned char ppm[] = "P6\n16 16\n255\n";
+        FILE *fp = fopen(ROOT "/hint.ppm", "wb");
+        int k;
+        if (fp) {
+            fwrite(ppm, 1, sizeof ppm - 1, fp);
+            for (k = 0; k < 16 * 16 * 3; k++) fputc(k & 255, fp);
+            fclose(fp);
+        }
+        fails += write_text(OUT ".gif", "previous contents\n");
+        cli_run(&r, "generate", "--model", MODEL, "--hint", ROOT "/hint.ppm", "--out", OUT, GEN_ARGS, (char *)NULL);
+        fails += expect_refused("hint image of another size", &r, "generate", ROOT "/hint.ppm", "16x16", OUT ".gif");
+        remove(ROOT "/hint.ppm");
+        fails += write_text(OUT ".gif", "previous contents\n");
+        cli_run(&r, "generate", "--model", MODEL, "--hint-model", "vectors/model/sd15", "--out", OUT, "--prompt", "a cat", "--frames", "2",
+                "--height", "32", "--width", "34", "--steps", "1", "--quiet", (char *)NULL);
+        fails += expect_refused("width not a multiple", &r, "generate", "multiples of", "34", OUT ".gif");
+    }
     // --hint-model: the single-file checkpoint truncated (the model folder is good)
     fails += copy_file("vectors/model/sd15.safetensors", ROOT "/sd15.safetensors", file_size("vectors/model/sd15.safetensors") / 2);
     fails += write_text(OUT ".gif", "previous contents\n");
