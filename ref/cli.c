@@ -1202,7 +1202,10 @@ static const char *trailer =
     "the options, so a TEXT or PROMPT that begins with '-' follows it.\n"
     "The CLIP merges file defaults to $MAVREF_MERGES, else vectors/clip/clip_merges.txt.\n"
     "MAVREF_THREADS=N sets the thread count (default: the cores; results are bit-identical for\n"
-    "any N); MAVREF_REFERENCE=1 runs the plain loops instead of the matrix-product fast path.\n";
+    "any N); MAVREF_REFERENCE=1 runs the plain loops instead of the matrix-product fast path.\n"
+    "Exit status: 0 success; 1 a failure while running (a write failed, out of memory; compare:\n"
+    "a mismatch); 2 bad usage or bad input (a file that cannot be read, is malformed or does not\n"
+    "fit the model): every input is read and checked first, so then nothing is written.\n";
 
 const CliCommand *mavref_command(size_t i) { return i < N_COMMANDS ? &commands[i].c : NULL; }
 
