@@ -33,8 +33,9 @@ static const char *expected_dtype(const StFile *ex, const char *name, char *buf,
     return NULL;
 }
 
-// One fixture: every expected tensor read both ways (ck_read_f64 exactly, ck_read_into as the
-// build's reals), and the same count of tensors in the file.
+// One fixture: every expected tensor read three ways (ck_read_f64 exactly, ck_read_into as the
+// build's reals, ck_read_raw as the stored little-endian bytes), and the same count of
+// tensors in the file.
 static int check_fixture(const char *file, CkFormat fmt) {
     char path[256], epath[300], key[300];
     CkFile f;
@@ -53,6 +54,7 @@ static int check_fixture(const char *file, CkFormat fmt) {
         const char *dt;
         double *want = NULL, *got = NULL;
         real *gotr = NULL;
+        unsigned char *raw = NULL;
         size_t j, bad = 0;
         int k;
         dt = expected_dtype(&ex, x->name, key, sizeof key);
@@ -65,17 +67,19 @@ static int check_fixture(const char *file, CkFormat fmt) {
         want = (double *)calloc(x->numel + 1, sizeof(double));
         got = (double *)calloc(x->numel + 1, sizeof(double));
         gotr = (real *)calloc(x->numel + 1, sizeof(real));
-        if (!want || !got || !gotr) { fails++; goto next; }
-        if (st_read_f64(&ex, x, want) || ck_read_f64(&f, e, got) || ck_read_into(&f, e, gotr)) { harness_failf(file, "%s", mv_error()); fails++; goto next; }
+        raw = (unsigned char *)calloc(x->numel + 1, st_dtype_size(e->dtype));
+        if (!want || !got || !gotr || !raw) { fails++; goto next; }
+        if (st_read_f64(&ex, x, want) || ck_read_f64(&f, e, got) || ck_read_into(&f, e, gotr) || ck_read_raw(&f, e, raw)) { harness_failf(file, "%s", mv_error()); fails++; goto next; }
         for (j = 0; j < x->numel; j++) {
-            if (!same_double(got[j], want[j]) || !same_real(gotr[j], (real)want[j])) {
+            if (!same_double(got[j], want[j]) || !same_real(gotr[j], (real)want[j]) ||
+                !same_double(st_decode(raw + j * st_dtype_size(e->dtype), e->dtype), want[j])) {
                 if (!bad) harness_failf(file, "'%s'[%lu]: got %.17g (as real %.9g), the library holds %.17g", x->name, (unsigned long)j, got[j], (double)gotr[j], want[j]);
                 bad++;
             }
         }
         fails += bad != 0;
     next:
-        free(want); free(got); free(gotr);
+        free(want); free(got); free(gotr); free(raw);
     }
     st_close(&ex);
     ck_close(&f);
