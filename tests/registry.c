@@ -77,6 +77,7 @@ const UnitTest unit_tests[] = {
     {"badinput_images", test_bad_images},
     {"badinput_model_generate", test_bad_model_generate},
     {"badinput_model_train", test_bad_model_train},
+    {"badinput_weights_cli", test_bad_weights_cli},
     {"badinput_convert", test_convert_refusals},
     {"badinput_cli_options", test_cli_bad_options},
     {"cli_help", test_cli_help},

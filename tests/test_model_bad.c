@@ -23,8 +23,9 @@
 #define STR(x) STR2(x)
 #define ROOT "build/model-bad-f" STR(MAVREF_PRECISION)
 #define MODEL ROOT "/makeavid"
-#define OUT ROOT "/out"       // generate's PREFIX, train's P, convert's OUT and encode-text's OUT stem
+#define OUT ROOT "-out"       // generate's PREFIX, train's P, convert's OUT and encode-text's OUT stem
 #define SRC "vectors/model/makeavid"
+#define MD_UNET_CONFIG SRC "/unet/config.json"
 #define FAIL(...) (harness_failf(__VA_ARGS__), 1) // print a FAIL line, count 1
 
 static const char *const subdirs[] = {"unet", "vae", "text_encoder", "tokenizer", "scheduler", NULL};
@@ -391,5 +392,39 @@ int test_bad_model_train(void) {
 #else
     fails += EXPECT(1, "needs POSIX mkdir");
 #endif
+    return fails;
+}
+
+// Weight files given one by one (--unet/--vae/--clip, --weights, --resume): the same refusals.
+int test_bad_weights_cli(void) {
+    const char *cut = "build/model-bad-f" STR(MAVREF_PRECISION) "-cut.safetensors";
+    const char *small = MD_UNET_CONFIG;
+    CliRun r;
+    int fails = 0;
+    clear_outputs();
+    fails += copy_file("vectors/model/expected/makeavid_unet.safetensors", cut, 5000);
+    fails += write_text(OUT ".gif", "previous contents\n");
+    cli_run(&r, "generate", "--unet", cut, "--unet-config", small, "--vae-seed", "1", "--clip-seed", "1", "--out", OUT, GEN_ARGS, (char *)NULL);
+    fails += expect_refused("generate --unet truncated", &r, "generate", cut, "truncated", OUT ".gif");
+    cli_run(&r, "generate", "--unet", "vectors/model/expected/makeavid_vae.safetensors", "--unet-config", small, "--vae-seed", "1",
+            "--clip-seed", "1", "--out", OUT, GEN_ARGS, (char *)NULL);
+    fails += expect_refused("generate --unet of the VAE", &r, "generate", "makeavid_vae.safetensors", "missing parameter", NULL);
+    fails += write_text(OUT, "previous contents\n");
+    cli_run(&r, "encode-text", "--weights", cut, "--out", OUT, "a cat", (char *)NULL);
+    fails += expect_refused("encode-text --weights truncated", &r, "encode-text", cut, NULL, OUT);
+    cli_run(&r, "unet", "--weights", cut, "--config", small, "--inputs", cut, "--out", OUT, (char *)NULL);
+    fails += expect_refused("unet --inputs truncated", &r, "unet", cut, NULL, NULL);
+    fails += write_text(OUT ".params.safetensors", "previous contents\n");
+    cli_run(&r, "train-vae", "--weights", cut, "--vae-channels", "32,32", "--vae-layers", "1", "--data", cut, "--steps", "1", "--out", OUT,
+            (char *)NULL);
+    fails += expect_refused("train-vae --weights truncated", &r, "train-vae", cut, NULL, OUT ".params.safetensors");
+    cli_run(&r, "train-vae", "--resume", ROOT "-no-such-run", "--vae-channels", "32,32", "--vae-layers", "1", "--data", cut, "--steps", "1",
+            "--out", OUT, (char *)NULL);
+    fails += expect_refused("train-vae --resume missing", &r, "train-vae", ROOT "-no-such-run.params.safetensors", NULL, NULL);
+    cli_run(&r, "convert", cut, OUT, (char *)NULL);
+    fails += expect_refused("convert truncated", &r, "convert", cut, "truncated", NULL);
+    cli_run(&r, "info", cut, (char *)NULL);
+    fails += EXPECT(r.rc == 2 && strstr(r.err, cut), "info truncated: exit %d: %s", r.rc, r.err);
+    remove(cut);
     return fails;
 }

@@ -130,6 +130,7 @@ int test_bad_model_generate(void); // test_model_bad.c
 int test_convert_fixtures(void); // test_convert.c
 int test_convert_refusals(void);
 int test_bad_model_train(void);
+int test_bad_weights_cli(void);
 
 // test_checkpoint.c (fixtures written by flax and torch: vectors/checkpoint)
 int test_ckpt_msgpack_fixtures(void);
