@@ -131,16 +131,18 @@ static int write_stream(const ConvertOptions *o, ConvertResult *r, const CkFile 
                         const CkmLayout *const *lay, size_t n) {
     StStream s;
     unsigned char *raw = NULL, *perm = NULL, *wide = NULL;
-    size_t k, most = 1;
+    size_t k, most = 1, most_perm = 1, most_wide = 1;
     int rc = MV_ERR;
-    for (k = 0; k < n; k++) { // the largest tensor, in bytes (ck_open has checked the sizes)
+    for (k = 0; k < n; k++) { // the largest tensor of each buffer, in bytes (ck_open has checked the sizes)
         const CkEntry *e = &f->entries[src[k]];
-        size_t b = e->numel * (st_dtype_size(e->dtype) > 4 ? st_dtype_size(e->dtype) : 4);
+        size_t b = e->numel * st_dtype_size(e->dtype);
         if (b > most) most = b;
+        if (lay && lay[k] && !lay[k]->identity && b > most_perm) most_perm = b;
+        if (out_dtype(e->dtype, o->widen) != e->dtype && 4 * e->numel > most_wide) most_wide = 4 * e->numel;
     }
     raw = (unsigned char *)mv_malloc(most, "convert buffer");
-    perm = (unsigned char *)mv_malloc(most, "convert buffer");
-    wide = (unsigned char *)mv_malloc(most, "convert buffer");
+    perm = (unsigned char *)mv_malloc(most_perm, "convert buffer");
+    wide = (unsigned char *)mv_malloc(most_wide, "convert buffer");
     if (!raw || !perm || !wide) goto done;
     if (st_stream_begin(&s, w, o->out)) { r->writing = 1; goto done; }
     for (k = 0; k < n; k++) {
