@@ -26,6 +26,7 @@ const UnitTest unit_tests[] = {
     {"ckpt_torch_fixtures", test_ckpt_torch_fixtures},
     {"ckpt_pickle_refusals", test_ckpt_pickle_refusals},
     {"ckpt_int_exactness", test_ckpt_int_exactness},
+    {"ckpt_torch_big_endian", test_ckpt_torch_big_endian},
     {"ckpt_beyond_4gb", test_ckpt_beyond_4gb},
     {"tokenizer_utf8", test_tokenizer_utf8},
     {"tokenizer_limits", test_tokenizer_limits},

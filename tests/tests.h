@@ -138,6 +138,7 @@ int test_ckpt_safetensors(void);
 int test_ckpt_torch_fixtures(void);
 int test_ckpt_pickle_refusals(void);
 int test_ckpt_int_exactness(void);
+int test_ckpt_torch_big_endian(void);
 int test_ckpt_beyond_4gb(void);
 int test_bad_ckpt_truncated_corrupt(void);
 int test_bad_ckpt_msgpack(void);
