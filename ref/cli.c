@@ -90,8 +90,8 @@ static int cmd_convert(const CliArgs *a) {
     o.config = a->config;
     if (strcmp(a->names, "flax") && strcmp(a->names, "stored")) return usage_error(a, "--names must be flax or stored");
     if (strcmp(a->dtype, "keep") && strcmp(a->dtype, "f32")) return usage_error(a, "--dtype must be keep or f32");
-    if (!strcmp(a->names, "stored") && (a->component || a->config))
-        return usage_error(a, "--names stored writes every tensor as stored: no --component or --config");
+    if (!strcmp(a->names, "stored") && a->config)
+        return usage_error(a, "--names stored writes every tensor as stored: no --config (--component only picks a folder's file)");
     o.stored_names = !strcmp(a->names, "stored");
     o.widen = !strcmp(a->dtype, "f32");
     if (convert_checkpoint(&o, &r)) return r.writing ? fail(a, "") : bad_input(a);

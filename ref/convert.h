@@ -26,7 +26,8 @@ typedef struct {
                            // "unet2d", "vae", "text_encoder"; NULL: inferred from the names
     const char *config;    // the component's config.json; NULL: DIR/<component>/config.json for
                            // a folder, config.json beside a file, else the published model's
-    int stored_names;      // 1: every tensor with its stored name, shape and layout (no mapping)
+    int stored_names;      // 1: every tensor with its stored name, shape and layout (no mapping;
+                           // component only picks a folder's weight file)
     int widen;             // 1: float16 and bfloat16 written as float32 (exact); other dtypes kept
 } ConvertOptions;
 
