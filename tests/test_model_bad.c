@@ -28,6 +28,7 @@
 #define MD_UNET_CONFIG SRC "/unet/config.json"
 #define FAIL(...) (harness_failf(__VA_ARGS__), 1) // print a FAIL line, count 1
 
+#ifdef HAVE_POSIX
 static const char *const subdirs[] = {"unet", "vae", "text_encoder", "tokenizer", "scheduler", NULL};
 static const char *const files[] = {
     "model_index.json", "unet/config.json", "unet/diffusion_flax_model.msgpack", "unet/diffusion_pytorch_model.bin",
@@ -36,11 +37,13 @@ static const char *const files[] = {
     "tokenizer/tokenizer_config.json", "tokenizer/special_tokens_map.json", "scheduler/scheduler_config.json", NULL};
 // files a case may add to the copy (removed with it)
 static const char *const extra[] = {"vae/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors", NULL};
+#endif
 // every output a command of these tests could write, beside OUT
 static const char *const outputs[] = {".gif", ".y4m", "_latents.safetensors", "_latents.safetensors.tmp", ".gif.tmp", ".y4m.tmp",
                                       ".params.safetensors", ".opt.safetensors", ".params.safetensors.tmp",
                                       ".opt.safetensors.tmp", ".safetensors", ".safetensors.tmp", ".tmp", NULL};
 
+#ifdef HAVE_POSIX
 static long file_size(const char *path) {
     FILE *fp = fopen(path, "rb");
     long n;
@@ -49,6 +52,7 @@ static long file_size(const char *path) {
     fclose(fp);
     return n;
 }
+#endif
 
 // Copy the first `keep` bytes of src to dst (keep < 0: all of it).
 static int copy_file(const char *src, const char *dst, long keep) {
@@ -293,6 +297,7 @@ int test_bad_model_generate(void) {
     return fails;
 }
 
+#ifdef HAVE_POSIX
 // A data file for train at the fixture's size: latents.0 (2,4,8,8) and context.0 (5,8).
 static int write_train_data(const char *path) {
     StWriter w;
@@ -327,6 +332,7 @@ static int write_unet_inputs(const char *path) {
     tensor_free(&x); tensor_free(&t); tensor_free(&c);
     return rc ? 1 : 0;
 }
+#endif
 
 // train --model, --resume, --weights; encode-text, unet, tokenize --model: the same refusals.
 int test_bad_model_train(void) {
