@@ -141,8 +141,9 @@ static int one_case(const ConvertCase *c) {
     if (fails) return fails;
     // values: loaded by Flax names, they are the loader's and the Flax libraries', bit for bit
     // (a folder: the weight file --model picks)
-    if (ends_with(c->in, ".bin") || ends_with(c->in, ".safetensors") || ends_with(c->in, ".msgpack")) snprintf(w, sizeof w, "%s", c->in);
-    else if (md_weights_path(w, sizeof w, c->in, c->table == 'c' ? "text_encoder" : c->table == 'v' ? "vae" : "unet")) return EXPECT(0, "%s", mv_error());
+    if (ends_with(c->in, ".bin") || ends_with(c->in, ".safetensors") || ends_with(c->in, ".msgpack")) {
+        if ((size_t)snprintf(w, sizeof w, "%s", c->in) >= sizeof w) return EXPECT(0, "%s: path too long", c->what);
+    } else if (md_weights_path(w, sizeof w, c->in, c->table == 'c' ? "text_encoder" : c->table == 'v' ? "vae" : "unet")) return EXPECT(0, "%s", mv_error());
     params_init(&direct);
     if (declare(&got, c, 1, &layers, &blocks) || params_load(&got, OUT, 0)) {
         fails += EXPECT(0, "%s: the converted file does not load by Flax names: %s", c->what, mv_error());
