@@ -456,6 +456,9 @@ int ckm_load(ParamTable *pt, const CkmSource *src, const CkmOptions *opt) {
     size_t scratch_n = 0, i;
     int rc = MV_ERR;
     if (ckm_plan(&plan, pt, src, opt)) return MV_ERR;
+    // a table only declared is allocated now that the file is known to fit it: a wrong
+    // checkpoint is refused before gigabytes are allocated for it
+    if (!pt->arena && params_alloc(pt)) goto done;
     for (i = 0; i < src->count; i++) { // in the file's order: one pass over it
         const CkmTensor *t = &src->t[i];
         const CkmLayout *lay = &plan.layout[i];

@@ -64,7 +64,8 @@ typedef struct {
     int (*read)(void *ctx, size_t i, real *dst); // (t[i].numel) stored layout
 } CkmSource;
 
-// Load every parameter of pt from src through the mapping: each tensor is read into the arena
+// Load every parameter of pt from src through the mapping (pt declared; allocated here if it is
+// not yet, after the mapping was checked, so that a wrong file costs no memory): each tensor is read into the arena
 // view directly when the layout is the identity, else through one scratch buffer of its size
 // and permuted into the view (the arena is never held twice). A parameter no tensor maps to,
 // two tensors mapping to one parameter, or (unless allow_extra) a tensor that maps to no
