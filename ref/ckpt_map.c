@@ -205,6 +205,50 @@ found:
 }
 
 // ---------------------------------------------------------------------------------------
+// The other direction: mavref's Flax names -> PyTorch names (mavref convert --names torch).
+
+int ckm_torch_name(char *out, size_t cap, CkmLayout *layout, const Param *p, CkmFamily fam, int strip_spatial) {
+    // diffusers' ModuleLists and Sequentials: the Flax "word_N" that was PyTorch's "word.N"
+    static const char *const lists[] = {"down_blocks", "up_blocks", "resnets", "attentions", "transformer_blocks",
+                                        "downsamplers", "upsamplers", "to_out", "net", NULL};
+    const char *s = p->name, *leaf = strrchr(p->name, '.');
+    size_t o = 0;
+    int i;
+    leaf = leaf ? leaf + 1 : p->name;
+    out[0] = '\0';
+    while (*s) {
+        const char *e = strchr(s, '.');
+        size_t n = e ? (size_t)(e - s) : strlen(s), w = n;
+        int k, is_list = 0;
+        if (s == leaf) break; // the leaf is renamed below
+        if (strip_spatial && n == 12 && !strncmp(s, "spatial_conv", 12)) { s = e ? e + 1 : s + n; continue; }
+        while (w > 0 && s[w - 1] >= '0' && s[w - 1] <= '9') w--; // "down_blocks_0": w at the digits
+        if (fam == CKM_DIFFUSERS && w > 1 && w < n && s[w - 1] == '_')
+            for (k = 0; lists[k] && !is_list; k++) is_list = strlen(lists[k]) == w - 1 && !strncmp(s, lists[k], w - 1);
+        if (o + n + 2 >= cap) return mv_fail("parameter name '%s' is too long", p->name);
+        memcpy(out + o, s, n);
+        if (is_list) out[o + w - 1] = '.';
+        o += n;
+        out[o++] = '.';
+        s = e ? e + 1 : s + n;
+    }
+    // the leaf: kernel, scale, embedding -> weight (kernels in PyTorch's layout); bias as it is
+    if (o + 8 >= cap) return mv_fail("parameter name '%s' is too long", p->name);
+    strcpy(out + o, !strcmp(leaf, "kernel") || !strcmp(leaf, "scale") || !strcmp(leaf, "embedding") ? "weight" : leaf);
+    layout->ndim = p->t.ndim;
+    layout->identity = 1;
+    for (i = 0; i < p->t.ndim; i++) layout->perm[i] = i;
+    if (!strcmp(leaf, "kernel") && p->t.ndim == 4) { // (H,W,I,O) -> (O,I,H,W)
+        layout->perm[0] = 3; layout->perm[1] = 2; layout->perm[2] = 0; layout->perm[3] = 1;
+        layout->identity = 0;
+    } else if (!strcmp(leaf, "kernel") && p->t.ndim >= 2) { // Linear (I,O) -> (O,I); temporal (3,I,O) -> (O,I,3)
+        for (i = 0; i < p->t.ndim; i++) layout->perm[i] = p->t.ndim - 1 - i;
+        layout->identity = 0;
+    }
+    return MV_OK;
+}
+
+// ---------------------------------------------------------------------------------------
 // LDM single-file names -> diffusers names.
 
 // Parse "<digits>." at *s; advance past it.

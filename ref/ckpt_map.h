@@ -40,6 +40,15 @@ typedef struct {
 int ckm_map(char *flax, size_t cap, CkmLayout *layout, const ParamTable *pt, CkmFamily fam,
             const char *stored, int ndim, const size_t *shape, const char *path);
 
+// The other direction, for mavref convert --names torch: the PyTorch name of parameter p
+// (diffusers: "down_blocks_0" -> "down_blocks.0" for its ModuleLists and Sequentials; every
+// family: kernel, scale, embedding -> weight; strip_spatial: SD 1.5's 2-D UNet has no
+// "spatial_conv" level) and the layout that takes the Flax tensor to PyTorch's (Flax HWIO ->
+// OIHW, other kernels' axes reversed). The VAE attention keeps the names query/key/value/
+// proj_attn, as diffusers 0.16 (upstream's) writes them; transformers' CLIP names need only the
+// leaf. Loading the result maps it back to p exactly.
+int ckm_torch_name(char *out, size_t cap, CkmLayout *layout, const Param *p, CkmFamily fam, int strip_spatial);
+
 // Rewrite an LDM single-file name to its diffusers name (UNet, VAE or CLIP, as
 // scripts/convert_original_stable_diffusion_to_diffusers.py does). Returns 1 with the
 // component ('u' UNet, 'v' VAE, 'c' CLIP) and the name; 0 for a name of no component

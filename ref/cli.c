@@ -88,15 +88,18 @@ static int cmd_convert(const CliArgs *a) {
     o.out = a->pos[1];
     o.component = a->component;
     o.config = a->config;
-    if (strcmp(a->names, "flax") && strcmp(a->names, "stored")) return usage_error(a, "--names must be flax or stored");
+    if (strcmp(a->names, "flax") && strcmp(a->names, "stored") && strcmp(a->names, "torch"))
+        return usage_error(a, "--names must be flax, torch or stored");
     if (strcmp(a->dtype, "keep") && strcmp(a->dtype, "f32")) return usage_error(a, "--dtype must be keep or f32");
     if (!strcmp(a->names, "stored") && a->config)
         return usage_error(a, "--names stored writes every tensor as stored: no --config (--component only picks a folder's file)");
     o.stored_names = !strcmp(a->names, "stored");
+    o.torch_names = !strcmp(a->names, "torch");
     o.widen = !strcmp(a->dtype, "f32");
     if (convert_checkpoint(&o, &r)) return r.writing ? fail(a, "") : bad_input(a);
     fprintf(a->out, "wrote %s: %lu tensors (%s names%s%s) from %s (%s)", a->pos[1], (unsigned long)r.tensors,
-            o.stored_names ? "stored" : "Flax", *r.component ? ", " : "", r.component, r.weights, ck_format_name(r.format));
+            o.stored_names ? "stored" : o.torch_names ? "PyTorch" : "Flax", *r.component ? ", " : "", r.component, r.weights,
+            ck_format_name(r.format));
     if (r.skipped)
         fprintf(a->out, "; %lu stored tensor%s left out (buffers%s)", (unsigned long)r.skipped, r.skipped == 1 ? "" : "s",
                 r.ldm ? ", other components" : "");
@@ -1109,13 +1112,14 @@ static const struct { CliCommand c; CommandFn run; } commands[] = {
     {{"info", CMD_INFO, 1, 1, "FILE", "FILE",
       "      list the tensors of a checkpoint: name, dtype, shape (safetensors: and its metadata).\n"
       "      Reads safetensors, Flax msgpack (flax.serialization) and torch.save zip files.\n"}, cmd_info},
-    {{"convert", CMD_CONVERT, 2, 2, "IN OUT", "IN OUT [--component unet|unet2d|vae|text_encoder] [--names flax|stored] [--dtype keep|f32]",
+    {{"convert", CMD_CONVERT, 2, 2, "IN OUT", "IN OUT [--component unet|unet2d|vae|text_encoder] [--names flax|torch|stored] [--dtype keep|f32]",
       "      write one network of IN as the safetensors file OUT by mavref's Flax names and layouts,\n"
       "      exactly the tensors --weights/--unet/--vae/--clip load (the mapping --model applies:\n"
       "      OIHW -> HWIO, Linear transposed, norm weight -> scale, buffers left out). IN: a weight\n"
       "      file (safetensors, Flax msgpack, torch.save zip, the single-file LDM checkpoint) or a\n"
       "      model folder. The dtype is kept as stored unless --dtype f32. Written tensor by tensor\n"
-      "      to OUT.tmp, renamed to OUT when complete.\n"
+      "      to OUT.tmp, renamed to OUT when complete. --names torch: the other direction, the\n"
+      "      same parameters by their PyTorch (diffusers/transformers) names and layouts.\n"
       "      Exit status: 0 written, 1 the write failed (or out of memory), 2 bad usage or input.\n"}, cmd_convert},
     {{"compare", CMD_COMPARE, 2, 2, "A B", "A B [--rtol R] [--atol T]",
       "      compare every tensor of A with the tensor of the same name in B (B is the expected\n"

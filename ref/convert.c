@@ -121,7 +121,7 @@ static int declare_component(ParamTable *pt, CkmOptions *mo, const char *comp, c
 static int add_meta(StWriter *w, const ConvertResult *r, const ConvertOptions *o) {
     return st_writer_meta(w, "producer", "mavref convert") || st_writer_meta(w, "source", r->weights) ||
            st_writer_meta(w, "source_format", ck_format_name(r->format)) ||
-           st_writer_meta(w, "names", o->stored_names ? "stored" : "flax") ||
+           st_writer_meta(w, "names", o->stored_names ? "stored" : o->torch_names ? "torch" : "flax") ||
            (*r->component && st_writer_meta(w, "component", r->component));
 }
 
@@ -194,7 +194,8 @@ done:
     return rc;
 }
 
-// --names flax: the component's parameters by Flax name, in the table's order.
+// --names flax: the component's parameters by Flax name, in the table's order; --names torch:
+// the same parameters by their PyTorch names and in PyTorch's layouts.
 static int convert_flax(const ConvertOptions *o, ConvertResult *r, CkmFile *cf) {
     const CkFile *f = &cf->f;
     ParamTable pt;
@@ -202,6 +203,7 @@ static int convert_flax(const ConvertOptions *o, ConvertResult *r, CkmFile *cf) 
     CkmPlan plan;
     StWriter w;
     const CkmLayout **lay = NULL;
+    CkmLayout *torch = NULL; // (pt.count) stored -> PyTorch layouts, --names torch
     size_t k;
     int rc = MV_ERR;
     memset(&plan, 0, sizeof plan);
@@ -227,17 +229,39 @@ static int convert_flax(const ConvertOptions *o, ConvertResult *r, CkmFile *cf) 
     }
     if (declare_component(&pt, &mo, r->component, r->config, r->ldm) || ckm_plan(&plan, &pt, &cf->src, &mo)) goto done;
     lay = (const CkmLayout **)mv_calloc(pt.count ? pt.count : 1, sizeof *lay, "layouts");
-    if (!lay) goto done;
+    torch = (CkmLayout *)mv_calloc(pt.count ? pt.count : 1, sizeof *torch, "layouts");
+    if (!lay || !torch) goto done;
     for (k = 0; k < pt.count; k++) {
         const CkEntry *e = &f->entries[plan.source[k]];
+        const Param *p = &pt.p[k];
         lay[k] = &plan.layout[plan.source[k]];
-        if (st_writer_declare(&w, pt.p[k].name, out_dtype(e->dtype, o->widen), pt.p[k].t.ndim, pt.p[k].t.shape)) goto done;
+        if (o->torch_names) {
+            // stored -> Flax (the plan), then Flax -> PyTorch: PyTorch axis j is Flax axis
+            // t.perm[j], which is stored axis lay.perm[t.perm[j]]
+            char name[512];
+            size_t shape[MV_MAXDIM];
+            CkmLayout t;
+            int j;
+            if (ckm_torch_name(name, sizeof name, &t, p, mo.family, !strcmp(r->component, "unet2d"))) goto done;
+            torch[k].ndim = t.ndim;
+            torch[k].identity = 1;
+            for (j = 0; j < t.ndim; j++) {
+                torch[k].perm[j] = lay[k]->perm[t.perm[j]];
+                torch[k].identity &= torch[k].perm[j] == j;
+                shape[j] = p->t.shape[t.perm[j]];
+            }
+            lay[k] = &torch[k];
+            if (st_writer_declare(&w, name, out_dtype(e->dtype, o->widen), t.ndim, shape)) goto done;
+        } else if (st_writer_declare(&w, p->name, out_dtype(e->dtype, o->widen), p->t.ndim, p->t.shape)) {
+            goto done;
+        }
     }
     r->skipped = f->count - pt.count;
     if (add_meta(&w, r, o)) goto done;
     rc = write_stream(o, r, f, &w, plan.source, lay, pt.count);
 done:
     free((void *)lay);
+    free(torch);
     ckm_plan_free(&plan);
     st_writer_free(&w);
     free_params(&pt);

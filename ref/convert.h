@@ -28,6 +28,8 @@ typedef struct {
                            // a folder, config.json beside a file, else the published model's
     int stored_names;      // 1: every tensor with its stored name, shape and layout (no mapping;
                            // component only picks a folder's weight file)
+    int torch_names;       // 1: the network's parameters by their PyTorch (diffusers, transformers)
+                           // names and in PyTorch's layouts (ckm_torch_name): the other direction
     int widen;             // 1: float16 and bfloat16 written as float32 (exact); other dtypes kept
 } ConvertOptions;
 

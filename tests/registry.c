@@ -21,6 +21,7 @@ const UnitTest unit_tests[] = {
     {"cli_preview", test_cli_preview},
     {"model_pipeline_toy", test_model_pipeline_toy},
     {"convert_fixtures", test_convert_fixtures},
+    {"convert_torch_names", test_convert_torch_names},
     {"ckpt_msgpack_fixtures", test_ckpt_msgpack_fixtures},
     {"ckpt_safetensors", test_ckpt_safetensors},
     {"ckpt_torch_fixtures", test_ckpt_torch_fixtures},

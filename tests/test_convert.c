@@ -222,8 +222,8 @@ int test_convert_refusals(void) {
     fails += refused("an unknown component", &r, 2, "--component");
     cli_run(&r, "convert", MD "/makeavid/vae/diffusion_pytorch_model.bin", OUT, "--dtype", "f64", (char *)NULL);
     fails += refused("--dtype f64", &r, 2, "--dtype");
-    cli_run(&r, "convert", MD "/makeavid/vae/diffusion_pytorch_model.bin", OUT, "--names", "torch", (char *)NULL);
-    fails += refused("--names torch", &r, 2, "--names");
+    cli_run(&r, "convert", MD "/makeavid/vae/diffusion_pytorch_model.bin", OUT, "--names", "pytorch", (char *)NULL);
+    fails += refused("--names pytorch", &r, 2, "--names");
     cli_run(&r, "convert", MD "/no-such-file.bin", OUT, (char *)NULL);
     fails += refused("a missing input", &r, 2, "no-such-file.bin");
     {   // a truncated .bin: the zip's directory is gone
@@ -260,6 +260,67 @@ int test_convert_refusals(void) {
             ck_close(&out);
         } else fails += EXPECT(0, "%s", mv_error());
         ck_close(&src);
+    }
+    remove(OUT);
+    return fails;
+}
+
+// --names torch, the other direction: the network by its PyTorch names and layouts equals the
+// published PyTorch file tensor for tensor (names, dtypes, shapes, values), whatever format it
+// was converted from; only buffers (position_ids) are left out.
+int test_convert_torch_names(void) {
+    static const struct { const char *what, *in, *component, *config, *reference; } t[] = {
+        {"makeavid unet msgpack -> PyTorch", MD "/makeavid/unet/diffusion_flax_model.msgpack", NULL, NULL,
+         MD "/makeavid/unet/diffusion_pytorch_model.bin"},
+        {"makeavid vae .bin -> PyTorch", MD "/makeavid/vae/diffusion_pytorch_model.bin", NULL, NULL, MD "/makeavid/vae/diffusion_pytorch_model.bin"},
+        {"makeavid text_encoder .bin -> PyTorch", MD "/makeavid", "text_encoder", NULL, MD "/makeavid/text_encoder/pytorch_model.bin"},
+        {"sd15 flax unet bf16 -> PyTorch", MD "/sd15-flax", "unet", NULL, MD "/sd15-flax/unet/diffusion_flax_model.msgpack"},
+        {"sd15 single-file unet -> PyTorch", MD "/sd15.safetensors", "unet", MD "/sd15/unet/config.json",
+         MD "/sd15/unet/diffusion_pytorch_model.fp16.safetensors"},
+        {"sd15 single-file text_encoder -> PyTorch", MD "/sd15.safetensors", "text_encoder", MD "/sd15/text_encoder/config.json",
+         MD "/sd15/text_encoder/model.fp16.safetensors"},
+    };
+    size_t i, k;
+    int fails = 0;
+    for (i = 0; i < sizeof t / sizeof t[0]; i++) {
+        CliRun r;
+        CkFile got, ref;
+        size_t buffers = 0;
+        remove(OUT);
+        if (t[i].config) cli_run(&r, "convert", t[i].in, OUT, "--names", "torch", "--component", t[i].component, "--config", t[i].config, (char *)NULL);
+        else if (t[i].component) cli_run(&r, "convert", t[i].in, OUT, "--names", "torch", "--component", t[i].component, (char *)NULL);
+        else cli_run(&r, "convert", t[i].in, OUT, "--names", "torch", (char *)NULL);
+        if (r.rc != 0) { fails += EXPECT(0, "%s: exit %d: %s", t[i].what, r.rc, r.err); continue; }
+        if (ck_open(&got, OUT)) { fails += EXPECT(0, "%s: %s", t[i].what, mv_error()); continue; }
+        if (ck_open(&ref, t[i].reference)) { fails += EXPECT(0, "%s: %s", t[i].what, mv_error()); ck_close(&got); continue; }
+        if (ends_with(t[i].reference, ".msgpack")) { // the Flax folder: compare with its PyTorch sibling instead
+            ck_close(&ref);
+            if (ck_open(&ref, MD "/sd15/unet/diffusion_pytorch_model.fp16.safetensors")) { fails += EXPECT(0, "%s", mv_error()); ck_close(&got); continue; }
+        }
+        for (k = 0; k < ref.count; k++) {
+            const CkEntry *a = &ref.entries[k], *b = ck_find(&got, a->name);
+            double *x, *y;
+            int d, same;
+            if (ends_with(a->name, "position_ids")) { buffers++; continue; }
+            same = b && b->ndim == a->ndim && b->numel == a->numel;
+            for (d = 0; same && d < a->ndim; d++) same = a->shape[d] == b->shape[d];
+            if (!same) { fails += EXPECT(0, "%s: '%s' missing or of another shape", t[i].what, a->name); break; }
+            // the bf16 Flax folder's values are not the fp16 file's: names and shapes only
+            if (ends_with(t[i].reference, ".msgpack")) continue;
+            fails += EXPECT(b->dtype == a->dtype, "%s: '%s' is %s, the PyTorch file's %s", t[i].what, a->name, st_dtype_name(b->dtype),
+                            st_dtype_name(a->dtype));
+            x = (double *)calloc(a->numel + 1, sizeof(double));
+            y = (double *)calloc(a->numel + 1, sizeof(double));
+            fails += EXPECT(x && y && ck_read_f64(&ref, a, x) == 0 && ck_read_f64(&got, b, y) == 0 && memcmp(x, y, a->numel * sizeof(double)) == 0,
+                            "%s: '%s' differs from the PyTorch file's", t[i].what, a->name);
+            free(x);
+            free(y);
+            if (fails) break;
+        }
+        fails += EXPECT(got.count + buffers == ref.count, "%s: %lu tensors, the PyTorch file has %lu (%lu buffers)", t[i].what,
+                        (unsigned long)got.count, (unsigned long)ref.count, (unsigned long)buffers);
+        ck_close(&ref);
+        ck_close(&got);
     }
     remove(OUT);
     return fails;

@@ -129,6 +129,7 @@ int test_cli_preview(void); // test_cli.c
 int test_bad_model_generate(void); // test_model_bad.c
 int test_convert_fixtures(void); // test_convert.c
 int test_convert_refusals(void);
+int test_convert_torch_names(void);
 int test_bad_model_train(void);
 int test_bad_weights_cli(void);
 
