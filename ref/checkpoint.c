@@ -69,7 +69,7 @@ CkEntry *ck_add_entry(CkFile *f, size_t *cap, const char *name) {
     if (f->count == *cap) {
         size_t ncap = *cap ? *cap * 2 : 64;
         CkEntry *ne = (CkEntry *)realloc(f->entries, ncap * sizeof *ne);
-        if (!ne) { mv_fail("%s: out of memory indexing tensors", f->path); return NULL; }
+        if (!ne) { mv_fail_oom("%s: out of memory indexing tensors", f->path); return NULL; }
         f->entries = ne;
         *cap = ncap;
     }
@@ -443,7 +443,7 @@ static int mp_chunked(MpReader *r, const char *name, uint64_t nkeys) {
                 if (r->f->nsegs == r->segcap) {
                     size_t ncap = r->segcap ? r->segcap * 2 : 16;
                     CkSegment *ns = (CkSegment *)realloc(r->f->segs, ncap * sizeof *ns);
-                    if (!ns) return mv_fail("%s: out of memory indexing chunks", r->f->path);
+                    if (!ns) return mv_fail_oom("%s: out of memory indexing chunks", r->f->path);
                     r->f->segs = ns;
                     r->segcap = ncap;
                 }
@@ -583,7 +583,6 @@ void ck_close(CkFile *f) {
 // ---------------------------------------------------------------------------------------
 // Reading: every format ends as runs of little-endian (or byte-swapped) elements in the file.
 
-typedef struct { real *r; double *d; } CkSink;
 
 // The value at b as a double, or an error when the destination cannot hold it exactly:
 // integers need at most `mant` significant bits (24 for float, 53 for double).
@@ -619,6 +618,10 @@ static int emit(const CkFile *f, const CkEntry *e, const unsigned char *b, size_
         for (k = 0; k < esz; k++) sw[k] = b[esz - 1 - k];
         b = sw;
     }
+    if (s.b) { // raw: the little-endian bytes as they are
+        memcpy(s.b + idx * esz, b, esz);
+        return MV_OK;
+    }
     if (decode_checked(f, e, b, idx, mant, &v)) return MV_ERR;
     if (s.r && e->dtype != ST_F32 && e->dtype != ST_F64 && e->dtype != ST_F16 && e->dtype != ST_BF16 && (double)(real)v != v)
         return mv_fail("%s: tensor '%s': %s value %.17g at element %lu is not exact in " REAL_NAME, f->path, e->name,
@@ -636,7 +639,9 @@ static int read_run(const CkFile *f, const CkEntry *e, uint64_t off, size_t n, s
     while (done < n) {
         size_t k = n - done < per ? n - done : per, j;
         if (fread(buf, esz, k, f->fp) != k) return mv_fail("%s: tensor '%s': read failed (file truncated?)", f->path, e->name);
-        if (!e->big_endian && (e->dtype == ST_F32 || e->dtype == ST_F16 || e->dtype == ST_BF16 || e->dtype == ST_F64)) {
+        if (s.b && !e->big_endian) {
+            memcpy(s.b + (first + done) * esz, buf, k * esz);
+        } else if (!e->big_endian && (e->dtype == ST_F32 || e->dtype == ST_F16 || e->dtype == ST_BF16 || e->dtype == ST_F64)) {
             // floats need no range check: decode the block in one loop (the 4.4 GB UNet is all F32)
             real *r = s.r ? s.r + first + done : NULL;
             double *d = s.d ? s.d + first + done : NULL;
@@ -666,27 +671,28 @@ static int read_entry(const CkFile *f, const CkEntry *e, CkSink s) {
         }
         return MV_OK;
     }
-    if (e->strided) return ck_read_strided(f, e, s.r, s.d);
+    if (e->strided) return ck_read_strided(f, e, s);
     return read_run(f, e, e->offset, e->numel, 0, s);
 }
 
 int ck_read_into(const CkFile *f, const CkEntry *e, real *dst) {
-    CkSink s = {NULL, NULL};
+    CkSink s = {NULL, NULL, NULL};
     s.r = dst;
     return read_entry(f, e, s);
 }
 
 int ck_read_f64(const CkFile *f, const CkEntry *e, double *dst) {
-    CkSink s = {NULL, NULL};
+    CkSink s = {NULL, NULL, NULL};
     s.d = dst;
+    return read_entry(f, e, s);
+}
+
+int ck_read_raw(const CkFile *f, const CkEntry *e, unsigned char *dst) {
+    CkSink s = {NULL, NULL, NULL};
+    s.b = dst;
     return read_entry(f, e, s);
 }
 
 // Strided (torch view) elements: the storage span the view touches is read once into memory
 // (bounded: ck_open has checked it lies inside the storage), then gathered in C order.
-int ck_emit(const CkFile *f, const CkEntry *e, const unsigned char *b, size_t idx, real *r, double *d) {
-    CkSink s;
-    s.r = r;
-    s.d = d;
-    return emit(f, e, b, idx, s);
-}
+int ck_emit(const CkFile *f, const CkEntry *e, const unsigned char *b, size_t idx, CkSink s) { return emit(f, e, b, idx, s); }

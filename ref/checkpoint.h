@@ -67,6 +67,9 @@ const CkEntry *ck_find(const CkFile *f, const char *name); // NULL if absent
 int ck_read_into(const CkFile *f, const CkEntry *e, real *dst);
 // The same as doubles (exact for every float dtype; integers beyond 2^53 refused), for tools and tests.
 int ck_read_f64(const CkFile *f, const CkEntry *e, double *dst);
+// The elements as stored, numel * st_dtype_size(e->dtype) bytes in C order, little-endian
+// whatever the file's or the host's byte order (mavref convert copies them unchanged).
+int ck_read_raw(const CkFile *f, const CkEntry *e, unsigned char *dst);
 // The zip CRC-32 (polynomial 0xEDB88320) of n bytes: torch.save members are checked with it;
 // the tests and the fuzzer build archives with it.
 uint32_t ck_crc32(const unsigned char *b, size_t n);

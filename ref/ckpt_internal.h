@@ -11,11 +11,13 @@ int ck_pread(const CkFile *f, uint64_t off, void *dst, size_t n);
 CkEntry *ck_add_entry(CkFile *f, size_t *cap, const char *name);
 // Set ndim, shape and numel (e->dtype already set), checking numel * element size for overflow.
 int ck_set_shape(const CkFile *f, CkEntry *e, int ndim, const uint64_t *shape);
-// Decode one stored element (honouring e->big_endian) into r[idx] and/or d[idx].
-int ck_emit(const CkFile *f, const CkEntry *e, const unsigned char *b, size_t idx, real *r, double *d);
+// Where decoded elements go: reals, doubles, or (b) the raw elements as little-endian bytes.
+typedef struct { real *r; double *d; unsigned char *b; } CkSink;
+// Decode one stored element (honouring e->big_endian) into element idx of the sink.
+int ck_emit(const CkFile *f, const CkEntry *e, const unsigned char *b, size_t idx, CkSink s);
 
 // ckpt_torch.c
 int ck_open_torch_zip(CkFile *f);
-int ck_read_strided(const CkFile *f, const CkEntry *e, real *r, double *d);
+int ck_read_strided(const CkFile *f, const CkEntry *e, CkSink s);
 
 #endif

@@ -205,6 +205,50 @@ found:
 }
 
 // ---------------------------------------------------------------------------------------
+// The other direction: mavref's Flax names -> PyTorch names (mavref convert --names torch).
+
+int ckm_torch_name(char *out, size_t cap, CkmLayout *layout, const Param *p, CkmFamily fam, int strip_spatial) {
+    // diffusers' ModuleLists and Sequentials: the Flax "word_N" that was PyTorch's "word.N"
+    static const char *const lists[] = {"down_blocks", "up_blocks", "resnets", "attentions", "transformer_blocks",
+                                        "downsamplers", "upsamplers", "to_out", "net", NULL};
+    const char *s = p->name, *leaf = strrchr(p->name, '.');
+    size_t o = 0;
+    int i;
+    leaf = leaf ? leaf + 1 : p->name;
+    out[0] = '\0';
+    while (*s) {
+        const char *e = strchr(s, '.');
+        size_t n = e ? (size_t)(e - s) : strlen(s), w = n;
+        int k, is_list = 0;
+        if (s == leaf) break; // the leaf is renamed below
+        if (strip_spatial && n == 12 && !strncmp(s, "spatial_conv", 12)) { s = e ? e + 1 : s + n; continue; }
+        while (w > 0 && s[w - 1] >= '0' && s[w - 1] <= '9') w--; // "down_blocks_0": w at the digits
+        if (fam == CKM_DIFFUSERS && w > 1 && w < n && s[w - 1] == '_')
+            for (k = 0; lists[k] && !is_list; k++) is_list = strlen(lists[k]) == w - 1 && !strncmp(s, lists[k], w - 1);
+        if (o + n + 2 >= cap) return mv_fail("parameter name '%s' is too long", p->name);
+        memcpy(out + o, s, n);
+        if (is_list) out[o + w - 1] = '.';
+        o += n;
+        out[o++] = '.';
+        s = e ? e + 1 : s + n;
+    }
+    // the leaf: kernel, scale, embedding -> weight (kernels in PyTorch's layout); bias as it is
+    if (o + 8 >= cap) return mv_fail("parameter name '%s' is too long", p->name);
+    strcpy(out + o, !strcmp(leaf, "kernel") || !strcmp(leaf, "scale") || !strcmp(leaf, "embedding") ? "weight" : leaf);
+    layout->ndim = p->t.ndim;
+    layout->identity = 1;
+    for (i = 0; i < p->t.ndim; i++) layout->perm[i] = i;
+    if (!strcmp(leaf, "kernel") && p->t.ndim == 4) { // (H,W,I,O) -> (O,I,H,W)
+        layout->perm[0] = 3; layout->perm[1] = 2; layout->perm[2] = 0; layout->perm[3] = 1;
+        layout->identity = 0;
+    } else if (!strcmp(leaf, "kernel") && p->t.ndim >= 2) { // Linear (I,O) -> (O,I); temporal (3,I,O) -> (O,I,3)
+        for (i = 0; i < p->t.ndim; i++) layout->perm[i] = p->t.ndim - 1 - i;
+        layout->identity = 0;
+    }
+    return MV_OK;
+}
+
+// ---------------------------------------------------------------------------------------
 // LDM single-file names -> diffusers names.
 
 // Parse "<digits>." at *s; advance past it.
@@ -359,14 +403,20 @@ int ckm_ldm_name(char *out, size_t cap, char *component, const char *ldm, int L,
 // ---------------------------------------------------------------------------------------
 // Loading.
 
-// dst (Flax shape) <- src (stored shape) with Flax axis i = stored axis perm[i].
-static void permute(real *dst, const real *src, const CkmLayout *l, const size_t *shape) {
+void ckm_permute(void *dst, const void *src, size_t esize, const CkmLayout *l, const size_t *shape) {
+    unsigned char *d = (unsigned char *)dst;
+    const unsigned char *s = (const unsigned char *)src;
     size_t sstride[MV_MAXDIM], dshape[MV_MAXDIM], idx[MV_MAXDIM], n = 1, k, off = 0;
     int i, nd = l->ndim;
     for (i = nd - 1; i >= 0; i--) { sstride[i] = n; n *= shape[i]; }
     for (i = 0; i < nd; i++) { dshape[i] = shape[l->perm[i]]; idx[i] = 0; }
     for (k = 0; k < n; k++) {
-        dst[k] = src[off];
+        switch (esize) { // fixed sizes, so the copy is one load and one store
+        case 2: memcpy(d + 2 * k, s + 2 * off, 2); break;
+        case 4: memcpy(d + 4 * k, s + 4 * off, 4); break;
+        case 8: memcpy(d + 8 * k, s + 8 * off, 8); break;
+        default: memcpy(d + esize * k, s + esize * off, esize); break;
+        }
         // advance the Flax index (C order) and the stored offset with it
         for (i = nd - 1; i >= 0; i--) {
             off += sstride[l->perm[i]];
@@ -377,51 +427,89 @@ static void permute(real *dst, const real *src, const CkmLayout *l, const size_t
     }
 }
 
-int ckm_load(ParamTable *pt, const CkmSource *src, const CkmOptions *opt) {
-    unsigned char *filled = (unsigned char *)mv_calloc(pt->count ? pt->count : 1, 1, "loaded-parameter flags");
-    const char **from = (const char **)mv_calloc(pt->count ? pt->count : 1, sizeof(char *), "loaded-parameter names");
-    real *scratch = NULL;
-    size_t scratch_n = 0, i;
-    int rc = MV_ERR;
-    if (!filled || !from) goto done;
+void ckm_plan_free(CkmPlan *plan) {
+    free(plan->param);
+    free(plan->layout);
+    free(plan->source);
+    memset(plan, 0, sizeof *plan);
+}
+
+int ckm_plan(CkmPlan *plan, const ParamTable *pt, const CkmSource *src, const CkmOptions *opt) {
+    size_t i;
+    memset(plan, 0, sizeof *plan);
+    plan->param = (size_t *)mv_calloc(src->count ? src->count : 1, sizeof(size_t), "checkpoint plan");
+    plan->layout = (CkmLayout *)mv_calloc(src->count ? src->count : 1, sizeof(CkmLayout), "checkpoint plan");
+    plan->source = (size_t *)mv_calloc(pt->count ? pt->count : 1, sizeof(size_t), "checkpoint plan");
+    if (!plan->param || !plan->layout || !plan->source) goto fail;
+    for (i = 0; i < pt->count; i++) plan->source[i] = CKM_NONE;
     for (i = 0; i < src->count; i++) {
         const CkmTensor *t = &src->t[i];
         const char *name = t->name;
         char ldm[NAME_CAP], flax[NAME_CAP];
-        CkmLayout lay;
         const Param *p;
         size_t pi;
         int m, nd = t->ndim, ax;
         size_t shape[MV_MAXDIM];
+        plan->param[i] = CKM_NONE;
         for (ax = 0; ax < nd && ax < MV_MAXDIM; ax++) shape[ax] = t->shape[ax];
         if (opt->ldm) {
             char comp;
+            int r;
             if (starts(name, "state_dict/")) name += 11; // an LDM .ckpt nests its weights there
             // only the wanted component's names are rewritten (the others need other sizes)
             if (!starts(name, opt->ldm == 'u' ? "model.diffusion_model." : opt->ldm == 'v' ? "first_stage_model." : "cond_stage_model.transformer."))
                 continue;
-            int r = ckm_ldm_name(ldm, sizeof ldm, &comp, name, opt->ldm_layers, opt->ldm_blocks);
-            if (r < 0) { mv_fail_prefix("%s", src->path); goto done; }
+            r = ckm_ldm_name(ldm, sizeof ldm, &comp, name, opt->ldm_layers, opt->ldm_blocks);
+            if (r < 0) { mv_fail_prefix("%s", src->path); goto fail; }
             if (r == 0 || comp != opt->ldm) continue;
             name = ldm;
         } else if (opt->prefix) {
             if (!starts(name, opt->prefix)) continue;
             name += strlen(opt->prefix);
         }
-        m = ckm_map(flax, sizeof flax, &lay, pt, opt->family, name, nd, shape, src->path);
+        m = ckm_map(flax, sizeof flax, &plan->layout[i], pt, opt->family, name, nd, shape, src->path);
         if (m == 0) continue;
         if (m < 0) {
-            if (!opt->allow_extra || strstr(mv_error(), "is not a parameter") == NULL) goto done;
+            if (!opt->allow_extra || strstr(mv_error(), "is not a parameter") == NULL) goto fail;
             mv_clear_error();
             continue;
         }
         p = find_param(pt, flax);
         pi = (size_t)(p - pt->p);
-        if (filled[pi]) {
-            mv_fail("%s: tensors '%s' and '%s' both map to Flax '%s'", src->path, from[pi], t->name, flax);
-            goto done;
+        if (plan->source[pi] != CKM_NONE) {
+            mv_fail("%s: tensors '%s' and '%s' both map to Flax '%s'", src->path, src->t[plan->source[pi]].name, t->name, flax);
+            goto fail;
         }
-        if (lay.identity) {
+        plan->param[i] = pi;
+        plan->source[pi] = i;
+    }
+    for (i = 0; i < pt->count; i++)
+        if (plan->source[i] == CKM_NONE) {
+            mv_fail("%s: no tensor maps to the model's parameter '%s' (missing tensor, or wrong config?)", src->path, pt->p[i].name);
+            goto fail;
+        }
+    return MV_OK;
+fail:
+    ckm_plan_free(plan);
+    return MV_ERR;
+}
+
+int ckm_load(ParamTable *pt, const CkmSource *src, const CkmOptions *opt) {
+    CkmPlan plan;
+    real *scratch = NULL;
+    size_t scratch_n = 0, i;
+    int rc = MV_ERR;
+    if (ckm_plan(&plan, pt, src, opt)) return MV_ERR;
+    // a table only declared is allocated now that the file is known to fit it: a wrong
+    // checkpoint is refused before gigabytes are allocated for it
+    if (!pt->arena && params_alloc(pt)) goto done;
+    for (i = 0; i < src->count; i++) { // in the file's order: one pass over it
+        const CkmTensor *t = &src->t[i];
+        const CkmLayout *lay = &plan.layout[i];
+        Param *p;
+        if (plan.param[i] == CKM_NONE) continue;
+        p = &pt->p[plan.param[i]];
+        if (lay->identity) {
             if (src->read(src->ctx, i, p->t.data)) goto done;
         } else {
             if (t->numel > scratch_n) {
@@ -431,20 +519,12 @@ int ckm_load(ParamTable *pt, const CkmSource *src, const CkmOptions *opt) {
                 if (!scratch) goto done;
             }
             if (src->read(src->ctx, i, scratch)) goto done;
-            permute(p->t.data, scratch, &lay, shape);
+            ckm_permute(p->t.data, scratch, sizeof(real), lay, t->shape);
         }
-        filled[pi] = 1;
-        from[pi] = t->name;
     }
-    for (i = 0; i < pt->count; i++)
-        if (!filled[i]) {
-            mv_fail("%s: no tensor maps to the model's parameter '%s' (missing tensor, or wrong config?)", src->path, pt->p[i].name);
-            goto done;
-        }
     rc = MV_OK;
 done:
-    free(filled);
-    free((void *)from);
+    ckm_plan_free(&plan);
     free(scratch);
     return rc;
 }

@@ -40,6 +40,15 @@ typedef struct {
 int ckm_map(char *flax, size_t cap, CkmLayout *layout, const ParamTable *pt, CkmFamily fam,
             const char *stored, int ndim, const size_t *shape, const char *path);
 
+// The other direction, for mavref convert --names torch: the PyTorch name of parameter p
+// (diffusers: "down_blocks_0" -> "down_blocks.0" for its ModuleLists and Sequentials; every
+// family: kernel, scale, embedding -> weight; strip_spatial: SD 1.5's 2-D UNet has no
+// "spatial_conv" level) and the layout that takes the Flax tensor to PyTorch's (Flax HWIO ->
+// OIHW, other kernels' axes reversed). The VAE attention keeps the names query/key/value/
+// proj_attn, as diffusers 0.16 (upstream's) writes them; transformers' CLIP names need only the
+// leaf. Loading the result maps it back to p exactly.
+int ckm_torch_name(char *out, size_t cap, CkmLayout *layout, const Param *p, CkmFamily fam, int strip_spatial);
+
 // Rewrite an LDM single-file name to its diffusers name (UNet, VAE or CLIP, as
 // scripts/convert_original_stable_diffusion_to_diffusers.py does). Returns 1 with the
 // component ('u' UNet, 'v' VAE, 'c' CLIP) and the name; 0 for a name of no component
@@ -64,7 +73,8 @@ typedef struct {
     int (*read)(void *ctx, size_t i, real *dst); // (t[i].numel) stored layout
 } CkmSource;
 
-// Load every parameter of pt from src through the mapping: each tensor is read into the arena
+// Load every parameter of pt from src through the mapping (pt declared; allocated here if it is
+// not yet, after the mapping was checked, so that a wrong file costs no memory): each tensor is read into the arena
 // view directly when the layout is the identity, else through one scratch buffer of its size
 // and permuted into the view (the arena is never held twice). A parameter no tensor maps to,
 // two tensors mapping to one parameter, or (unless allow_extra) a tensor that maps to no
@@ -79,6 +89,22 @@ typedef struct {
     int allow_extra;
 } CkmOptions;
 int ckm_load(ParamTable *pt, const CkmSource *src, const CkmOptions *opt);
+
+// What ckm_load does, decided from the names and shapes alone (nothing is read, pt need not be
+// allocated): stored tensor i fills parameter param[i] (CKM_NONE: skipped, a buffer or another
+// component's) through layout[i], and parameter k is filled from stored tensor source[k].
+// The same checks and messages as ckm_load. mavref convert writes a file by this plan.
+#define CKM_NONE ((size_t)-1)
+typedef struct {
+    size_t *param;      // (src->count)
+    CkmLayout *layout;  // (src->count)
+    size_t *source;     // (pt->count)
+} CkmPlan;
+int ckm_plan(CkmPlan *plan, const ParamTable *pt, const CkmSource *src, const CkmOptions *opt);
+void ckm_plan_free(CkmPlan *plan);
+// dst (the Flax shape) <- src (the stored shape `shape`), elements of esize bytes: Flax axis i
+// is stored axis l->perm[i].
+void ckm_permute(void *dst, const void *src, size_t esize, const CkmLayout *l, const size_t *shape);
 
 // Any checkpoint file ck_open reads (safetensors, Flax msgpack, torch zip) as a CkmSource.
 // ckm_close frees what ckm_open made; the struct must not move while open.

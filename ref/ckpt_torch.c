@@ -274,7 +274,7 @@ static int grow(void **arr, size_t *cap, size_t need, size_t size) {
     ncap = *cap ? *cap : 16;
     while (ncap <= need) ncap *= 2;
     na = realloc(*arr, ncap * size);
-    if (!na) return mv_fail("out of memory unpickling");
+    if (!na) return mv_fail_oom("out of memory unpickling");
     *arr = na;
     *cap = ncap;
     return MV_OK;
@@ -285,7 +285,7 @@ static PkVal *pk_new(Unpickler *u, PkKind kind) {
     if (u->npool >= PKL_MAX_VALUES) { mv_fail("%s: data.pkl builds more than %u objects; not a state dict mavref reads", u->f->path, PKL_MAX_VALUES); return NULL; }
     if (grow((void **)&u->pool, &u->cappool, u->npool, sizeof *u->pool)) return NULL;
     v = (PkVal *)calloc(1, sizeof *v);
-    if (!v) { mv_fail("out of memory unpickling"); return NULL; }
+    if (!v) { mv_fail_oom("out of memory unpickling"); return NULL; }
     v->kind = kind;
     u->pool[u->npool++] = v;
     return v;
@@ -415,7 +415,7 @@ static PkVal *rebuild_tensor(Unpickler *u, const PkVal *args, int v1) {
     v = pk_new(u, PK_TENSOR);
     if (!v) return NULL;
     v->t = t = (PkTensor *)calloc(1, sizeof *t);
-    if (!t) { mv_fail("out of memory unpickling"); return NULL; }
+    if (!t) { mv_fail_oom("out of memory unpickling"); return NULL; }
     t->storage = (size_t)args->items[0]->i;
     s = &u->st[t->storage];
     t->dtype = s->dtype;
@@ -773,7 +773,7 @@ done:
 // ---------------------------------------------------------------------------------------
 // Reading a non-contiguous view: the storage span it touches, then a gather in C order.
 
-int ck_read_strided(const CkFile *f, const CkEntry *e, real *r, double *d) {
+int ck_read_strided(const CkFile *f, const CkEntry *e, CkSink s) {
     size_t esz = st_dtype_size(e->dtype), span = 1, idx[MV_MAXDIM] = {0}, i, pos;
     unsigned char *buf;
     int k, rc = MV_OK;
@@ -783,7 +783,7 @@ int ck_read_strided(const CkFile *f, const CkEntry *e, real *r, double *d) {
     if (ck_pread(f, e->offset + (uint64_t)e->storage_offset * esz, buf, span * esz)) { free(buf); return mv_fail_prefix("%s: tensor '%s'", f->path, e->name); }
     for (i = 0; i < e->numel && rc == MV_OK; i++) {
         for (pos = 0, k = 0; k < e->ndim; k++) pos += idx[k] * e->stride[k];
-        rc = ck_emit(f, e, buf + pos * esz, i, r, d);
+        rc = ck_emit(f, e, buf + pos * esz, i, s);
         for (k = e->ndim - 1; k >= 0; k--) { // next index, last axis fastest
             if (++idx[k] < e->shape[k]) break;
             idx[k] = 0;

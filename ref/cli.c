@@ -3,7 +3,11 @@
 // its usage from the same table. The command table is at the end of this file.
 //
 // Every error prints one line naming the file and what is wrong; exit status 0 success,
-// 1 a failure while running (compare: a mismatch), 2 bad usage or unreadable input.
+// 1 a failure while running (compare: a mismatch), 2 bad usage or bad input. Bad input is
+// anything wrong with a file the command reads (a model folder, weights, a config, the
+// tokenizer, a resumed run, training data, an image): everything is read and checked before
+// anything is written, so a bad input leaves no output. Running out of memory while reading
+// is the machine's failure, not the input's: 1 (mv_error_is_oom).
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +16,7 @@
 #include "checkpoint.h"
 #include "cli.h"
 #include "compare.h"
+#include "convert.h"
 #include "model_dir.h"
 #include "safetensors.h"
 #include "clip.h"
@@ -31,10 +36,11 @@ static int fail(const CliArgs *a, const char *what) {
     return 1;
 }
 
-// An input that cannot be read or is malformed: "mavref CMD: <the last error>", exit status 2.
+// An input that cannot be read or is malformed: "mavref CMD: <the last error>", exit status 2
+// (1 when reading it ran out of memory).
 static int bad_input(const CliArgs *a) {
     fprintf(a->err, "mavref %s: %s\n", a->command, mv_error());
-    return 2;
+    return mv_error_is_oom() ? 1 : 2;
 }
 
 // A usage error: "mavref CMD: message", exit status 2.
@@ -72,38 +78,33 @@ static int cmd_info(const CliArgs *a) {
     return 0;
 }
 
-// mavref convert IN OUT: every tensor of IN (any format ck_open reads) into a safetensors file
-// with the same names, as the build's reals. One tensor is in memory at a time while reading;
-// the writer holds the copies until its atomic save.
+// mavref convert IN OUT: one network of IN (a weight file in any format, or a model folder) as
+// a safetensors file by Flax names (ref/convert.h), written tensor by tensor.
 static int cmd_convert(const CliArgs *a) {
-    CkFile f;
-    StWriter w;
-    size_t i;
-    int rc = 2;
-    if (ck_open(&f, a->pos[0])) { fprintf(a->err, "mavref convert: %s\n", mv_error()); return 2; }
-    st_writer_init(&w);
-    for (i = 0; i < f.count; i++) {
-        const CkEntry *e = &f.entries[i];
-        Tensor t;
-        if (tensor_alloc(&t, e->ndim, e->shape)) { fprintf(a->err, "mavref convert: %s: tensor '%s': %s\n", a->pos[0], e->name, mv_error()); goto done; }
-        if (ck_read_into(&f, e, t.data) || st_writer_add(&w, e->name, &t, ST_REAL)) {
-            tensor_free(&t);
-            fprintf(a->err, "mavref convert: %s\n", mv_error());
-            goto done;
-        }
-        tensor_free(&t);
-    }
-    if (st_writer_meta(&w, "producer", "mavref convert " REAL_NAME) || st_writer_meta(&w, "source_format", ck_format_name(f.format)) ||
-        st_writer_save(&w, a->pos[1])) {
-        fprintf(a->err, "mavref convert: %s\n", mv_error());
-        goto done;
-    }
-    fprintf(a->out, "wrote %s: %lu tensors from %s (%s)\n", a->pos[1], (unsigned long)f.count, a->pos[0], ck_format_name(f.format));
-    rc = 0;
-done:
-    st_writer_free(&w);
-    ck_close(&f);
-    return rc;
+    ConvertOptions o;
+    ConvertResult r;
+    memset(&o, 0, sizeof o);
+    o.in = a->pos[0];
+    o.out = a->pos[1];
+    o.component = a->component;
+    o.config = a->config;
+    if (strcmp(a->names, "flax") && strcmp(a->names, "stored") && strcmp(a->names, "torch"))
+        return usage_error(a, "--names must be flax, torch or stored");
+    if (strcmp(a->dtype, "keep") && strcmp(a->dtype, "f32")) return usage_error(a, "--dtype must be keep or f32");
+    if (!strcmp(a->names, "stored") && a->config)
+        return usage_error(a, "--names stored writes every tensor as stored: no --config (--component only picks a folder's file)");
+    o.stored_names = !strcmp(a->names, "stored");
+    o.torch_names = !strcmp(a->names, "torch");
+    o.widen = !strcmp(a->dtype, "f32");
+    if (convert_checkpoint(&o, &r)) return r.writing ? fail(a, "") : bad_input(a);
+    fprintf(a->out, "wrote %s: %lu tensors (%s names%s%s) from %s (%s)", a->pos[1], (unsigned long)r.tensors,
+            o.stored_names ? "stored" : o.torch_names ? "PyTorch" : "Flax", *r.component ? ", " : "", r.component, r.weights,
+            ck_format_name(r.format));
+    if (r.skipped)
+        fprintf(a->out, "; %lu stored tensor%s left out (buffers%s)", (unsigned long)r.skipped, r.skipped == 1 ? "" : "s",
+                r.ldm ? ", other components" : "");
+    fprintf(a->out, "\n");
+    return 0;
 }
 
 // One tensor of B (expected) against A's of the same name: prints a line, returns 1 on a
@@ -166,7 +167,7 @@ static int cmd_compare(const CliArgs *a) {
 static int tokenize_text(const CliArgs *a, const char *text, int32_t ids[CLIP_CONTEXT]) {
     Tokenizer tok;
     int n;
-    if (a->model ? md_load_tokenizer(&tok, a->model) : build_tokenizer(&tok, merges_path(a->merges))) { fail(a, ""); return 2; }
+    if (a->model ? md_load_tokenizer(&tok, a->model) : build_tokenizer(&tok, merges_path(a->merges))) return bad_input(a);
     n = tokenize(&tok, text, strlen(text), ids);
     free_tokenizer(&tok);
     return n < 0 ? fail(a, "") : 0;
@@ -198,10 +199,11 @@ static int cmd_encode_text(const CliArgs *a) {
     params_init(&pt);
     st_writer_init(&w);
     memset(&hidden, 0, sizeof hidden);
-    if ((a->model ? md_load_clip(&pt, &cfg, a->model)
-                  : clip_declare_params(&pt, &cfg) || params_alloc(&pt) ||
-                        (a->weights ? params_load(&pt, a->weights, 0) : params_procedural(&pt, (uint64_t)a->procedural))) ||
-        clip_text_forward(&hidden, ids, 1, CLIP_CONTEXT, &pt, &cfg) || st_writer_add_i64(&w, "ids", ids, 2, shp) ||
+    if (a->model ? md_load_clip(&pt, &cfg, a->model)
+                 : clip_declare_params(&pt, &cfg) || params_alloc(&pt) ||
+                       (a->weights ? params_load(&pt, a->weights, 0) : params_procedural(&pt, (uint64_t)a->procedural))) {
+        rc = bad_input(a); // the weights (or the model folder) are bad; nothing is written
+    } else if (clip_text_forward(&hidden, ids, 1, CLIP_CONTEXT, &pt, &cfg) || st_writer_add_i64(&w, "ids", ids, 2, shp) ||
         st_writer_add(&w, "hidden", &hidden, ST_REAL) || st_writer_save(&w, a->out_path)) {
         rc = fail(a, "");
     } else {
@@ -281,6 +283,12 @@ static int generate_load(GenOptions *o, Models *m, Image *hint, Image *mask, Ten
         (!a->model && build_tokenizer(&m->tok, merges_path(a->merges))) ||
         (a->hint && image_read_pnm(hint, a->hint)) || (a->mask && image_read_pnm(mask, a->mask)))
         return MV_ERR;
+    if (a->hint && (hint->width != o->width || hint->height != o->height || hint->channels != 3))
+        return mv_fail("%s: the hint image is %lux%lu %s, the video %lux%lu RGB (--width, --height)", a->hint, (unsigned long)hint->width,
+                       (unsigned long)hint->height, hint->channels == 3 ? "RGB" : "gray", (unsigned long)o->width, (unsigned long)o->height);
+    if (a->mask && (mask->width != o->width || mask->height != o->height || mask->channels != 1))
+        return mv_fail("%s: the mask is %lux%lu %s, it must be %lux%lu gray (a PGM)", a->mask, (unsigned long)mask->width,
+                       (unsigned long)mask->height, mask->channels == 1 ? "gray" : "RGB", (unsigned long)o->width, (unsigned long)o->height);
     if (a->noise) {
         size_t factor = (size_t)1 << (m->vae.n_blocks - 1), shape[5];
         shape[0] = 1; shape[1] = 4; shape[2] = o->frames; shape[3] = o->height / factor; shape[4] = o->width / factor;
@@ -405,19 +413,21 @@ static int cmd_generate(const CliArgs *a) {
         return usage_error(a, "give each network's weights: --unet W or --unet-seed S, --vae W or --vae-seed S, "
                               "--clip W or --clip-seed S (no model is downloaded)");
     if (a->replay) { // a recorded FLAX run: its prompts, sizes, networks, weights, hint, mask and noise
-        if (pipeline_replay_load(&replay, &o, &m, &expected, a->replay)) { rc = fail(a, ""); goto out; }
+        if (pipeline_replay_load(&replay, &o, &m, &expected, a->replay)) { rc = bad_input(a); goto out; }
         o.progress = !a->quiet;
         rc = replay.from_folders ? 0 : build_tokenizer(&m.tok, merges_path(a->merges)); // a folder's case: its tokenizer
     } else {
         params_init(&m.unet_p); params_init(&m.vae_p); params_init(&m.clip_p);
         rc = generate_load(&o, &m, &hint, &mask, &noise, a);
     }
-    if (!rc && a->preview) {
+    // every input is read and checked against the others before anything is computed or written
+    if (rc || pipeline_check(&o, &m)) { rc = bad_input(a); goto out; }
+    if (a->preview) {
         ps.a = a; ps.o = &o;
         o.preview = write_preview;
         o.preview_user = &ps;
     }
-    if (rc || pipeline_generate(&frames, &latents, NULL, &o, &m, NULL, NULL)) { rc = fail(a, ""); goto out; }
+    if (pipeline_generate(&frames, &latents, NULL, &o, &m, NULL, NULL)) { rc = fail(a, ""); goto out; }
     if (a->replay) report_replay(a, &latents, &expected, o.steps);
     rc = generate_write(a, &o, frames, &latents);
 out:
@@ -455,16 +465,16 @@ static int cmd_unet(const CliArgs *a) {
     unet_config_default(&cfg);
     if (a->two_d) { cfg.temporal = 0; cfg.in_channels = 4; }
     if (a->model) snprintf(mcfg, sizeof mcfg, "%s/unet/config.json", a->model);
-    if ((a->config || a->model) && unet_config_load(&cfg, a->model ? mcfg : a->config)) { fail(a, ""); return 2; }
+    if ((a->config || a->model) && unet_config_load(&cfg, a->model ? mcfg : a->config)) return bad_input(a);
     params_init(&pt);
     st_writer_init(&w);
     memset(&sample, 0, sizeof sample); memset(&t, 0, sizeof t); memset(&ctx, 0, sizeof ctx); memset(&out, 0, sizeof out);
-    if (st_open(&f, a->inputs)) { fail(a, ""); return 2; }
-    if (st_read(&f, "sample", &sample) || st_read(&f, "timesteps", &t) || st_read(&f, "context", &ctx)) { fail(a, ""); goto out; }
+    if (st_open(&f, a->inputs)) return bad_input(a);
+    if (st_read(&f, "sample", &sample) || st_read(&f, "timesteps", &t) || st_read(&f, "context", &ctx)) { rc = bad_input(a); goto out; }
     if (unet_check_inputs(&sample, &t, &ctx, &cfg)) { fail(a, a->inputs); goto out; } // before minutes of loading weights
     if (a->model ? md_load_unet(&pt, &cfg, a->model, !a->two_d)
                  : unet_declare_params(&pt, &cfg) || params_alloc(&pt) || load_weights(&pt, a->weights, a->procedural)) {
-        fail(a, "");
+        rc = bad_input(a);
         goto out;
     }
     sink.w = &w;
@@ -514,13 +524,13 @@ static void train_run_free(TrainRun *r) {
 }
 
 // --resume P0: the parameters and optimizer state that run P0 wrote (P0.params.safetensors,
-// P0.opt.safetensors). 0, or 1 after a message.
+// P0.opt.safetensors). 0, or 2 (bad input) after a message.
 static int resume_run(ParamTable *params, AdamState *opt, TrainConfig *tc, const CliArgs *a) {
     char path[1024];
     snprintf(path, sizeof path, "%s.params.safetensors", a->resume);
-    if (params_load(params, path, 0)) return fail(a, "resume");
+    if (params_load(params, path, 0)) return bad_input(a);
     snprintf(path, sizeof path, "%s.opt.safetensors", a->resume);
-    if (train_load_state(path, params, opt, tc)) return fail(a, "resume");
+    if (train_load_state(path, params, opt, tc)) return bad_input(a);
     return 0;
 }
 
@@ -548,7 +558,7 @@ static int train_setup(TrainRun *r, const CliArgs *a) {
         if (!a->all) return usage_error(a, "--2d trains every parameter: add --all");
     }
     if (a->model) snprintf(path, sizeof path, "%s/unet/config.json", a->model);
-    if ((a->config || a->model) && unet_config_load(&r->cfg, a->model ? path : a->config)) return fail(a, "");
+    if ((a->config || a->model) && unet_config_load(&r->cfg, a->model ? path : a->config)) return bad_input(a);
     train_config_default(&r->tc);
     r->tc.only_temporal = !a->all;
     r->tc.weight_decay = a->weight_decay;
@@ -558,12 +568,13 @@ static int train_setup(TrainRun *r, const CliArgs *a) {
         adam_init(&r->opt, &r->params, &r->tc) || sched_init(&r->sched, SCHED_DDIM, &scfg, 0, 1))
         return fail(a, "setup");
     if (a->resume) {
-        if (resume_run(&r->params, &r->opt, &r->tc, a)) return 1;
+        int rc = resume_run(&r->params, &r->opt, &r->tc, a);
+        if (rc) return rc;
     } else if (a->model) {
         char w[1024];
-        if (md_weights_path(w, sizeof w, a->model, "unet") || md_load_weights(&r->params, w, 0)) return fail(a, "weights");
+        if (md_weights_path(w, sizeof w, a->model, "unet") || md_load_weights(&r->params, w, 0)) return bad_input(a);
     } else if (load_weights(&r->params, a->weights, a->procedural)) {
-        return fail(a, "weights");
+        return bad_input(a);
     }
     train_set_schedule(&r->tc, a->lr, a->warmup, a->decay, a->total_steps ? (long)a->total_steps : r->opt.step + (long)a->steps);
     return open_clips(&r->data, &r->nclips, "latents", a);
@@ -595,7 +606,7 @@ static int train_read_clip(TrainRun *r, const CliArgs *a, size_t b, size_t ci, i
     char name[64];
     tensor_free(&r->clip[b]);
     snprintf(name, sizeof name, "latents.%lu", (unsigned long)ci);
-    if (st_read(&r->data, name, &r->clip[b])) return fail(a, "");
+    if (st_read(&r->data, name, &r->clip[b])) return bad_input(a);
     if (r->clip[b].ndim != 4 || r->clip[b].shape[1] != 4 || r->clip[b].shape[0] < need ||
         (b > 0 && (r->clip[b].shape[2] != r->clip[0].shape[2] || r->clip[b].shape[3] != r->clip[0].shape[3]))) {
         fprintf(a->err, "mavref train: latents.%lu must be (F >= %llu, 4, h, w), every clip of one size\n", (unsigned long)ci, a->frames);
@@ -603,7 +614,7 @@ static int train_read_clip(TrainRun *r, const CliArgs *a, size_t b, size_t ci, i
     }
     if (uncond) snprintf(name, sizeof name, "context.uncond");
     else snprintf(name, sizeof name, "context.%lu", (unsigned long)ci);
-    if (st_read(&r->data, name, &ctx)) return fail(a, "");
+    if (st_read(&r->data, name, &ctx)) return bad_input(a);
     if (ctx.ndim == 3 && ctx.shape[0] == 1) { ctx.ndim = 2; ctx.shape[0] = ctx.shape[1]; ctx.shape[1] = ctx.shape[2]; }
     if (ctx.ndim != 2 || (b > 0 && (ctx.shape[0] != r->ctx.shape[1] || ctx.shape[1] != r->ctx.shape[2]))) {
         fprintf(a->err, "mavref train: context.%lu must be (T, C), every clip's the same\n", (unsigned long)ci);
@@ -782,9 +793,10 @@ static int vae_setup(VaeRun *r, const CliArgs *a) {
         adam_init(&r->opt, &r->params, &r->tc))
         return fail(a, "setup");
     if (a->resume) {
-        if (resume_run(&r->params, &r->opt, &r->tc, a)) return 1;
+        int rc = resume_run(&r->params, &r->opt, &r->tc, a);
+        if (rc) return rc;
     } else if (load_weights(&r->params, a->weights, a->procedural)) {
-        return fail(a, "weights");
+        return bad_input(a);
     }
     train_set_schedule(&r->tc, a->lr, a->warmup, a->decay, a->total_steps ? (long)a->total_steps : r->opt.step + (long)a->steps);
     return open_clips(&r->data, &r->nclips, "frames", a);
@@ -807,7 +819,7 @@ static int vae_image(VaeRun *r, const CliArgs *a, long g, size_t b, Tensor *imag
         return 2;
     }
     *fi = (size_t)(proc_splitmix64(draw + 1) % (uint64_t)e->shape[0]);
-    if (st_read(&r->data, name, &clip)) return fail(a, "");
+    if (st_read(&r->data, name, &clip)) return bad_input(a);
     H = e->shape[1]; W = e->shape[2];
     for (c = 0; c < 3; c++) // (H,W,3) bytes -> (3,H,W) in [-1, 1]
         for (i = 0; i < H * W; i++)
@@ -1101,9 +1113,15 @@ static const struct { CliCommand c; CommandFn run; } commands[] = {
     {{"info", CMD_INFO, 1, 1, "FILE", "FILE",
       "      list the tensors of a checkpoint: name, dtype, shape (safetensors: and its metadata).\n"
       "      Reads safetensors, Flax msgpack (flax.serialization) and torch.save zip files.\n"}, cmd_info},
-    {{"convert", CMD_CONVERT, 2, 2, "IN OUT", "IN OUT",
-      "      write every tensor of the checkpoint IN to the safetensors file OUT, same names,\n"
-      "      as " REAL_NAME " (exact widening of float16/bfloat16; integers only when exact)\n"}, cmd_convert},
+    {{"convert", CMD_CONVERT, 2, 2, "IN OUT", "IN OUT [--component unet|unet2d|vae|text_encoder] [--names flax|torch|stored] [--dtype keep|f32]",
+      "      write one network of IN as the safetensors file OUT by mavref's Flax names and layouts,\n"
+      "      exactly the tensors --weights/--unet/--vae/--clip load (the mapping --model applies:\n"
+      "      OIHW -> HWIO, Linear transposed, norm weight -> scale, buffers left out). IN: a weight\n"
+      "      file (safetensors, Flax msgpack, torch.save zip, the single-file LDM checkpoint) or a\n"
+      "      model folder. The dtype is kept as stored unless --dtype f32. Written tensor by tensor\n"
+      "      to OUT.tmp, renamed to OUT when complete. --names torch: the other direction, the\n"
+      "      same parameters by their PyTorch (diffusers/transformers) names and layouts.\n"
+      "      Exit status: 0 written, 1 the write failed (or out of memory), 2 bad usage or input.\n"}, cmd_convert},
     {{"compare", CMD_COMPARE, 2, 2, "A B", "A B [--rtol R] [--atol T]",
       "      compare every tensor of A with the tensor of the same name in B (B is the expected\n"
       "      side). Prints max abs error, max relative error, NMSE, rel = max_abs/max|B| and the\n"
@@ -1189,7 +1207,10 @@ static const char *trailer =
     "the options, so a TEXT or PROMPT that begins with '-' follows it.\n"
     "The CLIP merges file defaults to $MAVREF_MERGES, else vectors/clip/clip_merges.txt.\n"
     "MAVREF_THREADS=N sets the thread count (default: the cores; results are bit-identical for\n"
-    "any N); MAVREF_REFERENCE=1 runs the plain loops instead of the matrix-product fast path.\n";
+    "any N); MAVREF_REFERENCE=1 runs the plain loops instead of the matrix-product fast path.\n"
+    "Exit status: 0 success; 1 a failure while running (a write failed, out of memory; compare:\n"
+    "a mismatch); 2 bad usage or bad input (a file that cannot be read, is malformed or does not\n"
+    "fit the model): every input is read and checked first, so then nothing is written.\n";
 
 const CliCommand *mavref_command(size_t i) { return i < N_COMMANDS ? &commands[i].c : NULL; }
 

@@ -48,7 +48,7 @@ typedef struct {
     const char *help;
 } CliOption;
 
-#define CLI_MAX_OPTIONS 96
+#define CLI_MAX_OPTIONS 128
 #define CLI_MAX_POSITIONAL 2
 
 // Every option's value; a command reads the fields its options fill.
@@ -66,9 +66,10 @@ typedef struct {
     const char *model, *hint_model; // published folders (ref/model_dir.h)
     const char *preview;            // generate: PREFIX of the clip predicted at every step
     const char *backend, *vectors, *ops, *cases, *level, *workdir; // check
-    const char *dtype;              // init
+    const char *dtype;              // init, convert
     const char *first_frame;        // toyworld
     const char *train_only;         // train-vae
+    const char *component, *names;  // convert
     // integers
     unsigned long long procedural, steps, frames, batch, total_steps, seed, clips, size, width, height, fps;
     unsigned long long unet_seed, vae_seed, clip_seed, hint_unet_seed;

@@ -20,6 +20,14 @@ const CliOption cli_options[] = {
     // info, compare
     {"--rtol", CMD_COMPARE, OPT_NONNEG, F(rtol), "R", "1e-5", 0, 0, "relative tolerance"},
     {"--atol", CMD_COMPARE, OPT_NONNEG, F(atol), "T", "0", 0, 0, "absolute tolerance"},
+    // convert
+    {"--component", CMD_CONVERT, OPT_TEXT, F(component), "unet|unet2d|vae|text_encoder", NULL, 0, 0,
+     "the network to write (needed for a model folder or a single-file checkpoint; else inferred from the names)"},
+    {"--config", CMD_CONVERT, OPT_TEXT, F(config), "JSON", NULL, 0, 0,
+     "the network's config.json (default: the folder's, or the one beside IN; else the published model's)"},
+    {"--names", CMD_CONVERT, OPT_TEXT, F(names), "flax|torch|stored", "flax", 0, 0,
+     "flax: mavref's parameter names and layouts (what --weights loads); torch: PyTorch's names and layouts; stored: every tensor as stored"},
+    {"--dtype", CMD_CONVERT, OPT_TEXT, F(dtype), "keep|f32", "keep", 0, 0, "keep: as stored; f32: float16 and bfloat16 widened to float32 (exact)"},
     // shared by several commands
     {"--out", CMD_UNET | CMD_ENCODE_TEXT, OPT_TEXT, F(out_path), "OUT", NULL, 0, 0, "the safetensors file to write"},
     {"--out", TRAIN | TVAE, OPT_TEXT, F(out_path), "P", NULL, 0, 0, "writes P.params.safetensors and P.opt.safetensors"},

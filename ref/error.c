@@ -10,14 +10,27 @@
 #include <string.h>
 
 static char g_msg[2048];
+static int g_oom; // the last error is a failed allocation (mv_fail_oom), not a bad input
 
 int mv_fail(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(g_msg, sizeof g_msg, fmt, ap);
     va_end(ap);
+    g_oom = 0;
     return MV_ERR;
 }
+
+int mv_fail_oom(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g_msg, sizeof g_msg, fmt, ap);
+    va_end(ap);
+    g_oom = 1;
+    return MV_ERR;
+}
+
+int mv_error_is_oom(void) { return g_oom; }
 
 int mv_fail_prefix(const char *fmt, ...) {
     char prefix[1024], old[sizeof g_msg];
@@ -36,7 +49,10 @@ int mv_fail_prefix(const char *fmt, ...) {
 
 const char *mv_error(void) { return g_msg; }
 
-void mv_clear_error(void) { g_msg[0] = '\0'; }
+void mv_clear_error(void) {
+    g_msg[0] = '\0';
+    g_oom = 0;
+}
 
 int mv_mul_size(size_t *out, size_t a, size_t b) {
     if (a != 0 && b > (size_t)-1 / a)
@@ -56,7 +72,7 @@ int mv_add_size(size_t *out, size_t a, size_t b) {
 
 void *mv_malloc(size_t bytes, const char *what) {
     void *p = malloc(bytes ? bytes : 1);
-    if (!p) mv_fail("out of memory allocating %llu bytes for %s", (unsigned long long)bytes, what);
+    if (!p) mv_fail_oom("out of memory allocating %llu bytes for %s", (unsigned long long)bytes, what);
     return p;
 }
 
@@ -65,7 +81,7 @@ void *mv_calloc(size_t count, size_t size, const char *what) {
     void *p;
     if (mv_mul_size(&bytes, count, size)) { mv_fail_prefix("allocating %s", what); return NULL; }
     p = calloc(bytes ? count : 1, bytes ? size : 1);
-    if (!p) mv_fail("out of memory allocating %llu bytes for %s", (unsigned long long)bytes, what);
+    if (!p) mv_fail_oom("out of memory allocating %llu bytes for %s", (unsigned long long)bytes, what);
     return p;
 }
 

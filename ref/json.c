@@ -180,11 +180,11 @@ static int grow(JsonValue *v, size_t *cap, int with_keys) {
     JsonValue *items;
     if (ncap > ((size_t)-1) / sizeof(JsonValue)) return mv_fail("JSON container too large");
     items = (JsonValue *)realloc(v->items, ncap * sizeof(JsonValue));
-    if (!items) return mv_fail("out of memory parsing JSON");
+    if (!items) return mv_fail_oom("out of memory parsing JSON");
     v->items = items;
     if (with_keys) {
         char **keys = (char **)realloc(v->keys, ncap * sizeof(char *));
-        if (!keys) return mv_fail("out of memory parsing JSON");
+        if (!keys) return mv_fail_oom("out of memory parsing JSON");
         v->keys = keys;
     }
     *cap = ncap;

@@ -44,6 +44,11 @@ int mv_fail(const char *fmt, ...) MV_PRINTF(1, 2);        // set the message, re
 int mv_fail_prefix(const char *fmt, ...) MV_PRINTF(1, 2); // prepend "<context>: ", return MV_ERR
 const char *mv_error(void);                                // the last message ("" if none)
 void mv_clear_error(void);
+// A failed allocation sets its message with mv_fail_oom (mv_malloc and mv_calloc do): the
+// command line then knows the machine, not the input, is at fault (exit status 1, not 2).
+// mv_fail clears the mark; mv_fail_prefix keeps it.
+int mv_fail_oom(const char *fmt, ...) MV_PRINTF(1, 2);
+int mv_error_is_oom(void);
 
 // Overflow-checked size arithmetic: return 0 and set *out, or MV_ERR with a message.
 int mv_mul_size(size_t *out, size_t a, size_t b);

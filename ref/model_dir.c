@@ -246,7 +246,7 @@ int md_load_unet(ParamTable *pt, UNetConfig *c, const char *dir, int temporal) {
     c->temporal = temporal;
     params_init(pt);
     if (sub_path(cfg, sizeof cfg, dir, "unet", "config.json") || unet_config_load(c, cfg) ||
-        md_weights_path(w, sizeof w, dir, "unet") || unet_declare_params(pt, c) || params_alloc(pt) || md_load_weights(pt, w, 0)) {
+        md_weights_path(w, sizeof w, dir, "unet") || unet_declare_params(pt, c) || md_load_weights(pt, w, 0)) {
         free_params(pt);
         return MV_ERR;
     }
@@ -258,7 +258,7 @@ int md_load_vae(ParamTable *pt, VAEConfig *c, const char *dir) {
     vae_config_default(c);
     params_init(pt);
     if (sub_path(cfg, sizeof cfg, dir, "vae", "config.json") || vae_config_load(c, cfg) ||
-        md_weights_path(w, sizeof w, dir, "vae") || vae_declare_params(pt, c) || params_alloc(pt) || md_load_weights(pt, w, 0)) {
+        md_weights_path(w, sizeof w, dir, "vae") || vae_declare_params(pt, c) || md_load_weights(pt, w, 0)) {
         free_params(pt);
         return MV_ERR;
     }
@@ -270,8 +270,7 @@ int md_load_clip(ParamTable *pt, ClipConfig *c, const char *dir) {
     clip_config_default(c);
     params_init(pt);
     if (sub_path(cfg, sizeof cfg, dir, "text_encoder", "config.json") || clip_config_load(c, cfg) ||
-        md_weights_path(w, sizeof w, dir, "text_encoder") || clip_declare_params(pt, c) || params_alloc(pt) ||
-        md_load_weights(pt, w, 1)) {
+        md_weights_path(w, sizeof w, dir, "text_encoder") || clip_declare_params(pt, c) || md_load_weights(pt, w, 1)) {
         free_params(pt);
         return MV_ERR;
     }
@@ -288,8 +287,7 @@ int md_load_hint_unet(ParamTable *pt, UNetConfig *c, const char *dir_or_file) {
     if (is_dir(dir_or_file)) return md_load_unet(pt, c, dir_or_file, 0);
     c->temporal = 0;
     params_init(pt);
-    if (unet_declare_params(pt, c) || params_alloc(pt) ||
-        md_load_ldm(pt, dir_or_file, 'u', c->layers_per_block, c->n_blocks)) {
+    if (unet_declare_params(pt, c) || md_load_ldm(pt, dir_or_file, 'u', c->layers_per_block, c->n_blocks)) {
         free_params(pt);
         return MV_ERR;
     }

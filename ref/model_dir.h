@@ -41,10 +41,12 @@ int md_load_tokenizer(Tokenizer *t, const char *dir);
 // SD 1.5's UNet for the hint image from a folder (as md_load_unet, temporal 0) or from a
 // single-file LDM checkpoint (config: *c as given, SD 1.5's if the caller set the defaults).
 int md_load_hint_unet(ParamTable *pt, UNetConfig *c, const char *dir_or_file);
-// A single-file LDM checkpoint's component ('u' UNet, 'v' VAE, 'c' CLIP) into a declared and
-// allocated table; layers/blocks: that component's layers_per_block and number of blocks.
+// A single-file LDM checkpoint's component ('u' UNet, 'v' VAE, 'c' CLIP) into a declared
+// table (allocated as by md_load_weights); layers/blocks: that component's layers_per_block and number of blocks.
 int md_load_ldm(ParamTable *pt, const char *file, char component, int layers, int blocks);
-// Load one weight file into a declared and allocated table (any format, any naming).
+// Load one weight file into a declared table (any format, any naming); the table is allocated
+// only once the file's names and shapes are known to fit it (ckm_load), so a wrong file is
+// refused before the memory of the model is taken.
 int md_load_weights(ParamTable *pt, const char *file, int transformers_names);
 
 #endif

@@ -22,7 +22,7 @@ int params_add(ParamTable *pt, int ndim, const size_t *shape, const char *fmt, .
     if (pt->count == pt->cap) {
         size_t ncap = pt->cap ? 2 * pt->cap : 64;
         Param *np = (Param *)realloc(pt->p, ncap * sizeof(Param));
-        if (!np) return mv_fail("out of memory declaring parameters");
+        if (!np) return mv_fail_oom("out of memory declaring parameters");
         pt->p = np;
         pt->cap = ncap;
     }

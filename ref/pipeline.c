@@ -185,9 +185,60 @@ static int preview_step(const GenOptions *o, const Tensor *lat, const Tensor *ep
     return rc;
 }
 
+int pipeline_check(const GenOptions *o, const Models *m) {
+    size_t F = o->frames, H = o->height, W = o->width, fac, mult, mult2, h, w;
+    if (m->vae.n_blocks < 1 || m->unet.n_blocks < 1) return mv_fail("the VAE and the UNet need at least one block");
+    fac = (size_t)1 << (m->vae.n_blocks - 1);
+    mult = (size_t)1 << (m->unet.n_blocks - 1);
+    if (F == 0 || o->steps < 1 || H == 0 || W == 0) return mv_fail("frames, steps, width and height must be positive");
+    if (H % (fac * mult) || W % (fac * mult))
+        return mv_fail("width and height must be multiples of %lu pixels (%lu per latent pixel x %lu for the UNet's "
+                       "%d levels); got %lux%lu", (unsigned long)(fac * mult), (unsigned long)fac, (unsigned long)mult,
+                       m->unet.n_blocks, (unsigned long)W, (unsigned long)H);
+    if (m->unet.in_channels != 9 || m->unet.out_channels != 4 || !m->unet.temporal)
+        return mv_fail("generate needs the makeavid UNet (9 input channels, 4 output, temporal layers); this one has %d in, %d out%s",
+                       m->unet.in_channels, m->unet.out_channels, m->unet.temporal ? "" : ", no temporal layers");
+    if (m->vae.latent_channels != 4)
+        return mv_fail("the VAE has %d latent channels; the UNet's input is 4 latent + 4 hint + 1 mask channels", m->vae.latent_channels);
+    if (m->unet.cross_attention_dim != m->clip.width)
+        return mv_fail("the UNet's cross_attention_dim %d differs from the text encoder's width %d",
+                       m->unet.cross_attention_dim, m->clip.width);
+    h = H / fac;
+    w = W / fac;
+    if (o->noise && (o->noise->ndim != 5 || o->noise->shape[0] != 1 || o->noise->shape[1] != 4 || o->noise->shape[2] != F ||
+                     o->noise->shape[3] != h || o->noise->shape[4] != w))
+        return mv_fail("the noise tensor must be (1, 4, %lu, %lu, %lu)", (unsigned long)F, (unsigned long)h, (unsigned long)w);
+    if (o->hint) {
+        if (o->hint->channels != 3 || o->hint->height != H || o->hint->width != W)
+            return mv_fail("hint image is %lux%lu with %lu channels, the video is %lux%lu RGB", (unsigned long)o->hint->width,
+                           (unsigned long)o->hint->height, (unsigned long)o->hint->channels, (unsigned long)W, (unsigned long)H);
+        if (o->mask && (o->mask->channels != 1 || o->mask->height != H || o->mask->width != W))
+            return mv_fail("mask is %lux%lu with %lu channels, it must be a %lux%lu grayscale image", (unsigned long)o->mask->width,
+                           (unsigned long)o->mask->height, (unsigned long)o->mask->channels, (unsigned long)W, (unsigned long)H);
+        return MV_OK;
+    }
+    // no hint image: SD 1.5's 2-D UNet makes the hint latent from the same text features
+    if (!m->have_unet2d)
+        return mv_fail("no hint image: upstream then generates the hint latent with SD 1.5's 2-D UNet; give --hint IMAGE.ppm, "
+                       "or that UNet's weights (--hint-model, --hint-unet W or --hint-unet-seed S)");
+    if (m->unet2d.temporal || m->unet2d.in_channels != 4 || m->unet2d.out_channels != 4)
+        return mv_fail("the hint UNet must be a 2-D UNet with 4 input and 4 output channels");
+    if (m->unet2d.cross_attention_dim != m->clip.width)
+        return mv_fail("the hint UNet's cross_attention_dim %d differs from the text encoder's width %d", m->unet2d.cross_attention_dim,
+                       m->clip.width);
+    mult2 = m->unet2d.n_blocks < 1 ? 0 : (size_t)1 << (m->unet2d.n_blocks - 1);
+    if (!mult2 || h % mult2 || w % mult2)
+        return mv_fail("width and height must be multiples of %lu pixels for the hint UNet's %d levels", (unsigned long)(fac * mult2),
+                       m->unet2d.n_blocks);
+    if (o->hint_noise && (o->hint_noise->ndim != 4 || o->hint_noise->shape[0] != 1 || o->hint_noise->shape[1] != 4 ||
+                          o->hint_noise->shape[2] != h || o->hint_noise->shape[3] != w))
+        return mv_fail("the hint noise must be (1, 4, %lu, %lu)", (unsigned long)h, (unsigned long)w);
+    return MV_OK;
+}
+
 int pipeline_generate(unsigned char **frames, Tensor *final_latents, Tensor *frames_float, const GenOptions *o,
                       Models *m, StepFn step_fn, void *user) {
-    size_t F = o->frames, H = o->height, W = o->width, h, w, fac, mult, hw, i, f, c;
+    size_t F = o->frames, H = o->height, W = o->width, h, w, fac, hw, i, f, c;
     Tensor text, neg, hint, mask, lat, inp, tt, eps_c, eps_u;
     Scheduler s;
     SchedConfig scfg;
@@ -205,18 +256,8 @@ int pipeline_generate(unsigned char **frames, Tensor *final_latents, Tensor *fra
     if (final_latents) memset(final_latents, 0, sizeof *final_latents);
     if (frames_float) memset(frames_float, 0, sizeof *frames_float);
     // ---- sizes
+    if (pipeline_check(o, m)) return MV_ERR;
     fac = (size_t)1 << (m->vae.n_blocks - 1);
-    mult = (size_t)1 << (m->unet.n_blocks - 1);
-    if (F == 0 || o->steps < 1 || H == 0 || W == 0) return mv_fail("frames, steps, width and height must be positive");
-    if (H % (fac * mult) || W % (fac * mult))
-        return mv_fail("width and height must be multiples of %lu pixels (%lu per latent pixel x %lu for the UNet's "
-                       "%d levels); got %lux%lu", (unsigned long)(fac * mult), (unsigned long)fac, (unsigned long)mult,
-                       m->unet.n_blocks, (unsigned long)W, (unsigned long)H);
-    if (m->unet.in_channels != 9 || m->unet.out_channels != 4 || !m->unet.temporal)
-        return mv_fail("generate needs the makeavid UNet (9 input channels, 4 output, temporal layers)");
-    if (m->unet.cross_attention_dim != m->clip.width)
-        return mv_fail("the UNet's cross_attention_dim %d differs from the text encoder's width %d",
-                       m->unet.cross_attention_dim, m->clip.width);
     h = H / fac;
     w = W / fac;
     hw = h * w;

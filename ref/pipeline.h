@@ -62,6 +62,14 @@ int pipeline_work(GenWork *wk, const GenOptions *o, const Models *m);
 // Optional observer of every step's latents (1,4,F,h,w) (tests and --save-steps).
 typedef int (*StepFn)(void *user, int step, int64_t t, const Tensor *latents);
 
+// Everything about the options and the networks that can be checked before computing: sizes
+// (positive, multiples of the VAE's and UNets' factors), the UNet being makeavid's, the VAE's
+// 4 latent channels, the text width matching the cross-attention, the hint image, mask and
+// noise shapes, and (no hint image) the 2-D hint UNet. pipeline_generate calls it first; the
+// command line calls it after reading every input, so that a bad combination is refused as bad
+// input before any work.
+int pipeline_check(const GenOptions *o, const Models *m);
+
 // Runs the whole pipeline. frames (F, height, width, 3) uint8 is allocated here (free()),
 // final_latents (1,4,F,h,w) too (may be NULL). Errors name what is wrong; nothing is written.
 int pipeline_generate(unsigned char **frames, Tensor *final_latents, Tensor *frames_float,

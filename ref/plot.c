@@ -15,10 +15,10 @@ int plot_add(LossPlot *p, double x, double y) {
         size_t cap = p->cap ? 2 * p->cap : 256;
         double *nx = (double *)realloc(p->x, cap * sizeof(double));
         double *ny;
-        if (!nx) return mv_fail("loss plot: out of memory");
+        if (!nx) return mv_fail_oom("loss plot: out of memory");
         p->x = nx;
         ny = (double *)realloc(p->y, cap * sizeof(double));
-        if (!ny) return mv_fail("loss plot: out of memory");
+        if (!ny) return mv_fail_oom("loss plot: out of memory");
         p->y = ny;
         p->cap = cap;
     }

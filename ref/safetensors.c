@@ -333,7 +333,8 @@ struct StWriterItem {
 
 void st_writer_init(StWriter *w) { memset(w, 0, sizeof *w); }
 
-static StWriterItem *writer_new_item(StWriter *w, const char *name, StDtype dtype, int ndim, const size_t *shape) {
+// A new item; its bytes are allocated unless `declare_only` (st_writer_declare: they are streamed).
+static StWriterItem *writer_new_item(StWriter *w, const char *name, StDtype dtype, int ndim, const size_t *shape, int declare_only) {
     StWriterItem *it;
     size_t numel, i;
     for (i = 0; i < w->count; i++)
@@ -341,7 +342,7 @@ static StWriterItem *writer_new_item(StWriter *w, const char *name, StDtype dtyp
     if (w->count == w->cap) {
         size_t ncap = w->cap ? w->cap * 2 : 16;
         StWriterItem *items = (StWriterItem *)realloc(w->items, ncap * sizeof *items);
-        if (!items) { mv_fail("out of memory"); return NULL; }
+        if (!items) { mv_fail_oom("out of memory"); return NULL; }
         w->items = items;
         w->cap = ncap;
     }
@@ -350,8 +351,8 @@ static StWriterItem *writer_new_item(StWriter *w, const char *name, StDtype dtyp
     memset(it, 0, sizeof *it);
     if (mv_mul_size(&it->nbytes, numel, dtype_sizes[dtype])) return NULL;
     it->name = dup_str(name);
-    it->bytes = (unsigned char *)mv_malloc(it->nbytes, name);
-    if (!it->name || !it->bytes) { free(it->name); free(it->bytes); return NULL; }
+    it->bytes = declare_only ? NULL : (unsigned char *)mv_malloc(it->nbytes, name);
+    if (!it->name || (!declare_only && !it->bytes)) { free(it->name); free(it->bytes); return NULL; }
     it->dtype = dtype;
     it->ndim = ndim;
     for (i = 0; i < (size_t)ndim; i++) it->shape[i] = shape[i];
@@ -383,7 +384,7 @@ int st_writer_add(StWriter *w, const char *name, const Tensor *t, StDtype dtype)
     StWriterItem *it;
     size_t i;
     if (dtype != ST_F32 && dtype != ST_F64 && dtype != ST_F16) return mv_fail("tensor '%s': can only write F32, F64 or F16 from reals", name);
-    it = writer_new_item(w, name, dtype, t->ndim, t->shape);
+    it = writer_new_item(w, name, dtype, t->ndim, t->shape, 0);
     if (!it) return MV_ERR;
     for (i = 0; i < t->numel; i++) {
         if (dtype == ST_F16) {
@@ -406,27 +407,32 @@ int st_writer_add(StWriter *w, const char *name, const Tensor *t, StDtype dtype)
 }
 
 int st_writer_add_u8(StWriter *w, const char *name, const unsigned char *v, int ndim, const size_t *shape) {
-    StWriterItem *it = writer_new_item(w, name, ST_U8, ndim, shape);
+    StWriterItem *it = writer_new_item(w, name, ST_U8, ndim, shape, 0);
     if (!it) return MV_ERR;
     memcpy(it->bytes, v, it->nbytes);
     return MV_OK;
 }
 
 int st_writer_add_i64(StWriter *w, const char *name, const int64_t *v, int ndim, const size_t *shape) {
-    StWriterItem *it = writer_new_item(w, name, ST_I64, ndim, shape);
+    StWriterItem *it = writer_new_item(w, name, ST_I64, ndim, shape, 0);
     size_t i;
     if (!it) return MV_ERR;
     for (i = 0; i < it->nbytes / 8; i++) put_le64(it->bytes + 8 * i, (uint64_t)v[i]);
     return MV_OK;
 }
 
+int st_writer_declare(StWriter *w, const char *name, StDtype dtype, int ndim, const size_t *shape) {
+    if ((int)dtype < 0 || dtype >= ST_NDTYPES) return mv_fail("tensor '%s': no such dtype", name);
+    return writer_new_item(w, name, dtype, ndim, shape, 1) ? MV_OK : MV_ERR;
+}
+
 int st_writer_meta(StWriter *w, const char *key, const char *value) {
     char **k = (char **)realloc(w->meta_keys, (w->nmeta + 1) * sizeof(char *));
     char **v;
-    if (!k) return mv_fail("out of memory");
+    if (!k) return mv_fail_oom("out of memory");
     w->meta_keys = k;
     v = (char **)realloc(w->meta_values, (w->nmeta + 1) * sizeof(char *));
-    if (!v) return mv_fail("out of memory");
+    if (!v) return mv_fail_oom("out of memory");
     w->meta_values = v;
     w->meta_keys[w->nmeta] = dup_str(key);
     w->meta_values[w->nmeta] = dup_str(value);
@@ -466,64 +472,130 @@ static void buf_json_string(Buf *b, const char *s) {
     buf_str(b, "\"");
 }
 
-int st_writer_save(const StWriter *w, const char *path) {
-    Buf b = {NULL, 0, 0, 0};
-    char num[64], *tmp;
+// The header: {"__metadata__": {...}, "NAME": {"dtype", "shape", "data_offsets"}, ...} with
+// the tensors' bytes one after another in the order added, padded with spaces to 8 bytes.
+static int build_header(Buf *b, const StWriter *w, const char *path) {
+    char num[64];
     uint64_t off = 0;
-    unsigned char lenbuf[8];
-    FILE *fp;
-    size_t i, plen = strlen(path);
-    int ok;
-    buf_str(&b, "{");
+    size_t i;
+    buf_str(b, "{");
     if (w->nmeta) {
-        buf_str(&b, "\"__metadata__\":{");
+        buf_str(b, "\"__metadata__\":{");
         for (i = 0; i < w->nmeta; i++) {
-            if (i) buf_str(&b, ",");
-            buf_json_string(&b, w->meta_keys[i]);
-            buf_str(&b, ":");
-            buf_json_string(&b, w->meta_values[i]);
+            if (i) buf_str(b, ",");
+            buf_json_string(b, w->meta_keys[i]);
+            buf_str(b, ":");
+            buf_json_string(b, w->meta_values[i]);
         }
-        buf_str(&b, "}");
+        buf_str(b, "}");
     }
     for (i = 0; i < w->count; i++) {
         const StWriterItem *it = &w->items[i];
         int d;
-        if (i || w->nmeta) buf_str(&b, ",");
-        buf_json_string(&b, it->name);
-        buf_str(&b, ":{\"dtype\":\"");
-        buf_str(&b, dtype_names[it->dtype]);
-        buf_str(&b, "\",\"shape\":[");
+        if (i || w->nmeta) buf_str(b, ",");
+        buf_json_string(b, it->name);
+        buf_str(b, ":{\"dtype\":\"");
+        buf_str(b, dtype_names[it->dtype]);
+        buf_str(b, "\",\"shape\":[");
         for (d = 0; d < it->ndim; d++) {
             sprintf(num, d ? ",%llu" : "%llu", (unsigned long long)it->shape[d]); // not long: 32 bits on Windows
-            buf_str(&b, num);
+            buf_str(b, num);
         }
         sprintf(num, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off, (unsigned long long)(off + it->nbytes));
-        buf_str(&b, num);
+        buf_str(b, num);
         off += it->nbytes;
     }
-    buf_str(&b, "}");
-    while (!b.failed && b.len % 8) buf_str(&b, " "); // keep the data region 8-byte aligned
-    if (b.failed) { free(b.s); return mv_fail("%s: out of memory building the header", path); }
+    buf_str(b, "}");
+    while (!b->failed && b->len % 8) buf_str(b, " "); // keep the data region 8-byte aligned
+    if (b->failed) { free(b->s); b->s = NULL; return mv_fail_oom("%s: out of memory building the header", path); }
+    return MV_OK;
+}
+
+int st_stream_begin(StStream *s, const StWriter *w, const char *path) {
+    Buf b = {NULL, 0, 0, 0};
+    unsigned char lenbuf[8];
+    size_t plen = strlen(path);
+    int ok;
+    memset(s, 0, sizeof *s);
+    if (build_header(&b, w, path)) return MV_ERR;
     put_le64(lenbuf, (uint64_t)b.len);
-    tmp = (char *)mv_malloc(plen + 5, "path");
-    if (!tmp) { free(b.s); return MV_ERR; }
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp", 5);
-    fp = fopen(tmp, "wb");
-    if (!fp) { free(b.s); mv_fail("%s: cannot open for writing", tmp); free(tmp); return MV_ERR; }
-    ok = fwrite(lenbuf, 1, 8, fp) == 8 && fwrite(b.s, 1, b.len, fp) == b.len;
-    for (i = 0; ok && i < w->count; i++) ok = fwrite(w->items[i].bytes, 1, w->items[i].nbytes, fp) == w->items[i].nbytes;
-    ok = (fclose(fp) == 0) && ok;
-    free(b.s);
-    if (!ok) { remove(tmp); mv_fail("%s: write failed (disk full?); nothing was written", path); free(tmp); return MV_ERR; }
-    if (mv_replace_file(tmp, path) != 0) {
-        remove(tmp);
-        mv_fail("%s: cannot rename the finished file into place", path);
-        free(tmp);
+    s->path = (char *)mv_malloc(plen + 1, "path");
+    s->tmp = (char *)mv_malloc(plen + 5, "path");
+    if (!s->path || !s->tmp) { free(b.s); free(s->path); free(s->tmp); memset(s, 0, sizeof *s); return MV_ERR; }
+    memcpy(s->path, path, plen + 1);
+    memcpy(s->tmp, path, plen);
+    memcpy(s->tmp + plen, ".tmp", 5);
+    s->w = w;
+    s->fp = fopen(s->tmp, "wb");
+    if (!s->fp) {
+        free(b.s);
+        mv_fail("%s: cannot open for writing", s->tmp);
+        free(s->path); free(s->tmp); memset(s, 0, sizeof *s);
         return MV_ERR;
     }
-    free(tmp);
+    ok = fwrite(lenbuf, 1, 8, s->fp) == 8 && fwrite(b.s, 1, b.len, s->fp) == b.len;
+    free(b.s);
+    if (!ok) { mv_fail("%s: write failed (disk full?); nothing was written", path); st_stream_abort(s); return MV_ERR; }
     return MV_OK;
+}
+
+int st_stream_put(StStream *s, const unsigned char *bytes, size_t nbytes) {
+    const StWriterItem *it;
+    if (!s->fp) return mv_fail("safetensors stream: not open");
+    if (s->next >= s->w->count) { mv_fail("%s: more tensors written than declared", s->path); st_stream_abort(s); return MV_ERR; }
+    it = &s->w->items[s->next];
+    if (nbytes != it->nbytes) {
+        mv_fail("%s: tensor '%s': %llu bytes written, %llu declared", s->path, it->name, (unsigned long long)nbytes,
+                (unsigned long long)it->nbytes);
+        st_stream_abort(s);
+        return MV_ERR;
+    }
+    if (fwrite(bytes, 1, nbytes, s->fp) != nbytes) {
+        mv_fail("%s: write failed (disk full?); nothing was written", s->path);
+        st_stream_abort(s);
+        return MV_ERR;
+    }
+    s->next++;
+    return MV_OK;
+}
+
+int st_stream_end(StStream *s) {
+    int ok;
+    if (!s->fp) return mv_fail("safetensors stream: not open");
+    if (s->next != s->w->count) {
+        mv_fail("%s: %lu of %lu declared tensors written", s->path, (unsigned long)s->next, (unsigned long)s->w->count);
+        st_stream_abort(s);
+        return MV_ERR;
+    }
+    ok = fclose(s->fp) == 0;
+    s->fp = NULL;
+    if (!ok) { mv_fail("%s: write failed (disk full?); nothing was written", s->path); st_stream_abort(s); return MV_ERR; }
+    if (mv_replace_file(s->tmp, s->path) != 0) {
+        mv_fail("%s: cannot rename the finished file into place", s->path);
+        st_stream_abort(s);
+        return MV_ERR;
+    }
+    free(s->path); free(s->tmp);
+    memset(s, 0, sizeof *s);
+    return MV_OK;
+}
+
+void st_stream_abort(StStream *s) {
+    if (s->fp) fclose(s->fp);
+    if (s->tmp) remove(s->tmp);
+    free(s->path); free(s->tmp);
+    memset(s, 0, sizeof *s);
+}
+
+int st_writer_save(const StWriter *w, const char *path) {
+    StStream s;
+    size_t i;
+    for (i = 0; i < w->count; i++)
+        if (!w->items[i].bytes) return mv_fail("%s: tensor '%s' was declared for streaming (st_stream_begin)", path, w->items[i].name);
+    if (st_stream_begin(&s, w, path)) return MV_ERR;
+    for (i = 0; i < w->count; i++)
+        if (st_stream_put(&s, w->items[i].bytes, w->items[i].nbytes)) return MV_ERR;
+    return st_stream_end(&s);
 }
 
 void st_writer_free(StWriter *w) {

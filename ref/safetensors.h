@@ -83,6 +83,23 @@ int st_writer_meta(StWriter *w, const char *key, const char *value);
 int st_writer_save(const StWriter *w, const char *path);
 void st_writer_free(StWriter *w);
 
+// Streaming, for files too large to hold (mavref convert): declare every tensor (name, dtype,
+// shape) first, so the header can be written; then st_stream_begin writes PATH.tmp's header
+// and st_stream_put each tensor's little-endian bytes in the order declared; st_stream_end
+// checks that all were written and renames PATH.tmp to PATH. Any failure (and
+// st_stream_abort) removes PATH.tmp and leaves PATH as it was.
+int st_writer_declare(StWriter *w, const char *name, StDtype dtype, int ndim, const size_t *shape);
+typedef struct {
+    const StWriter *w; // the declarations (must outlive the stream)
+    FILE *fp;
+    char *path, *tmp;
+    size_t next;       // the next tensor to put
+} StStream;
+int st_stream_begin(StStream *s, const StWriter *w, const char *path);
+int st_stream_put(StStream *s, const unsigned char *bytes, size_t nbytes);
+int st_stream_end(StStream *s);
+void st_stream_abort(StStream *s);
+
 // The build's natural storage dtype (F32 or F64).
 #if MAVREF_PRECISION == 64
 #define ST_REAL ST_F64

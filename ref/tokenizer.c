@@ -33,7 +33,7 @@ static int buf_reserve(CpBuf *b, size_t extra) {
     cap = b->cap ? b->cap : 64;
     while (cap < need) cap *= 2;
     p = (uint32_t *)realloc(b->v, cap * sizeof *p);
-    if (!p) return mv_fail("tokenizer: out of memory (%lu code points)", (unsigned long)cap);
+    if (!p) return mv_fail_oom("tokenizer: out of memory (%lu code points)", (unsigned long)cap);
     b->v = p;
     b->cap = cap;
     return MV_OK;
@@ -994,7 +994,7 @@ int build_tokenizer(Tokenizer *t, const char *path) {
         if ((size_t)r == cap) {
             cap = cap ? 2 * cap : 1024;
             nk = (uint32_t *)realloc(keys, cap * sizeof *keys);
-            if (!nk) { fclose(fp); free(keys); return mv_fail("%s: out of memory", path); }
+            if (!nk) { fclose(fp); free(keys); return mv_fail_oom("%s: out of memory", path); }
             keys = nk;
         }
         keys[r] = (uint32_t)((a << 16) | c) + 1;

@@ -45,7 +45,7 @@ static int read_file(const char *path, char **out, size_t *len) {
         cap *= 2;
         {
             char *nb = (char *)realloc(buf, cap);
-            if (!nb) { free(buf); buf = NULL; mv_fail("%s: out of memory", path); break; }
+            if (!nb) { free(buf); buf = NULL; mv_fail_oom("%s: out of memory", path); break; }
             buf = nb;
         }
     }

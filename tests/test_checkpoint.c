@@ -33,8 +33,9 @@ static const char *expected_dtype(const StFile *ex, const char *name, char *buf,
     return NULL;
 }
 
-// One fixture: every expected tensor read both ways (ck_read_f64 exactly, ck_read_into as the
-// build's reals), and the same count of tensors in the file.
+// One fixture: every expected tensor read three ways (ck_read_f64 exactly, ck_read_into as the
+// build's reals, ck_read_raw as the stored little-endian bytes), and the same count of
+// tensors in the file.
 static int check_fixture(const char *file, CkFormat fmt) {
     char path[256], epath[300], key[300];
     CkFile f;
@@ -53,6 +54,7 @@ static int check_fixture(const char *file, CkFormat fmt) {
         const char *dt;
         double *want = NULL, *got = NULL;
         real *gotr = NULL;
+        unsigned char *raw = NULL;
         size_t j, bad = 0;
         int k;
         dt = expected_dtype(&ex, x->name, key, sizeof key);
@@ -65,17 +67,19 @@ static int check_fixture(const char *file, CkFormat fmt) {
         want = (double *)calloc(x->numel + 1, sizeof(double));
         got = (double *)calloc(x->numel + 1, sizeof(double));
         gotr = (real *)calloc(x->numel + 1, sizeof(real));
-        if (!want || !got || !gotr) { fails++; goto next; }
-        if (st_read_f64(&ex, x, want) || ck_read_f64(&f, e, got) || ck_read_into(&f, e, gotr)) { harness_failf(file, "%s", mv_error()); fails++; goto next; }
+        raw = (unsigned char *)calloc(x->numel + 1, st_dtype_size(e->dtype));
+        if (!want || !got || !gotr || !raw) { fails++; goto next; }
+        if (st_read_f64(&ex, x, want) || ck_read_f64(&f, e, got) || ck_read_into(&f, e, gotr) || ck_read_raw(&f, e, raw)) { harness_failf(file, "%s", mv_error()); fails++; goto next; }
         for (j = 0; j < x->numel; j++) {
-            if (!same_double(got[j], want[j]) || !same_real(gotr[j], (real)want[j])) {
+            if (!same_double(got[j], want[j]) || !same_real(gotr[j], (real)want[j]) ||
+                !same_double(st_decode(raw + j * st_dtype_size(e->dtype), e->dtype), want[j])) {
                 if (!bad) harness_failf(file, "'%s'[%lu]: got %.17g (as real %.9g), the library holds %.17g", x->name, (unsigned long)j, got[j], (double)gotr[j], want[j]);
                 bad++;
             }
         }
         fails += bad != 0;
     next:
-        free(want); free(got); free(gotr);
+        free(want); free(got); free(gotr); free(raw);
     }
     st_close(&ex);
     ck_close(&f);
@@ -373,32 +377,87 @@ static void pk_tensor(Bytes *o, const char *stype, const char *key, uint64_t num
 }
 
 
-// A zip of stored members: "archive/data.pkl" = pkl, "archive/data/0" = 64 bytes (method
-// `method` for data.pkl; `bad_crc` breaks its checksum).
-static void make_zip(Bytes *z, const Bytes *pkl, int method, int bad_crc) {
-    static const unsigned char storage[64] = {0, 0, 128, 63};
-    const char *names[2] = {"archive/data.pkl", "archive/data/0"};
-    const unsigned char *data[2];
-    size_t len[2], off[2], cd, cd_size, i;
-    data[0] = pkl->b; len[0] = pkl->n;
-    data[1] = storage; len[1] = sizeof storage;
+// A zip of n stored members (member 0 with method `method`; `bad_crc` breaks its checksum).
+static void make_zip_n(Bytes *z, int n, const char *const *names, const unsigned char *const *data, const size_t *len, int method,
+                       int bad_crc) {
+    size_t off[4], cd, cd_size;
+    int i;
     z->n = 0;
-    for (i = 0; i < 2; i++) {
+    for (i = 0; i < n; i++) {
         off[i] = z->n;
         put_op(z, "PK\3\4"); put_u16(z, 20); put_u16(z, 0); put_u16(z, i ? 0 : (unsigned)method); put_u32(z, 0);
         put_u32(z, ck_crc32(data[i], len[i]) ^ (uint32_t)(i ? 0 : bad_crc)); put_u32(z, (uint32_t)len[i]); put_u32(z, (uint32_t)len[i]);
         put_u16(z, (unsigned)strlen(names[i])); put_u16(z, 0); put_op(z, names[i]); put(z, data[i], len[i]);
     }
     cd = z->n;
-    for (i = 0; i < 2; i++) {
+    for (i = 0; i < n; i++) {
         put_op(z, "PK\1\2"); put_u16(z, 20); put_u16(z, 20); put_u16(z, 0); put_u16(z, i ? 0 : (unsigned)method); put_u32(z, 0);
         put_u32(z, ck_crc32(data[i], len[i]) ^ (uint32_t)(i ? 0 : bad_crc)); put_u32(z, (uint32_t)len[i]); put_u32(z, (uint32_t)len[i]);
         put_u16(z, (unsigned)strlen(names[i])); put_u16(z, 0); put_u16(z, 0); put_u16(z, 0); put_u16(z, 0); put_u32(z, 0);
         put_u32(z, (uint32_t)off[i]); put_op(z, names[i]);
     }
     cd_size = z->n - cd;
-    put_op(z, "PK\5\6"); put_u16(z, 0); put_u16(z, 0); put_u16(z, 2); put_u16(z, 2);
+    put_op(z, "PK\5\6"); put_u16(z, 0); put_u16(z, 0); put_u16(z, (unsigned)n); put_u16(z, (unsigned)n);
     put_u32(z, (uint32_t)cd_size); put_u32(z, (uint32_t)cd); put_u16(z, 0);
+}
+
+// A zip of stored members: "archive/data.pkl" = pkl, "archive/data/0" = 64 bytes (method
+// `method` for data.pkl; `bad_crc` breaks its checksum).
+static void make_zip(Bytes *z, const Bytes *pkl, int method, int bad_crc) {
+    static const unsigned char storage[64] = {0, 0, 128, 63};
+    static const char *const names[2] = {"archive/data.pkl", "archive/data/0"};
+    const unsigned char *data[2];
+    size_t len[2];
+    data[0] = pkl->b; len[0] = pkl->n;
+    data[1] = storage; len[1] = sizeof storage;
+    make_zip_n(z, 2, names, data, len, method, bad_crc);
+}
+
+// An archive written on a big-endian host (its 'byteorder' member says "big"): values and the
+// raw little-endian bytes of a contiguous tensor and of a strided view of the same storage.
+int test_ckpt_torch_big_endian(void) {
+    static const char *const names[3] = {"archive/data.pkl", "archive/data/0", "archive/byteorder"};
+    static const uint64_t s2[2] = {2, 4}, c2[2] = {4, 1}, tst[2] = {1, 4};
+    unsigned char storage[64], raw[32];
+    const unsigned char *data[3];
+    size_t len[3];
+    Bytes pkl, z;
+    CkFile f;
+    double w[8], t[8];
+    int k, i, j, fails = 0;
+    for (k = 0; k < 16; k++) { // big-endian float32 k + 1
+        float v = (float)(k + 1);
+        uint32_t u;
+        memcpy(&u, &v, 4);
+        storage[4 * k] = (unsigned char)(u >> 24); storage[4 * k + 1] = (unsigned char)(u >> 16);
+        storage[4 * k + 2] = (unsigned char)(u >> 8); storage[4 * k + 3] = (unsigned char)u;
+    }
+    pkl.n = 0;
+    put_op(&pkl, "\x80\x02}(");
+    pk_str(&pkl, "w"); pk_tensor(&pkl, "FloatStorage", "0", 16, 0, 2, s2, c2);
+    pk_str(&pkl, "t"); pk_tensor(&pkl, "FloatStorage", "0", 16, 1, 2, s2, tst);
+    put_op(&pkl, "u.");
+    data[0] = pkl.b; len[0] = pkl.n;
+    data[1] = storage; len[1] = sizeof storage;
+    data[2] = (const unsigned char *)"big"; len[2] = 3;
+    make_zip_n(&z, 3, names, data, len, 0, 0);
+    if (write_file(TMP("big-endian.pt"), z.b, z.n) || ck_open(&f, TMP("big-endian.pt"))) return EXPECT(0, "%s", mv_error());
+    fails += EXPECT(f.count == 2 && ck_read_f64(&f, ck_find(&f, "w"), w) == MV_OK && ck_read_f64(&f, ck_find(&f, "t"), t) == MV_OK,
+                    "big-endian archive: %s", mv_error());
+    for (i = 0; i < 2 && !fails; i++)
+        for (j = 0; j < 4; j++) {
+            fails += EXPECT(w[i * 4 + j] == 1 + i * 4 + j, "w[%d][%d] = %g", i, j, w[i * 4 + j]);
+            fails += EXPECT(t[i * 4 + j] == 2 + i + 4 * j, "t[%d][%d] = %g", i, j, t[i * 4 + j]);
+        }
+    for (k = 0; k < 2 && !fails; k++) { // raw: little-endian, C order, whatever the archive's byte order
+        const CkEntry *e = ck_find(&f, k ? "t" : "w");
+        const double *want = k ? t : w;
+        fails += EXPECT(ck_read_raw(&f, e, raw) == MV_OK, "ck_read_raw: %s", mv_error());
+        for (i = 0; i < 8 && !fails; i++) fails += EXPECT(st_decode(raw + 4 * i, ST_F32) == want[i], "%s raw[%d]", e->name, i);
+    }
+    ck_close(&f);
+    remove(TMP("big-endian.pt"));
+    return fails;
 }
 
 int test_bad_ckpt_torch(void) {

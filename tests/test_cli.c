@@ -10,12 +10,7 @@
 #include "../ref/cli.h"
 #include "../ref/tokenizer.h"
 
-#define CAPTURE 65536
-
-typedef struct {
-    int rc;
-    char out[CAPTURE], err[CAPTURE]; // what the command printed on each stream (truncated)
-} CliRun;
+#define CAPTURE CLI_CAPTURE
 
 // The capture files: named files under build/, not tmpfile(), which WASI lacks and msvcrt
 // creates in the root of the drive (often not writable on Windows).
@@ -34,7 +29,7 @@ static void read_back(FILE *fp, char *text, const char *path) {
 }
 
 // Run `mavref ARGS...` (NULL-terminated); returns 0, or 1 if the capture files cannot be made.
-static int run_cli(CliRun *r, const char *arg0, ...) {
+int cli_run(CliRun *r, const char *arg0, ...) {
     char *argv[32];
     int argc = 0;
     const char *s;
@@ -56,6 +51,8 @@ static int run_cli(CliRun *r, const char *arg0, ...) {
     read_back(err, r->err, capture_path[1]);
     return 0;
 }
+
+#define run_cli cli_run
 
 // One line on err, beginning "mavref CMD: " and naming `what`; nothing on out; exit 2.
 static int expect_usage_error(const char *where, const CliRun *r, const char *cmd, const char *what) {

@@ -126,6 +126,12 @@ int test_toy_prompt_adherence(void);
 int test_model_pipeline_toy(void);
 int test_cli_model(void); // test_cli.c
 int test_cli_preview(void); // test_cli.c
+int test_bad_model_generate(void); // test_model_bad.c
+int test_convert_fixtures(void); // test_convert.c
+int test_convert_refusals(void);
+int test_convert_torch_names(void);
+int test_bad_model_train(void);
+int test_bad_weights_cli(void);
 
 // test_checkpoint.c (fixtures written by flax and torch: vectors/checkpoint)
 int test_ckpt_msgpack_fixtures(void);
@@ -133,6 +139,7 @@ int test_ckpt_safetensors(void);
 int test_ckpt_torch_fixtures(void);
 int test_ckpt_pickle_refusals(void);
 int test_ckpt_int_exactness(void);
+int test_ckpt_torch_big_endian(void);
 int test_ckpt_beyond_4gb(void);
 int test_bad_ckpt_truncated_corrupt(void);
 int test_bad_ckpt_msgpack(void);
@@ -159,6 +166,14 @@ int test_bad_clip_ids(void);
 int test_bad_images(void);
 
 // test_cli.c (the mavref command line, in-process)
+// `mavref ARGS...` (NULL-terminated, at most 30) through mavref_main with stdout and stderr
+// captured: 0, or 1 if the capture files cannot be made.
+#define CLI_CAPTURE 65536
+typedef struct {
+    int rc;
+    char out[CLI_CAPTURE], err[CLI_CAPTURE]; // what the command printed on each stream (truncated)
+} CliRun;
+int cli_run(CliRun *r, const char *arg0, ...);
 int test_cli_help(void);
 int test_cli_bad_options(void);
 int test_cli_dash_text(void);

@@ -22,18 +22,31 @@ static inline void fuzz_check_checkpoint(const char *path, size_t size) {
         size_t esz = st_dtype_size(e->dtype);
         double *d;
         real *r;
+        unsigned char *b;
+        int d_ok, b_ok;
         if (ck_find(&f, e->name) != e) abort();
         if (!e->inline_value && !e->strided && !e->nseg && e->numel && (e->offset > size || (uint64_t)e->numel * esz > size - e->offset)) abort();
         if (e->numel > size + 1) abort(); // every element is backed by the file's bytes
         d = (double *)malloc((e->numel + 1) * sizeof *d);
         r = (real *)malloc((e->numel + 1) * sizeof *r);
-        if (!d || !r) abort();
+        b = (unsigned char *)malloc((e->numel + 1) * esz);
+        if (!d || !r || !b) abort();
         mv_clear_error();
-        if (ck_read_f64(&f, e, d) != MV_OK) fuzz_expect_message("ck_read_f64");
+        if (!(d_ok = ck_read_f64(&f, e, d) == MV_OK)) fuzz_expect_message("ck_read_f64");
         mv_clear_error();
         if (ck_read_into(&f, e, r) != MV_OK) fuzz_expect_message("ck_read_into");
+        mv_clear_error();
+        if (!(b_ok = ck_read_raw(&f, e, b) == MV_OK)) fuzz_expect_message("ck_read_raw");
+        if (d_ok && b_ok) { // the raw little-endian bytes decode to the values read
+            size_t k;
+            for (k = 0; k < e->numel; k++) {
+                double x = st_decode(b + k * esz, e->dtype);
+                if (!(x == d[k] || (x != x && d[k] != d[k]))) abort();
+            }
+        }
         free(d);
         free(r);
+        free(b);
     }
     ck_close(&f);
 }
