@@ -7,11 +7,14 @@ File contents (op 'unet'):
   sample (B,Cin,F,H,W) or (B,Cin,H,W)    stored
   timesteps (B,)                         stored, case precision
   context (B,T,Cctx)                     procedural (gen.context)
+  time_proj (B,c0)                       float32-sinusoid cases only (cases_unet_f32sin.py):
+                                         the sinusoid the network runs from
   tap.NAME                               activations, channels-last (see TAPS below)
   out (B,Cout,F,H,W) or (B,Cout,H,W)
   meta: config (JSON of mavflax.UNetConfig), weights_seed, params (comma-separated dotted
         names), gen.NAME for every parameter (mavflax.proc_rule), taps (comma-separated tap
-        names present, without the 'tap.' prefix), video ('1' 5-D input, '0' 2-D mode)
+        names present, without the 'tap.' prefix), video ('1' 5-D input, '0' 2-D mode);
+        float32-sinusoid cases also sinusoid ('float32') and tol.tap.time_proj
 """
 import dataclasses
 import gc
