@@ -24,6 +24,8 @@
 #   make conformance-env  tools/.torch-venv: Debian's python3-torch + tools/torch-requirements.lock
 #   make conformance      the PyTorch adapters (diffusers, transformers, upstream's port) over the corpus,
 #                         f32 and f64 -> out/conformance.md (the README's Conformance table)
+#   make flax-port-demo   the taps comparison on the FLAX model as a backend (faithful, float32
+#                         sinusoid, erf GELU; tools/backends/flax_port_demo.sh) -> out/flax_port_demo.txt
 #   make install PREFIX=p libmavref.a, the headers (p/include/mavref/), mavref and mavref.pc
 #   make install-test     install into a temporary prefix, build tools/example_install with pkg-config, run it
 #   make clean
@@ -71,7 +73,7 @@ HEADERS  := $(wildcard ref/*.h tests/*.h)
 
 PY ?= tools/.venv/bin/python
 
-.PHONY: web web-check web-smoke backends-env conformance conformance-env conformance-hf contract install install-test torch-env fixtures all test cross-test wasm-test same-bits sanitize bench-model bench-real clean tools-env vectors ckpt-fixtures demo toy-model bench bench-run fuzz valgrind check-spec toy-cases FORCE
+.PHONY: web web-check web-smoke backends-env flax-port-demo conformance conformance-env conformance-hf contract install install-test torch-env fixtures all test cross-test wasm-test same-bits sanitize bench-model bench-real clean tools-env vectors ckpt-fixtures demo toy-model bench bench-run fuzz valgrind check-spec toy-cases FORCE
 
 all: bin/mavref
 
@@ -440,6 +442,14 @@ conformance-hf: $(BUILD)/mavref
 	python3 tools/conformance_table.py "diffusers/transformers f32=$(BUILDROOT)/conformance-torch-f32.txt" \
 	  "diffusers/transformers f64=$(BUILDROOT)/conformance-torch-f64.txt" "numpy f32=$(BUILDROOT)/conformance-numpy-f32.txt" \
 	  "numpy f64=$(BUILDROOT)/conformance-numpy-f64.txt"
+
+# make flax-port-demo [FLAX_DEMO_LEVEL=full]: tools/backends/flax_port.py (the exporter's FLAX UNet
+# as a `mavref check` adapter) in its variants over the unet cases, f32 and f64; the transcript goes
+# to out/flax_port_demo.txt (committed: tools/backends/flax_port_demo.txt). Needs make tools-env.
+FLAX_DEMO_LEVEL ?= quick
+flax-port-demo: bin/mavref
+	@test -x $(PY) || { echo "run 'make tools-env' first"; exit 1; }
+	PY=$(PY) MAVREF=bin/mavref LEVEL=$(FLAX_DEMO_LEVEL) OUT=out/flax_port_demo.txt sh tools/backends/flax_port_demo.sh
 
 # vectors/contract.json from the manifest and the files' headers (standard library only)
 contract:

@@ -188,7 +188,7 @@ static int attn_weights(AttnWeights *w, ParamTable *pt, const char *prefix, cons
 #define FF_ROWS 256
 #define FF_ELEMS ((size_t)1 << 22)
 static int feedforward_add(real *h, const real *n, size_t N, size_t C, const real *w0, const real *b0, const real *w2,
-                           const real *b2) {
+                           const real *b2, GeluKind gelu) {
     size_t r0, rows, block = FF_ELEMS / (4 * C) > FF_ROWS ? FF_ELEMS / (4 * C) : FF_ROWS;
     real *g, *o;
     int rc = MV_OK;
@@ -198,7 +198,7 @@ static int feedforward_add(real *h, const real *n, size_t N, size_t C, const rea
     if (!g || !o) { free(g); free(o); return MV_ERR; }
     for (r0 = 0; r0 < N && rc == MV_OK; r0 += rows) {
         rows = N - r0 < block ? N - r0 : block;
-        rc = geglu_forward(g, n + r0 * C, w0, b0, rows, C, 4 * C, GELU_TANH);
+        rc = geglu_forward(g, n + r0 * C, w0, b0, rows, C, 4 * C, gelu);
         linear_forward(o, g, w2, b2, rows, 4 * C, C);
         add_into(h + r0 * C, o, rows * C);
     }
@@ -297,7 +297,9 @@ int transformer_forward(Tensor *out, const Tensor *x, const real *ctx, ParamTabl
     }
     // feed-forward
     layernorm_forward(n.data, NULL, NULL, h.data, w.norm3.scale, w.norm3.bias, N, C, 1e-5);
-    if (feedforward_add(h.data, n.data, N, C, w.ff_in.kernel, w.ff_in.bias, w.ff_out.kernel, w.ff_out.bias)) goto done;
+    if (feedforward_add(h.data, n.data, N, C, w.ff_in.kernel, w.ff_in.bias, w.ff_out.kernel, w.ff_out.bias,
+                        d->ff_gelu ? GELU_ERF : GELU_TANH))
+        goto done;
     // out = proj_out(h) + x
     if (tensor_alloc(out, 5, x->shape)) goto done;
     linear_forward(out->data, h.data, w.proj_out.kernel, w.proj_out.bias, N, C, C);
@@ -477,7 +479,7 @@ static void attn_grads(AttnGrads *g, const ParamTable *pt, ParamTable *gt, const
 
 // dn += d(feed-forward)/dn ^T dh, rows in blocks of FF_ROWS (the GEGLU output is recomputed).
 static int feedforward_backward(real *dn, const real *dh, const real *n, size_t N, size_t C, const real *w0, const real *b0,
-                                const real *w2, real *dw0, real *db0, real *dw2, real *db2) {
+                                const real *w2, real *dw0, real *db0, real *dw2, real *db2, GeluKind gelu) {
     size_t r0, rows;
     real *g = (real *)mv_calloc(FF_ROWS * 4 * C, sizeof(real), "feed-forward rows");
     real *dg = (real *)mv_calloc(FF_ROWS * 4 * C, sizeof(real), "feed-forward rows");
@@ -486,10 +488,10 @@ static int feedforward_backward(real *dn, const real *dh, const real *n, size_t 
     for (r0 = 0; r0 < N && rc == MV_OK; r0 += rows) {
         rows = N - r0 < FF_ROWS ? N - r0 : FF_ROWS;
         // forward was: o = net_2(g), g = GEGLU(n)
-        rc = geglu_forward(g, n + r0 * C, w0, b0, rows, C, 4 * C, GELU_TANH);
+        rc = geglu_forward(g, n + r0 * C, w0, b0, rows, C, 4 * C, gelu);
         memset(dg, 0, rows * 4 * C * sizeof(real));
         linear_backward(dg, dw2, db2, dh + r0 * C, g, w2, rows, 4 * C, C);
-        if (rc == MV_OK) rc = geglu_backward(dn + r0 * C, dw0, db0, dg, n + r0 * C, w0, b0, rows, C, 4 * C, GELU_TANH);
+        if (rc == MV_OK) rc = geglu_backward(dn + r0 * C, dw0, db0, dg, n + r0 * C, w0, b0, rows, C, 4 * C, gelu);
     }
     free(g);
     free(dg);
@@ -534,7 +536,9 @@ int transformer_backward(real *dx, real *dctx, const real *dout, const Tensor *x
     }
     layernorm_forward(n.data, NULL, NULL, h3, w.norm3.scale, w.norm3.bias, N, C, 1e-5);
     memcpy(a.data, h3, N * C * sizeof(real)); // a = h4 = h3 + ff(LN3(h3))
-    if (feedforward_add(a.data, n.data, N, C, w.ff_in.kernel, w.ff_in.bias, w.ff_out.kernel, w.ff_out.bias)) goto done;
+    if (feedforward_add(a.data, n.data, N, C, w.ff_in.kernel, w.ff_in.bias, w.ff_out.kernel, w.ff_out.bias,
+                        d->ff_gelu ? GELU_ERF : GELU_TANH))
+        goto done;
     // ---- backward. forward was: out = proj_out(h4) + x
     if (dx)
         for (i = 0; i < N * C; i++) dx[i] += dout[i];
@@ -545,7 +549,7 @@ int transformer_backward(real *dx, real *dctx, const real *dout, const Tensor *x
     layernorm_forward(n.data, mean, rstd, h3, w.norm3.scale, w.norm3.bias, N, C, 1e-5);
     if (feedforward_backward(dn.data, dh.data, n.data, N, C, w.ff_in.kernel, w.ff_in.bias, w.ff_out.kernel,
                              gslot(pt, gt, w.ff_in.kernel), gslot(pt, gt, w.ff_in.bias), gslot(pt, gt, w.ff_out.kernel),
-                             gslot(pt, gt, w.ff_out.bias)))
+                             gslot(pt, gt, w.ff_out.bias), d->ff_gelu ? GELU_ERF : GELU_TANH))
         goto done;
     layernorm_backward(dh.data, gslot(pt, gt, w.norm3.scale), gslot(pt, gt, w.norm3.bias), dn.data, h3, w.norm3.scale, mean,
                        rstd, N, C);

@@ -20,6 +20,8 @@ typedef struct {
     size_t Ct;       // time-embedding width (1280); 0: no time embedding (VAE)
     double gn_eps;   // GroupNorm epsilon of resnets: 1e-5 UNet, 1e-6 VAE
     int plain_names; // convs named "X.kernel" (diffusers 2-D, VAE) instead of "X.spatial_conv.kernel"
+    int ff_gelu;     // GeluKind of the transformer feed-forward: GELU_TANH (0, the Flax model) or
+                     // GELU_ERF (PyTorch's GEGLU: a deliberate variant, UNetVariant in unet.h)
 } BlockDims;
 
 // ConvPseudo3D named `name` (spatial conv, then the temporal k=3 conv when d->temporal).

@@ -7,26 +7,11 @@
 #include "activations.h"
 #include "linear.h"
 
-void timestep_sinusoid_forward(real *out, const real *t, size_t N, size_t dim, int flip_sin_to_cos,
-                               double freq_shift) {
-    size_t half = dim / 2, n, k;
-#if MAVREF_PRECISION == 64
-    // The float64 build computes the sinusoid in double, as the exporter's float64 model does:
-    // the float64 vectors prove the math, and float32 rounding here would cap their agreement
-    // at ~1e-7 (SPEC.md section 4.11).
-    double neg_inc = -(log(1.0e4) / ((double)half - freq_shift));
-    for (n = 0; n < N; n++) {
-        double tn = (double)t[n];
-        real *first = out + n * dim, *second = first + half; // cos|sin (flipped) or sin|cos
-        for (k = 0; k < half; k++) {
-            double e = tn * exp((double)k * neg_inc);
-            first[k] = flip_sin_to_cos ? cos(e) : sin(e);
-            second[k] = flip_sin_to_cos ? sin(e) : cos(e);
-        }
-    }
-#else
+void timestep_sinusoid_forward_f32(real *out, const real *t, size_t N, size_t dim, int flip_sin_to_cos,
+                                   double freq_shift) {
     // float32, step by step as diffusers' FlaxTimesteps (the casts round to float32 even where
     // the compiler keeps wider intermediates, C99 6.3.1.8)
+    size_t half = dim / 2, n, k;
     float neg_inc = (float)(-log(1.0e4) / ((double)half - freq_shift));
     for (n = 0; n < N; n++) {
         float tn = (float)t[n];
@@ -41,6 +26,27 @@ void timestep_sinusoid_forward(real *out, const real *t, size_t N, size_t dim, i
             second[k] = (real)(flip_sin_to_cos ? s : c);
         }
     }
+}
+
+void timestep_sinusoid_forward(real *out, const real *t, size_t N, size_t dim, int flip_sin_to_cos,
+                               double freq_shift) {
+#if MAVREF_PRECISION == 64
+    size_t half = dim / 2, n, k;
+    // The float64 build computes the sinusoid in double, as the exporter's float64 model does:
+    // the float64 vectors prove the math, and float32 rounding here would cap their agreement
+    // at ~1e-7 (SPEC.md section 4.11).
+    double neg_inc = -(log(1.0e4) / ((double)half - freq_shift));
+    for (n = 0; n < N; n++) {
+        double tn = (double)t[n];
+        real *first = out + n * dim, *second = first + half; // cos|sin (flipped) or sin|cos
+        for (k = 0; k < half; k++) {
+            double e = tn * exp((double)k * neg_inc);
+            first[k] = flip_sin_to_cos ? cos(e) : sin(e);
+            second[k] = flip_sin_to_cos ? sin(e) : cos(e);
+        }
+    }
+#else
+    timestep_sinusoid_forward_f32(out, t, N, dim, flip_sin_to_cos, freq_shift);
 #endif
 }
 

@@ -17,6 +17,10 @@
 void timestep_sinusoid_forward(real *out,     // (N,dim)
                                const real *t, // (N)
                                size_t N, size_t dim, int flip_sin_to_cos, double freq_shift);
+// The float32 steps above in either build (the float32 build's timestep_sinusoid_forward): the
+// float64 build uses it for the corpus' float32-sinusoid cases (SPEC.md section 13.4).
+void timestep_sinusoid_forward_f32(real *out, const real *t, size_t N, size_t dim, int flip_sin_to_cos,
+                                   double freq_shift);
 
 // The timestep MLP: out = linear_2(silu(linear_1(s))), linear_1: Cs -> Ct, linear_2: Ct -> Ct.
 // (UNet: Cs = 320, Ct = 1280.) Allocates an (N,Ct) hidden buffer; MV_ERR if that fails.

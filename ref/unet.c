@@ -311,7 +311,7 @@ int unet_check_inputs(const Tensor *sample, const Tensor *timesteps, const Tenso
 }
 
 int unet_run(UNetTape **tape, Tensor *out, const Tensor *sample, const Tensor *timesteps, const Tensor *context,
-             ParamTable *pt, const UNetConfig *c, StageKeep keep, UNetTapFn tap, void *user) {
+             ParamTable *pt, const UNetConfig *c, const UNetVariant *v, StageKeep keep, UNetTapFn tap, void *user) {
     UNetTape *tp;
     Tensor h;
     Tensor *tw[4];
@@ -324,13 +324,14 @@ int unet_run(UNetTape **tape, Tensor *out, const Tensor *sample, const Tensor *t
     F = c->temporal ? sample->shape[2] : 1;
     H = sample->shape[sample->ndim - 2];
     W = sample->shape[sample->ndim - 1];
+    if (v && v->sinusoid && tensor_expect_shape(v->sinusoid, "the given sinusoid", 2, B, c0)) return MV_ERR;
     if (unet_temb_params(pt, c0, tw)) return MV_ERR;
     if (!(tp = (UNetTape *)mv_calloc(1, sizeof *tp, "UNet tape"))) return MV_ERR;
     tp->c = *c;
     tp->pt = pt;
     tp->tap = tap; tp->user = user;
     tp->d.B = B; tp->d.F = F; tp->d.temporal = c->temporal; tp->d.Tctx = context->shape[1]; tp->d.Cctx = context->shape[2];
-    tp->d.Ct = 4 * c0; tp->d.gn_eps = 1e-5; tp->d.plain_names = 0;
+    tp->d.Ct = 4 * c0; tp->d.gn_eps = 1e-5; tp->d.plain_names = 0; tp->d.ff_gelu = v && v->ff_gelu_erf ? GELU_ERF : GELU_TANH;
     tp->H = H; tp->W = W;
     if (unet_stages_build(tp)) goto done;
     stages_plan(tp, keep);
@@ -338,7 +339,8 @@ int unet_run(UNetTape **tape, Tensor *out, const Tensor *sample, const Tensor *t
     memcpy(tp->ctx.data, context->data, context->numel * sizeof(real));
     // the time embedding: (B) -> (B,c0) sinusoid -> (B,4*c0)
     if (tensor_alloc_v(&tp->sinus, 2, B, c0) || tensor_alloc_v(&tp->temb, 2, B, 4 * c0)) goto done;
-    timestep_sinusoid_forward(tp->sinus.data, timesteps->data, B, c0, c->flip_sin_to_cos, (double)c->freq_shift);
+    if (v && v->sinusoid) memcpy(tp->sinus.data, v->sinusoid->data, B * c0 * sizeof(real));
+    else timestep_sinusoid_forward(tp->sinus.data, timesteps->data, B, c0, c->flip_sin_to_cos, (double)c->freq_shift);
     if (timestep_embedding_forward(tp->temb.data, tp->sinus.data, tw[0]->data, tw[1]->data, tw[2]->data, tw[3]->data, B, c0, 4 * c0))
         goto done;
     if (emit(tp, "tap.time_proj", &tp->sinus) || emit(tp, "tap.time_embedding", &tp->temb)) goto done;
@@ -361,7 +363,15 @@ done:
 int unet_forward(Tensor *out, const Tensor *sample, const Tensor *timesteps, const Tensor *context,
                  ParamTable *pt, const UNetConfig *c, UNetTapFn tap, void *user) {
     UNetTape *tp;
-    int rc = unet_run(&tp, out, sample, timesteps, context, pt, c, KEEP_NOTHING, tap, user);
+    int rc = unet_run(&tp, out, sample, timesteps, context, pt, c, NULL, KEEP_NOTHING, tap, user);
+    unet_tape_free(tp);
+    return rc;
+}
+
+int unet_forward_variant(Tensor *out, const Tensor *sample, const Tensor *timesteps, const Tensor *context,
+                         ParamTable *pt, const UNetConfig *c, const UNetVariant *v, UNetTapFn tap, void *user) {
+    UNetTape *tp;
+    int rc = unet_run(&tp, out, sample, timesteps, context, pt, c, v, KEEP_NOTHING, tap, user);
     unet_tape_free(tp);
     return rc;
 }

@@ -51,6 +51,20 @@ int unet_check_inputs(const Tensor *sample, const Tensor *timesteps, const Tenso
 int unet_forward(Tensor *out, const Tensor *sample, const Tensor *timesteps, const Tensor *context,
                  ParamTable *pt, const UNetConfig *c, UNetTapFn tap, void *user);
 
+// Deliberate departures from the model for a forward (SPEC.md section 13.4); zero = the model.
+typedef struct {
+    // (B, c0): the sinusoid the network runs from in place of the one computed from the
+    // timesteps (the corpus' float32-sinusoid cases feed the Flax model's own, input
+    // `time_proj`); tap.time_proj is then this tensor. NULL: computed (timestep_sinusoid_forward).
+    const Tensor *sinusoid;
+    // 1: exact-erf GELU in every transformer feed-forward (PyTorch's GEGLU) instead of the
+    // model's tanh form; for showing what `mavref check` reports on such a backend.
+    int ff_gelu_erf;
+} UNetVariant;
+// unet_forward with a variant (NULL: exactly unet_forward).
+int unet_forward_variant(Tensor *out, const Tensor *sample, const Tensor *timesteps, const Tensor *context,
+                         ParamTable *pt, const UNetConfig *c, const UNetVariant *v, UNetTapFn tap, void *user);
+
 // ---------------------------------------------------------------------------------------
 // Backward (SPEC.md section 5.5).
 

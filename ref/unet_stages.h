@@ -62,8 +62,9 @@ int unet_stages_build(UNetTape *tp);
 // Run the whole network: check the inputs, make the stage list, the time embedding, then walk
 // every stage from the channels-last sample; out (channels-first, the sample's layout) is
 // allocated here. *tape receives the walk's state (free it with unet_tape_free; NULL on error).
+// v: a variant of the model (unet.h; NULL: the model).
 int unet_run(UNetTape **tape, Tensor *out, const Tensor *sample, const Tensor *timesteps, const Tensor *context,
-             ParamTable *pt, const UNetConfig *c, StageKeep keep, UNetTapFn tap, void *user);
+             ParamTable *pt, const UNetConfig *c, const UNetVariant *v, StageKeep keep, UNetTapFn tap, void *user);
 // Walk stages [from, to) on the hidden state *h (replaced by the state after stage to-1).
 // rerun = 0: the first walk, keeping what tp->keep says; rerun = 1: a re-run of a segment for
 // the backward, keeping every input it passes.

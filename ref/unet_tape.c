@@ -58,7 +58,7 @@ int unet_tape_forward(UNetTape **tape, Tensor *out, const Tensor *sample, const 
 
 int unet_tape_forward_mode(UNetTape **tape, Tensor *out, const Tensor *sample, const Tensor *timesteps,
                            const Tensor *context, ParamTable *pt, const UNetConfig *c, int recompute) {
-    return unet_run(tape, out, sample, timesteps, context, pt, c, recompute ? KEEP_CHECKPOINTS : KEEP_ALL, NULL, NULL);
+    return unet_run(tape, out, sample, timesteps, context, pt, c, NULL, recompute ? KEEP_CHECKPOINTS : KEEP_ALL, NULL, NULL);
 }
 
 // Recompute mode: give stage k (which reads its input) its input again by re-running the

@@ -54,6 +54,9 @@ int case_input(Case *c, const char *tensor, Tensor *t);
 int case_meta_long(Case *c, const char *key, long *out);
 int case_meta_double(Case *c, const char *key, double *out);
 const char *case_meta_str(Case *c, const char *key); // NULL and a FAIL line if absent
+const char *case_meta_opt(Case *c, const char *key); // NULL if absent, silently
+// A network parameter (not read through case_input) under MAVREF_PERTURB's neg / transpose.
+void case_perturb_param(Case *c, const char *name, Tensor *t);
 // Compare `got` with the case's tensor `expected_name`: prints "ok"/"FAIL" with metrics.
 // Returns 0 on pass, 1 on failure.
 int case_check(Case *c, const char *expected_name, const Tensor *got);

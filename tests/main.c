@@ -9,7 +9,11 @@
 // MAVREF_PERTURB=OP:KIND:ARG it computes one op wrongly on purpose (tests/test_check.c):
 //   OP:neg:TENSOR        negate input TENSOR                 (a sign error)
 //   OP:transpose:TENSOR  swap the first two axes of TENSOR   (a transposed kernel)
-//   OP:meta:KEY=VALUE    read metadata KEY as VALUE          (e.g. geglu:meta:gelu=erf)
+//   OP:meta:KEY=VALUE    read metadata KEY as VALUE          (e.g. geglu:meta:gelu=erf; for
+//                        unet, which has no such keys: unet:meta:gelu=erf, the feed-forward's
+//                        GELU, and unet:meta:sinusoid=float32, the float32 sinusoid)
+// (TENSOR may be a network parameter of a model case, e.g. unet:neg:down_blocks_0.resnets_0.
+// time_emb_proj.kernel, a wrong time-embedding add.)
 //
 // The corpus is vectors/manifest.txt: after '#' comment lines, one case a line,
 //   NAME OP PRECISION LEVEL FILE SHA256 TOL SEED
@@ -106,6 +110,13 @@ const char *case_meta_str(Case *c, const char *key) {
     if (!v) { harness_failf(c->name, "%s: metadata key '%s' is missing", c->path, key); c->failed++; }
     return v;
 }
+
+const char *case_meta_opt(Case *c, const char *key) {
+    if (perturbs(c, "meta", key)) return g_perturb_arg + strlen(key) + 1;
+    return st_meta(&c->vec, key);
+}
+
+void case_perturb_param(Case *c, const char *name, Tensor *t) { perturb_input(c, name, t); }
 
 int case_meta_long(Case *c, const char *key, long *out) {
     const char *v = case_meta_str(c, key);

@@ -12,6 +12,7 @@
 #include "harness.h"
 #include "tests.h"
 #include "../ref/blocks.h"
+#include "../ref/embeddings.h"
 #include "../ref/procedural.h"
 #include "../ref/unet.h"
 #include "../ref/upsample.h"
@@ -80,6 +81,8 @@ static int case_params(Case *c, ParamTable *pt, const char *prefix, ParamTable *
             return MV_ERR;
         }
     }
+    for (i = 0; i < pt->count; i++) // MAVREF_PERTURB's deliberate mistakes (run_tests --run-case only)
+        case_perturb_param(c, pt->p[i].name + (prefix ? strlen(prefix) + 1 : 0), &pt->p[i].t);
     return MV_OK;
 }
 
@@ -193,34 +196,61 @@ int run_upsample(Case *c) { return run_sampler(c, 1); }
 
 typedef struct {
     Case *c;
-    const char *wanted; // meta `taps`: the names the file holds
+    const char *wanted;        // meta `taps`: the names the file holds
+    const Tensor *own_sinusoid; // float32-sinusoid cases: mavref's own, checked as tap.time_proj
+    double tol_sinusoid;       // its tolerance (meta tol.tap.time_proj)
     int checked, failed;
 } TapCheck;
 
 static int tap_check(void *user, const char *name, const Tensor *t) {
     TapCheck *tc = (TapCheck *)user;
     if (in_list(tc->wanted, name + 4)) { // the name without "tap."
-        tc->failed |= case_check(tc->c, name, t);
+        if (tc->own_sinusoid && !strcmp(name, "tap.time_proj")) { // the network runs from the fed one
+            double tol = tc->c->tol;
+            tc->c->tol = tc->tol_sinusoid;
+            tc->failed |= case_check(tc->c, name, tc->own_sinusoid);
+            tc->c->tol = tol;
+        } else {
+            tc->failed |= case_check(tc->c, name, t);
+        }
         tc->checked++;
     }
     return MV_OK; // keep going: the first failing tap is the interesting one
 }
 
+// Meta `sinusoid` = float32 (tools/cases_unet_f32sin.py, SPEC.md section 13.4): the case is
+// upstream's float64 forward with its float32 sinusoid. mavref computes its own float32-step
+// sinusoid (timestep_sinusoid_forward_f32), checks it as tap.time_proj at tol.tap.time_proj,
+// and runs the network from the file's input `time_proj` (the Flax model's own sinusoid), so
+// everything after it is compared at the case's tolerance. Meta `gelu` = erf: the feed-forward
+// with exact-erf GELU (a deliberate variant: MAVREF_PERTURB=unet:meta:gelu=erf).
 int run_unet(Case *c) {
     Bag b = {0};
     UNetConfig cfg;
+    UNetVariant v;
     ParamTable pt;
-    Tensor *sample, *t, *ctx, out;
+    Tensor *sample, *t, *ctx, out, own;
     TapCheck tc;
-    const char *json, *taps;
+    const char *json, *taps, *sin_kind, *gelu, *tol_sin;
     long video;
     int rc = 1;
     size_t ntaps = 1;
     const char *p;
     params_init(&pt);
     memset(&out, 0, sizeof out);
+    memset(&own, 0, sizeof own);
+    memset(&v, 0, sizeof v);
     if (!(json = case_meta_str(c, "config")) || !(taps = case_meta_str(c, "taps")) || case_meta_long(c, "video", &video))
         return 1;
+    sin_kind = case_meta_opt(c, "sinusoid");
+    gelu = case_meta_opt(c, "gelu");
+    if ((sin_kind && strcmp(sin_kind, "float32")) || (gelu && strcmp(gelu, "erf") && strcmp(gelu, "tanh"))) {
+        harness_failf(c->name, "metadata sinusoid='%s' gelu='%s': expected float32 / erf or tanh", sin_kind ? sin_kind : "",
+                      gelu ? gelu : "");
+        c->failed++;
+        return 1;
+    }
+    v.ff_gelu_erf = gelu && !strcmp(gelu, "erf");
     unet_config_default(&cfg);
     if (unet_config_parse(&cfg, json, strlen(json), "meta config")) return case_error(c, "config"), 1;
     cfg.temporal = video != 0;
@@ -231,8 +261,19 @@ int run_unet(Case *c) {
         goto out;
     tc.c = c;
     tc.wanted = taps;
+    tc.own_sinusoid = NULL;
+    tc.tol_sinusoid = c->tol;
     tc.checked = tc.failed = 0;
-    if (unet_forward(&out, sample, t, ctx, &pt, &cfg, tap_check, &tc)) { case_error(c, "unet_forward"); goto out; }
+    if (sin_kind) {
+        if (tensor_alloc_v(&own, 2, t->numel, (size_t)cfg.block_out_channels[0])) { case_error(c, "sinusoid"); goto out; }
+        timestep_sinusoid_forward_f32(own.data, t->data, t->numel, own.shape[1], cfg.flip_sin_to_cos, (double)cfg.freq_shift);
+        tc.own_sinusoid = &own;
+        if ((tol_sin = case_meta_opt(c, "tol.tap.time_proj")) != NULL) tc.tol_sinusoid = strtod(tol_sin, NULL);
+        // the network runs from the file's sinusoid where it gives one, else from mavref's own
+        if (st_find(&c->vec, "time_proj") && !(v.sinusoid = bag_input(c, &b, "time_proj"))) goto out;
+        if (!v.sinusoid) v.sinusoid = &own;
+    }
+    if (unet_forward_variant(&out, sample, t, ctx, &pt, &cfg, &v, tap_check, &tc)) { case_error(c, "unet_forward"); goto out; }
     for (p = taps; *p; p++) ntaps += *p == ',';
     rc = case_check(c, "out", &out) | tc.failed;
     if ((size_t)tc.checked != (*taps ? ntaps : 0)) {
@@ -241,6 +282,7 @@ int run_unet(Case *c) {
     }
 out:
     tensor_free(&out);
+    tensor_free(&own);
     free_params(&pt);
     bag_free(&b);
     return rc;

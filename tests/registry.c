@@ -96,6 +96,7 @@ const UnitTest unit_tests[] = {
     {"check_self", test_check_self},
     {"check_perturbed", test_check_perturbed},
     {"check_bad_adapters", test_check_bad_adapters},
+    {"check_unet_variants", test_check_unet_variants},
     {"port_large_file", test_port_large_file},
     {"port_outputs_replace", test_port_outputs_replace},
     {"port_fma", test_port_fma},

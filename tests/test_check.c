@@ -203,19 +203,20 @@ static int run_check(const char *env, const char *adapter, const char *extra, ch
     return st == -1 ? -1 : (st >> 8) & 0xff; // the shell's exit status (POSIX encoding)
 }
 
-// The quick cases of `op` in the manifest for this precision.
-static int quick_cases(const char *op) {
+// The quick cases of `op` in the manifest for this precision (whose name contains `part`, if set).
+static int quick_cases_named(const char *op, const char *part) {
     char line[2048], name[128], o[64], prec[8], level[16];
     int n = 0;
     FILE *fp = fopen(VECTORS "/manifest.txt", "r");
     if (!fp) return -1;
     while (fgets(line, sizeof line, fp))
         if (line[0] != '#' && sscanf(line, "%127s %63s %7s %15s", name, o, prec, level) == 4 && !strcmp(o, op) &&
-            !strcmp(prec, prec_name()) && !strcmp(level, "quick"))
+            !strcmp(prec, prec_name()) && !strcmp(level, "quick") && (!part || strstr(name, part)))
             n++;
     fclose(fp);
     return n;
 }
+static int quick_cases(const char *op) { return quick_cases_named(op, NULL); }
 
 // Lines of `log` that contain `what`; with `op` set, also counts those whose op column differs.
 static int count_lines(const char *log, const char *what, const char *op, int *other_op) {
@@ -293,6 +294,70 @@ int test_check_perturbed(void) {
         if (!fails) printf("  check names %s's %d quick case(s) and no other under %s\n", cases[i][1], nf, env);
         free(log);
     }
+    return fails;
+}
+
+// Lines of `log` that contain both `a` and `b`.
+static int lines_with(const char *log, const char *a, const char *b) {
+    int n = 0;
+    const char *p = log;
+    while (p && *p) {
+        const char *e = strchr(p, '\n');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        char line[2048];
+        snprintf(line, sizeof line, "%.*s", (int)(len < sizeof line ? len : sizeof line - 1), p);
+        n += strstr(line, a) && strstr(line, b);
+        p = e ? e + 1 : NULL;
+    }
+    return n;
+}
+
+// The whole-UNet variants a backend author meets (SPEC.md section 13.4), with mavref itself
+// standing in for the backend (tools/backends/flax_port_demo.sh shows the same on the FLAX
+// model: tools/backends/flax_port_demo.txt):
+//   - exact-erf GELU in the feed-forward: every quick unet case is reported first at
+//     tap.down_blocks_0, the first block with a feed-forward;
+//   - the sinusoid in float32 (upstream's x64 forward): in float64 every float64-sinusoid case
+//     is reported first at tap.time_proj and the float32-sinusoid cases (unet_f32sin_*) pass;
+//     in float32 it is the build's own sinusoid and every case passes;
+//   - a wrong time-embedding add at the first level (down_blocks_0.resnets_0's time_emb_proj
+//     kernel negated): only the corpus-strength cases (unet_strong_*, two or more channels per
+//     GroupNorm group) see it; at 32 channels in 32 groups GroupNorm erases the add.
+int test_check_unet_variants(void) {
+    SKIP_WITHOUT_POSIX();
+    char *log;
+    int rc, fails = 0, n, other = 0, nunet = quick_cases("unet"), nf32sin = quick_cases_named("unet", "unet_f32sin"),
+        nstrong = quick_cases_named("unet", "unet_strong");
+    const char *ops = "--level quick --ops unet";
+    if (emulated()) { printf("  %s: skipped under an emulator (the unet cases)\n", __func__); return 0; }
+    rc = run_check("MAVREF_PERTURB=unet:meta:gelu=erf", self_adapter(), ops, &log);
+    n = count_lines(log, " FAIL tap.down_blocks_0 ", "unet", &other);
+    fails += EXPECT(rc == 1 && nunet >= 4 && n == nunet && other == 0 && count_lines(log, " FAIL ", NULL, NULL) == nunet,
+                    "erf GELU: exit %d, %d of %d quick unet cases FAIL at tap.down_blocks_0:\n%s", rc, n, nunet, log);
+    if (!fails) printf("  check reports the erf-GELU feed-forward first at tap.down_blocks_0 in all %d quick unet cases\n", n);
+    free(log);
+    rc = run_check("MAVREF_PERTURB=unet:meta:sinusoid=float32", self_adapter(), ops, &log);
+    n = count_lines(log, " FAIL tap.time_proj ", NULL, NULL);
+    if (MAVREF_PRECISION == 64) {
+        fails += EXPECT(rc == 1 && nf32sin >= 1 && n == nunet - nf32sin && count_lines(log, " FAIL ", NULL, NULL) == n &&
+                            count_lines(log, " PASS ", NULL, NULL) == nf32sin && lines_with(log, " PASS ", "unet_f32sin") == nf32sin,
+                        "float32 sinusoid: exit %d, %d FAIL at tap.time_proj, expected %d (and the %d f32sin cases passing):\n%s", rc,
+                        n, nunet - nf32sin, nf32sin, log);
+        if (!fails) printf("  the float32 sinusoid: %d float64-sinusoid cases FAIL at tap.time_proj, %d float32-sinusoid cases pass\n", n, nf32sin);
+    } else {
+        fails += EXPECT(rc == 0 && count_lines(log, " PASS ", NULL, NULL) == nunet,
+                        "float32 sinusoid in the float32 build: exit %d:\n%s", rc, log);
+    }
+    free(log);
+    rc = run_check("MAVREF_PERTURB=unet:neg:down_blocks_0.resnets_0.time_emb_proj.kernel", self_adapter(), ops, &log);
+    n = count_lines(log, " FAIL ", NULL, NULL);
+    fails += EXPECT(rc == 1 && nstrong >= 1 && n == nstrong && count_lines(log, " PASS ", NULL, NULL) == nunet - nstrong,
+                    "wrong time-embedding add: exit %d, %d FAIL lines, expected exactly the %d unet_strong case(s):\n%s", rc, n,
+                    nstrong, log);
+    fails += EXPECT(lines_with(log, " FAIL ", " unet_strong") == n, "wrong time-embedding add: a case other than unet_strong_* failed:\n%s",
+                    log);
+    if (!fails) printf("  a wrong first-level time-embedding add fails exactly the %d unet_strong quick case(s)\n", n);
+    free(log);
     return fails;
 }
 

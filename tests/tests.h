@@ -201,6 +201,7 @@ int test_contract(void);
 int test_check_self(void);
 int test_check_perturbed(void);
 int test_check_bad_adapters(void);
+int test_check_unet_variants(void);
 
 // test_ports.c (ref/port.h: what Windows and WebAssembly do differently)
 int test_port_large_file(void);

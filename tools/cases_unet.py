@@ -7,11 +7,14 @@ File contents (op 'unet'):
   sample (B,Cin,F,H,W) or (B,Cin,H,W)    stored
   timesteps (B,)                         stored, case precision
   context (B,T,Cctx)                     procedural (gen.context)
+  time_proj (B,c0)                       float32-sinusoid cases only (cases_unet_f32sin.py):
+                                         the sinusoid the network runs from
   tap.NAME                               activations, channels-last (see TAPS below)
   out (B,Cout,F,H,W) or (B,Cout,H,W)
   meta: config (JSON of mavflax.UNetConfig), weights_seed, params (comma-separated dotted
         names), gen.NAME for every parameter (mavflax.proc_rule), taps (comma-separated tap
-        names present, without the 'tap.' prefix), video ('1' 5-D input, '0' 2-D mode)
+        names present, without the 'tap.' prefix), video ('1' 5-D input, '0' 2-D mode);
+        float32-sinusoid cases also sinusoid ('float32') and tol.tap.time_proj
 """
 import dataclasses
 import gc
@@ -46,7 +49,10 @@ REAL_TAPS = ['time_proj', 'time_embedding', 'down_blocks_0', 'down_blocks_1', 'd
 
 
 def unet_case(prec, name, config, seed, B, F, H, W, T, timesteps, taps=None, level='quick', video=True,
-              check_2d=False):
+              check_2d=False, f32_sinusoid=None):
+    """f32_sinusoid=True (float64 only): upstream's unmodified x64 forward, whose sinusoid is
+    diffusers' float32 FlaxTimesteps (cases_unet_f32sin.py): meta sinusoid=float32, the sinusoid
+    stored as input `time_proj` too, tap.time_proj held to its own tolerance tol.tap.time_proj."""
     dt = np_dtype(prec)
     r = rng(seed)
     meta = {'config': config.to_json(), 'weights_seed': str(seed), 'video': '1' if video else '0'}
@@ -57,7 +63,8 @@ def unet_case(prec, name, config, seed, B, F, H, W, T, timesteps, taps=None, lev
     shapes = mavflax.unet_param_shapes(config, video)
     meta['params'] = ','.join(shapes)
     params = mavflax.procedural_tree(shapes, seed, dt, meta)
-    y, inter = mavflax.apply_unet(config, params, jnp.asarray(sample), jnp.asarray(t), jnp.asarray(context), dt)
+    y, inter = mavflax.apply_unet(config, params, jnp.asarray(sample), jnp.asarray(t), jnp.asarray(context), dt,
+                                  f32_sinusoid=f32_sinusoid)
     if check_2d:
         check_against_diffusers(prec, config, params, sample, t, context, y)
     del params
@@ -69,6 +76,13 @@ def unet_case(prec, name, config, seed, B, F, H, W, T, timesteps, taps=None, lev
         taps = [k for k in taps if k != 'time_proj']
     meta['taps'] = ','.join(taps)
     tensors = [('sample', sample), ('timesteps', t)]
+    if f32_sinusoid:
+        assert prec == 'f64' and 'time_proj' in taps
+        from cases_ops import TOL_SINUSOID
+        meta['sinusoid'] = 'float32'
+        meta['tol.tap.time_proj'] = repr(TOL_SINUSOID)
+        assert np.asarray(inter['time_proj']).dtype == np.float32
+        tensors.append(('time_proj', out(inter['time_proj'], prec)))
     tensors += [('tap.' + k, out(inter[k], prec)) for k in taps]
     tensors.append(('out', out(y, prec)))
     for k, a in tensors:

@@ -83,7 +83,8 @@ ROLES = {
     'transformer': (['x', 'context'], ['y'], []),
     'downsample': (['x'], ['y'], []),
     'upsample': (['x'], ['y'], []),
-    'unet': (['sample', 'timesteps', 'context'], ['tap.*', 'out'], []),
+    # time_proj: the float32-sinusoid cases' fed sinusoid (meta sinusoid=float32, SPEC.md 13.4)
+    'unet': (['sample', 'timesteps', 'context', 'time_proj'], ['tap.*', 'out'], []),
     'vae': (['image', 'latents'], ['mean', 'logvar', 'decoded'], []),
     'clip_text': (['ids'], ['hidden'], []),
     'sched_schedule': ([], ['betas', 'alphas_cumprod', 'alpha_t', 'sigma_t', 'lambda_t'], []),

@@ -30,6 +30,7 @@ CASE_MODULES = [
     'cases_blocks',
     'cases_unet',
     'cases_unet_strength',
+    'cases_unet_f32sin',
     'cases_grad',
     'cases_sched',
     'cases_train',

@@ -357,7 +357,10 @@ class UNetPseudo3DConditionModel(nn.Module):
     f32_sinusoid: Optional[bool] = None
 
     @nn.compact
-    def __call__(self, sample, timesteps, context):
+    def __call__(self, sample, timesteps, context, time_proj=None):
+        """time_proj: optional (B, c0) sinusoid the network runs from in place of its own; the
+        model's own is still sown as tap.time_proj (the corpus contract's fed sinusoid, SPEC.md
+        section 13.4: cases with attribute sinusoid=float32 give it as input `time_proj`)."""
         cfg = self.config
         heads = cfg.heads()
         chans = cfg.block_out_channels
@@ -374,6 +377,8 @@ class UNetPseudo3DConditionModel(nn.Module):
         else:
             temb = sinusoid(timesteps, chans[0], cfg.flip_sin_to_cos, cfg.freq_shift, self.dtype)
         self.sow('intermediates', 'tap.time_proj', temb)
+        if time_proj is not None:
+            temb = jnp.asarray(time_proj)
         temb = FlaxTimestepEmbedding(4 * chans[0], dtype=self.dtype, name='time_embedding')(temb)
         self.sow('intermediates', 'tap.time_embedding', temb)
 
@@ -485,12 +490,13 @@ def procedural_params(config, seed, dtype=np.float64, video=True, meta=None):
 
 
 def apply_unet(config, params, sample, timesteps, context, dtype, taps=True,
-               use_memory_efficient_attention=True, f32_sinusoid=None):
-    """Run the model; returns (out, {tap name: array}) with taps in (B,F,H,W,C) layout."""
+               use_memory_efficient_attention=True, f32_sinusoid=None, time_proj=None):
+    """Run the model; returns (out, {tap name: array}) with taps in (B,F,H,W,C) layout.
+    time_proj: an optional sinusoid the network runs from (UNetPseudo3DConditionModel)."""
     m = UNetPseudo3DConditionModel(config, use_memory_efficient_attention, dtype, f32_sinusoid)
     if not taps:
-        return m.apply({'params': params}, sample, timesteps, context), {}
-    y, st = m.apply({'params': params}, sample, timesteps, context, mutable=['intermediates'])
+        return m.apply({'params': params}, sample, timesteps, context, time_proj), {}
+    y, st = m.apply({'params': params}, sample, timesteps, context, time_proj, mutable=['intermediates'])
     inter = {k[len('tap.'):]: v[0] for k, v in st['intermediates'].items()}
     return y, inter
 
