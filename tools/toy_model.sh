@@ -53,19 +53,29 @@ $M init vae --config $OUT/makeavid/vae/config.json --weights $TMP/vae.params.saf
 stage "training set (VAE latents, CLIP contexts)"
 $M encode-clips --model $OUT/makeavid --data $TMP/world.safetensors --out $TMP/data.safetensors
 
-# The two UNets are independent: trained side by side, one thread each (mavref's threads help
-# little at these sizes; results are the same bits for any thread count).
-stage "2-D UNet (the first frame) and pseudo-3D UNet (the video), side by side"
-MAVREF_THREADS=1 $M train --2d --all --config $OUT/hint/unet/config.json --procedural 2 --data $TMP/data.safetensors \
+# The two UNets and the VAE's decoder are independent now: trained side by side, one thread
+# each (mavref's threads help little at these sizes; the bits are the same for any count).
+stage "2-D UNet (the first frame), pseudo-3D UNet (the video) and the VAE decoder, side by side"
+export MAVREF_THREADS=1
+$M train --2d --all --config $OUT/hint/unet/config.json --procedural 2 --data $TMP/data.safetensors \
     --batch 8 --steps $U2_STEPS --lr 1e-3 --warmup 0.05 --decay 0.95 --cond-drop 0.1 --seed 2 \
     --out $TMP/unet2d --plot $LOG/unet2d_loss.svg > $LOG/unet2d.log &
 p2=$!
-MAVREF_THREADS=1 $M train --all --config $OUT/makeavid/unet/config.json --procedural 3 --data $TMP/data.safetensors \
+$M train --all --config $OUT/makeavid/unet/config.json --procedural 3 --data $TMP/data.safetensors \
     --batch 4 --frames 12 --steps $U3_STEPS --lr 1e-3 --warmup 0.05 --decay 0.95 --cond-drop 0.1 --seed 3 \
     --out $TMP/unet --plot $LOG/unet_loss.svg > $LOG/unet.log &
 p3=$!
+# the VAE's decoder only (its encoder, and so the latents above, stay as they are): a third run
+# while the UNets train, for the colours
+$M train-vae --data $TMP/world.safetensors --vae-channels 32,64,64 --vae-layers 1 --resume $TMP/vae --train-only decoder \
+    --steps 400 --total-steps 1100 --batch 4 --lr 2e-3 --warmup 0.03 --decay 0.97 --kl 1e-6 --seed 0 \
+    --out $TMP/vae_c --plot $LOG/vae_loss_c.svg > $LOG/vae_c.log &
+pv=$!
 wait $p2
 wait $p3
+wait $pv
+$M init vae --config $OUT/makeavid/vae/config.json --weights $TMP/vae_c.params.safetensors --dtype f16 \
+    --out $OUT/makeavid/vae/diffusion_pytorch_model.safetensors
 $M init unet2d --config $OUT/hint/unet/config.json --weights $TMP/unet2d.params.safetensors --dtype f16 \
     --out $OUT/hint/unet/diffusion_pytorch_model.safetensors
 $M init unet --config $OUT/makeavid/unet/config.json --weights $TMP/unet.params.safetensors --dtype f16 \
