@@ -16,7 +16,6 @@ const UnitTest unit_tests[] = {
     {"model_tokenizer_hf", test_model_tokenizer_hf},
     {"model_pipeline", test_model_pipeline},
     {"toy_measure_truth", test_toy_measure_truth},
-    {"toy_prompt_adherence", test_toy_prompt_adherence},
     {"cli_model", test_cli_model},
     {"cli_preview", test_cli_preview},
     {"model_pipeline_toy", test_model_pipeline_toy},
@@ -107,7 +106,7 @@ const UnitTest unit_tests[] = {
 const size_t n_unit_tests = sizeof unit_tests / sizeof unit_tests[0];
 
 // model_pipeline_toy: two 12-step runs at 64x64, 12 frames (~30 s native): not under emulation
-const char *const full_level_tests[] = {"toy_prompt_adherence", "model_pipeline_toy"};
+const char *const full_level_tests[] = {"model_pipeline_toy"};
 const size_t n_full_level_tests = sizeof full_level_tests / sizeof full_level_tests[0];
 
 // op, runner, minimum number of cases per precision in the corpus
