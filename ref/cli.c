@@ -903,6 +903,53 @@ static int init_declare(ParamTable *pt, const CliArgs *a, const char *component)
     return mv_fail("unknown component '%s' (unet, unet2d, vae or text_encoder)", component);
 }
 
+// init unet --from-2d W2D: the pseudo-3D UNet starts as the 2-D UNet of W2D run on each frame
+// (Make-A-Video's initialization): the 2-D weights where the names agree; conv_in's channels
+// beyond W2D's (the mask and the hint) zero; every temporal conv the identity (kernel[1] = I,
+// the other taps and the bias zero: there is no residual around it); every temporal
+// attention's to_out_0 zero (it sits inside a residual). The other temporal parameters keep
+// their procedural values; with to_out_0 at zero they start to learn at its first update.
+static int init_from_2d(ParamTable *pt, const char *path) {
+    StFile f;
+    size_t k, i, j, n;
+    int rc = MV_OK;
+    if (st_open(&f, path)) return MV_ERR;
+    for (k = 0; k < pt->count && rc == MV_OK; k++) {
+        Param *p = &pt->p[k];
+        const StEntry *e = st_find(&f, p->name);
+        const char *leaf = strrchr(p->name, '.');
+        Tensor src;
+        if (e) {
+            if (st_read(&f, p->name, &src)) { rc = MV_ERR; break; }
+            if (src.numel == p->t.numel) {
+                memcpy(p->t.data, src.data, src.numel * sizeof(real));
+            } else if (!strcmp(p->name, "conv_in.spatial_conv.kernel") && src.ndim == 4 && p->t.ndim == 4 &&
+                       src.shape[0] == p->t.shape[0] && src.shape[1] == p->t.shape[1] && src.shape[3] == p->t.shape[3] &&
+                       src.shape[2] < p->t.shape[2]) {
+                size_t ci = src.shape[2], co = src.shape[3], cin = p->t.shape[2]; // (KH,KW,Ci,Co)
+                memset(p->t.data, 0, p->t.numel * sizeof(real));
+                for (i = 0; i < src.shape[0] * src.shape[1]; i++)
+                    for (j = 0; j < ci; j++) memcpy(p->t.data + (i * cin + j) * co, src.data + (i * ci + j) * co, co * sizeof(real));
+            } else {
+                rc = mv_fail("%s: %s has %lu values, the pseudo-3D UNet's %lu", path, p->name, (unsigned long)src.numel, (unsigned long)p->t.numel);
+            }
+            tensor_free(&src);
+        } else if (strstr(p->name, "temporal_conv.")) {
+            memset(p->t.data, 0, p->t.numel * sizeof(real));
+            if (leaf && !strcmp(leaf, ".kernel")) { // (3,C,C): kernel[1] = I
+                n = p->t.shape[1];
+                for (i = 0; i < n; i++) p->t.data[(n + i) * p->t.shape[2] + i] = (real)1;
+            }
+        } else if (strstr(p->name, "attn_temporal.to_out_0.")) {
+            memset(p->t.data, 0, p->t.numel * sizeof(real));
+        } else if (!strstr(p->name, "temporal")) {
+            rc = mv_fail("%s: no %s (a 2-D UNet of the same config?)", path, p->name);
+        }
+    }
+    st_close(&f);
+    return rc;
+}
+
 static int cmd_init(const CliArgs *a) {
     ParamTable pt;
     StWriter w;
@@ -910,19 +957,21 @@ static int cmd_init(const CliArgs *a) {
     int half, rc;
     char line[160];
     if (!a->out_path) return usage_error(a, "needs COMPONENT and --out");
+    if (a->from_2d && (strcmp(a->pos[0], "unet") || a->weights)) return usage_error(a, "--from-2d is for unet, with --procedural");
     half = !strcmp(a->dtype, "f16");
     if (!half && strcmp(a->dtype, "f32")) return usage_error(a, "--dtype must be f32 or f16");
     params_init(&pt);
     st_writer_init(&w);
     if (init_declare(&pt, a, a->pos[0]) || params_alloc(&pt) ||
-        (a->weights ? params_load(&pt, a->weights, 0) : params_procedural(&pt, (uint64_t)a->procedural))) {
+        (a->weights ? params_load(&pt, a->weights, 0) : params_procedural(&pt, (uint64_t)a->procedural)) ||
+        (a->from_2d && init_from_2d(&pt, a->from_2d))) {
         rc = bad_input(a);
     } else {
         for (k = 0; k < pt.count; k++) // f16: round first, so the file holds the values exactly
             for (i = 0; half && i < pt.p[k].t.numel; i++)
                 pt.p[k].t.data[i] = (real)st_f16_to_double(st_f16_from_double((double)pt.p[k].t.data[i]));
         if (a->weights) snprintf(line, sizeof line, "mavref init %s --weights (trained by mavref)", a->pos[0]);
-        else snprintf(line, sizeof line, "mavref init %s --procedural %llu", a->pos[0], a->procedural);
+        else snprintf(line, sizeof line, "mavref init %s --procedural %llu%s", a->pos[0], a->procedural, a->from_2d ? " --from-2d" : "");
         rc = 0;
         for (k = 0; k < pt.count && !rc; k++) rc = st_writer_add(&w, pt.p[k].name, &pt.p[k].t, half ? ST_F16 : ST_F32);
         rc = rc || st_writer_meta(&w, "producer", line) || st_writer_save(&w, a->out_path);

@@ -69,6 +69,7 @@ typedef struct {
     const char *dtype;              // init, convert
     const char *first_frame;        // toyworld
     const char *train_only;         // train-vae
+    const char *from_2d;            // init unet
     const char *component, *names;  // convert
     // integers
     unsigned long long procedural, steps, frames, batch, total_steps, seed, clips, size, width, height, fps;

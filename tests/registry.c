@@ -16,6 +16,7 @@ const UnitTest unit_tests[] = {
     {"model_tokenizer_hf", test_model_tokenizer_hf},
     {"model_pipeline", test_model_pipeline},
     {"toy_measure_truth", test_toy_measure_truth},
+    {"init_from_2d", test_init_from_2d},
     {"cli_model", test_cli_model},
     {"cli_preview", test_cli_preview},
     {"model_pipeline_toy", test_model_pipeline_toy},

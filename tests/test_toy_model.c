@@ -1,6 +1,7 @@
 // test_toy_model.c: the toy model of `make toy-model` does what its prompts say (issue 15).
 //   toy_measure_truth     the measurement (ref/toyworld.h toy_measure) reads the toy world's
 //                         own clips of the 24 pairs right: every one passes
+//   init_from_2d          `mavref init unet --from-2d`: the file it writes, and what it computes
 // The bar itself (mavref toy-eval --model vectors/toy/makeavid --hint-model vectors/toy/hint:
 // at least 90% of the 24 pairs) is not a test yet: the committed toy model scores 0 of 24
 // (SPEC.md section 10.5); it becomes one with weights that pass it.
@@ -8,6 +9,10 @@
 #include <string.h>
 
 #include "../ref/cli.h"
+#include "../ref/compare.h"
+#include "../ref/noise.h"
+#include "../ref/params.h"
+#include "../ref/unet.h"
 #include "harness.h"
 #include "tests.h"
 
@@ -31,3 +36,138 @@ static int toy_eval_truth(const char *where, const char *expect_line) {
 
 int test_toy_measure_truth(void) { return toy_eval_truth("toy_measure_truth", "24 of 24 pairs (100.0%), held-out 8 of 8"); }
 
+
+// init_from_2d: `mavref init unet --from-2d W2D` (Make-A-Video's start, SPEC.md 10.5) on the
+// toy configs. The file: every 2-D tensor copied (conv_in's mask and hint channels zero), every
+// temporal conv the identity, every temporal attention's to_out_0 zero, the other temporal
+// parameters procedural. The behaviour: on a still video the pseudo-3D UNet computes, frame by
+// frame, what the 2-D UNet computes on the frame (its GroupNorms' statistics over the frames
+// of a still video are the frame's own), to rounding: the sums run in another order.
+// And --from-2d with unet2d, or a file that is not a 2-D UNet of the config: exit 2.
+#define STR2(x) #x
+#define STR(x) STR2(x)
+static const char *const init2d_path = "build/test-init-2d-f" STR(MAVREF_PRECISION) ".safetensors";
+static const char *const init3d_path = "build/test-init-3d-f" STR(MAVREF_PRECISION) ".safetensors";
+
+static int run_quiet(int argc, char **argv) {
+    FILE *sink = fopen("build/test-init-out-f" STR(MAVREF_PRECISION), "w+b");
+    int rc;
+    if (!sink) return -1;
+    rc = mavref_main(argc, argv, sink, sink);
+    fclose(sink);
+    remove("build/test-init-out-f" STR(MAVREF_PRECISION));
+    return rc;
+}
+
+static int check_init_file(const char *where, const ParamTable *p2, const ParamTable *p3) {
+    size_t k, i, fails = 0, temporal = 0;
+    for (k = 0; k < p3->count; k++) {
+        const Param *q = &p3->p[k], *p = NULL;
+        const real *x = q->t.data;
+        for (i = 0; i < p2->count; i++) if (!strcmp(p2->p[i].name, q->name)) p = &p2->p[i];
+        if (p && !strcmp(q->name, "conv_in.spatial_conv.kernel")) { // (3,3,Ci,Co)
+            size_t ci = p->t.shape[2], cin = q->t.shape[2], co = q->t.shape[3];
+            for (i = 0; i < 9 * cin * co; i++) {
+                size_t jj = (i / co) % cin, tap = i / (co * cin), o = i % co;
+                real want = jj < ci ? p->t.data[(tap * ci + jj) * co + o] : (real)0;
+                if (x[i] != want) { fails++; break; }
+            }
+        } else if (p) {
+            if (p->t.numel != q->t.numel || memcmp(x, p->t.data, q->t.numel * sizeof(real))) fails++;
+        } else if (strstr(q->name, "temporal_conv.kernel")) { // (3,C,C): kernel[1] = I
+            size_t n = q->t.shape[1], m = q->t.shape[2];
+            temporal++;
+            for (i = 0; i < q->t.numel; i++) {
+                size_t tap = i / (n * m), c = (i / m) % n, o = i % m;
+                if (x[i] != (tap == 1 && c == o ? (real)1 : (real)0)) { fails++; break; }
+            }
+        } else if (strstr(q->name, "temporal_conv.bias") || strstr(q->name, "attn_temporal.to_out_0.")) {
+            for (i = 0; i < q->t.numel; i++) if (x[i] != (real)0) { fails++; break; }
+        } else if (strstr(q->name, "attn_temporal.to_q")) {
+            for (i = 0; i < q->t.numel && x[i] == (real)0; i++) {}
+            if (i == q->t.numel) fails++; // procedural, not zero
+        }
+        if (fails) { harness_failf(where, "%s is not what --from-2d writes", q->name); return 1; }
+    }
+    if (!temporal) { harness_failf(where, "no temporal conv in the pseudo-3D UNet"); return 1; }
+    printf("    %lu tensors: the 2-D UNet's copied, %lu temporal convs the identity, temporal attention outputs zero\n",
+           (unsigned long)p3->count, (unsigned long)temporal);
+    return 0;
+}
+
+int test_init_from_2d(void) {
+    char *a2[] = {(char *)"mavref", (char *)"init", (char *)"unet2d", (char *)"--config", (char *)"vectors/toy/hint/unet/config.json",
+                  (char *)"--procedural", (char *)"5", (char *)"--out", (char *)init2d_path, NULL};
+    char *a3[] = {(char *)"mavref", (char *)"init", (char *)"unet", (char *)"--config", (char *)"vectors/toy/makeavid/unet/config.json",
+                  (char *)"--procedural", (char *)"6", (char *)"--from-2d", (char *)init2d_path, (char *)"--out", (char *)init3d_path, NULL};
+    char *bad_comp[] = {(char *)"mavref", (char *)"init", (char *)"unet2d", (char *)"--config", (char *)"vectors/toy/hint/unet/config.json",
+                        (char *)"--procedural", (char *)"6", (char *)"--from-2d", (char *)init2d_path, (char *)"--out", (char *)"build/test-init-bad.safetensors", NULL};
+    char *bad_file[] = {(char *)"mavref", (char *)"init", (char *)"unet", (char *)"--config", (char *)"vectors/toy/makeavid/unet/config.json",
+                        (char *)"--procedural", (char *)"6", (char *)"--from-2d", (char *)"vectors/toy/makeavid/text_encoder/model.safetensors",
+                        (char *)"--out", (char *)"build/test-init-bad.safetensors", NULL};
+    ParamTable p2, p3;
+    UNetConfig c2, c3;
+    Tensor x2, x3, t2, t3, ctx2, ctx3, o2, o3, want;
+    size_t F = 3, H = 8, W = 8, S = H * W, T = 5, Cc, f, c, i;
+    int fails = 0, rc;
+    FILE *probe;
+    Metrics m;
+    char buf[256], idx[64];
+    params_init(&p2); params_init(&p3);
+    memset(&x2, 0, sizeof x2); memset(&x3, 0, sizeof x3); memset(&t2, 0, sizeof t2); memset(&t3, 0, sizeof t3);
+    memset(&ctx2, 0, sizeof ctx2); memset(&ctx3, 0, sizeof ctx3); memset(&o2, 0, sizeof o2); memset(&o3, 0, sizeof o3);
+    memset(&want, 0, sizeof want);
+    remove("build/test-init-bad.safetensors");
+    if ((rc = run_quiet(9, a2)) != 0 || (rc = run_quiet(11, a3)) != 0) { harness_failf(__func__, "mavref init exited %d", rc); return 1; }
+    if ((rc = run_quiet(11, bad_comp)) != 2) { harness_failf(__func__, "init unet2d --from-2d: exit %d, expected 2", rc); fails++; }
+    if ((rc = run_quiet(11, bad_file)) != 2) { harness_failf(__func__, "--from-2d a text encoder: exit %d, expected 2", rc); fails++; }
+    if ((probe = fopen("build/test-init-bad.safetensors", "rb"))) { fclose(probe); harness_failf(__func__, "a refused init wrote its --out"); fails++; }
+    unet_config_default(&c2); unet_config_default(&c3);
+    c2.temporal = 0; c2.in_channels = 4;
+    if (unet_config_load(&c2, "vectors/toy/hint/unet/config.json") || unet_config_load(&c3, "vectors/toy/makeavid/unet/config.json") ||
+        unet_declare_params(&p2, &c2) || unet_declare_params(&p3, &c3) || params_alloc(&p2) || params_alloc(&p3) ||
+        params_load(&p2, init2d_path, 0) || params_load(&p3, init3d_path, 0)) {
+        harness_failf(__func__, "%s", mv_error());
+        fails++;
+        goto done;
+    }
+    fails += check_init_file(__func__, &p2, &p3);
+    // a still video: frame 0 repeated; mask and hint channels arbitrary (their weights are zero)
+    Cc = (size_t)c3.cross_attention_dim;
+    if (tensor_alloc_v(&x2, 4, F, (size_t)4, H, W) || tensor_alloc_v(&x3, 5, (size_t)1, (size_t)9, F, H, W) ||
+        tensor_alloc_v(&t2, 1, F) || tensor_alloc_v(&t3, 1, (size_t)1) || tensor_alloc_v(&ctx2, 3, F, T, Cc) ||
+        tensor_alloc_v(&ctx3, 3, (size_t)1, T, Cc) || tensor_alloc_v(&want, 5, (size_t)1, (size_t)4, F, H, W) ||
+        noise_normal(ctx3.data, ctx3.numel, 11, "init ctx") || noise_normal(x3.data, x3.numel, 12, "init x")) {
+        fails++;
+        goto done;
+    }
+    for (c = 0; c < 4; c++)
+        for (f = 0; f < F; f++)
+            for (i = 0; i < S; i++) {
+                x3.data[(c * F + f) * S + i] = x3.data[c * F * S + i];
+                x2.data[(f * 4 + c) * S + i] = x3.data[c * F * S + i];
+            }
+    t3.data[0] = (real)437;
+    for (f = 0; f < F; f++) {
+        t2.data[f] = (real)437;
+        memcpy(ctx2.data + f * T * Cc, ctx3.data, T * Cc * sizeof(real));
+    }
+    if (unet_forward(&o2, &x2, &t2, &ctx2, &p2, &c2, NULL, NULL) || unet_forward(&o3, &x3, &t3, &ctx3, &p3, &c3, NULL, NULL)) {
+        harness_failf(__func__, "%s", mv_error());
+        fails++;
+        goto done;
+    }
+    for (c = 0; c < 4; c++) // (F,4,H,W) -> (1,4,F,H,W)
+        for (f = 0; f < F; f++) memcpy(want.data + (c * F + f) * S, o2.data + (f * 4 + c) * S, S * sizeof(real));
+    metrics_compute_real(&m, o3.data, want.data, want.numel);
+    metrics_format(buf, sizeof buf, &m, index_str(idx, sizeof idx, m.worst, 5, want.shape));
+    rc = metrics_pass(&m, MAVREF_PRECISION == 64 ? 1e-12 : 1e-5);
+    printf("  %s init_from_2d still video, pseudo-3D vs 2-D per frame: %s\n", rc ? "ok" : "FAIL", buf);
+    if (!rc) { harness_failf(__func__, "the pseudo-3D UNet from --from-2d is not the 2-D UNet per frame on a still video"); fails++; }
+done:
+    tensor_free(&x2); tensor_free(&x3); tensor_free(&t2); tensor_free(&t3); tensor_free(&ctx2); tensor_free(&ctx3);
+    tensor_free(&o2); tensor_free(&o3); tensor_free(&want);
+    free_params(&p2); free_params(&p3);
+    remove(init2d_path); remove(init3d_path);
+    return fails ? 1 : 0;
+}
