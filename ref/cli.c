@@ -8,6 +8,7 @@
 // tokenizer, a resumed run, training data, an image): everything is read and checked before
 // anything is written, so a bad input leaves no output. Running out of memory while reading
 // is the machine's failure, not the input's: 1 (mv_error_is_oom).
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -950,6 +951,72 @@ static int init_from_2d(ParamTable *pt, const char *path) {
     return rc;
 }
 
+// init vae --whiten DATA: SD's pipeline multiplies the VAE's latent by 0.18215 (upstream has
+// the number in its code), a factor chosen for SD's VAE to give the diffusion unit variance.
+// For another VAE, rescale its latent instead: with m_c and s_c the mean and standard
+// deviation of channel c over every latents.<i> of DATA (this VAE's posterior means),
+//   z'_c = (z_c - m_c) k_c,  k_c = 1 / (0.18215 s_c)
+// quant_conv's mean outputs become (W z + b - m) k, its log-variance outputs gain 2 ln k_c
+// (the same posterior, rescaled), and post_quant_conv reads z = z'/k + m: its kernel rows are
+// divided by k_c and its bias gains sum_c m_c W[c,o]. The decoder's output is unchanged.
+static int init_whiten(ParamTable *pt, const char *data_path, FILE *out) {
+    StFile f;
+    Param *qk = NULL, *qb = NULL, *pk = NULL, *pb = NULL;
+    double sum[64], sq[64], mean[64], k[64], cnt = 0;
+    size_t L, i, j, c, o, e, per;
+    int rc = MV_OK;
+    for (i = 0; i < pt->count; i++) {
+        if (!strcmp(pt->p[i].name, "quant_conv.kernel")) qk = &pt->p[i];
+        if (!strcmp(pt->p[i].name, "quant_conv.bias")) qb = &pt->p[i];
+        if (!strcmp(pt->p[i].name, "post_quant_conv.kernel")) pk = &pt->p[i];
+        if (!strcmp(pt->p[i].name, "post_quant_conv.bias")) pb = &pt->p[i];
+    }
+    if (!qk || !qb || !pk || !pb || pk->t.ndim != 4) return mv_fail("--whiten: the VAE has no quant_conv / post_quant_conv");
+    L = pk->t.shape[2]; // (1,1,L,L)
+    if (L > sizeof sum / sizeof sum[0] || qk->t.shape[3] != 2 * L) return mv_fail("--whiten: unexpected quant_conv shape");
+    for (c = 0; c < L; c++) sum[c] = sq[c] = 0;
+    if (st_open(&f, data_path)) return MV_ERR;
+    for (e = 0; e < f.count && rc == MV_OK; e++) {
+        Tensor z;
+        if (strncmp(f.entries[e].name, "latents.", 8)) continue;
+        if (st_read(&f, f.entries[e].name, &z)) { rc = MV_ERR; break; }
+        if (z.ndim != 4 || z.shape[1] != L) {
+            rc = mv_fail("%s: %s must be (F, %lu, h, w)", data_path, f.entries[e].name, (unsigned long)L);
+        } else {
+            per = z.shape[2] * z.shape[3];
+            for (i = 0; i < z.shape[0]; i++)
+                for (c = 0; c < L; c++)
+                    for (j = 0; j < per; j++) { double v = z.data[(i * L + c) * per + j]; sum[c] += v; sq[c] += v * v; }
+            cnt += (double)(z.shape[0] * per);
+        }
+        tensor_free(&z);
+    }
+    st_close(&f);
+    if (rc) return rc;
+    if (cnt < 2) return mv_fail("%s: no latents.<i> to measure", data_path);
+    for (c = 0; c < L; c++) {
+        double var = sq[c] / cnt - (sum[c] / cnt) * (sum[c] / cnt);
+        if (!(var > 0)) return mv_fail("%s: latent channel %lu does not vary", data_path, (unsigned long)c);
+        mean[c] = sum[c] / cnt;
+        k[c] = 1.0 / (LATENT_SCALE * sqrt(var));
+    }
+    for (o = 0; o < L; o++) { // post_quant_conv: bias += sum_c m_c W[c,o] (the original W), then rows / k_c
+        double add = 0;
+        for (c = 0; c < L; c++) add += mean[c] * (double)pk->t.data[c * L + o];
+        pb->t.data[o] = (real)((double)pb->t.data[o] + add);
+    }
+    for (c = 0; c < L; c++)
+        for (o = 0; o < L; o++) pk->t.data[c * L + o] = (real)((double)pk->t.data[c * L + o] / k[c]);
+    for (i = 0; i < 2 * L; i++) // quant_conv (1,1,2L,2L): mean outputs c < L, log-variances L + c
+        for (c = 0; c < L; c++) qk->t.data[i * 2 * L + c] = (real)((double)qk->t.data[i * 2 * L + c] * k[c]);
+    for (c = 0; c < L; c++) {
+        qb->t.data[c] = (real)(((double)qb->t.data[c] - mean[c]) * k[c]);
+        qb->t.data[L + c] = (real)((double)qb->t.data[L + c] + 2.0 * log(k[c]));
+    }
+    for (c = 0; c < L; c++) fprintf(out, "latent channel %lu: mean %.6g std %.6g -> scale %.6g\n", (unsigned long)c, mean[c], 1.0 / (LATENT_SCALE * k[c]), k[c]);
+    return MV_OK;
+}
+
 static int cmd_init(const CliArgs *a) {
     ParamTable pt;
     StWriter w;
@@ -958,19 +1025,20 @@ static int cmd_init(const CliArgs *a) {
     char line[160];
     if (!a->out_path) return usage_error(a, "needs COMPONENT and --out");
     if (a->from_2d && (strcmp(a->pos[0], "unet") || a->weights)) return usage_error(a, "--from-2d is for unet, with --procedural");
+    if (a->whiten && (strcmp(a->pos[0], "vae") || !a->weights)) return usage_error(a, "--whiten is for vae, with --weights");
     half = !strcmp(a->dtype, "f16");
     if (!half && strcmp(a->dtype, "f32")) return usage_error(a, "--dtype must be f32 or f16");
     params_init(&pt);
     st_writer_init(&w);
     if (init_declare(&pt, a, a->pos[0]) || params_alloc(&pt) ||
         (a->weights ? params_load(&pt, a->weights, 0) : params_procedural(&pt, (uint64_t)a->procedural)) ||
-        (a->from_2d && init_from_2d(&pt, a->from_2d))) {
+        (a->from_2d && init_from_2d(&pt, a->from_2d)) || (a->whiten && init_whiten(&pt, a->whiten, a->out))) {
         rc = bad_input(a);
     } else {
         for (k = 0; k < pt.count; k++) // f16: round first, so the file holds the values exactly
             for (i = 0; half && i < pt.p[k].t.numel; i++)
                 pt.p[k].t.data[i] = (real)st_f16_to_double(st_f16_from_double((double)pt.p[k].t.data[i]));
-        if (a->weights) snprintf(line, sizeof line, "mavref init %s --weights (trained by mavref)", a->pos[0]);
+        if (a->weights) snprintf(line, sizeof line, "mavref init %s --weights (trained by mavref)%s", a->pos[0], a->whiten ? " --whiten" : "");
         else snprintf(line, sizeof line, "mavref init %s --procedural %llu%s", a->pos[0], a->procedural, a->from_2d ? " --from-2d" : "");
         rc = 0;
         for (k = 0; k < pt.count && !rc; k++) rc = st_writer_add(&w, pt.p[k].name, &pt.p[k].t, half ? ST_F16 : ST_F32);

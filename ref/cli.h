@@ -70,6 +70,7 @@ typedef struct {
     const char *first_frame;        // toyworld
     const char *train_only;         // train-vae
     const char *from_2d;            // init unet
+    const char *whiten;             // init vae
     const char *component, *names;  // convert
     // integers
     unsigned long long procedural, steps, frames, batch, total_steps, seed, clips, size, width, height, fps;

@@ -70,6 +70,7 @@ const CliOption cli_options[] = {
     {"--procedural", CMD_INIT, OPT_COUNT, F(procedural), "SEED", "0", 0, ANY, "seed of the procedural generator"},
     {"--out", CMD_INIT | CMD_ENCODE_CLIPS, OPT_TEXT, F(out_path), "OUT", NULL, 0, 0, "the safetensors file to write"},
     {"--from-2d", CMD_INIT, OPT_TEXT, F(from_2d), "W2D", NULL, 0, 0, "unet: start from a trained 2-D UNet (W2D, Flax names), as Make-A-Video does: its weights where the names agree (conv_in's extra mask and hint channels zero), every temporal conv the identity, every temporal attention's output zero"},
+    {"--whiten", CMD_INIT, OPT_TEXT, F(whiten), "DATA", NULL, 0, 0, "vae, with --weights: rescale the latent per channel so that 0.18215 x latent has mean 0 and variance 1 over the latents.<i> of DATA (encode-clips of this VAE): quant_conv and post_quant_conv change, the decoder's output does not"},
     {"--dtype", CMD_INIT, OPT_TEXT, F(dtype), "f32|f16", "f32", 0, 0, "stored dtype; f16: the values are rounded to float16 first, so the file holds them exactly"},
     {"--data", CMD_ENCODE_CLIPS, OPT_TEXT, F(data), "D", NULL, 0, 0, "frames.<i> (Fc,H,W,3) bytes and caption.<i> metadata per clip (mavref toyworld)"},
     // toy-eval

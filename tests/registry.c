@@ -17,6 +17,7 @@ const UnitTest unit_tests[] = {
     {"model_pipeline", test_model_pipeline},
     {"toy_measure_truth", test_toy_measure_truth},
     {"init_from_2d", test_init_from_2d},
+    {"init_whiten", test_init_whiten},
     {"cli_model", test_cli_model},
     {"cli_preview", test_cli_preview},
     {"model_pipeline_toy", test_model_pipeline_toy},

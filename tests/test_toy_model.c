@@ -2,9 +2,11 @@
 //   toy_measure_truth     the measurement (ref/toyworld.h toy_measure) reads the toy world's
 //                         own clips of the 24 pairs right: every one passes
 //   init_from_2d          `mavref init unet --from-2d`: the file it writes, and what it computes
+//   init_whiten           `mavref init vae --whiten`: unit-variance latents, the same decoded image
 // The bar itself (mavref toy-eval --model vectors/toy/makeavid --hint-model vectors/toy/hint:
 // at least 90% of the 24 pairs) is not a test yet: the committed toy model scores 0 of 24
 // (SPEC.md section 10.5); it becomes one with weights that pass it.
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -13,6 +15,9 @@
 #include "../ref/noise.h"
 #include "../ref/params.h"
 #include "../ref/unet.h"
+#include "../ref/vae.h"
+#include "../ref/model_dir.h"
+#include "../ref/safetensors.h"
 #include "harness.h"
 #include "tests.h"
 
@@ -169,5 +174,83 @@ done:
     tensor_free(&o2); tensor_free(&o3); tensor_free(&want);
     free_params(&p2); free_params(&p3);
     remove(init2d_path); remove(init3d_path);
+    return fails ? 1 : 0;
+}
+
+// init_whiten: `mavref init vae --weights V --whiten DATA` (SPEC.md 10.5) on a procedural VAE of
+// the toy config. DATA: the VAE's posterior means of three random images. The whitened VAE's
+// means of the same images, x 0.18215, have mean 0 and variance 1 per channel; decoding
+// them gives the image the original VAE decodes from its own means (to rounding).
+static const char *const wv_path = "build/test-whiten-v-f" STR(MAVREF_PRECISION) ".safetensors";
+static const char *const wd_path = "build/test-whiten-d-f" STR(MAVREF_PRECISION) ".safetensors";
+static const char *const ww_path = "build/test-whiten-w-f" STR(MAVREF_PRECISION) ".safetensors";
+
+int test_init_whiten(void) {
+    char *av[] = {(char *)"mavref", (char *)"init", (char *)"vae", (char *)"--config", (char *)"vectors/toy/makeavid/vae/config.json",
+                  (char *)"--procedural", (char *)"8", (char *)"--out", (char *)wv_path, NULL};
+    char *aw[] = {(char *)"mavref", (char *)"init", (char *)"vae", (char *)"--config", (char *)"vectors/toy/makeavid/vae/config.json",
+                  (char *)"--weights", (char *)wv_path, (char *)"--whiten", (char *)wd_path, (char *)"--out", (char *)ww_path, NULL};
+    char *bad[] = {(char *)"mavref", (char *)"init", (char *)"vae", (char *)"--config", (char *)"vectors/toy/makeavid/vae/config.json",
+                   (char *)"--procedural", (char *)"8", (char *)"--whiten", (char *)wd_path, (char *)"--out", (char *)ww_path, NULL};
+    ParamTable pv, pw;
+    VAEConfig c;
+    Tensor img, zv, zw, zs, dv, dw;
+    StWriter w;
+    size_t B = 3, L, per, b, ch, i;
+    int fails = 0, rc;
+    Metrics m;
+    char buf[256], idx[64], name[32];
+    params_init(&pv); params_init(&pw); st_writer_init(&w);
+    memset(&img, 0, sizeof img); memset(&zv, 0, sizeof zv); memset(&zw, 0, sizeof zw); memset(&zs, 0, sizeof zs);
+    memset(&dv, 0, sizeof dv); memset(&dw, 0, sizeof dw);
+    vae_config_default(&c);
+    if ((rc = run_quiet(9, av)) != 0) { harness_failf(__func__, "mavref init vae exited %d", rc); return 1; }
+    if (vae_config_load(&c, "vectors/toy/makeavid/vae/config.json") || vae_declare_params(&pv, &c) || params_alloc(&pv) ||
+        params_load(&pv, wv_path, 0) || tensor_alloc_v(&img, 4, B, (size_t)3, (size_t)32, (size_t)32) ||
+        noise_normal(img.data, img.numel, 21, "whiten images") || vae_encode(&zv, NULL, &img, &pv, &c)) {
+        harness_failf(__func__, "%s", mv_error());
+        fails++;
+        goto done;
+    }
+    L = zv.shape[1]; per = zv.shape[2] * zv.shape[3];
+    for (b = 0; b < B && !fails; b++) { // latents.<b>: (1, L, h, w), as encode-clips writes (F, L, h, w)
+        Tensor one;
+        memset(&one, 0, sizeof one);
+        snprintf(name, sizeof name, "latents.%lu", (unsigned long)b);
+        if (tensor_alloc_v(&one, 4, (size_t)1, L, zv.shape[2], zv.shape[3])) { fails++; break; }
+        memcpy(one.data, zv.data + b * L * per, L * per * sizeof(real));
+        if (st_writer_add(&w, name, &one, ST_REAL)) fails++;
+        tensor_free(&one);
+    }
+    if (fails || st_writer_save(&w, wd_path)) { harness_failf(__func__, "writing %s", wd_path); fails++; goto done; }
+    if ((rc = run_quiet(11, bad)) != 2) { harness_failf(__func__, "--whiten without --weights: exit %d, expected 2", rc); fails++; }
+    if ((rc = run_quiet(11, aw)) != 0) { harness_failf(__func__, "mavref init vae --whiten exited %d", rc); fails++; goto done; }
+    if (vae_declare_params(&pw, &c) || params_alloc(&pw) || params_load(&pw, ww_path, 0) || vae_encode(&zw, NULL, &img, &pw, &c)) {
+        harness_failf(__func__, "%s", mv_error());
+        fails++;
+        goto done;
+    }
+    for (ch = 0; ch < L; ch++) { // 0.18215 z': mean 0, variance 1 over the three images
+        double s = 0, q = 0, n = (double)(B * per);
+        for (b = 0; b < B; b++)
+            for (i = 0; i < per; i++) { double v = 0.18215 * zw.data[(b * L + ch) * per + i]; s += v; q += v * v; }
+        printf("    channel %lu: 0.18215 z' mean %.3e variance %.9f\n", (unsigned long)ch, s / n, q / n - (s / n) * (s / n));
+        if (fabs(s / n) > 1e-5 || fabs(q / n - (s / n) * (s / n) - 1) > 1e-5) { // float32 files, both builds
+            harness_failf(__func__, "channel %lu is not whitened", (unsigned long)ch);
+            fails++;
+        }
+    }
+    if (vae_decode(&dv, &zv, &pv, &c) || vae_decode(&dw, &zw, &pw, &c)) { harness_failf(__func__, "%s", mv_error()); fails++; goto done; }
+    metrics_compute_real(&m, dw.data, dv.data, dv.numel);
+    metrics_format(buf, sizeof buf, &m, index_str(idx, sizeof idx, m.worst, 4, dv.shape));
+    // the files hold float32 (init's default): in the float64 build the whitened weights are
+    // rounded to float32 on the way (relative 6e-8 each), the rest is exact
+    rc = metrics_pass(&m, MAVREF_PRECISION == 64 ? 1e-6 : 1e-5);
+    printf("  %s init_whiten decode(whitened VAE, its latents) vs decode(VAE, its latents): %s\n", rc ? "ok" : "FAIL", buf);
+    if (!rc) { harness_failf(__func__, "the whitened VAE decodes another image"); fails++; }
+done:
+    tensor_free(&img); tensor_free(&zv); tensor_free(&zw); tensor_free(&zs); tensor_free(&dv); tensor_free(&dw);
+    free_params(&pv); free_params(&pw); st_writer_free(&w);
+    remove(wv_path); remove(wd_path); remove(ww_path);
     return fails ? 1 : 0;
 }

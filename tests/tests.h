@@ -123,6 +123,7 @@ int test_model_tokenizer_hf(void);
 int test_model_pipeline(void);
 int test_toy_measure_truth(void);
 int test_init_from_2d(void);
+int test_init_whiten(void);
 int test_model_pipeline_toy(void);
 int test_cli_model(void); // test_cli.c
 int test_cli_preview(void); // test_cli.c
