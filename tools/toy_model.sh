@@ -13,7 +13,8 @@
 #   4. the training set: every clip's VAE latents and caption's CLIP hidden state (encode-clips)
 #   5. the 2-D UNet: first frames from text (train --2d), as upstream's use_imagegen model
 #   6. the pseudo-3D UNet: 9 input channels (latents, mask, hint = the first frame's latent),
-#      every parameter trained (train --all), batch 4, AdamW with warmup and cosine decay
+#      started from the 2-D UNet (init --from-2d), every parameter trained (train --all),
+#      batch 4, AdamW with warmup and cosine decay
 # --cond-drop trains the empty prompt too, so that classifier-free guidance has its
 # unconditional half (upstream trains on captions only and guides with SD's own training).
 set -eu
@@ -24,7 +25,7 @@ LOG=$OUT/log
 
 TOY_CLIPS=${TOY_CLIPS:-480}
 U2_STEPS=${U2_STEPS:-1500}
-U3_STEPS=${U3_STEPS:-600}
+U3_STEPS=${U3_STEPS:-1000}
 
 mkdir -p $TMP $LOG
 start=$(date +%s)
@@ -53,27 +54,34 @@ $M init vae --config $OUT/makeavid/vae/config.json --weights $TMP/vae.params.saf
 stage "training set (VAE latents, CLIP contexts)"
 $M encode-clips --model $OUT/makeavid --data $TMP/world.safetensors --out $TMP/data.safetensors
 
-# The two UNets and the VAE's decoder are independent now: trained side by side, one thread
-# each (mavref's threads help little at these sizes; the bits are the same for any count).
-stage "2-D UNet (the first frame), pseudo-3D UNet (the video) and the VAE decoder, side by side"
+# The 2-D UNet and the VAE's decoder are independent: trained side by side, one thread each
+# (mavref's threads help little at these sizes; the bits are the same for any count).
+stage "2-D UNet (the first frame) and the VAE decoder, side by side"
 export MAVREF_THREADS=1
 $M train --2d --all --config $OUT/hint/unet/config.json --procedural 2 --data $TMP/data.safetensors \
     --batch 8 --steps $U2_STEPS --lr 1e-3 --warmup 0.05 --decay 0.95 --cond-drop 0.1 --seed 2 \
     --out $TMP/unet2d --plot $LOG/unet2d_loss.svg > $LOG/unet2d.log &
 p2=$!
-$M train --all --config $OUT/makeavid/unet/config.json --procedural 3 --data $TMP/data.safetensors \
-    --batch 4 --frames 12 --steps $U3_STEPS --lr 1e-3 --warmup 0.05 --decay 0.95 --cond-drop 0.1 --seed 3 \
-    --out $TMP/unet --plot $LOG/unet_loss.svg > $LOG/unet.log &
-p3=$!
-# the VAE's decoder only (its encoder, and so the latents above, stay as they are): a third run
-# while the UNets train, for the colours
+# the VAE's decoder only (its encoder, and so the latents above, stay as they are), for the colours
 $M train-vae --data $TMP/world.safetensors --vae-channels 32,64,64 --vae-layers 1 --resume $TMP/vae --train-only decoder \
     --steps 400 --total-steps 1100 --batch 4 --lr 2e-3 --warmup 0.03 --decay 0.97 --kl 1e-6 --seed 0 \
     --out $TMP/vae_c --plot $LOG/vae_loss_c.svg > $LOG/vae_c.log &
 pv=$!
 wait $p2
-wait $p3
 wait $pv
+
+# The pseudo-3D UNet starts as the trained 2-D UNet run on every frame (Make-A-Video's recipe:
+# init --from-2d; the temporal convs the identity, the temporal attentions' outputs zero, the
+# mask and hint channels of conv_in zero). From procedural temporal layers instead (a random
+# 3-tap conv after every spatial conv, with no residual) 600 steps left a model whose videos
+# were noise (SPEC.md 10.5).
+stage "pseudo-3D UNet (the video), from the 2-D UNet"
+export MAVREF_THREADS=2
+$M init unet --config $OUT/makeavid/unet/config.json --procedural 3 --from-2d $TMP/unet2d.params.safetensors \
+    --out $TMP/unet_init.safetensors
+$M train --all --config $OUT/makeavid/unet/config.json --weights $TMP/unet_init.safetensors --data $TMP/data.safetensors \
+    --batch 4 --frames 12 --steps $U3_STEPS --lr 5e-4 --warmup 0.05 --decay 0.95 --cond-drop 0.1 --seed 3 \
+    --out $TMP/unet --plot $LOG/unet_loss.svg > $LOG/unet.log
 $M init vae --config $OUT/makeavid/vae/config.json --weights $TMP/vae_c.params.safetensors --dtype f16 \
     --out $OUT/makeavid/vae/diffusion_pytorch_model.safetensors
 $M init unet2d --config $OUT/hint/unet/config.json --weights $TMP/unet2d.params.safetensors --dtype f16 \
