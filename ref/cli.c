@@ -961,19 +961,14 @@ static int init_from_2d(ParamTable *pt, const char *path) {
 // divided by k_c and its bias gains sum_c m_c W[c,o]. The decoder's output is unchanged.
 static int init_whiten(ParamTable *pt, const char *data_path, FILE *out) {
     StFile f;
-    Param *qk = NULL, *qb = NULL, *pk = NULL, *pb = NULL;
+    Tensor *qk = params_get(pt, "quant_conv.kernel"), *qb = params_get(pt, "quant_conv.bias"),
+           *pk = params_get(pt, "post_quant_conv.kernel"), *pb = params_get(pt, "post_quant_conv.bias");
     double sum[64], sq[64], mean[64], k[64], cnt = 0;
     size_t L, i, j, c, o, e, per;
     int rc = MV_OK;
-    for (i = 0; i < pt->count; i++) {
-        if (!strcmp(pt->p[i].name, "quant_conv.kernel")) qk = &pt->p[i];
-        if (!strcmp(pt->p[i].name, "quant_conv.bias")) qb = &pt->p[i];
-        if (!strcmp(pt->p[i].name, "post_quant_conv.kernel")) pk = &pt->p[i];
-        if (!strcmp(pt->p[i].name, "post_quant_conv.bias")) pb = &pt->p[i];
-    }
-    if (!qk || !qb || !pk || !pb || pk->t.ndim != 4) return mv_fail("--whiten: the VAE has no quant_conv / post_quant_conv");
-    L = pk->t.shape[2]; // (1,1,L,L)
-    if (L > sizeof sum / sizeof sum[0] || qk->t.shape[3] != 2 * L) return mv_fail("--whiten: unexpected quant_conv shape");
+    if (!qk || !qb || !pk || !pb) return MV_ERR;
+    L = pk->shape[2]; // (1,1,L,L)
+    if (L > sizeof sum / sizeof sum[0] || qk->shape[3] != 2 * L) return mv_fail("--whiten: unexpected quant_conv shape");
     for (c = 0; c < L; c++) sum[c] = sq[c] = 0;
     if (st_open(&f, data_path)) return MV_ERR;
     for (e = 0; e < f.count && rc == MV_OK; e++) {
@@ -1002,16 +997,16 @@ static int init_whiten(ParamTable *pt, const char *data_path, FILE *out) {
     }
     for (o = 0; o < L; o++) { // post_quant_conv: bias += sum_c m_c W[c,o] (the original W), then rows / k_c
         double add = 0;
-        for (c = 0; c < L; c++) add += mean[c] * (double)pk->t.data[c * L + o];
-        pb->t.data[o] = (real)((double)pb->t.data[o] + add);
+        for (c = 0; c < L; c++) add += mean[c] * (double)pk->data[c * L + o];
+        pb->data[o] = (real)((double)pb->data[o] + add);
     }
     for (c = 0; c < L; c++)
-        for (o = 0; o < L; o++) pk->t.data[c * L + o] = (real)((double)pk->t.data[c * L + o] / k[c]);
+        for (o = 0; o < L; o++) pk->data[c * L + o] = (real)((double)pk->data[c * L + o] / k[c]);
     for (i = 0; i < 2 * L; i++) // quant_conv (1,1,2L,2L): mean outputs c < L, log-variances L + c
-        for (c = 0; c < L; c++) qk->t.data[i * 2 * L + c] = (real)((double)qk->t.data[i * 2 * L + c] * k[c]);
+        for (c = 0; c < L; c++) qk->data[i * 2 * L + c] = (real)((double)qk->data[i * 2 * L + c] * k[c]);
     for (c = 0; c < L; c++) {
-        qb->t.data[c] = (real)(((double)qb->t.data[c] - mean[c]) * k[c]);
-        qb->t.data[L + c] = (real)((double)qb->t.data[L + c] + 2.0 * log(k[c]));
+        qb->data[c] = (real)(((double)qb->data[c] - mean[c]) * k[c]);
+        qb->data[L + c] = (real)((double)qb->data[L + c] + 2.0 * log(k[c]));
     }
     for (c = 0; c < L; c++) fprintf(out, "latent channel %lu: mean %.6g std %.6g -> scale %.6g\n", (unsigned long)c, mean[c], 1.0 / (LATENT_SCALE * k[c]), k[c]);
     return MV_OK;

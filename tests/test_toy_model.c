@@ -10,10 +10,10 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "../ref/cli.h"
 #include "../ref/compare.h"
 #include "../ref/noise.h"
 #include "../ref/params.h"
+#include "../ref/train.h"
 #include "../ref/unet.h"
 #include "../ref/vae.h"
 #include "../ref/model_dir.h"
@@ -21,20 +21,19 @@
 #include "harness.h"
 #include "tests.h"
 
+static CliRun toy_run; // cli_run's captured output (two 64 KiB buffers: not on the stack)
+
 static int toy_eval_truth(const char *where, const char *expect_line) {
-    char *argv[] = {(char *)"mavref", (char *)"toy-eval", (char *)"--truth", NULL};
-    int rc;
-    FILE *out = tmpfile();
     char line[256], last[256] = "";
-    if (!out) { harness_failf(where, "cannot create a temporary file"); return 1; }
-    rc = mavref_main(3, argv, out, stderr);
-    rewind(out);
-    while (fgets(line, sizeof line, out)) { // the table, indented like the harness's own lines
-        printf("    %s", line);
+    const char *p = toy_run.out, *nl;
+    if (cli_run(&toy_run, "toy-eval", "--truth", (char *)NULL)) return 1;
+    for (; *p; p = nl ? nl + 1 : p + strlen(p)) {
+        nl = strchr(p, '\n');
+        snprintf(line, sizeof line, "%.*s", (int)(nl ? nl - p : (long)strlen(p)), p);
+        printf("    %s\n", line); // the table, indented like the harness's own lines
         if (!strncmp(line, "prompt adherence:", 17)) snprintf(last, sizeof last, "%s", line);
     }
-    fclose(out);
-    if (rc != 0) { harness_failf(where, "mavref toy-eval --truth exited %d (%s)", rc, last); return 1; }
+    if (toy_run.rc != 0) { harness_failf(where, "mavref toy-eval --truth exited %d (%s)", toy_run.rc, last); return 1; }
     if (!strstr(last, expect_line)) { harness_failf(where, "expected '%s', got '%s'", expect_line, last); return 1; }
     return 0;
 }
@@ -54,14 +53,18 @@ int test_toy_measure_truth(void) { return toy_eval_truth("toy_measure_truth", "2
 static const char *const init2d_path = "build/test-init-2d-f" STR(MAVREF_PRECISION) ".safetensors";
 static const char *const init3d_path = "build/test-init-3d-f" STR(MAVREF_PRECISION) ".safetensors";
 
-static int run_quiet(int argc, char **argv) {
-    FILE *sink = fopen("build/test-init-out-f" STR(MAVREF_PRECISION), "w+b");
-    int rc;
-    if (!sink) return -1;
-    rc = mavref_main(argc, argv, sink, sink);
-    fclose(sink);
-    remove("build/test-init-out-f" STR(MAVREF_PRECISION));
-    return rc;
+
+// The compare-and-report of both tests: "ok"/"FAIL" with the metrics, a failure naming `what`.
+static int expect_close(const char *where, const char *what, const Tensor *got, const Tensor *expected, double tol) {
+    Metrics m;
+    char buf[256], idx[64];
+    int pass;
+    metrics_compute_real(&m, got->data, expected->data, expected->numel);
+    metrics_format(buf, sizeof buf, &m, index_str(idx, sizeof idx, m.worst, expected->ndim, expected->shape));
+    pass = metrics_pass(&m, tol);
+    printf("  %s %s %s: %s\n", pass ? "ok" : "FAIL", where, what, buf);
+    if (!pass) harness_failf(where, "%s: beyond %g", what, tol);
+    return !pass;
 }
 
 static int check_init_file(const char *where, const ParamTable *p2, const ParamTable *p3) {
@@ -101,31 +104,35 @@ static int check_init_file(const char *where, const ParamTable *p2, const ParamT
 }
 
 int test_init_from_2d(void) {
-    char *a2[] = {(char *)"mavref", (char *)"init", (char *)"unet2d", (char *)"--config", (char *)"vectors/toy/hint/unet/config.json",
-                  (char *)"--procedural", (char *)"5", (char *)"--out", (char *)init2d_path, NULL};
-    char *a3[] = {(char *)"mavref", (char *)"init", (char *)"unet", (char *)"--config", (char *)"vectors/toy/makeavid/unet/config.json",
-                  (char *)"--procedural", (char *)"6", (char *)"--from-2d", (char *)init2d_path, (char *)"--out", (char *)init3d_path, NULL};
-    char *bad_comp[] = {(char *)"mavref", (char *)"init", (char *)"unet2d", (char *)"--config", (char *)"vectors/toy/hint/unet/config.json",
-                        (char *)"--procedural", (char *)"6", (char *)"--from-2d", (char *)init2d_path, (char *)"--out", (char *)"build/test-init-bad.safetensors", NULL};
-    char *bad_file[] = {(char *)"mavref", (char *)"init", (char *)"unet", (char *)"--config", (char *)"vectors/toy/makeavid/unet/config.json",
-                        (char *)"--procedural", (char *)"6", (char *)"--from-2d", (char *)"vectors/toy/makeavid/text_encoder/model.safetensors",
-                        (char *)"--out", (char *)"build/test-init-bad.safetensors", NULL};
     ParamTable p2, p3;
     UNetConfig c2, c3;
     Tensor x2, x3, t2, t3, ctx2, ctx3, o2, o3, want;
     size_t F = 3, H = 8, W = 8, S = H * W, T = 5, Cc, f, c, i;
-    int fails = 0, rc;
+    int fails = 0;
     FILE *probe;
-    Metrics m;
-    char buf[256], idx[64];
     params_init(&p2); params_init(&p3);
     memset(&x2, 0, sizeof x2); memset(&x3, 0, sizeof x3); memset(&t2, 0, sizeof t2); memset(&t3, 0, sizeof t3);
     memset(&ctx2, 0, sizeof ctx2); memset(&ctx3, 0, sizeof ctx3); memset(&o2, 0, sizeof o2); memset(&o3, 0, sizeof o3);
     memset(&want, 0, sizeof want);
     remove("build/test-init-bad.safetensors");
-    if ((rc = run_quiet(9, a2)) != 0 || (rc = run_quiet(11, a3)) != 0) { harness_failf(__func__, "mavref init exited %d", rc); return 1; }
-    if ((rc = run_quiet(11, bad_comp)) != 2) { harness_failf(__func__, "init unet2d --from-2d: exit %d, expected 2", rc); fails++; }
-    if ((rc = run_quiet(11, bad_file)) != 2) { harness_failf(__func__, "--from-2d a text encoder: exit %d, expected 2", rc); fails++; }
+    if (cli_run(&toy_run, "init", "unet2d", "--config", "vectors/toy/hint/unet/config.json", "--procedural", "5", "--out",
+                init2d_path, (char *)NULL) || toy_run.rc ||
+        cli_run(&toy_run, "init", "unet", "--config", "vectors/toy/makeavid/unet/config.json", "--procedural", "6", "--from-2d",
+                init2d_path, "--out", init3d_path, (char *)NULL) || toy_run.rc) {
+        harness_failf(__func__, "mavref init exited %d: %s", toy_run.rc, toy_run.err);
+        return 1;
+    }
+    if (cli_run(&toy_run, "init", "unet2d", "--config", "vectors/toy/hint/unet/config.json", "--procedural", "6", "--from-2d",
+                init2d_path, "--out", "build/test-init-bad.safetensors", (char *)NULL) || toy_run.rc != 2) {
+        harness_failf(__func__, "init unet2d --from-2d: exit %d, expected 2", toy_run.rc);
+        fails++;
+    }
+    if (cli_run(&toy_run, "init", "unet", "--config", "vectors/toy/makeavid/unet/config.json", "--procedural", "6", "--from-2d",
+                "vectors/toy/makeavid/text_encoder/model.safetensors", "--out", "build/test-init-bad.safetensors", (char *)NULL) ||
+        toy_run.rc != 2) {
+        harness_failf(__func__, "--from-2d a text encoder: exit %d, expected 2", toy_run.rc);
+        fails++;
+    }
     if ((probe = fopen("build/test-init-bad.safetensors", "rb"))) { fclose(probe); harness_failf(__func__, "a refused init wrote its --out"); fails++; }
     unet_config_default(&c2); unet_config_default(&c3);
     c2.temporal = 0; c2.in_channels = 4;
@@ -164,11 +171,7 @@ int test_init_from_2d(void) {
     }
     for (c = 0; c < 4; c++) // (F,4,H,W) -> (1,4,F,H,W)
         for (f = 0; f < F; f++) memcpy(want.data + (c * F + f) * S, o2.data + (f * 4 + c) * S, S * sizeof(real));
-    metrics_compute_real(&m, o3.data, want.data, want.numel);
-    metrics_format(buf, sizeof buf, &m, index_str(idx, sizeof idx, m.worst, 5, want.shape));
-    rc = metrics_pass(&m, MAVREF_PRECISION == 64 ? 1e-12 : 1e-5);
-    printf("  %s init_from_2d still video, pseudo-3D vs 2-D per frame: %s\n", rc ? "ok" : "FAIL", buf);
-    if (!rc) { harness_failf(__func__, "the pseudo-3D UNet from --from-2d is not the 2-D UNet per frame on a still video"); fails++; }
+    fails += expect_close("init_from_2d", "still video, pseudo-3D vs 2-D per frame", &o3, &want, MAVREF_PRECISION == 64 ? 1e-12 : 1e-5);
 done:
     tensor_free(&x2); tensor_free(&x3); tensor_free(&t2); tensor_free(&t3); tensor_free(&ctx2); tensor_free(&ctx3);
     tensor_free(&o2); tensor_free(&o3); tensor_free(&want);
@@ -186,25 +189,22 @@ static const char *const wd_path = "build/test-whiten-d-f" STR(MAVREF_PRECISION)
 static const char *const ww_path = "build/test-whiten-w-f" STR(MAVREF_PRECISION) ".safetensors";
 
 int test_init_whiten(void) {
-    char *av[] = {(char *)"mavref", (char *)"init", (char *)"vae", (char *)"--config", (char *)"vectors/toy/makeavid/vae/config.json",
-                  (char *)"--procedural", (char *)"8", (char *)"--out", (char *)wv_path, NULL};
-    char *aw[] = {(char *)"mavref", (char *)"init", (char *)"vae", (char *)"--config", (char *)"vectors/toy/makeavid/vae/config.json",
-                  (char *)"--weights", (char *)wv_path, (char *)"--whiten", (char *)wd_path, (char *)"--out", (char *)ww_path, NULL};
-    char *bad[] = {(char *)"mavref", (char *)"init", (char *)"vae", (char *)"--config", (char *)"vectors/toy/makeavid/vae/config.json",
-                   (char *)"--procedural", (char *)"8", (char *)"--whiten", (char *)wd_path, (char *)"--out", (char *)ww_path, NULL};
     ParamTable pv, pw;
     VAEConfig c;
-    Tensor img, zv, zw, zs, dv, dw;
+    Tensor img, zv, zw, dv, dw;
     StWriter w;
     size_t B = 3, L, per, b, ch, i;
-    int fails = 0, rc;
-    Metrics m;
-    char buf[256], idx[64], name[32];
+    int fails = 0;
+    char name[32];
     params_init(&pv); params_init(&pw); st_writer_init(&w);
-    memset(&img, 0, sizeof img); memset(&zv, 0, sizeof zv); memset(&zw, 0, sizeof zw); memset(&zs, 0, sizeof zs);
+    memset(&img, 0, sizeof img); memset(&zv, 0, sizeof zv); memset(&zw, 0, sizeof zw);
     memset(&dv, 0, sizeof dv); memset(&dw, 0, sizeof dw);
     vae_config_default(&c);
-    if ((rc = run_quiet(9, av)) != 0) { harness_failf(__func__, "mavref init vae exited %d", rc); return 1; }
+    if (cli_run(&toy_run, "init", "vae", "--config", "vectors/toy/makeavid/vae/config.json", "--procedural", "8", "--out", wv_path,
+                (char *)NULL) || toy_run.rc) {
+        harness_failf(__func__, "mavref init vae exited %d: %s", toy_run.rc, toy_run.err);
+        return 1;
+    }
     if (vae_config_load(&c, "vectors/toy/makeavid/vae/config.json") || vae_declare_params(&pv, &c) || params_alloc(&pv) ||
         params_load(&pv, wv_path, 0) || tensor_alloc_v(&img, 4, B, (size_t)3, (size_t)32, (size_t)32) ||
         noise_normal(img.data, img.numel, 21, "whiten images") || vae_encode(&zv, NULL, &img, &pv, &c)) {
@@ -223,8 +223,17 @@ int test_init_whiten(void) {
         tensor_free(&one);
     }
     if (fails || st_writer_save(&w, wd_path)) { harness_failf(__func__, "writing %s", wd_path); fails++; goto done; }
-    if ((rc = run_quiet(11, bad)) != 2) { harness_failf(__func__, "--whiten without --weights: exit %d, expected 2", rc); fails++; }
-    if ((rc = run_quiet(11, aw)) != 0) { harness_failf(__func__, "mavref init vae --whiten exited %d", rc); fails++; goto done; }
+    if (cli_run(&toy_run, "init", "vae", "--config", "vectors/toy/makeavid/vae/config.json", "--procedural", "8", "--whiten", wd_path,
+                "--out", ww_path, (char *)NULL) || toy_run.rc != 2) {
+        harness_failf(__func__, "--whiten without --weights: exit %d, expected 2", toy_run.rc);
+        fails++;
+    }
+    if (cli_run(&toy_run, "init", "vae", "--config", "vectors/toy/makeavid/vae/config.json", "--weights", wv_path, "--whiten", wd_path,
+                "--out", ww_path, (char *)NULL) || toy_run.rc) {
+        harness_failf(__func__, "mavref init vae --whiten exited %d: %s", toy_run.rc, toy_run.err);
+        fails++;
+        goto done;
+    }
     if (vae_declare_params(&pw, &c) || params_alloc(&pw) || params_load(&pw, ww_path, 0) || vae_encode(&zw, NULL, &img, &pw, &c)) {
         harness_failf(__func__, "%s", mv_error());
         fails++;
@@ -233,7 +242,7 @@ int test_init_whiten(void) {
     for (ch = 0; ch < L; ch++) { // 0.18215 z': mean 0, variance 1 over the three images
         double s = 0, q = 0, n = (double)(B * per);
         for (b = 0; b < B; b++)
-            for (i = 0; i < per; i++) { double v = 0.18215 * zw.data[(b * L + ch) * per + i]; s += v; q += v * v; }
+            for (i = 0; i < per; i++) { double v = LATENT_SCALE * zw.data[(b * L + ch) * per + i]; s += v; q += v * v; }
         printf("    channel %lu: 0.18215 z' mean %.3e variance %.9f\n", (unsigned long)ch, s / n, q / n - (s / n) * (s / n));
         if (fabs(s / n) > 1e-5 || fabs(q / n - (s / n) * (s / n) - 1) > 1e-5) { // float32 files, both builds
             harness_failf(__func__, "channel %lu is not whitened", (unsigned long)ch);
@@ -241,15 +250,12 @@ int test_init_whiten(void) {
         }
     }
     if (vae_decode(&dv, &zv, &pv, &c) || vae_decode(&dw, &zw, &pw, &c)) { harness_failf(__func__, "%s", mv_error()); fails++; goto done; }
-    metrics_compute_real(&m, dw.data, dv.data, dv.numel);
-    metrics_format(buf, sizeof buf, &m, index_str(idx, sizeof idx, m.worst, 4, dv.shape));
     // the files hold float32 (init's default): in the float64 build the whitened weights are
     // rounded to float32 on the way (relative 6e-8 each), the rest is exact
-    rc = metrics_pass(&m, MAVREF_PRECISION == 64 ? 1e-6 : 1e-5);
-    printf("  %s init_whiten decode(whitened VAE, its latents) vs decode(VAE, its latents): %s\n", rc ? "ok" : "FAIL", buf);
-    if (!rc) { harness_failf(__func__, "the whitened VAE decodes another image"); fails++; }
+    fails += expect_close("init_whiten", "decode(whitened VAE, its latents) vs decode(VAE, its latents)", &dw, &dv,
+                          MAVREF_PRECISION == 64 ? 1e-6 : 1e-5);
 done:
-    tensor_free(&img); tensor_free(&zv); tensor_free(&zw); tensor_free(&zs); tensor_free(&dv); tensor_free(&dw);
+    tensor_free(&img); tensor_free(&zv); tensor_free(&zw); tensor_free(&dv); tensor_free(&dw);
     free_params(&pv); free_params(&pw); st_writer_free(&w);
     remove(wv_path); remove(wd_path); remove(ww_path);
     return fails ? 1 : 0;
