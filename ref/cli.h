@@ -82,7 +82,7 @@ typedef struct {
     // numbers
     double rtol, atol, lr, warmup, decay, weight_decay, guidance, guidance_image, kl, cond_drop;
     // flags
-    int taps, two_d, all, recompute, ppm_frames, quiet, held_out, truth;
+    int taps, two_d, all, recompute, ppm_frames, quiet, held_out, truth, true_first_frame;
 } CliArgs;
 
 extern const CliOption cli_options[];

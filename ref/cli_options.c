@@ -78,6 +78,7 @@ const CliOption cli_options[] = {
     {"--guidance", CMD_TOY_EVAL, OPT_NUMBER, F(guidance), "G", "5", 0, 0, "classifier-free guidance scale (both UNets)"},
     {"--scheduler", CMD_TOY_EVAL, OPT_TEXT, F(scheduler), "dpm|ddim", "dpm", 0, 0, "DPM-Solver++ or DDIM"},
     {"--truth", CMD_TOY_EVAL, OPT_FLAG, F(truth), NULL, NULL, 0, 0, "measure the toy world's own clips of the pairs instead (checks the measurement)"},
+    {"--true-first-frame", CMD_TOY_EVAL, OPT_FLAG, F(true_first_frame), NULL, NULL, 0, 0, "give the video UNet the toy world's own first frame of each pair as the hint (no --hint-model): measures the video UNet alone"},
     {"--out", CMD_TOY_EVAL, OPT_TEXT, F(out_path), "PREFIX", NULL, 0, 0, "also write each clip as PREFIX_<k>.gif"},
     // toyworld
     {"--out", TOY, OPT_TEXT, F(out_path), "D", NULL, 0, 0, "the safetensors file to write"},

@@ -38,7 +38,16 @@ static int toy_eval_truth(const char *where, const char *expect_line) {
     return 0;
 }
 
-int test_toy_measure_truth(void) { return toy_eval_truth("toy_measure_truth", "24 of 24 pairs (100.0%), held-out 8 of 8"); }
+// ... and two options that exclude each other are a usage error (exit 2), not a run.
+int test_toy_measure_truth(void) {
+    if (toy_eval_truth("toy_measure_truth", "24 of 24 pairs (100.0%), held-out 8 of 8")) return 1;
+    if (cli_run(&toy_run, "toy-eval", "--truth", "--true-first-frame", (char *)NULL)) return 1;
+    if (toy_run.rc != 2 || !strstr(toy_run.err, "exclude each other")) {
+        harness_failf("toy_measure_truth", "toy-eval --truth --true-first-frame: exit %d (%s), expected 2", toy_run.rc, toy_run.err);
+        return 1;
+    }
+    return 0;
+}
 
 
 // init_from_2d: `mavref init unet --from-2d W2D` (Make-A-Video's start, SPEC.md 10.5) on the
