@@ -480,8 +480,8 @@ demo: bin/mavref
 	./bin/mavref generate $(TOY_GEN) --hint out/demo_first.ppm --prompt "a yellow square moving down" --seed 2 --out out/demo_hint
 	$(DEMO_CHECK)
 
-# make toy-model: every weight of vectors/toy/ from scratch (tools/toy_model.sh; about 40
-# minutes on 2 cores); the same bits as the committed files (vectors/toy/SHA256SUMS).
+# make toy-model: every weight of vectors/toy/ from scratch (tools/toy_model.sh; 108 minutes
+# on a 2-core machine, SPEC.md 10.5); the same bits as the committed files (vectors/toy/SHA256SUMS).
 toy-model: bin/mavref
 	sh tools/toy_model.sh bin/mavref
 
