@@ -73,7 +73,7 @@ HEADERS  := $(wildcard ref/*.h tests/*.h)
 
 PY ?= tools/.venv/bin/python
 
-.PHONY: web web-check web-smoke backends-env flax-port-demo conformance conformance-env conformance-hf contract install install-test torch-env fixtures all test cross-test wasm-test same-bits sanitize bench-model bench-real clean tools-env vectors ckpt-fixtures demo toy-model bench bench-run fuzz valgrind check-spec toy-cases FORCE
+.PHONY: web web-check web-smoke bench-peers backends-env flax-port-demo conformance conformance-env conformance-hf contract install install-test torch-env fixtures all test cross-test wasm-test same-bits sanitize bench-model bench-real clean tools-env vectors ckpt-fixtures demo toy-model bench bench-run fuzz valgrind check-spec toy-cases FORCE
 
 all: bin/mavref
 
@@ -259,13 +259,18 @@ BENCH_VARS := NATIVE=1 OPT=-O3 PRECISION=32 THREADS=1
 
 bench:
 	@mkdir -p $(BUILDROOT)
-	@$(MAKE) --no-print-directory $(BENCH_VARS) bench-run bench-model bench-real 2>&1 | tee $(BUILDROOT)/bench.log
+	@$(MAKE) --no-print-directory $(BENCH_VARS) bench-run bench-model bench-peers bench-real 2>&1 | tee $(BUILDROOT)/bench.log
 	@echo "---- summary"
 	@grep -E '^[a-z0-9_]+ = ' $(BUILDROOT)/bench.log | sort -u -t= -k1,1
 	@awk -F' = ' '/^unet_forward_s = /{m=$$2} /^jax_unet_forward_s = /{j=$$2} \
 	  /^generate_peak_rss_kb = /{r=$$2} /^generate_weights_bytes = /{w=$$2} \
 	  END{ if (m != "" && j+0 > 0) printf "unet_vs_jax = %.2f\n", m/j; else print "unet_vs_jax = NA"; \
 	       if (r+0 > 0 && w+0 > 0) printf "generate_peak_rss_vs_weights = %.2f\n", r*1024/w; else print "generate_peak_rss_vs_weights = NA" }' $(BUILDROOT)/bench.log
+	@awk -F' = ' '/^unet2d_64_s = /{m=$$2} /^torch_unet2d_64_s = /{t=$$2} /^jax_unet2d_64_s = /{j=$$2} \
+	  /^unet_full_8_s = /{f=$$2} /^jax_unet_full_8_s = /{g=$$2} \
+	  END{ if (m != "" && t+0 > 0) printf "unet2d_vs_torch = %.2f\n", m/t; else print "unet2d_vs_torch = NA"; \
+	       if (m != "" && j+0 > 0) printf "unet2d_vs_jax = %.2f\n", m/j; else print "unet2d_vs_jax = NA"; \
+	       if (f != "" && g+0 > 0) printf "unet_full_vs_jax = %.2f\n", f/g; else print "unet_full_vs_jax = NA" }' $(BUILDROOT)/bench.log
 	@awk -F' = ' '/^peak_gflops_nt = /{p=$$2} /^[a-z0-9_]+_gflops = /{n[$$1]=$$2} \
 	  /^video_512x24x20_min = /{vm=$$2} /^video_512x24x20_gflop = /{vg=$$2} \
 	  END{ for (k in n) { s=k; sub(/_gflops$$/, "_peak_share", s); if (p+0 > 0) printf "%s = %.3f\n", s, n[k]/p; } \
@@ -326,6 +331,22 @@ bench-real: $(BUILD)/bench_model $(BUILD)/mavref
 	      printf "video_512x24x20_min = %.1f\n", (tt + th + 20 * ps + td) / 60; \
 	      printf "video_512x24x20_gflop = %.0f\n", clip + hint + 20 * step + dec; }'; \
 	else echo "no /usr/bin/time: generate_peak_rss_kb = NA"; fi
+
+# The peers at the real size (issue 17): SD 1.5's 2-D UNet on 64x64 latents, batch 2 (mavref,
+# diffusers' PyTorch UNet2DConditionModel on CPU from the conformance environment, diffusers'
+# FlaxUNet2DConditionModel on JAX's CPU from the exporter's), and the makeavid UNet on sample
+# (2,9,8,64,64) (mavref, JAX): unet2d_vs_torch, unet2d_vs_jax, unet_full_vs_jax (mavref's time
+# over the peer's: below 1 is faster). Every one on the same threads, the peers' second call.
+BENCH_PEER_FRAMES := $(if $(filter 1,$(BENCH_SMALL)),2,8)
+bench-peers: $(BUILD)/bench_model
+	$(BUILD)/bench_model unet2d 2 $(BENCH_LAT) $(BENCH_LAT) unet2d_64
+	@if [ -x $(TORCH_PY) ]; then $(TORCH_PY) tools/bench_torch.py 2 $(BENCH_LAT) $(BENCH_LAT) unet2d_64; \
+	  else echo "no PyTorch environment (make conformance-env): torch_unet2d_64_s = NA"; fi
+	@if [ -x $(PY) ]; then $(PY) tools/bench_jax.py 2d 2 $(BENCH_LAT) $(BENCH_LAT) unet2d_64; \
+	  else echo "no exporter environment: jax_unet2d_64_s = NA"; fi
+	$(BUILD)/bench_model unet 2 $(BENCH_PEER_FRAMES) $(BENCH_LAT) $(BENCH_LAT) unet_full_8
+	@if [ -x $(PY) ]; then $(PY) tools/bench_jax.py 2 $(BENCH_PEER_FRAMES) $(BENCH_LAT) $(BENCH_LAT) unet_full_8; \
+	  else echo "no exporter environment: jax_unet_full_8_s = NA"; fi
 
 $(BUILD)/bench_model: $(BUILD)/tools/bench_model.o $(BUILD)/libmavref.a
 	$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS)

@@ -10,6 +10,8 @@
 //                                     (recompute) only checkpoints, and the peak memory
 //   bench_model unet B F H W NAME     the same, its lines named NAME_* (NAME_gflops: the
 //                                     counted FLOPs, ref/flops.h, over the wall time)
+//   bench_model unet2d B H W [NAME]   the same for SD 1.5's 2-D UNet (the hint model), sample
+//                                     (B,4,H,W) (default NAME unet2d_forward)
 //   bench_model vae decode|encode B H W NAME
 //                                     wall time of vae_decode of B latents to H x W images (one
 //                                     call per image, as generate) or vae_encode of B images
@@ -115,6 +117,8 @@ static void print_rate(const char *name, const Flops *f, double seconds) {
     if (seconds > 0) printf("%s_gflops = %.1f\n", name, flops_total(f) * 1e-9 / seconds);
 }
 
+// F = 0: SD 1.5's 2-D UNet (the hint model: the same configuration, 4 input channels, no
+// temporal layers), sample (B,4,H,W); else the makeavid UNet, sample (B,9,F,H,W).
 static int bench_unet(size_t B, size_t F, size_t H, size_t W, const char *name) {
     UNetConfig c;
     ParamTable pt;
@@ -123,10 +127,13 @@ static int bench_unet(size_t B, size_t F, size_t H, size_t W, const char *name) 
     double w0, w1;
     clock_t c0;
     size_t i;
+    int rc;
     unet_config_default(&c);
+    if (F == 0) { c.temporal = 0; c.in_channels = 4; }
     params_init(&pt);
-    if (unet_declare_params(&pt, &c) || params_alloc(&pt) || params_procedural(&pt, 1) ||
-        tensor_alloc_v(&x, 5, B, (size_t)9, F, H, W) || tensor_alloc_v(&t, 1, B) || tensor_alloc_v(&ctx, 3, B, (size_t)77, (size_t)768)) {
+    rc = F == 0 ? tensor_alloc_v(&x, 4, B, (size_t)4, H, W) : tensor_alloc_v(&x, 5, B, (size_t)9, F, H, W);
+    if (rc || unet_declare_params(&pt, &c) || params_alloc(&pt) || params_procedural(&pt, 1) ||
+        tensor_alloc_v(&t, 1, B) || tensor_alloc_v(&ctx, 3, B, (size_t)77, (size_t)768)) {
         fprintf(stderr, "%s\n", mv_error());
         return 1;
     }
@@ -137,11 +144,15 @@ static int bench_unet(size_t B, size_t F, size_t H, size_t W, const char *name) 
     w0 = now();
     if (unet_forward(&out, &x, &t, &ctx, &pt, &c, NULL, NULL)) { fprintf(stderr, "%s\n", mv_error()); return 1; }
     w1 = now();
-    printf("UNet forward, makeavid configuration, sample (%lu,9,%lu,%lu,%lu), %d threads: %.2f s wall, %.1f s CPU\n",
-           (unsigned long)B, (unsigned long)F, (unsigned long)H, (unsigned long)W, threads_count(), w1 - w0,
-           (double)(clock() - c0) / CLOCKS_PER_SEC);
+    if (F == 0)
+        printf("UNet forward, SD 1.5 2-D configuration, sample (%lu,4,%lu,%lu), %d threads: %.2f s wall, %.1f s CPU\n",
+               (unsigned long)B, (unsigned long)H, (unsigned long)W, threads_count(), w1 - w0, (double)(clock() - c0) / CLOCKS_PER_SEC);
+    else
+        printf("UNet forward, makeavid configuration, sample (%lu,9,%lu,%lu,%lu), %d threads: %.2f s wall, %.1f s CPU\n",
+               (unsigned long)B, (unsigned long)F, (unsigned long)H, (unsigned long)W, threads_count(), w1 - w0,
+               (double)(clock() - c0) / CLOCKS_PER_SEC);
     printf("%s_s = %.2f\n", name, w1 - w0);
-    if (unet_flops(&fl, &c, B, F, H, W, 77) == MV_OK) print_rate(name, &fl, w1 - w0);
+    if (unet_flops(&fl, &c, B, F ? F : 1, H, W, 77) == MV_OK) print_rate(name, &fl, w1 - w0);
     printf("%s_peak_rss_kb = %ld\n", name, peak_rss_kb());
     tensor_free(&out); tensor_free(&x); tensor_free(&t); tensor_free(&ctx);
     free_params(&pt);
@@ -350,6 +361,8 @@ int main(int argc, char **argv) {
     if (argc == 3 && !strcmp(argv[1], "load")) return bench_load(argv[2]);
     if (argc == 2 && !strcmp(argv[1], "weights")) return bench_weights();
     if (argc >= 3 && !strcmp(argv[1], "tokenize")) return bench_tokenize(argc - 2, argv + 2);
+    if ((argc == 5 || argc == 6) && !strcmp(argv[1], "unet2d"))
+        return bench_unet((size_t)atol(argv[2]), 0, (size_t)atol(argv[3]), (size_t)atol(argv[4]), argc == 6 ? argv[5] : "unet2d_forward");
     if ((argc == 6 || argc == 7) && !strcmp(argv[1], "unet"))
         return bench_unet((size_t)atol(argv[2]), (size_t)atol(argv[3]), (size_t)atol(argv[4]), (size_t)atol(argv[5]),
                           argc == 7 ? argv[6] : "unet_forward");
@@ -359,7 +372,7 @@ int main(int argc, char **argv) {
         return bench_trainstep((size_t)atol(argv[2]), (size_t)atol(argv[3]), (size_t)atol(argv[4]));
     if ((argc == 6 || (argc == 7 && !strcmp(argv[6], "recompute"))) && !strcmp(argv[1], "train"))
         return bench_train((size_t)atol(argv[2]), (size_t)atol(argv[3]), (size_t)atol(argv[4]), (size_t)atol(argv[5]), argc == 7);
-    fprintf(stderr, "usage: bench_model tokenize FILE... | unet B F H W [NAME] | train B F H W [recompute] | "
+    fprintf(stderr, "usage: bench_model tokenize FILE... | unet B F H W [NAME] | unet2d B H W [NAME] | train B F H W [recompute] | "
                     "vae decode|encode B H W NAME | trainstep F H W | flops ...\n");
     return 2;
 }
