@@ -262,15 +262,15 @@ bench:
 	@$(MAKE) --no-print-directory $(BENCH_VARS) bench-run bench-model bench-peers bench-real 2>&1 | tee $(BUILDROOT)/bench.log
 	@echo "---- summary"
 	@grep -E '^[a-z0-9_]+ = ' $(BUILDROOT)/bench.log | sort -u -t= -k1,1
-	@awk -F' = ' '/^unet_forward_s = /{m=$$2} /^jax_unet_forward_s = /{j=$$2} \
-	  /^generate_peak_rss_kb = /{r=$$2} /^generate_weights_bytes = /{w=$$2} \
-	  END{ if (m != "" && j+0 > 0) printf "unet_vs_jax = %.2f\n", m/j; else print "unet_vs_jax = NA"; \
-	       if (r+0 > 0 && w+0 > 0) printf "generate_peak_rss_vs_weights = %.2f\n", r*1024/w; else print "generate_peak_rss_vs_weights = NA" }' $(BUILDROOT)/bench.log
-	@awk -F' = ' '/^unet2d_64_s = /{m=$$2} /^torch_unet2d_64_s = /{t=$$2} /^jax_unet2d_64_s = /{j=$$2} \
-	  /^unet_full_8_s = /{f=$$2} /^jax_unet_full_8_s = /{g=$$2} \
-	  END{ if (m != "" && t+0 > 0) printf "unet2d_vs_torch = %.2f\n", m/t; else print "unet2d_vs_torch = NA"; \
-	       if (m != "" && j+0 > 0) printf "unet2d_vs_jax = %.2f\n", m/j; else print "unet2d_vs_jax = NA"; \
-	       if (f != "" && g+0 > 0) printf "unet_full_vs_jax = %.2f\n", f/g; else print "unet_full_vs_jax = NA" }' $(BUILDROOT)/bench.log
+	@awk -F' = ' '{v[$$1]=$$2} \
+	  function ratio(name, a, b) { if (v[a] != "" && v[b]+0 > 0) printf "%s = %.2f\n", name, v[a]/v[b]; else print name " = NA" } \
+	  END{ ratio("unet_vs_jax", "unet_forward_s", "jax_unet_forward_s"); \
+	       ratio("unet2d_vs_torch", "unet2d_64_s", "torch_unet2d_64_s"); \
+	       ratio("unet2d_vs_jax", "unet2d_64_s", "jax_unet2d_64_s"); \
+	       ratio("unet_full_vs_jax", "unet_full_8_s", "jax_unet_full_8_s"); \
+	       if (v["generate_peak_rss_kb"]+0 > 0 && v["generate_weights_bytes"]+0 > 0) \
+	         printf "generate_peak_rss_vs_weights = %.2f\n", v["generate_peak_rss_kb"]*1024/v["generate_weights_bytes"]; \
+	       else print "generate_peak_rss_vs_weights = NA" }' $(BUILDROOT)/bench.log
 	@awk -F' = ' '/^peak_gflops_nt = /{p=$$2} /^[a-z0-9_]+_gflops = /{n[$$1]=$$2} \
 	  /^video_512x24x20_min = /{vm=$$2} /^video_512x24x20_gflop = /{vg=$$2} \
 	  END{ for (k in n) { s=k; sub(/_gflops$$/, "_peak_share", s); if (p+0 > 0) printf "%s = %.3f\n", s, n[k]/p; } \

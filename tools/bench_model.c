@@ -128,6 +128,7 @@ static int bench_unet(size_t B, size_t F, size_t H, size_t W, const char *name) 
     clock_t c0;
     size_t i;
     int rc;
+    char shape[96];
     unet_config_default(&c);
     if (F == 0) { c.temporal = 0; c.in_channels = 4; }
     params_init(&pt);
@@ -144,13 +145,8 @@ static int bench_unet(size_t B, size_t F, size_t H, size_t W, const char *name) 
     w0 = now();
     if (unet_forward(&out, &x, &t, &ctx, &pt, &c, NULL, NULL)) { fprintf(stderr, "%s\n", mv_error()); return 1; }
     w1 = now();
-    if (F == 0)
-        printf("UNet forward, SD 1.5 2-D configuration, sample (%lu,4,%lu,%lu), %d threads: %.2f s wall, %.1f s CPU\n",
-               (unsigned long)B, (unsigned long)H, (unsigned long)W, threads_count(), w1 - w0, (double)(clock() - c0) / CLOCKS_PER_SEC);
-    else
-        printf("UNet forward, makeavid configuration, sample (%lu,9,%lu,%lu,%lu), %d threads: %.2f s wall, %.1f s CPU\n",
-               (unsigned long)B, (unsigned long)F, (unsigned long)H, (unsigned long)W, threads_count(), w1 - w0,
-               (double)(clock() - c0) / CLOCKS_PER_SEC);
+    printf("UNet forward, %s configuration, sample %s, %d threads: %.2f s wall, %.1f s CPU\n", F ? "makeavid" : "SD 1.5 2-D",
+           shape_str(shape, sizeof shape, x.ndim, x.shape), threads_count(), w1 - w0, (double)(clock() - c0) / CLOCKS_PER_SEC);
     printf("%s_s = %.2f\n", name, w1 - w0);
     if (unet_flops(&fl, &c, B, F ? F : 1, H, W, 77) == MV_OK) print_rate(name, &fl, w1 - w0);
     printf("%s_peak_rss_kb = %ld\n", name, peak_rss_kb());
