@@ -261,9 +261,10 @@ static int load_weights(ParamTable *pt, const char *file, unsigned long long see
 
 // The networks, configs and tokenizer of --model DIR and --hint-model DIR|FILE.
 static int generate_load_model(Models *m, const CliArgs *a) {
-    if (md_check_scheduler(a->model) || md_load_tokenizer(&m->tok, a->model) || md_load_unet(&m->unet_p, &m->unet, a->model, 1) ||
+    if (md_load_scheduler(&m->sched, a->model) || md_load_tokenizer(&m->tok, a->model) || md_load_unet(&m->unet_p, &m->unet, a->model, 1) ||
         md_load_vae(&m->vae_p, &m->vae, a->model) || md_load_clip(&m->clip_p, &m->clip, a->model))
         return MV_ERR;
+    m->have_sched = 1;
     return MV_OK;
 }
 
@@ -509,7 +510,8 @@ typedef struct {
     StFile data;
     size_t nclips;
     Tensor clip[TRAIN_MAX_BATCH];      // one step's clips (Fc,4,h,w)
-    Tensor ctx, x_in, ts, noise;       // their contexts (B,T,C), the input, timesteps and noise
+    Tensor ctx, x_in, ts, noise, v;    // their contexts (B,T,C), the input, timesteps, noise and
+                                       // (v_prediction) the v target
     LossPlot plot;                     // the loss per step, for --plot
 } TrainRun;
 
@@ -518,7 +520,7 @@ static void train_run_free(TrainRun *r) {
     st_close(&r->data);
     for (b = 0; b < TRAIN_MAX_BATCH; b++) tensor_free(&r->clip[b]);
     tensor_free(&r->ctx);
-    plot_free(&r->plot); tensor_free(&r->x_in); tensor_free(&r->ts); tensor_free(&r->noise);
+    plot_free(&r->plot); tensor_free(&r->x_in); tensor_free(&r->ts); tensor_free(&r->noise); tensor_free(&r->v);
     adam_free(&r->opt);
     sched_free(&r->sched);
     free_params(&r->grads); free_params(&r->params);
@@ -564,7 +566,10 @@ static int train_setup(TrainRun *r, const CliArgs *a) {
     r->tc.only_temporal = !a->all;
     r->tc.weight_decay = a->weight_decay;
     r->tc.recompute = a->recompute;
+    // the noise schedule: --scheduler-config, else --model's, else SD 1.x's
     sched_config_sd(&scfg);
+    if (a->scheduler_config ? sched_config_load(&scfg, a->scheduler_config) : a->model ? md_load_scheduler(&scfg, a->model) : MV_OK)
+        return bad_input(a);
     if (unet_declare_params(&r->params, &r->cfg) || params_alloc(&r->params) || train_grads_alloc(&r->grads, &r->params, &r->tc) ||
         adam_init(&r->opt, &r->params, &r->tc) || sched_init(&r->sched, SCHED_DDIM, &scfg, 0, 1))
         return fail(a, "setup");
@@ -588,7 +593,7 @@ static void train_draw(const TrainRun *r, const CliArgs *a, long g, size_t b, si
     uint64_t draw = proc_splitmix64((uint64_t)a->seed ^ proc_splitmix64((uint64_t)g));
     if (b > 0) draw = proc_splitmix64(draw + 2 + b);
     *ci = (size_t)(draw % (uint64_t)r->nclips);
-    *t = (int64_t)(proc_splitmix64(draw + 1) % 1000u);
+    *t = (int64_t)(proc_splitmix64(draw + 1) % (uint64_t)r->sched.T);
     if (Fc) *start = (size_t)(proc_splitmix64(draw + 2) % (uint64_t)(Fc - (size_t)a->frames + 1)); // dataset.py: random.randint(0, Fc - F), inclusive
 }
 
@@ -662,12 +667,16 @@ static int train_one_step(TrainRun *r, const CliArgs *a) {
         return fail(a, "");
     snprintf(name, sizeof name, "train noise %ld", g);
     if (noise_normal(r->noise.data, r->noise.numel, (uint64_t)a->seed, name)) return fail(a, "");
-    if (a->two_d ? train_collate_2d(r->x_in.data, cp, B, H, W, r->noise.data, t, &r->sched)
-                 : train_collate(r->x_in.data, cp, Fc, start, B, F, H, W, r->noise.data, t, &r->sched))
+    // the target: the noise (upstream), or v where the schedule says v_prediction (the toy model)
+    tensor_free(&r->v);
+    if (r->sched.cfg.v_prediction && tensor_alloc(&r->v, r->noise.ndim, r->noise.shape)) return fail(a, "");
+    if (a->two_d ? train_collate_2d(r->x_in.data, r->v.data, cp, B, H, W, r->noise.data, t, &r->sched)
+                 : train_collate(r->x_in.data, r->v.data, cp, Fc, start, B, F, H, W, r->noise.data, t, &r->sched))
         return fail(a, "");
     for (b = 0; b < B; b++) r->ts.data[b] = (real)t[b];
     lr = train_lr(&r->tc, r->opt.step);
-    if (train_step(&r->params, &r->grads, &r->opt, &r->tc, &r->cfg, &r->x_in, &r->ts, &r->noise, &r->ctx, &loss, &l2, &norm))
+    if (train_step(&r->params, &r->grads, &r->opt, &r->tc, &r->cfg, &r->x_in, &r->ts, r->sched.cfg.v_prediction ? &r->v : &r->noise,
+                   &r->ctx, &loss, &l2, &norm))
         return fail(a, "");
     fprintf(a->out, "step %ld", g);
     for (b = 0; b < B; b++)

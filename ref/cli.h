@@ -62,7 +62,7 @@ typedef struct {
     // files and names
     const char *out_path, *merges, *weights, *config, *inputs, *data, *resume, *plot;
     const char *prompt, *negative, *scheduler, *hint, *mask, *noise, *replay;
-    const char *unet, *vae, *clip, *unet_config, *hint_unet, *hint_unet_config, *vae_channels;
+    const char *unet, *vae, *clip, *unet_config, *hint_unet, *hint_unet_config, *vae_channels, *scheduler_config;
     const char *model, *hint_model; // published folders (ref/model_dir.h)
     const char *preview;            // generate: PREFIX of the clip predicted at every step
     const char *backend, *vectors, *ops, *cases, *level, *workdir; // check

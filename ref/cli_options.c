@@ -57,6 +57,8 @@ const CliOption cli_options[] = {
     {"--seed", TRAIN, OPT_COUNT, F(seed), "S", "0", 0, ANY, "seed of the clip, window, timestep and noise draws"},
     {"--plot", TRAIN | TVAE, OPT_TEXT, F(plot), "FILE", NULL, 0, 0, "write the loss per step as an SVG curve"},
     {"--2d", TRAIN, OPT_FLAG, F(two_d), NULL, NULL, 0, 0, "train a 2-D UNet (SD 1.5's, for the hint) on each clip's first frame"},
+    {"--scheduler-config", TRAIN, OPT_TEXT, F(scheduler_config), "JSON", NULL, 0, 0,
+     "the scheduler_config.json whose noise schedule (betas) the noise is added with (default: --model's, else SD 1.5's)"},
     {"--cond-drop", TRAIN, OPT_NONNEG, F(cond_drop), "P", "0", 0, 0, "with probability P a clip's context is context.uncond of D (the empty prompt's), for guidance; upstream: 0"},
     {"--recompute", TRAIN, OPT_FLAG, F(recompute), NULL, NULL, 0, 0, "keep checkpoints only, recompute in the backward"},
     // train-vae

@@ -26,11 +26,11 @@ int vae_config_load(VAEConfig *c, const char *path);
 int clip_config_load(ClipConfig *c, const char *path);
 // scheduler_config.json: T, the betas, steps_offset, set_alpha_to_one; any key whose value
 // mavref does not support (beta_schedule other than scaled_linear, prediction_type other than
-// epsilon, trained_betas, clip_sample true, thresholding, ...) or does not know is refused.
+// epsilon and v_prediction, trained_betas, clip_sample true, thresholding, ...) or does not know is refused.
 int sched_config_load(SchedConfig *c, const char *path);
-// dir/scheduler/scheduler_config.json is SD 1.x's schedule (mavref's pipeline computes no other):
-// MV_ERR naming the key that differs.
-int md_check_scheduler(const char *dir);
+// dir/scheduler/scheduler_config.json: the schedule the pipeline samples with (SD 1.x's for the
+// published model; the toy model's own, SPEC.md section 10.5).
+int md_load_scheduler(SchedConfig *c, const char *dir);
 
 // Each component: config, parameter table (declared, allocated) and weights. temporal: 1 for
 // makeavid's pseudo-3D UNet, 0 for SD 1.5's 2-D UNet.

@@ -21,6 +21,12 @@
 
 #define SCALING_FACTOR 0.18215
 
+// The schedule both sampling loops use (Models.sched).
+static void models_sched(SchedConfig *c, const Models *m) {
+    if (m->have_sched) *c = m->sched;
+    else sched_config_sd(c);
+}
+
 int pipeline_encode_prompt(Tensor *emb, int64_t ids[77], const char *text, Models *m) {
     int32_t ids32[CLIP_CONTEXT];
     int k;
@@ -112,7 +118,7 @@ int pipeline_imagegen_hint(Tensor *hint_lat, const Tensor *text, const Tensor *n
         if (!tensor_same_shape(o->hint_noise, hint_lat)) { mv_fail("the hint noise must be (1, 4, %lu, %lu)", (unsigned long)h, (unsigned long)w); goto done; }
         memcpy(hint_lat->data, o->hint_noise->data, hint_lat->numel * sizeof(real));
     } else if (noise_normal(hint_lat->data, hint_lat->numel, o->seed, "hint")) goto done;
-    sched_config_sd(&scfg);
+    models_sched(&scfg, m);
     if (sched_init(&s, o->scheduler, &scfg, o->steps, hint_lat->numel)) goto done;
     for (k = 0; k < o->steps; k++) { // upstream's image_sample_loop
         tt.data[0] = (real)s.timesteps[k];
@@ -169,16 +175,11 @@ static int preview_step(const GenOptions *o, const Tensor *lat, const Tensor *ep
                         Models *m) {
     Tensor x0;
     unsigned char *px = NULL;
-    real a, sg;
-    size_t i;
     int rc;
-    if (t < 0 || t >= s->T) return mv_fail("preview: timestep %lld outside the schedule", (long long)t);
-    a = (real)sqrt((double)s->alphas_cumprod[t]);
-    sg = (real)sqrt(1.0 - (double)s->alphas_cumprod[t]);
     memset(&x0, 0, sizeof x0);
     if (tensor_alloc(&x0, lat->ndim, lat->shape)) return MV_ERR;
-    for (i = 0; i < x0.numel; i++) x0.data[i] = (lat->data[i] - sg * eps->data[i]) / a;
-    rc = decode_frames(&px, NULL, &x0, o->frames, o->height, o->width, m);
+    rc = sched_x0(x0.data, eps->data, lat->data, t, x0.numel, s) ||
+         decode_frames(&px, NULL, &x0, o->frames, o->height, o->width, m);
     tensor_free(&x0);
     if (!rc && o->preview(o->preview_user, k, o->steps, px)) rc = mv_fail_prefix("the preview of step %d", k + 1);
     free(px);
@@ -286,7 +287,7 @@ int pipeline_generate(unsigned char **frames, Tensor *final_latents, Tensor *fra
         memcpy(lat.data, o->noise->data, lat.numel * sizeof(real));
     } else if (noise_normal(lat.data, lat.numel, o->seed, "latents")) goto done;
     // ---- 4. denoising
-    sched_config_sd(&scfg);
+    models_sched(&scfg, m);
     if (sched_init(&s, o->scheduler, &scfg, o->steps, lat.numel)) goto done;
     if (tensor_alloc_v(&inp, 5, (size_t)1, (size_t)9, F, h, w) || tensor_alloc_v(&tt, 1, (size_t)1)) goto done;
     for (c = 0; c < 4; c++) // channels 4 (mask) and 5..8 (hint) are the same every step
@@ -422,11 +423,12 @@ int pipeline_replay_load_dirs(Replay *r, GenOptions *o, Models *m, Tensor *expec
     }
     if (!model) { mv_fail("%s: no model folder (metadata 'model')", path); goto fail; }
     if (imagegen && !hint_model) { mv_fail("%s: a case without a hint image needs the 2-D UNet's folder (metadata 'hint_model')", path); goto fail; }
-    if (md_check_scheduler(model) || md_load_tokenizer(&m->tok, model) || md_load_unet(&m->unet_p, &m->unet, model, 1) ||
+    if (md_load_scheduler(&m->sched, model) || md_load_tokenizer(&m->tok, model) || md_load_unet(&m->unet_p, &m->unet, model, 1) ||
         md_load_vae(&m->vae_p, &m->vae, model) || md_load_clip(&m->clip_p, &m->clip, model) ||
         (imagegen && md_load_hint_unet(&m->unet2d_p, &m->unet2d, hint_model)))
         goto fail;
     m->have_unet2d = imagegen;
+    m->have_sched = 1;
     if (read_image(&r->hint, &r->f, "hint", o->height, o->width, 3) || read_image(&r->mask, &r->f, "mask", o->height, o->width, 1) ||
         st_read(&r->f, "noise", &r->noise) || (imagegen && st_read(&r->f, "hint_noise", &r->hint_noise)))
         goto fail;

@@ -24,6 +24,10 @@ typedef struct {
     int have_unet2d;
     UNetConfig unet2d;
     ParamTable unet2d_p;
+    // The noise schedule of both sampling loops: the model folder's scheduler_config.json
+    // (have_sched = 1), else SD 1.x's.
+    int have_sched;
+    SchedConfig sched;
 } Models;
 
 typedef struct {

@@ -44,6 +44,7 @@ void sched_config_sd(SchedConfig *cfg) {
     cfg->steps_offset = 1;
     cfg->set_alpha_to_one = 0;
     cfg->lower_order_final = 1;
+    cfg->v_prediction = 0;
 }
 
 // Round half to even (jnp.round), for values that are exact in double.
@@ -204,6 +205,18 @@ static int ddim_step(Scheduler *s, real *out, const real *eps, const real *sampl
     real dir_coef = R_SQRT((real)1 - a_prev);
     real x0_coef = R_SQRT(a_prev);
     size_t j;
+    if (s->cfg.v_prediction) {
+        for (j = 0; j < s->numel; j++) {
+            real v = eps[j], x = sample[j];
+            real x0 = R_FMA(sqrt_a_t, x, -(sqrt_b_t * v)); // sqrt(abar_t) x - sqrt(1 - abar_t) v
+            real e = R_FMA(sqrt_b_t, x, sqrt_a_t * v);     // sqrt(abar_t) v + sqrt(1 - abar_t) x
+            // XLA fuses these sums as written here inside the sampling loop (measured against
+            // the Flax DDIM's scan over 12 steps: every value equal; a lone jitted step fuses
+            // e the other way)
+            out[j] = R_FMA(x0_coef, x0, dir_coef * e);
+        }
+        return MV_OK;
+    }
     for (j = 0; j < s->numel; j++) {
         real e = eps[j];
         real x0 = R_FMA(-sqrt_b_t, e, sample[j]); // sample - sqrt(1 - abar_t) * eps
@@ -255,9 +268,13 @@ static int dpm_step(Scheduler *s, real *out, const real *eps, const real *sample
     s->x0_cur = swap;
     for (j = 0; j < s->numel; j++) {
         real x = sample[j];
-        real m0 = R_FMA(-sigma_s0, eps[j], x); // x - sigma_s * eps
-        real y;
-        m0 = m0 / alpha_s0;                    // convert_model_output: x0 = (x - sigma_s eps) / alpha_s
+        real m0, y;
+        if (s->cfg.v_prediction) {
+            m0 = R_FMA(alpha_s0, x, -(sigma_s0 * eps[j])); // convert_model_output: x0 = alpha_s x - sigma_s v
+        } else {
+            m0 = R_FMA(-sigma_s0, eps[j], x); // x - sigma_s * eps
+            m0 = m0 / alpha_s0;               // convert_model_output: x0 = (x - sigma_s eps) / alpha_s
+        }
         s->x0_cur[j] = m0;
         y = R_FMA(ratio, x, -(coef * m0));    // (sigma_t / sigma_s) x - coef * D0, D0 = m0
         if (order == 2) {
@@ -275,6 +292,33 @@ int sched_step(Scheduler *s, real *out, const real *eps, const real *sample, int
     if (i < 0 || i >= s->num_steps)
         return mv_fail("scheduler: step %d outside 0..%d", i, s->num_steps - 1);
     return s->kind == SCHED_DDIM ? ddim_step(s, out, eps, sample, i) : dpm_step(s, out, eps, sample, i);
+}
+
+int sched_x0(real *x0, const real *out, const real *sample, int64_t t, size_t n, const Scheduler *s) {
+    real a, sg;
+    size_t i;
+    if (t < 0 || t >= s->T) return mv_fail("scheduler: timestep %lld outside the schedule", (long long)t);
+    a = R_SQRT(s->alphas_cumprod[t]);
+    sg = R_SQRT((real)1 - s->alphas_cumprod[t]);
+    for (i = 0; i < n; i++) x0[i] = s->cfg.v_prediction ? a * sample[i] - sg * out[i] : (sample[i] - sg * out[i]) / a;
+    return MV_OK;
+}
+
+int sched_velocity(real *v, const real *x0, const real *noise, const int64_t *t, size_t B, size_t per, const Scheduler *s) {
+    size_t b, j;
+    for (b = 0; b < B; b++)
+        if (t[b] < 0 || t[b] >= s->T)
+            return mv_fail("velocity: timestep %ld of batch item %lu outside 0..%d", (long)t[b], (unsigned long)b, s->T - 1);
+    for (b = 0; b < B; b++) {
+        real abar = s->alphas_cumprod[t[b]];
+        real sa = R_SQRT(abar), sb = R_SQRT((real)1 - abar);
+        for (j = 0; j < per; j++) {
+            real u = sa * noise[b * per + j];
+            real w = sb * x0[b * per + j];
+            v[b * per + j] = u - w;
+        }
+    }
+    return MV_OK;
 }
 
 int sched_add_noise(real *noisy, const real *x0, const real *noise, const int64_t *t,

@@ -33,6 +33,8 @@ typedef struct {
     int steps_offset;        // 1 (DDIM timesteps only)
     int set_alpha_to_one;    // 0: DDIM's alpha_cumprod "before" t=0 is alphas_cumprod[0]
     int lower_order_final;   // 1 (DPM)
+    int v_prediction;        // 0: the model predicts epsilon (SD 1.x, upstream); 1: v = sqrt(abar) eps
+                             // - sqrt(1 - abar) x0 (prediction_type v_prediction: the toy model)
 } SchedConfig;
 
 // Stable Diffusion 1.x's scheduler_config.json (the values above).
@@ -63,10 +65,23 @@ void sched_free(Scheduler *s);
 // The n timesteps of set_timesteps, descending.
 int sched_timesteps(int64_t *out, SchedKind kind, const SchedConfig *cfg, int num_steps); // (n)
 
-// Step i (0-based) of the loop: out = x_{prev} from the model's epsilon prediction at
-// timesteps[i] and the current sample. out may equal sample. Steps must be taken in order
-// i = 0, 1, ..., n-1 (the DPM solver keeps the previous step's data prediction).
+// Step i (0-based) of the loop: out = x_{prev} from the model's output at timesteps[i] (its
+// epsilon prediction, or v with cfg.v_prediction) and the current sample. out may equal
+// sample. Steps must be taken in order i = 0, 1, ..., n-1 (the DPM solver keeps the previous
+// step's data prediction).
 int sched_step(Scheduler *s, real *out, const real *eps, const real *sample, int i); // (numel) x3
+
+// The data prediction x0 of a model output at timestep t (the pipeline's preview):
+// epsilon: (x - sqrt(1 - abar) out) / sqrt(abar); v: sqrt(abar) x - sqrt(1 - abar) out.
+int sched_x0(real *x0, const real *out, const real *sample, int64_t t, size_t n, const Scheduler *s); // (n) x3
+
+// The training target of v_prediction (diffusers' get_velocity, eager):
+// v = sqrt(abar_t) noise - sqrt(1 - abar_t) x0 per batch item.
+int sched_velocity(real *v,             // (B,per)
+                   const real *x0,      // (B,per)
+                   const real *noise,   // (B,per)
+                   const int64_t *t,    // (B)
+                   size_t B, size_t per, const Scheduler *s);
 
 // noisy[b] = sqrt(abar[t_b]) * x0[b] + sqrt(1 - abar[t_b]) * noise[b], per batch item b.
 int sched_add_noise(real *noisy,                            // (B, per)

@@ -95,7 +95,7 @@ int train_grads_alloc(ParamTable *g, const ParamTable *pt, const TrainConfig *tc
     return rc;
 }
 
-int train_collate(real *x_in, const real *const *clips, const size_t *Fc, const size_t *start, size_t B, size_t F,
+int train_collate(real *x_in, real *v, const real *const *clips, const size_t *Fc, const size_t *start, size_t B, size_t F,
                   size_t h, size_t w, const real *noise, const int64_t *t, const Scheduler *s) {
     size_t b, c, f, i, S = h * w, per = 4 * F * S;
     real *x0 = (real *)mv_calloc(per, sizeof(real), "training latents");
@@ -109,7 +109,11 @@ int train_collate(real *x_in, const real *const *clips, const size_t *Fc, const 
         for (c = 0; c < 4; c++)
             for (f = 0; f < F; f++)
                 for (i = 0; i < S; i++) x0[(c * F + f) * S + i] = clips[b][((start[b] + f) * 4 + c) * S + i] * (real)LATENT_SCALE;
-        if (sched_add_noise(xb, x0, noise + b * per, t + b, 1, per, s)) { rc = mv_fail_prefix("clip %lu", (unsigned long)b); break; }
+        if (sched_add_noise(xb, x0, noise + b * per, t + b, 1, per, s) ||
+            (v && sched_velocity(v + b * per, x0, noise + b * per, t + b, 1, per, s))) {
+            rc = mv_fail_prefix("clip %lu", (unsigned long)b);
+            break;
+        }
         memset(xb + per, 0, F * S * sizeof(real)); // mask
         for (c = 0; c < 4; c++) // hint: the clean first frame, repeated over the frames
             for (f = 0; f < F; f++) memcpy(xb + per + F * S + (c * F + f) * S, x0 + c * F * S, S * sizeof(real));
@@ -118,7 +122,7 @@ int train_collate(real *x_in, const real *const *clips, const size_t *Fc, const 
     return rc;
 }
 
-int train_collate_2d(real *x_in, const real *const *clips, size_t B, size_t h, size_t w, const real *noise, const int64_t *t,
+int train_collate_2d(real *x_in, real *v, const real *const *clips, size_t B, size_t h, size_t w, const real *noise, const int64_t *t,
                      const Scheduler *s) {
     size_t b, i, per = 4 * h * w;
     real *x0 = (real *)mv_calloc(B * per, sizeof(real), "training latents");
@@ -126,7 +130,7 @@ int train_collate_2d(real *x_in, const real *const *clips, size_t B, size_t h, s
     if (!x0) return MV_ERR;
     for (b = 0; b < B; b++) // x0[b] = 0.18215 * clip[b][0]   (frame 0 is (4,h,w) already)
         for (i = 0; i < per; i++) x0[b * per + i] = clips[b][i] * (real)LATENT_SCALE;
-    rc = sched_add_noise(x_in, x0, noise, t, B, per, s);
+    rc = sched_add_noise(x_in, x0, noise, t, B, per, s) || (v && sched_velocity(v, x0, noise, t, B, per, s));
     free(x0);
     return rc;
 }

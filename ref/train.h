@@ -61,8 +61,11 @@ int train_grads_alloc(ParamTable *g, const ParamTable *pt, const TrainConfig *tc
 
 // dataset.py's collate for B clips: x_in (B,9,F,h,w) from clips[b] (Fc,4,h,w) (raw VAE
 // latents, scaled by LATENT_SCALE here), the window [start[b], start[b]+F), noise (B,4,F,h,w)
-// and integer timesteps t (B) with the DDPM schedule s (sched_add_noise).
+// and integer timesteps t (B) with the DDPM schedule s (sched_add_noise). v (NULL: not
+// wanted): the v_prediction target of each clip's window (sched_velocity), where the model
+// predicts v (s->cfg.v_prediction) rather than the noise.
 int train_collate(real *x_in,                 // (B,9,F,h,w)
+                  real *v,                    // (B,4,F,h,w) or NULL
                   const real *const *clips,   // B pointers to (Fc,4,h,w)
                   const size_t *Fc, const size_t *start, size_t B, size_t F, size_t h, size_t w,
                   const real *noise,          // (B,4,F,h,w)
@@ -72,6 +75,7 @@ int train_collate(real *x_in,                 // (B,9,F,h,w)
 // The same for the 2-D UNet that makes the hint (upstream's use_imagegen, SD 1.5's training):
 // x_in (B,4,h,w) = add_noise(0.18215 * clips[b][frame 0], noise[b], t[b]).
 int train_collate_2d(real *x_in,               // (B,4,h,w)
+                     real *v,                  // (B,4,h,w) or NULL
                      const real *const *clips, // B pointers to (Fc,4,h,w)
                      size_t B, size_t h, size_t w,
                      const real *noise,        // (B,4,h,w)

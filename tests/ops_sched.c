@@ -24,13 +24,26 @@ static int check_i64(Case *c, const char *what, const int64_t *got, const int64_
     return 0;
 }
 
+// SD 1.x's schedule, or the case's own (meta beta_start, beta_end and prediction_type, as a
+// toy model's scheduler_config.json sets them: SPEC.md section 10.5).
+static int case_sched_config(Case *c, SchedConfig *cfg) {
+    const char *pred;
+    sched_config_sd(cfg);
+    if (!case_meta_opt(c, "beta_end")) return 0;
+    if (case_meta_double(c, "beta_start", &cfg->beta_start) || case_meta_double(c, "beta_end", &cfg->beta_end) ||
+        !(pred = case_meta_str(c, "prediction_type")))
+        return 1;
+    cfg->v_prediction = !strcmp(pred, "v_prediction");
+    return 0;
+}
+
 int run_sched_schedule(Case *c) {
     static const char *names[] = {"betas", "alphas_cumprod", "alpha_t", "sigma_t", "lambda_t"};
     SchedConfig cfg;
     Scheduler s;
     size_t k;
     int rc = 0;
-    sched_config_sd(&cfg);
+    if (case_sched_config(c, &cfg)) return 1;
     if (sched_init(&s, SCHED_DPM, &cfg, 0, 0)) return case_error(c, "sched_init");
     for (k = 0; k < 5; k++) {
         Tensor v;
@@ -66,7 +79,7 @@ int run_sched_step(Case *c) {
         harness_failf(c->name, "eps must hold %ld latents, and 'latents' must exist", steps);
         goto out;
     }
-    sched_config_sd(&cfg);
+    if (case_sched_config(c, &cfg)) goto out;
     if (sched_init(&s, strcmp(kind, "ddim") == 0 ? SCHED_DDIM : SCHED_DPM, &cfg, (int)steps, numel)) {
         case_error(c, "sched_init");
         goto out;
@@ -100,11 +113,15 @@ int run_sched_add_noise(Case *c) {
     if (!(x0 = bag_input(c, &b, "x0")) || !(noise = bag_input(c, &b, "noise"))) goto out;
     if (st_read_i64(&c->vec, "t", &t, &nt)) { case_error(c, "t"); goto out; }
     if (nt != x0->shape[0] || !tensor_same_shape(x0, noise)) { harness_failf(c->name, "shapes"); goto out; }
-    sched_config_sd(&cfg);
+    if (case_sched_config(c, &cfg)) goto out;
     if (sched_init(&s, SCHED_DDIM, &cfg, 0, 0)) { case_error(c, "sched_init"); goto out; }
     if (!(y = bag_alloc_like(c, &b, x0))) goto out;
     if (sched_add_noise(y->data, x0->data, noise->data, t, nt, x0->numel / nt, &s)) case_error(c, "add_noise");
     else rc = case_check(c, "noisy", y);
+    if (rc == 0 && st_find(&c->vec, "velocity")) { // v_prediction's training target
+        if (sched_velocity(y->data, x0->data, noise->data, t, nt, x0->numel / nt, &s)) rc = case_error(c, "velocity");
+        else rc = case_check(c, "velocity", y);
+    }
 out:
     free(t);
     sched_free(&s);

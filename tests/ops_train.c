@@ -376,7 +376,7 @@ int run_train_step(Case *c) {
         snprintf(key, sizeof key, "noise_%ld", k);
         tensor_free(&noise);
         if (case_input(c, key, &noise)) { rc = 1; break; }
-        if (train_collate(x_in->data, cp, Fc, start, (size_t)B, (size_t)F, H, W, noise.data, t, &sch)) { rc = case_error(c, "collate"); break; }
+        if (train_collate(x_in->data, NULL, cp, Fc, start, (size_t)B, (size_t)F, H, W, noise.data, t, &sch)) { rc = case_error(c, "collate"); break; }
         if (k == 0) rc |= case_check(c, "x_in_0", x_in);
         if (train_step(&pt, &gt, &opt, &tc, &cfg, x_in, ts, &noise, ctx, &loss, &l2, NULL)) { rc = case_error(c, "train_step"); break; }
         losses->data[k] = (real)loss;

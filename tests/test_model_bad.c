@@ -247,9 +247,12 @@ int test_bad_model_generate(void) {
     CASE("vae config absurd", "vae/config.json", "norm_num_groups", write_text(bad, "{\"norm_num_groups\": 16}"));
     CASE("text_encoder config wrong activation", "text_encoder/config.json", "hidden_act", write_text(bad, "{\"hidden_act\": \"gelu\"}"));
     CASE("scheduler key unsupported", "scheduler/scheduler_config.json", "prediction_type",
-         write_text(bad, "{\"prediction_type\": \"v_prediction\"}"));
+         write_text(bad, "{\"prediction_type\": \"sample\"}"));
     CASE("scheduler key unknown", "scheduler/scheduler_config.json", "rescale_betas_zero_snr",
          write_text(bad, "{\"rescale_betas_zero_snr\": true}"));
+    // the pipeline samples with the folder's schedule: one it cannot compute is refused
+    CASE("scheduler betas out of range", "scheduler/scheduler_config.json", "beta_end",
+         write_text(bad, "{\"beta_start\": 0.00085, \"beta_end\": 1.5}"));
     CASE("tokenizer vocab truncated", "tokenizer/vocab.json", NULL, truncate_copy("tokenizer/vocab.json", 0.5));
     CASE("tokenizer merges missing", "tokenizer/merges.txt", NULL, remove_rel("tokenizer/merges.txt"));
     // a model folder that does not exist

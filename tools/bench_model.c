@@ -12,6 +12,10 @@
 //                                     counted FLOPs, ref/flops.h, over the wall time)
 //   bench_model unet2d B H W [NAME]   the same for SD 1.5's 2-D UNet (the hint model), sample
 //                                     (B,4,H,W) (default NAME unet2d_forward)
+//   bench_model unet ... NAME warm, unet2d ... NAME warm
+//                                     time the second of two calls, as tools/bench_torch.py and
+//                                     bench_jax.py time their peers (the first call pays the
+//                                     page faults of every buffer)
 //   bench_model vae decode|encode B H W NAME
 //                                     wall time of vae_decode of B latents to H x W images (one
 //                                     call per image, as generate) or vae_encode of B images
@@ -119,7 +123,7 @@ static void print_rate(const char *name, const Flops *f, double seconds) {
 
 // F = 0: SD 1.5's 2-D UNet (the hint model: the same configuration, 4 input channels, no
 // temporal layers), sample (B,4,H,W); else the makeavid UNet, sample (B,9,F,H,W).
-static int bench_unet(size_t B, size_t F, size_t H, size_t W, const char *name) {
+static int bench_unet(size_t B, size_t F, size_t H, size_t W, const char *name, int warm) {
     UNetConfig c;
     ParamTable pt;
     Tensor x, t, ctx, out;
@@ -141,12 +145,17 @@ static int bench_unet(size_t B, size_t F, size_t H, size_t W, const char *name) 
     proc_fill(x.data, x.numel, 2, "sample", 1.0, 0.0);
     proc_fill(ctx.data, ctx.numel, 2, "context", 1.0, 0.0);
     for (i = 0; i < B; i++) t.data[i] = (real)(999 - 250 * i);
+    if (warm) { // the untimed first call
+        if (unet_forward(&out, &x, &t, &ctx, &pt, &c, NULL, NULL)) { fprintf(stderr, "%s\n", mv_error()); return 1; }
+        tensor_free(&out);
+    }
     c0 = clock();
     w0 = now();
     if (unet_forward(&out, &x, &t, &ctx, &pt, &c, NULL, NULL)) { fprintf(stderr, "%s\n", mv_error()); return 1; }
     w1 = now();
-    printf("UNet forward, %s configuration, sample %s, %d threads: %.2f s wall, %.1f s CPU\n", F ? "makeavid" : "SD 1.5 2-D",
-           shape_str(shape, sizeof shape, x.ndim, x.shape), threads_count(), w1 - w0, (double)(clock() - c0) / CLOCKS_PER_SEC);
+    printf("UNet forward, %s configuration, sample %s, %d threads, %s call: %.2f s wall, %.1f s CPU\n", F ? "makeavid" : "SD 1.5 2-D",
+           shape_str(shape, sizeof shape, x.ndim, x.shape), threads_count(), warm ? "second" : "first", w1 - w0,
+           (double)(clock() - c0) / CLOCKS_PER_SEC);
     printf("%s_s = %.2f\n", name, w1 - w0);
     if (unet_flops(&fl, &c, B, F ? F : 1, H, W, 77) == MV_OK) print_rate(name, &fl, w1 - w0);
     printf("%s_peak_rss_kb = %ld\n", name, peak_rss_kb());
@@ -357,18 +366,19 @@ int main(int argc, char **argv) {
     if (argc == 3 && !strcmp(argv[1], "load")) return bench_load(argv[2]);
     if (argc == 2 && !strcmp(argv[1], "weights")) return bench_weights();
     if (argc >= 3 && !strcmp(argv[1], "tokenize")) return bench_tokenize(argc - 2, argv + 2);
-    if ((argc == 5 || argc == 6) && !strcmp(argv[1], "unet2d"))
-        return bench_unet((size_t)atol(argv[2]), 0, (size_t)atol(argv[3]), (size_t)atol(argv[4]), argc == 6 ? argv[5] : "unet2d_forward");
-    if ((argc == 6 || argc == 7) && !strcmp(argv[1], "unet"))
+    if ((argc == 5 || argc == 6 || (argc == 7 && !strcmp(argv[6], "warm"))) && !strcmp(argv[1], "unet2d"))
+        return bench_unet((size_t)atol(argv[2]), 0, (size_t)atol(argv[3]), (size_t)atol(argv[4]), argc >= 6 ? argv[5] : "unet2d_forward",
+                          argc == 7);
+    if ((argc == 6 || argc == 7 || (argc == 8 && !strcmp(argv[7], "warm"))) && !strcmp(argv[1], "unet"))
         return bench_unet((size_t)atol(argv[2]), (size_t)atol(argv[3]), (size_t)atol(argv[4]), (size_t)atol(argv[5]),
-                          argc == 7 ? argv[6] : "unet_forward");
+                          argc >= 7 ? argv[6] : "unet_forward", argc == 8);
     if (argc == 7 && !strcmp(argv[1], "vae"))
         return bench_vae(!strcmp(argv[2], "decode"), (size_t)atol(argv[3]), (size_t)atol(argv[4]), (size_t)atol(argv[5]), argv[6]);
     if (argc == 5 && !strcmp(argv[1], "trainstep"))
         return bench_trainstep((size_t)atol(argv[2]), (size_t)atol(argv[3]), (size_t)atol(argv[4]));
     if ((argc == 6 || (argc == 7 && !strcmp(argv[6], "recompute"))) && !strcmp(argv[1], "train"))
         return bench_train((size_t)atol(argv[2]), (size_t)atol(argv[3]), (size_t)atol(argv[4]), (size_t)atol(argv[5]), argc == 7);
-    fprintf(stderr, "usage: bench_model tokenize FILE... | unet B F H W [NAME] | unet2d B H W [NAME] | train B F H W [recompute] | "
+    fprintf(stderr, "usage: bench_model tokenize FILE... | unet B F H W [NAME [warm]] | unet2d B H W [NAME [warm]] | train B F H W [recompute] | "
                     "vae decode|encode B H W NAME | trainstep F H W | flops ...\n");
     return 2;
 }

@@ -173,22 +173,23 @@ def prepare_images(hint_u8, mask_u8, dt):
     return hint.transpose((0, 3, 1, 2)), mask.transpose((0, 3, 1, 2))   # NCHW
 
 
-def make_scheduler(kind, prec, steps, shape):
-    """cases_sched's construction (SD config); the float32 timesteps in both precisions, int64
-    under x64 (see cases_sched.step_cases)."""
-    sched = cases_sched.make(kind, prec)
+def make_scheduler(kind, prec, steps, shape, cfg=None):
+    """cases_sched's construction (SD config, or cfg's schedule); the float32 timesteps in both
+    precisions, int64 under x64 (see cases_sched.step_cases)."""
+    sched = cases_sched.make(kind, prec, cfg)
     state = sched.set_timesteps(sched.create_state(), steps, shape)
-    ts = cases_sched.timesteps_f32(kind, steps)
+    ts = cases_sched.timesteps_f32(kind, steps, cfg)
     state = state.replace(timesteps=jnp.asarray(ts, dtype=jnp.int64 if prec == 'f64' else jnp.int32))
     if kind == 'dpm' and prec == 'f64':
         state = state.replace(prev_timestep=jnp.int64(-1))
     return sched, state, ts
 
 
-def generate(prec, kind, steps, guidance, ids, neg_ids, hint_u8, mask_u8, noise, hint_noise=None, nets=None):
+def generate(prec, kind, steps, guidance, ids, neg_ids, hint_u8, mask_u8, noise, hint_noise=None, nets=None,
+             sched_cfg=None):
     """nets (optional): the networks as loaded from a model folder (tools/fixtures_flax.py):
     dict(clip, clip_p, vae, vae_p, unet_config, unet_p, unet2d_config, unet2d_p); default: the
-    procedural networks above."""
+    procedural networks above. sched_cfg (optional): the folder's schedule (cases_sched.make)."""
     dt = np_dtype(prec)
     F_, h, w = noise.shape[2:]
     H, W = mask_u8.shape
@@ -226,7 +227,7 @@ def generate(prec, kind, steps, guidance, ids, neg_ids, hint_u8, mask_u8, noise,
         u2 = mavflax.UNetPseudo3DConditionModel(unet2d_cfg, use_memory_efficient_attention=True, dtype=dt)
         u2_p = (mavflax.procedural_tree(mavflax.unet_param_shapes(UNET2D, video=False), UNET2D_SEED, dt)
                 if nets is None else nets['unet2d_p'])
-        sched2, state2, _ = make_scheduler(kind, prec, steps, hint_noise.shape)
+        sched2, state2, _ = make_scheduler(kind, prec, steps, hint_noise.shape, sched_cfg)
         il = jnp.asarray(hint_noise) * state2.init_noise_sigma
 
         @jax.jit
@@ -246,7 +247,7 @@ def generate(prec, kind, steps, guidance, ids, neg_ids, hint_u8, mask_u8, noise,
     mask5 = jnp.expand_dims(mask_lat, axis=2).repeat(F_, axis=2)
 
     # L417-426: initial latents and timesteps
-    sched, state, ts = make_scheduler(kind, prec, steps, noise.shape)
+    sched, state, ts = make_scheduler(kind, prec, steps, noise.shape, sched_cfg)
     latents = jnp.asarray(noise) * state.init_noise_sigma
 
     # L428-453: one step of the sampling loop (jitted, as upstream's fori_loop body)

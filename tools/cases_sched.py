@@ -12,6 +12,9 @@ from vecspec import Case, normal, np_dtype, proc, rng, tol
 # SD 1.x scheduler_config.json. clip_sample False: diffusers' Flax DDIM of 2023 (v0.16.1,
 # what upstream ran) had no clipping, and SD's config disables it anyway.
 SD = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule='scaled_linear')
+# The toy model's schedule (vectors/toy/makeavid/scheduler, SPEC.md section 10.5): the model
+# predicts v, and beta_end 0.02 leaves the last timesteps (almost) no signal.
+TOY = dict(SD, beta_end=0.02, prediction_type='v_prediction')
 STEPS = [1, 2, 3, 5, 10, 14, 15, 20, 25, 50, 1000]
 SHAPE = (1, 4, 2, 4, 4)   # (B, C, F, h, w) latent, small so that 1000 steps stay small
 STRIDE_1000 = 50          # 1000-step cases keep the latents after every 50th step
@@ -35,22 +38,26 @@ TOL_DPM_1000 = 1e-5
 TOL_ADD_NOISE = 3e-7
 
 
-def make(kind, prec):
+def make(kind, prec, cfg=None):
+    """cfg: the schedule's keys (num_train_timesteps, beta_start, beta_end, beta_schedule, and
+    optionally prediction_type); default SD's. The toy model has its own (SPEC.md section 10.5)."""
     dt = jnp.float64 if prec == 'f64' else jnp.float32
+    sd = dict(cfg or SD)
+    pred = sd.pop('prediction_type', 'epsilon')
     if kind == 'ddim':
-        return FlaxDDIMScheduler(**SD, set_alpha_to_one=False, steps_offset=1, clip_sample=False,
-                                 prediction_type='epsilon', dtype=dt)
+        return FlaxDDIMScheduler(**sd, set_alpha_to_one=False, steps_offset=1, clip_sample=False,
+                                 prediction_type=pred, dtype=dt)
     if kind == 'dpm':
-        return FlaxDPMSolverMultistepScheduler(**SD, solver_order=2, prediction_type='epsilon',
+        return FlaxDPMSolverMultistepScheduler(**sd, solver_order=2, prediction_type=pred,
                                                algorithm_type='dpmsolver++', solver_type='midpoint',
                                                lower_order_final=True, dtype=dt)
-    return FlaxDDPMScheduler(**SD, clip_sample=False, prediction_type='epsilon', dtype=dt)
+    return FlaxDDPMScheduler(**sd, clip_sample=False, prediction_type=pred, dtype=dt)
 
 
-def timesteps_f32(kind, n):
+def timesteps_f32(kind, n, cfg=None):
     """The timesteps as the upstream pipeline computes them (float32, x64 off)."""
     with jax.enable_x64(False):
-        s = make(kind, 'f32')
+        s = make(kind, 'f32', cfg)
         st = s.set_timesteps(s.create_state(), n, SHAPE)
         return np.asarray(st.timesteps).astype(np.int64)
 
@@ -66,16 +73,24 @@ def trajectory(sched, state, x, eps):
     return xs
 
 
-def step_cases(prec):
+def sched_meta(cfg):
+    """A case's schedule, where it is not SD's (tests/ops_sched.c case_sched_config)."""
+    if cfg is None:
+        return {}
+    return {'beta_start': repr(cfg['beta_start']), 'beta_end': repr(cfg['beta_end']),
+            'prediction_type': cfg.get('prediction_type', 'epsilon')}
+
+
+def step_cases(prec, cfg=None, steps=STEPS, suffix=''):
     for kind in ('ddim', 'dpm'):
-        sched = make(kind, prec)
-        for n in STEPS:
-            seed = (3000 if kind == 'ddim' else 3100) + n
-            meta = {'kind': kind, 'steps': str(n)}
+        sched = make(kind, prec, cfg)
+        for n in steps:
+            seed = (3000 if kind == 'ddim' else 3100) + n + (500 if cfg else 0)
+            meta = {'kind': kind, 'steps': str(n), **sched_meta(cfg)}
             x = proc(meta, 'x', SHAPE, prec, seed, 1.7)
             eps = proc(meta, 'eps', (n,) + SHAPE, prec, seed + 1, 1.7)
             state = sched.set_timesteps(sched.create_state(), n, SHAPE)
-            ts = timesteps_f32(kind, n)
+            ts = timesteps_f32(kind, n, cfg)
             native = np.asarray(state.timesteps).astype(np.int64)
             if prec == 'f64' and not np.array_equal(native, ts):
                 # x64's float64 linspace rounds differently for some n (14 among ours):
@@ -92,33 +107,35 @@ def step_cases(prec):
             xs = xs[stride - 1::stride]
             meta['stride'] = str(stride)
             yield Case(
-                name=f'sched_{kind}_n{n}', op='sched_step', seed=seed,
+                name=f'sched_{kind}_n{n}{suffix}', op='sched_step', seed=seed,
                 tol=tol(prec, TOL_DDIM if kind == 'ddim' else TOL_DPM_1000 if n == 1000 else TOL_DPM),
                 tensors=[('timesteps', ts), ('latents', xs)], meta=meta,
                 level='quick' if n in (10, 20) else 'full')
 
 
-def schedule_cases(prec):
-    dpm = make('dpm', prec)
+def schedule_cases(prec, cfg=None, suffix=''):
+    dpm = make('dpm', prec, cfg)
     st = dpm.create_state()
     c = st.common
     f = np_dtype(prec)
-    yield Case(name='sched_schedule', op='sched_schedule', seed=0, tol=tol(prec, TOL_SCHEDULE),
+    yield Case(name='sched_schedule' + suffix, op='sched_schedule', seed=0, tol=tol(prec, TOL_SCHEDULE), meta=sched_meta(cfg),
                tensors=[('betas', np.asarray(c.betas).astype(f)),
                         ('alphas_cumprod', np.asarray(c.alphas_cumprod).astype(f)),
                         ('alpha_t', np.asarray(st.alpha_t).astype(f)),
                         ('sigma_t', np.asarray(st.sigma_t).astype(f))],
                level='quick')
-    yield Case(name='sched_lambda', op='sched_schedule', seed=0, tol=tol(prec, TOL_LAMBDA),
+    yield Case(name='sched_lambda' + suffix, op='sched_schedule', seed=0, tol=tol(prec, TOL_LAMBDA), meta=sched_meta(cfg),
                tensors=[('lambda_t', np.asarray(st.lambda_t).astype(f))])
 
 
-def add_noise_cases(prec):
-    ddpm = make('ddpm', prec)
+def add_noise_cases(prec, cfg=None, suffix=''):
+    ddpm = make('ddpm', prec, cfg)
     state = ddpm.create_state()
     tsets = [[0, 1, 500, 999], [999, 998, 37, 250], [123, 456, 789, 321]]
     for i, ts in enumerate(tsets):
-        seed = 3300 + i
+        if cfg and i:
+            continue
+        seed = 3300 + i + (500 if cfg else 0)
         r = rng(seed)
         B = len(ts)
         x0 = normal(r, (B,) + SHAPE[1:], prec)
@@ -126,8 +143,13 @@ def add_noise_cases(prec):
         t = np.asarray(ts, dtype=np.int64)
         # eager, as the training collate calls it (outside any jit)
         y = ddpm.add_noise(state, jnp.asarray(x0), jnp.asarray(noise), jnp.asarray(t))
-        yield Case(name=f'sched_add_noise_{i}', op='sched_add_noise', seed=seed, tol=tol(prec, TOL_ADD_NOISE),
-                   tensors=[('x0', x0), ('noise', noise), ('t', t), ('noisy', np.asarray(y).astype(np_dtype(prec)))],
+        extra = []
+        if cfg and cfg.get('prediction_type') == 'v_prediction':  # the training target (eager, as add_noise)
+            v = ddpm.get_velocity(state, jnp.asarray(x0), jnp.asarray(noise), jnp.asarray(t))
+            extra = [('velocity', np.asarray(v).astype(np_dtype(prec)))]
+        yield Case(name=f'sched_add_noise_{i}{suffix}', op='sched_add_noise', seed=seed, tol=tol(prec, TOL_ADD_NOISE),
+                   meta=sched_meta(cfg),
+                   tensors=[('x0', x0), ('noise', noise), ('t', t), ('noisy', np.asarray(y).astype(np_dtype(prec)))] + extra,
                    level='quick' if i == 0 else 'full')
 
 
@@ -183,6 +205,10 @@ def cases(prec):
     yield from schedule_cases(prec)
     yield from step_cases(prec)
     yield from add_noise_cases(prec)
+    # the toy model's schedule: its arrays, its sampling loops (12 steps, the demo's) and add_noise
+    yield from schedule_cases(prec, TOY, '_toy')
+    yield from step_cases(prec, TOY, [12, 20], '_toy')
+    yield from add_noise_cases(prec, TOY, '_toy')
     yield from noise_cases(prec)
     yield from quantize_cases(prec)
     yield from resize_cases(prec)

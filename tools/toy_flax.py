@@ -59,6 +59,16 @@ CASES = [
 HINT_CLIP_SEED, HINT_CLIP_INDEX = 15, 0
 
 
+def schedule(folder):
+    """The model folder's noise schedule (scheduler/scheduler_config.json), as cases_sched.make
+    takes it; the other settings must be SD's, as mavref's pipeline reads them."""
+    with open(os.path.join(folder, 'scheduler', 'scheduler_config.json')) as f:
+        c = json.load(f)
+    assert c.get('steps_offset', 1) == 1 and not c.get('set_alpha_to_one', False), c
+    assert c.get('prediction_type', 'epsilon') == 'epsilon' and c.get('beta_schedule') == 'scaled_linear', c
+    return {k: c[k] for k in ('num_train_timesteps', 'beta_start', 'beta_end', 'beta_schedule')}
+
+
 def unet_config(folder):
     with open(os.path.join(folder, 'unet', 'config.json')) as f:
         c = json.load(f)
@@ -163,7 +173,8 @@ def main(prec):
         noise = normal(r, (1, 4, FRAMES, h, w), prec)
         hint_noise = normal(r, (1, 4, h, w), prec) if hint_clip is None else None
         ids, neg_ids = ids_of(prompt), ids_of(neg)
-        res = cp.generate(prec, SCHED, STEPS, GUIDANCE, ids, neg_ids, hint_u8, mask_u8, noise, hint_noise, nets=nets)
+        res = cp.generate(prec, SCHED, STEPS, GUIDANCE, ids, neg_ids, hint_u8, mask_u8, noise, hint_noise, nets=nets,
+                          sched_cfg=schedule(MODEL))
         lat = np.asarray(res['latents_steps'][-1], np.float64)
         line = ''
         tol = cp.TOL_PIPE_F64

@@ -15,8 +15,13 @@
 #   6. the pseudo-3D UNet: 9 input channels (latents, mask, hint = the first frame's latent),
 #      started from the 2-D UNet (init --from-2d), every parameter trained (train --all),
 #      batch 4, AdamW with warmup and cosine decay
+# Both UNets predict v on a schedule whose last timesteps hold almost no signal
+# (makeavid/scheduler/scheduler_config.json: prediction_type v_prediction, beta_end 0.02):
+# with upstream's epsilon and SD's betas the video UNet learnt to ignore its hint (SPEC.md 10.5).
 # --cond-drop trains the empty prompt too, so that classifier-free guidance has its
 # unconditional half (upstream trains on captions only and guides with SD's own training).
+# MAVREF is the NATIVE=1 build (`make toy-model`): its GEMM kernel fuses multiply-adds, 3 times
+# faster here than the portable build; the bits are those of any x86-64 with FMA.
 set -eu
 M=${1:-bin/mavref}
 OUT=vectors/toy
@@ -24,8 +29,8 @@ TMP=build/toy
 LOG=$OUT/log
 
 TOY_CLIPS=${TOY_CLIPS:-480}
-U2_STEPS=${U2_STEPS:-1500}
-U3_STEPS=${U3_STEPS:-1000}
+U2_STEPS=${U2_STEPS:-2000}
+U3_STEPS=${U3_STEPS:-1500}
 
 mkdir -p $TMP $LOG
 start=$(date +%s)
@@ -34,56 +39,76 @@ stage() { echo "== $1 ($(( $(date +%s) - start )) s)"; }
 stage "toy world"
 $M toyworld --clips $TOY_CLIPS --size 64 --frames 12 --seed 0 --out $TMP/world.safetensors
 
+# The schedule of both UNets, written here because it is part of the recipe: diffusers' DDIM
+# config (what FlaxDDIMScheduler.save_config writes) with v_prediction and beta_end 0.02.
+stage "scheduler"
+cat > $OUT/makeavid/scheduler/scheduler_config.json <<'JSON'
+{
+  "_class_name": "FlaxDDIMScheduler",
+  "_diffusers_version": "0.35.2",
+  "beta_end": 0.02,
+  "beta_schedule": "scaled_linear",
+  "beta_start": 0.00085,
+  "clip_sample": false,
+  "clip_sample_range": 1.0,
+  "num_train_timesteps": 1000,
+  "prediction_type": "v_prediction",
+  "set_alpha_to_one": false,
+  "steps_offset": 1,
+  "trained_betas": null
+}
+JSON
+
 stage "text encoder (procedural, float16)"
 $M init text_encoder --config $OUT/makeavid/text_encoder/config.json --procedural 20261207 --dtype f16 \
     --out $OUT/makeavid/text_encoder/model.safetensors
 
-# Two runs: 400 steps of a warmup-cosine schedule, then 300 more on a second cosine (resumed:
-# the optimizer state carries over); the colours come late, after the shapes.
+# The VAE: 400 steps of a warmup-cosine schedule, then 300 more on a second cosine (resumed: the
+# optimizer state carries over); the colours come late, after the shapes. Then the decoder
+# alone, 400 more steps (--train-only decoder: the encoder, post_quant_conv and so the latents
+# stay as they are).
 stage "VAE"
+export MAVREF_THREADS=2
 $M train-vae --data $TMP/world.safetensors --vae-channels 32,64,64 --vae-layers 1 --procedural 1 \
     --steps 400 --batch 4 --lr 2e-3 --warmup 0.03 --decay 0.97 --kl 1e-6 --seed 0 \
     --out $TMP/vae_a --plot $LOG/vae_loss_a.svg > $LOG/vae_a.log
 $M train-vae --data $TMP/world.safetensors --vae-channels 32,64,64 --vae-layers 1 --resume $TMP/vae_a \
     --steps 300 --total-steps 700 --batch 4 --lr 2e-3 --warmup 0.03 --decay 0.97 --kl 1e-6 --seed 0 \
     --out $TMP/vae --plot $LOG/vae_loss_b.svg > $LOG/vae_b.log
-# stored as float16 before anything uses it: the UNets learn the latents of the committed VAE
-$M init vae --config $OUT/makeavid/vae/config.json --weights $TMP/vae.params.safetensors --dtype f16 \
-    --out $OUT/makeavid/vae/diffusion_pytorch_model.safetensors
-
-stage "training set (VAE latents, CLIP contexts)"
-$M encode-clips --model $OUT/makeavid --data $TMP/world.safetensors --out $TMP/data.safetensors
-
-# The 2-D UNet and the VAE's decoder are independent: trained side by side, one thread each
-# (mavref's threads help little at these sizes; the bits are the same for any count).
-stage "2-D UNet (the first frame) and the VAE decoder, side by side"
-export MAVREF_THREADS=1
-$M train --2d --all --config $OUT/hint/unet/config.json --procedural 2 --data $TMP/data.safetensors \
-    --batch 8 --steps $U2_STEPS --lr 1e-3 --warmup 0.05 --decay 0.95 --cond-drop 0.1 --seed 2 \
-    --out $TMP/unet2d --plot $LOG/unet2d_loss.svg > $LOG/unet2d.log &
-p2=$!
-# the VAE's decoder only (its encoder, and so the latents above, stay as they are), for the colours
 $M train-vae --data $TMP/world.safetensors --vae-channels 32,64,64 --vae-layers 1 --resume $TMP/vae --train-only decoder \
     --steps 400 --total-steps 1100 --batch 4 --lr 2e-3 --warmup 0.03 --decay 0.97 --kl 1e-6 --seed 0 \
-    --out $TMP/vae_c --plot $LOG/vae_loss_c.svg > $LOG/vae_c.log &
-pv=$!
-wait $p2
-wait $pv
+    --out $TMP/vae_c --plot $LOG/vae_loss_c.svg > $LOG/vae_c.log
+
+# Whitened latents (init vae --whiten): 0.18215 x latent of mean 0 and variance 1 per channel,
+# the signal SD's schedule was made for (the raw posterior mean had std 1.81). The statistics
+# come from every clip encoded by the float16 VAE; the encoder of vae_c is vae's, so the
+# committed VAE encodes exactly the latents the UNets learn.
+stage "training set (whitened VAE latents, CLIP contexts)"
+mkdir -p $TMP/raw
+cp -r $OUT/makeavid/model_index.json $OUT/makeavid/text_encoder $OUT/makeavid/tokenizer $OUT/makeavid/scheduler $TMP/raw/
+mkdir -p $TMP/raw/vae && cp $OUT/makeavid/vae/config.json $TMP/raw/vae/
+$M init vae --config $OUT/makeavid/vae/config.json --weights $TMP/vae_c.params.safetensors --dtype f16 \
+    --out $TMP/raw/vae/diffusion_pytorch_model.safetensors
+$M encode-clips --model $TMP/raw --data $TMP/world.safetensors --out $TMP/data_raw.safetensors
+$M init vae --config $OUT/makeavid/vae/config.json --weights $TMP/raw/vae/diffusion_pytorch_model.safetensors \
+    --whiten $TMP/data_raw.safetensors --dtype f16 --out $OUT/makeavid/vae/diffusion_pytorch_model.safetensors
+$M encode-clips --model $OUT/makeavid --data $TMP/world.safetensors --out $TMP/data.safetensors
+
+SCHED=$OUT/makeavid/scheduler/scheduler_config.json
+stage "2-D UNet (the first frame)"
+$M train --2d --all --config $OUT/hint/unet/config.json --procedural 2 --scheduler-config $SCHED --data $TMP/data.safetensors \
+    --batch 8 --steps $U2_STEPS --lr 1e-3 --warmup 0.05 --decay 0.95 --cond-drop 0.1 --seed 2 \
+    --out $TMP/unet2d --plot $LOG/unet2d_loss.svg > $LOG/unet2d.log
 
 # The pseudo-3D UNet starts as the trained 2-D UNet run on every frame (Make-A-Video's recipe:
 # init --from-2d; the temporal convs the identity, the temporal attentions' outputs zero, the
-# mask and hint channels of conv_in zero). From procedural temporal layers instead (a random
-# 3-tap conv after every spatial conv, with no residual) 600 steps left a model whose videos
-# were noise (SPEC.md 10.5).
+# mask and hint channels of conv_in zero).
 stage "pseudo-3D UNet (the video), from the 2-D UNet"
-export MAVREF_THREADS=2
 $M init unet --config $OUT/makeavid/unet/config.json --procedural 3 --from-2d $TMP/unet2d.params.safetensors \
     --out $TMP/unet_init.safetensors
-$M train --all --config $OUT/makeavid/unet/config.json --weights $TMP/unet_init.safetensors --data $TMP/data.safetensors \
-    --batch 4 --frames 12 --steps $U3_STEPS --lr 5e-4 --warmup 0.05 --decay 0.95 --cond-drop 0.1 --seed 3 \
-    --out $TMP/unet --plot $LOG/unet_loss.svg > $LOG/unet.log
-$M init vae --config $OUT/makeavid/vae/config.json --weights $TMP/vae_c.params.safetensors --dtype f16 \
-    --out $OUT/makeavid/vae/diffusion_pytorch_model.safetensors
+$M train --all --config $OUT/makeavid/unet/config.json --weights $TMP/unet_init.safetensors --scheduler-config $SCHED \
+    --data $TMP/data.safetensors --batch 4 --frames 12 --steps $U3_STEPS --lr 1e-3 --warmup 0.05 --decay 0.95 \
+    --cond-drop 0.1 --seed 3 --out $TMP/unet --plot $LOG/unet_loss.svg > $LOG/unet.log
 $M init unet2d --config $OUT/hint/unet/config.json --weights $TMP/unet2d.params.safetensors --dtype f16 \
     --out $OUT/hint/unet/diffusion_pytorch_model.safetensors
 $M init unet --config $OUT/makeavid/unet/config.json --weights $TMP/unet.params.safetensors --dtype f16 \
