@@ -89,7 +89,7 @@ ROLES = {
     'clip_text': (['ids'], ['hidden'], []),
     'sched_schedule': ([], ['betas', 'alphas_cumprod', 'alpha_t', 'sigma_t', 'lambda_t'], []),
     'sched_step': (['x', 'eps'], ['latents'], ['timesteps']),
-    'sched_add_noise': (['x0', 'noise', 't'], ['noisy'], []),
+    'sched_add_noise': (['x0', 'noise', 't'], ['noisy', 'velocity'], []),  # velocity: v_prediction's target
     'noise_normal': ([], ['z'], []),
     'image_quantize': (['x'], ['q'], []),
     'image_resize_nearest': (['x'], ['y'], []),

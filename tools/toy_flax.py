@@ -60,13 +60,13 @@ HINT_CLIP_SEED, HINT_CLIP_INDEX = 15, 0
 
 
 def schedule(folder):
-    """The model folder's noise schedule (scheduler/scheduler_config.json), as cases_sched.make
-    takes it; the other settings must be SD's, as mavref's pipeline reads them."""
+    """The model folder's schedule (scheduler/scheduler_config.json: betas and prediction type),
+    as cases_sched.make takes it; the other settings must be SD's, as mavref's pipeline reads them."""
     with open(os.path.join(folder, 'scheduler', 'scheduler_config.json')) as f:
         c = json.load(f)
     assert c.get('steps_offset', 1) == 1 and not c.get('set_alpha_to_one', False), c
-    assert c.get('prediction_type', 'epsilon') == 'epsilon' and c.get('beta_schedule') == 'scaled_linear', c
-    return {k: c[k] for k in ('num_train_timesteps', 'beta_start', 'beta_end', 'beta_schedule')}
+    assert c.get('beta_schedule') == 'scaled_linear', c
+    return {k: c[k] for k in ('num_train_timesteps', 'beta_start', 'beta_end', 'beta_schedule', 'prediction_type')}
 
 
 def unet_config(folder):

@@ -313,13 +313,24 @@ def vae(case, grad=False):
 
 # ---- schedulers
 
-def _dpm():
-    return DPMSolverMultistepScheduler(**SD_SCHED, solver_order=2, prediction_type='epsilon',
+def _sched(case):
+    """SD's schedule, or the case's own (meta beta_start, beta_end, prediction_type: the toy
+    model's, the *_toy cases)."""
+    cfg, pred = dict(SD_SCHED), 'epsilon'
+    if 'beta_end' in case.attrs:
+        cfg['beta_start'], cfg['beta_end'] = float(case.attrs['beta_start']), float(case.attrs['beta_end'])
+        pred = case.attrs.get('prediction_type', 'epsilon')
+    return cfg, pred
+
+
+def _dpm(case):
+    cfg, pred = _sched(case)
+    return DPMSolverMultistepScheduler(**cfg, solver_order=2, prediction_type=pred,
                                        algorithm_type='dpmsolver++', solver_type='midpoint', lower_order_final=True)
 
 
 def sched_schedule(case, grad=False):
-    s = _dpm()
+    s = _dpm(case)
     allv = {'betas': s.betas, 'alphas_cumprod': s.alphas_cumprod, 'alpha_t': s.alpha_t, 'sigma_t': s.sigma_t,
             'lambda_t': s.lambda_t}
     return {t['name']: allv[t['name']].to(tdtype(case)) for t in case.outputs}, {}, {}
@@ -329,10 +340,10 @@ def sched_step(case, grad=False):
     import sys
     kind, n, stride = case.attrs['kind'], case.attr('steps', int), case.attr('stride', int)
     if kind == 'ddim':
-        s = DDIMScheduler(**SD_SCHED, set_alpha_to_one=False, steps_offset=1, clip_sample=False,
-                          prediction_type='epsilon')
+        cfg, pred = _sched(case)
+        s = DDIMScheduler(**cfg, set_alpha_to_one=False, steps_offset=1, clip_sample=False, prediction_type=pred)
     else:
-        s = _dpm()
+        s = _dpm(case)
     s.set_timesteps(n)
     ts = s.timesteps.numpy().astype(np.int64)
     want = np.asarray(case.aux['timesteps']).astype(np.int64)
@@ -351,10 +362,14 @@ def sched_step(case, grad=False):
 
 
 def sched_add_noise(case, grad=False):
-    s = DDPMScheduler(**SD_SCHED, clip_sample=False, prediction_type='epsilon')
-    y = s.add_noise(T(case.inputs['x0'], case), T(case.inputs['noise'], case),
-                    torch.from_numpy(np.asarray(case.inputs['t'])))
-    return {'noisy': y.to(tdtype(case))}, {}, {}
+    cfg, pred = _sched(case)
+    s = DDPMScheduler(**cfg, clip_sample=False, prediction_type=pred)
+    x0, noise = T(case.inputs['x0'], case), T(case.inputs['noise'], case)
+    t = torch.from_numpy(np.asarray(case.inputs['t']))
+    out = {'noisy': s.add_noise(x0, noise, t).to(tdtype(case))}
+    if pred == 'v_prediction':  # the training target
+        out['velocity'] = s.get_velocity(x0, noise, t).to(tdtype(case))
+    return out, {}, {}
 
 
 FORWARD = {

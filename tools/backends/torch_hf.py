@@ -182,9 +182,13 @@ def timestep_embedding(case, T, dt):
 
 def sched_add_noise(case, T, dt):
     from diffusers import DDIMScheduler
-    s = DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule='scaled_linear')
+    lo, hi = (float(case.attrs['beta_start']), float(case.attrs['beta_end'])) if 'beta_end' in case.attrs else (0.00085, 0.012)
+    s = DDIMScheduler(num_train_timesteps=1000, beta_start=lo, beta_end=hi, beta_schedule='scaled_linear')
     s.alphas_cumprod = s.alphas_cumprod.to(dt)
-    return {'noisy': s.add_noise(T['x0'], T['noise'], T['t'].long())}
+    out = {'noisy': s.add_noise(T['x0'], T['noise'], T['t'].long())}
+    if case.attrs.get('prediction_type') == 'v_prediction':  # the training target
+        out['velocity'] = s.get_velocity(T['x0'], T['noise'], T['t'].long())
+    return out
 
 
 # The 2-D blocks (the cases with NHWC x: SD 1.5's own blocks, no temporal layers), with the
