@@ -298,43 +298,36 @@ int sched_x0(real *x0, const real *out, const real *sample, int64_t t, size_t n,
     real a, sg;
     size_t i;
     if (t < 0 || t >= s->T) return mv_fail("scheduler: timestep %lld outside the schedule", (long long)t);
-    a = R_SQRT(s->alphas_cumprod[t]);
-    sg = R_SQRT((real)1 - s->alphas_cumprod[t]);
+    a = s->alpha_t[t];  // sqrt(abar_t)
+    sg = s->sigma_t[t]; // sqrt(1 - abar_t)
     for (i = 0; i < n; i++) x0[i] = s->cfg.v_prediction ? a * sample[i] - sg * out[i] : (sample[i] - sg * out[i]) / a;
     return MV_OK;
 }
 
-int sched_velocity(real *v, const real *x0, const real *noise, const int64_t *t, size_t B, size_t per, const Scheduler *s) {
+// out = sqrt(abar_t) p + sign sqrt(1 - abar_t) q per batch item (sign +1 or -1): add_noise and
+// the v target, as diffusers computes both (eager, two products and one sum).
+static int abar_mix(real *out, const real *p, const real *q, real sign, const int64_t *t, size_t B, size_t per,
+                    const Scheduler *s, const char *what) {
     size_t b, j;
     for (b = 0; b < B; b++)
         if (t[b] < 0 || t[b] >= s->T)
-            return mv_fail("velocity: timestep %ld of batch item %lu outside 0..%d", (long)t[b], (unsigned long)b, s->T - 1);
+            return mv_fail("%s: timestep %ld of batch item %lu outside 0..%d", what, (long)t[b], (unsigned long)b, s->T - 1);
     for (b = 0; b < B; b++) {
-        real abar = s->alphas_cumprod[t[b]];
-        real sa = R_SQRT(abar), sb = R_SQRT((real)1 - abar);
+        real sa = s->alpha_t[t[b]], sb = s->sigma_t[t[b]];
         for (j = 0; j < per; j++) {
-            real u = sa * noise[b * per + j];
-            real w = sb * x0[b * per + j];
-            v[b * per + j] = u - w;
+            real u = sa * p[b * per + j];
+            real w = sb * q[b * per + j];
+            out[b * per + j] = u + sign * w;
         }
     }
     return MV_OK;
 }
 
+int sched_velocity(real *v, const real *x0, const real *noise, const int64_t *t, size_t B, size_t per, const Scheduler *s) {
+    return abar_mix(v, noise, x0, (real)-1, t, B, per, s, "velocity"); // sqrt(abar) noise - sqrt(1 - abar) x0
+}
+
 int sched_add_noise(real *noisy, const real *x0, const real *noise, const int64_t *t,
                     size_t B, size_t per, const Scheduler *s) {
-    size_t b, j;
-    for (b = 0; b < B; b++)
-        if (t[b] < 0 || t[b] >= s->T)
-            return mv_fail("add_noise: timestep %ld of batch item %lu outside 0..%d", (long)t[b], (unsigned long)b, s->T - 1);
-    for (b = 0; b < B; b++) {
-        real abar = s->alphas_cumprod[t[b]];
-        real sa = R_SQRT(abar), sb = R_SQRT((real)1 - abar);
-        for (j = 0; j < per; j++) {
-            real u = sa * x0[b * per + j];
-            real v = sb * noise[b * per + j];
-            noisy[b * per + j] = u + v;
-        }
-    }
-    return MV_OK;
+    return abar_mix(noisy, x0, noise, (real)1, t, B, per, s, "add_noise"); // sqrt(abar) x0 + sqrt(1 - abar) noise
 }
