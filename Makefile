@@ -499,7 +499,7 @@ demo: bin/mavref
 	@mkdir -p out
 	./bin/mavref generate $(TOY_GEN) --hint-model vectors/toy/hint --prompt "a red triangle moving right" --seed 1 --out out/demo
 	./bin/mavref toyworld --clips 1 --held-out --seed 1 --out out/demo_clip.safetensors --first-frame out/demo_first.ppm
-	./bin/mavref generate $(TOY_GEN) --hint out/demo_first.ppm --prompt "a yellow square moving down" --seed 2 --out out/demo_hint
+	./bin/mavref generate $(TOY_GEN) --hint out/demo_first.ppm --prompt "a yellow bar moving down" --seed 2 --out out/demo_hint
 	$(DEMO_CHECK)
 
 # make toy-model: every weight of vectors/toy/ from scratch (tools/toy_model.sh, SPEC.md 10.5),

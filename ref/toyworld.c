@@ -6,7 +6,7 @@
 #include "procedural.h"
 
 const char *const toy_color_names[TOY_NCOLORS] = {"red", "green", "blue", "yellow"};
-const char *const toy_shape_names[TOY_NSHAPES] = {"circle", "square", "triangle"};
+const char *const toy_shape_names[TOY_NSHAPES] = {"circle", "bar", "triangle"};
 const char *const toy_dir_names[TOY_NDIRS] = {"left", "right", "up", "down"};
 const unsigned char toy_colors[TOY_NCOLORS][3] = {
     {220, 50, 47}, {60, 170, 60}, {40, 90, 220}, {235, 200, 30}};
@@ -14,9 +14,9 @@ const unsigned char toy_background[3] = {24, 24, 32};
 
 // (colour, shape, direction) never shown in training.
 static const int held[TOY_NHELD][3] = {
-    {0, TOY_CIRCLE, TOY_DOWN},   {0, TOY_TRIANGLE, TOY_RIGHT}, {1, TOY_SQUARE, TOY_UP},
-    {1, TOY_TRIANGLE, TOY_LEFT}, {2, TOY_CIRCLE, TOY_RIGHT},   {2, TOY_SQUARE, TOY_LEFT},
-    {3, TOY_CIRCLE, TOY_UP},     {3, TOY_SQUARE, TOY_DOWN}};
+    {0, TOY_CIRCLE, TOY_DOWN},   {0, TOY_TRIANGLE, TOY_RIGHT}, {1, TOY_BAR, TOY_UP},
+    {1, TOY_TRIANGLE, TOY_LEFT}, {2, TOY_CIRCLE, TOY_RIGHT},   {2, TOY_BAR, TOY_LEFT},
+    {3, TOY_CIRCLE, TOY_UP},     {3, TOY_BAR, TOY_DOWN}};
 
 int toy_held_out(int color, int shape, int dir) {
     for (int k = 0; k < TOY_NHELD; k++)
@@ -81,10 +81,7 @@ static int inside(const ToyClip *c, long dx, long dy) {
     long r = c->r;
     switch (c->shape) {
     case TOY_CIRCLE: return dx * dx + dy * dy <= r * r;
-    case TOY_SQUARE: {
-        long s = 7 * r / 8;
-        return dx <= s && dx >= -s && dy <= s && dy >= -s;
-    }
+    case TOY_BAR: return dx <= r && dx >= -r && 2 * dy <= r && 2 * dy >= -r;
     default: { // triangle, apex up
         long adx = dx < 0 ? -dx : dx;
         return dy <= r && 8 * adx <= 5 * (dy + r);
@@ -131,17 +128,18 @@ static int pixel_class(const unsigned char *px) {
     return best;
 }
 
-// One frame's blob of palette class k: pixel count, centroid, bounding box.
-typedef struct { long n; double cx, cy; int x0, x1, y0, y1; } Blob;
+// One frame's blob of palette class k: pixel count, centroid, second central moments (per
+// pixel), bounding box.
+typedef struct { long n; double cx, cy, mxx, myy; int x0, x1, y0, y1; } Blob;
 
 static void frame_blob(Blob *b, const unsigned char *img, int S, int k) {
-    double sx = 0, sy = 0;
+    double sx = 0, sy = 0, sxx = 0, syy = 0;
     int x, y;
     b->n = 0; b->x0 = S; b->y0 = S; b->x1 = -1; b->y1 = -1;
     for (y = 0; y < S; y++)
         for (x = 0; x < S; x++) {
             if (pixel_class(img + ((size_t)y * S + x) * 3) != k) continue;
-            b->n++; sx += x; sy += y;
+            b->n++; sx += x; sy += y; sxx += (double)x * x; syy += (double)y * y;
             if (x < b->x0) b->x0 = x;
             if (x > b->x1) b->x1 = x;
             if (y < b->y0) b->y0 = y;
@@ -149,13 +147,15 @@ static void frame_blob(Blob *b, const unsigned char *img, int S, int k) {
         }
     b->cx = b->n ? sx / (double)b->n : 0;
     b->cy = b->n ? sy / (double)b->n : 0;
+    b->mxx = b->n ? sxx / (double)b->n - b->cx * b->cx : 0; // small integers: exact enough
+    b->myy = b->n ? syy / (double)b->n - b->cy * b->cy : 0;
 }
 
 static int blob_shape(const Blob *b) {
     double w = (double)(b->x1 - b->x0 + 1), h = (double)(b->y1 - b->y0 + 1);
     double skew = (b->cy - 0.5 * (b->y0 + b->y1)) / h, fill = (double)b->n / (w * h);
     if (skew > 0.08) return TOY_TRIANGLE;
-    return fill > 0.89 ? TOY_SQUARE : TOY_CIRCLE;
+    return fill > 0.89 ? TOY_BAR : TOY_CIRCLE;
 }
 
 double toy_along(const ToyMeasure *m, int dir) {
@@ -170,7 +170,7 @@ double toy_along(const ToyMeasure *m, int dir) {
 void toy_measure(ToyMeasure *m, const unsigned char *frames, int S, int F, int color) {
     long count[TOY_NCOLORS] = {0}, votes[TOY_NSHAPES] = {0};
     size_t fs = (size_t)S * S * 3;
-    Blob first = {0, 0, 0, 0, 0, 0, 0}, last = first, b;
+    Blob first = {0, 0, 0, 0, 0, 0, 0, 0, 0}, last = first, b;
     int f, k, i;
     for (f = 0; f < F; f++) // the colour with the most pixels over the clip
         for (i = 0; i < S * S; i++) {
@@ -202,10 +202,10 @@ void toy_measure(ToyMeasure *m, const unsigned char *frames, int S, int F, int c
 void toy_eval_pair(int k, int *color, int *shape, int *dir, uint64_t *seed) {
     // 8 held-out, then 16 training combinations: each colour 4x, each shape 5-6x, each direction 4x
     static const int train[16][3] = {
-        {0, TOY_CIRCLE, TOY_LEFT},   {0, TOY_SQUARE, TOY_UP},     {0, TOY_TRIANGLE, TOY_DOWN}, {0, TOY_SQUARE, TOY_RIGHT},
-        {1, TOY_CIRCLE, TOY_RIGHT},  {1, TOY_SQUARE, TOY_DOWN},   {1, TOY_TRIANGLE, TOY_UP},   {1, TOY_CIRCLE, TOY_LEFT},
-        {2, TOY_TRIANGLE, TOY_LEFT}, {2, TOY_CIRCLE, TOY_UP},     {2, TOY_SQUARE, TOY_DOWN},   {2, TOY_TRIANGLE, TOY_RIGHT},
-        {3, TOY_SQUARE, TOY_LEFT},   {3, TOY_TRIANGLE, TOY_DOWN}, {3, TOY_CIRCLE, TOY_RIGHT},  {3, TOY_TRIANGLE, TOY_UP}};
+        {0, TOY_CIRCLE, TOY_LEFT},   {0, TOY_BAR, TOY_UP},     {0, TOY_TRIANGLE, TOY_DOWN}, {0, TOY_BAR, TOY_RIGHT},
+        {1, TOY_CIRCLE, TOY_RIGHT},  {1, TOY_BAR, TOY_DOWN},   {1, TOY_TRIANGLE, TOY_UP},   {1, TOY_CIRCLE, TOY_LEFT},
+        {2, TOY_TRIANGLE, TOY_LEFT}, {2, TOY_CIRCLE, TOY_UP},     {2, TOY_BAR, TOY_DOWN},   {2, TOY_TRIANGLE, TOY_RIGHT},
+        {3, TOY_BAR, TOY_LEFT},   {3, TOY_TRIANGLE, TOY_DOWN}, {3, TOY_CIRCLE, TOY_RIGHT},  {3, TOY_TRIANGLE, TOY_UP}};
     const int *c = k < TOY_NHELD ? held[k] : train[(k - TOY_NHELD) % 16];
     *color = c[0]; *shape = c[1]; *dir = c[2];
     *seed = 1000u + (uint64_t)k;

@@ -5,7 +5,7 @@
 // tools/toyworld.py makes the same clips byte for byte on any platform (corpus op `toyworld`).
 //
 //   colours     red, green, blue, yellow            (TOY_NCOLORS)
-//   shapes      circle, square, triangle            (TOY_NSHAPES)
+//   shapes      circle, bar, triangle               (TOY_NSHAPES)
 //   directions  left, right, up, down               (TOY_NDIRS; up = towards row 0)
 //   held out    8 of the 48 (colour, shape, direction) combinations never appear in training
 //               (toy_held_out); every colour-shape, colour-direction and shape-direction pair
@@ -17,7 +17,7 @@
 // Pixel (x, y) is sampled at 4x4 points (8x + 2i + 1, 8y + 2j + 1), i, j = 0..3; with d the
 // offset of a point from the centre:
 //   circle    dx^2 + dy^2 <= r^2
-//   square    |dx| <= s and |dy| <= s,           s = floor(7r/8) (about the circle's area)
+//   bar       |dx| <= r and 2|dy| <= r           (a horizontal bar, twice as wide as tall)
 //   triangle  dy <= r and 8|dx| <= 5(dy + r)     (apex up, base 2.5r wide at dy = r)
 // and the pixel is (bg (16 - n) + fg n + 8) / 16 per channel, n = points inside (0..16).
 #ifndef MAVREF_TOYWORLD_H
@@ -33,7 +33,7 @@
 #define TOY_NHELD 8
 
 enum { TOY_LEFT, TOY_RIGHT, TOY_UP, TOY_DOWN };
-enum { TOY_CIRCLE, TOY_SQUARE, TOY_TRIANGLE };
+enum { TOY_CIRCLE, TOY_BAR, TOY_TRIANGLE };
 
 extern const char *const toy_color_names[TOY_NCOLORS];
 extern const char *const toy_shape_names[TOY_NSHAPES];
@@ -72,10 +72,12 @@ int toy_caption(char *buf, size_t n, const ToyClip *clip);
 //   motion   d = centroid(last frame) - centroid(first frame), in pixels (x right, y down);
 //            the clip moves in direction u (left (-1,0), right (1,0), up (0,-1), down (0,1))
 //            by d.u, and its measured direction is the u with the largest d.u
-//   shape    per frame, over the blob's bounding box (w x h): skew = (cy - box centre) / h,
-//            fill = pixels / (w h); skew > 0.08: triangle (apex up: centroid 1/6 below the
-//            box centre); else fill > 0.89: square (fill 1); else circle (fill pi/4); the
-//            clip's shape is the class of most frames (ties to the lower index)
+//   shape    per frame, from the blob's moments: elongation = mu20 / mu02 (the second
+//            central moments along x and y), skew = (cy - box centre) / h over its bounding
+//            box of height h; elongation >= 2: bar (4 when drawn: twice as wide as tall; 1 for
+//            a circle, 1.2 for the triangle); else skew > 0.08: triangle (apex up: centroid 1/6
+//            below the box centre); else circle; the clip's shape is the class of most frames
+//            (ties to the lower index)
 typedef struct {
     int color;              // the colour class with the most pixels over the clip (-1: none)
     long pixels0, pixels1;  // the asked colour's pixels in the first and last frame

@@ -26,7 +26,7 @@ float32, "tol_basis" (f32_tolerance: the f64 cases are written first).
 The two cases, same settings (DPM-Solver++, 12 steps, guidance 5 for both UNets, 12 frames,
 64x64, fixed noise):
   imagegen   text only, "a red triangle moving right": the 2-D UNet makes the hint latent
-  hint       a given first frame, "a blue square moving up": the first frame of a toy-world clip
+  hint       a given first frame, "a blue bar moving up": the first frame of a toy-world clip
              of that caption (tools/toyworld.py = ref/toyworld.c byte for byte), no mask
 """
 import hashlib
@@ -54,7 +54,7 @@ SCHED, STEPS, GUIDANCE, FRAMES, SIZE = 'dpm', 12, 5.0, 12, 64
 # name, prompt, neg_prompt, hint clip (colour, shape, direction) or None, noise seed
 CASES = [
     ('imagegen', 'a red triangle moving right', '', None, 15001),
-    ('hint', 'a blue square moving up', '', (2, toyworld.SQUARE, toyworld.UP), 15002),
+    ('hint', 'a blue bar moving up', '', (2, toyworld.BAR, toyworld.UP), 15002),
 ]
 HINT_CLIP_SEED, HINT_CLIP_INDEX = 15, 0
 

@@ -16,14 +16,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from procgen import M64, fnv1a64  # noqa: E402
 
 COLOR_NAMES = ['red', 'green', 'blue', 'yellow']
-SHAPE_NAMES = ['circle', 'square', 'triangle']
+SHAPE_NAMES = ['circle', 'bar', 'triangle']
 DIR_NAMES = ['left', 'right', 'up', 'down']
 COLORS = [(220, 50, 47), (60, 170, 60), (40, 90, 220), (235, 200, 30)]
 BACKGROUND = (24, 24, 32)
 LEFT, RIGHT, UP, DOWN = 0, 1, 2, 3
-CIRCLE, SQUARE, TRIANGLE = 0, 1, 2
-HELD = [(0, CIRCLE, DOWN), (0, TRIANGLE, RIGHT), (1, SQUARE, UP), (1, TRIANGLE, LEFT),
-        (2, CIRCLE, RIGHT), (2, SQUARE, LEFT), (3, CIRCLE, UP), (3, SQUARE, DOWN)]
+CIRCLE, BAR, TRIANGLE = 0, 1, 2
+HELD = [(0, CIRCLE, DOWN), (0, TRIANGLE, RIGHT), (1, BAR, UP), (1, TRIANGLE, LEFT),
+        (2, CIRCLE, RIGHT), (2, BAR, LEFT), (3, CIRCLE, UP), (3, BAR, DOWN)]
 NCOMBOS = len(COLOR_NAMES) * len(SHAPE_NAMES) * len(DIR_NAMES)
 
 
@@ -97,9 +97,8 @@ def render(clip, S, F):
         dy = (px - cy)[:, None]          # (S*4, 1)
         if clip['shape'] == CIRCLE:
             ins = dx * dx + dy * dy <= r * r
-        elif clip['shape'] == SQUARE:
-            s = 7 * r // 8
-            ins = (np.abs(dx) <= s) & (np.abs(dy) <= s)
+        elif clip['shape'] == BAR:
+            ins = (np.abs(dx) <= r) & (2 * np.abs(dy) <= r)
         else:
             ins = (dy <= r) & (8 * np.abs(dx) <= 5 * (dy + r))
         n = ins.reshape(S, 4, S, 4).sum(axis=(1, 3)).astype(np.int64)  # (y, x)

@@ -19,10 +19,10 @@ measures the asked shape's motion:
            pixels of it); the displacement along the asked direction (left: -x, right: +x,
            up: -y, down: +y) must be at least --min-move of the frame's size (1/4) and the
            largest of the four directions;
-  shape    reported (checked with --check-shape): per frame, toy_measure's rule (the centroid
-           8% of the box height below the box centre: triangle; else a box fill over 0.89:
-           square; else circle), the clip's shape by the most frames (right for every true toy
-           clip, --self-test).
+  shape    reported (checked with --check-shape): per frame, toy_measure's rule (second central
+           moments mu20 >= 2 mu02: bar; else the centroid 8% of the box height below the box
+           centre: triangle; else circle), the clip's shape by the most frames (right for every
+           true toy clip, --self-test).
 
 Exit status: 0 when the motion check passes (or, with --motion-not-gating, once the page has made
 its video), 1 when it fails (the measurement is printed
@@ -79,7 +79,7 @@ def blob(rgb, width, height, want, colors, bg, max_dist):
     down) and the shape by toy_measure's rule (None under TOY_MIN_BLOB pixels)."""
     refs = [('bg', bg)] + list(colors.items())
     target = colors[want]
-    n = sx = sy = 0
+    n = sx = sy = sxx = syy = 0
     x0, y0, x1, y1 = width, height, -1, -1
     for i in range(width * height):
         p = rgb[3 * i:3 * i + 3]
@@ -87,14 +87,14 @@ def blob(rgb, width, height, want, colors, bg, max_dist):
         if min(refs, key=lambda r: d(r[1]))[0] != want or (max_dist > 0 and d(target) > max_dist * max_dist):
             continue
         x, y = i % width, i // width
-        n += 1; sx += x; sy += y
+        n += 1; sx += x; sy += y; sxx += x * x; syy += y * y
         x0, y0, x1, y1 = min(x0, x), min(y0, y), max(x1, x), max(y1, y)
     if n == 0:
         return 0, None, None, None
     cx, cy = sx / n, sy / n
-    w, h = x1 - x0 + 1, y1 - y0 + 1
-    skew, fill = (cy - 0.5 * (y0 + y1)) / h, n / (w * h)
-    shape = None if n < TOY_MIN_BLOB else 'triangle' if skew > 0.08 else 'square' if fill > 0.89 else 'circle'
+    h = y1 - y0 + 1
+    skew, mxx, myy = (cy - 0.5 * (y0 + y1)) / h, sxx / n - cx * cx, syy / n - cy * cy
+    shape = None if n < TOY_MIN_BLOB else 'bar' if mxx >= 2 * myy else 'triangle' if skew > 0.08 else 'circle'
     return n, cx, cy, shape
 
 
