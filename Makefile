@@ -497,7 +497,7 @@ DEMO_CHECK ?= ./bin/mavref generate --replay vectors/toy/pipeline_imagegen_f$(PR
 TOY_GEN := --model vectors/toy/makeavid --frames 12 --width 64 --height 64 --steps 12 --guidance 5 --fps 8 --gif-scale 4
 demo: bin/mavref
 	@mkdir -p out
-	./bin/mavref generate $(TOY_GEN) --hint-model vectors/toy/hint --prompt "a red triangle moving right" --seed 1 --out out/demo
+	./bin/mavref generate $(TOY_GEN) --hint-model vectors/toy/hint --prompt "a red bar moving right" --seed 1 --out out/demo
 	./bin/mavref toyworld --clips 1 --held-out --seed 1 --out out/demo_clip.safetensors --first-frame out/demo_first.ppm
 	./bin/mavref generate $(TOY_GEN) --hint out/demo_first.ppm --prompt "a yellow bar moving down" --seed 2 --out out/demo_hint
 	$(DEMO_CHECK)

@@ -152,10 +152,10 @@ static void frame_blob(Blob *b, const unsigned char *img, int S, int k) {
 }
 
 static int blob_shape(const Blob *b) {
-    double w = (double)(b->x1 - b->x0 + 1), h = (double)(b->y1 - b->y0 + 1);
-    double skew = (b->cy - 0.5 * (b->y0 + b->y1)) / h, fill = (double)b->n / (w * h);
-    if (skew > 0.08) return TOY_TRIANGLE;
-    return fill > 0.89 ? TOY_BAR : TOY_CIRCLE;
+    double h = (double)(b->y1 - b->y0 + 1);
+    double skew = (b->cy - 0.5 * (b->y0 + b->y1)) / h;
+    if (b->mxx >= 2 * b->myy) return TOY_BAR; // elongation mu20 / mu02 >= 2
+    return skew > 0.08 ? TOY_TRIANGLE : TOY_CIRCLE;
 }
 
 double toy_along(const ToyMeasure *m, int dir) {
