@@ -103,10 +103,14 @@ $M init vae --config $OUT/makeavid/vae/config.json --weights $TMP/raw/vae/diffus
 $M encode-clips --model $OUT/makeavid --data $TMP/world.safetensors --out $TMP/data.safetensors
 
 SCHED=$OUT/makeavid/scheduler/scheduler_config.json
+# Each UNet's options, shared by its first run and the resumed one (a resumed run is the same
+# run only with the same options).
+U2_OPTS="--2d --all --config $OUT/hint/unet/config.json --scheduler-config $SCHED --data $TMP/data.safetensors
+    --batch 8 --total-steps $U2_STEPS --lr 1e-3 --warmup 0.05 --decay 0.95 --cond-drop 0.1 --seed 2"
+U3_OPTS="--all --config $OUT/makeavid/unet/config.json --scheduler-config $SCHED --data $TMP/data.safetensors
+    --batch 4 --frames 12 --total-steps $U3_STEPS --lr 1e-3 --warmup 0.05 --decay 0.95 --cond-drop 0.1 --seed 3"
 stage "2-D UNet (the first frame), first $U2A_STEPS of $U2_STEPS steps"
-$M train --2d --all --config $OUT/hint/unet/config.json --procedural 2 --scheduler-config $SCHED --data $TMP/data.safetensors \
-    --batch 8 --steps $U2A_STEPS --total-steps $U2_STEPS --lr 1e-3 --warmup 0.05 --decay 0.95 --cond-drop 0.1 --seed 2 \
-    --out $TMP/unet2d_a --plot $LOG/unet2d_loss_a.svg > $LOG/unet2d_a.log
+$M train $U2_OPTS --procedural 2 --steps $U2A_STEPS --out $TMP/unet2d_a --plot $LOG/unet2d_loss_a.svg > $LOG/unet2d_a.log
 
 # The pseudo-3D UNet starts as the 2-D UNet of step U2A_STEPS run on every frame (Make-A-Video's
 # recipe: init --from-2d; the temporal convs the identity, the temporal attentions' outputs
@@ -118,18 +122,15 @@ $M train --2d --all --config $OUT/hint/unet/config.json --procedural 2 --schedul
 stage "pseudo-3D UNet (the video) from the 2-D UNet, first $U3A_STEPS steps, beside the 2-D UNet's last $(( U2_STEPS - U2A_STEPS ))"
 $M init unet --config $OUT/makeavid/unet/config.json --procedural 3 --from-2d $TMP/unet2d_a.params.safetensors \
     --out $TMP/unet_init.safetensors
-MAVREF_THREADS=1 $M train --2d --all --config $OUT/hint/unet/config.json --resume $TMP/unet2d_a --scheduler-config $SCHED \
-    --data $TMP/data.safetensors --batch 8 --steps $(( U2_STEPS - U2A_STEPS )) --total-steps $U2_STEPS --lr 1e-3 --warmup 0.05 \
-    --decay 0.95 --cond-drop 0.1 --seed 2 --out $TMP/unet2d --plot $LOG/unet2d_loss_b.svg > $LOG/unet2d_b.log &
+MAVREF_THREADS=1 $M train $U2_OPTS --resume $TMP/unet2d_a --steps $(( U2_STEPS - U2A_STEPS )) \
+    --out $TMP/unet2d --plot $LOG/unet2d_loss_b.svg > $LOG/unet2d_b.log &
 u2=$!
-MAVREF_THREADS=1 $M train --all --config $OUT/makeavid/unet/config.json --weights $TMP/unet_init.safetensors --scheduler-config $SCHED \
-    --data $TMP/data.safetensors --batch 4 --frames 12 --steps $U3A_STEPS --total-steps $U3_STEPS --lr 1e-3 --warmup 0.05 --decay 0.95 \
-    --cond-drop 0.1 --seed 3 --out $TMP/unet_a --plot $LOG/unet_loss_a.svg > $LOG/unet_a.log
+MAVREF_THREADS=1 $M train $U3_OPTS --weights $TMP/unet_init.safetensors --steps $U3A_STEPS \
+    --out $TMP/unet_a --plot $LOG/unet_loss_a.svg > $LOG/unet_a.log
 wait $u2
 stage "pseudo-3D UNet, steps $U3A_STEPS to $U3_STEPS"
-$M train --all --config $OUT/makeavid/unet/config.json --resume $TMP/unet_a --scheduler-config $SCHED \
-    --data $TMP/data.safetensors --batch 4 --frames 12 --steps $(( U3_STEPS - U3A_STEPS )) --total-steps $U3_STEPS --lr 1e-3 --warmup 0.05 \
-    --decay 0.95 --cond-drop 0.1 --seed 3 --out $TMP/unet --plot $LOG/unet_loss_b.svg > $LOG/unet_b.log
+$M train $U3_OPTS --resume $TMP/unet_a --steps $(( U3_STEPS - U3A_STEPS )) \
+    --out $TMP/unet --plot $LOG/unet_loss_b.svg > $LOG/unet_b.log
 $M init unet2d --config $OUT/hint/unet/config.json --weights $TMP/unet2d.params.safetensors --dtype f16 \
     --out $OUT/hint/unet/diffusion_pytorch_model.safetensors
 $M init unet --config $OUT/makeavid/unet/config.json --weights $TMP/unet.params.safetensors --dtype f16 \
